@@ -1,0 +1,104 @@
+"""Windows and proxy tokens as static reshapes, permutes, rolls and slices (no data-dependent shapes).
+
+Token layout inside the model is window-major: [B, num_windows, P, C], windows in (f, h, w) order and
+tokens in (t, y, x) order inside a window, the layout of the published code.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .errors import InputError
+from .resolution import Geometry, Triple
+
+
+def window_partition(x: Tensor, window: Triple) -> Tensor:
+    """[B, F, H, W, C] -> [B, num_windows, P, C]"""
+    b, f, h, w, c = x.shape
+    pt, ph, pw = window
+    x = x.reshape(b, f // pt, pt, h // ph, ph, w // pw, pw, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
+    return x.reshape(b, -1, pt * ph * pw, c)
+
+
+def window_reverse(x: Tensor, grid: Triple, window: Triple) -> Tensor:
+    """[B, num_windows, P, C] -> [B, F, H, W, C]"""
+    b, c = x.shape[0], x.shape[-1]
+    (f, h, w), (pt, ph, pw) = grid, window
+    x = x.reshape(b, f // pt, h // ph, w // pw, pt, ph, pw, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
+    return x.reshape(b, f, h, w, c)
+
+
+def shift_windows(x: Tensor, geo: Geometry, reverse: bool = False) -> Tensor:
+    """Re-window the tokens on a grid rolled by half a window (reverse=True undoes it)."""
+    shifts = [(dim, s if reverse else -s) for dim, s in zip((1, 2, 3), geo.shift) if s]
+    if not shifts:
+        return x
+    grid = window_reverse(x, geo.grid, geo.window)
+    grid = torch.roll(grid, shifts=tuple(s for _, s in shifts), dims=tuple(d for d, _ in shifts))
+    return window_partition(grid, geo.window)
+
+
+def shifted_window_bias(geo: Geometry, value: float, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
+    """[num_windows, P, P] additive bias for shifted-window attention: `value` between tokens that the roll
+    brought together from opposite edges of the grid, 0 elsewhere."""
+    labels = torch.zeros(geo.grid, dtype=torch.int64)
+    for axis, (n, w, s) in enumerate(zip(geo.grid, geo.window, geo.shift)):
+        if not s:
+            continue
+        # Regions along this axis of the rolled grid: [0, n-w), [n-w, n-s), [n-s, n); the last one wrapped around.
+        region = torch.zeros(n, dtype=torch.int64)
+        region[n - w:] = 1
+        region[n - s:] = 2
+        shape = [1, 1, 1]
+        shape[axis] = n
+        labels = labels * 3 + region.view(shape)
+    windows = window_partition(labels[None, ..., None], geo.window)[0, :, :, 0]  # [num_windows, P]
+    bias = torch.where(windows[:, :, None] != windows[:, None, :], value, 0.0)
+    return bias.to(dtype=dtype, device=device)
+
+
+def proxy_split(window: Triple, proxy_window: Triple | None) -> tuple[Triple, Triple]:
+    """(members, groups) per axis: each attention window holds prod(groups) proxies, each standing for
+    prod(members) tokens. As in the published code, proxy group k of a window takes the tokens whose
+    in-window index is congruent to k modulo `groups` (interleaved, not contiguous)."""
+    if proxy_window is None:
+        return window, (1, 1, 1)
+    if any(w % p for w, p in zip(window, proxy_window)):
+        raise InputError(f"proxy_window {proxy_window} must divide the attention window {window} on every axis")
+    groups = (window[0] // proxy_window[0], window[1] // proxy_window[1], window[2] // proxy_window[2])
+    return proxy_window, groups
+
+
+def proxy_tokens(
+    x: Tensor,
+    geo: Geometry,
+    proxy_window: Triple | None,
+    mode: str,
+    offset: Triple | None = None,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """Proxy tokens of window-major tokens [B, nW, P, C] -> [B, nW * proxies_per_window, C].
+
+    mean:    average of each proxy's tokens (what the published checkpoint was trained with).
+    strided: the token at a fixed `offset` (default: centre) of each proxy window, a static strided slice.
+    random:  one uniformly drawn token per proxy window (training, as in the paper).
+    """
+    b, nw, _, c = x.shape
+    (mt, mh, mw), (gt, gh, gw) = proxy_split(geo.window, proxy_window)
+    x = x.reshape(b, nw, mt, gt, mh, gh, mw, gw, c)
+    if mode == "mean":
+        out = x.mean(dim=(2, 4, 6))
+    elif mode == "strided":
+        ot, oh, ow = offset if offset is not None else (mt // 2, mh // 2, mw // 2)
+        if not (0 <= ot < mt and 0 <= oh < mh and 0 <= ow < mw):
+            raise InputError(f"proxy_offset {(ot, oh, ow)} lies outside the proxy window {(mt, mh, mw)}")
+        out = x.narrow(2, ot, 1).narrow(4, oh, 1).narrow(6, ow, 1)
+    elif mode == "random":
+        members = mt * mh * mw
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, -1, members, c)
+        pick = torch.randint(0, members, (b, x.shape[1], 1, 1), generator=generator, device=x.device)
+        out = torch.gather(x, 2, pick.expand(-1, -1, 1, c))
+    else:
+        raise InputError(f"unknown proxy mode {mode!r}: use random, strided or mean")
+    return out.reshape(b, -1, c)

@@ -1,0 +1,25 @@
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ptdit import PTDiT, preset
+
+
+def model_inputs(batch: int, latent_fhw: tuple[int, int, int], text_len: int = 12, seed: int = 0,
+                 in_channels: int = 4, text_dim: int = 4096) -> tuple[torch.Tensor, ...]:
+    """Seeded (latent, timestep, text_embeds, text_mask); F == 1 gives a 4D image latent."""
+    gen = torch.Generator().manual_seed(seed)
+    f, h, w = latent_fhw
+    shape = (batch, in_channels, h, w) if f == 1 else (batch, in_channels, f, h, w)
+    latent = torch.randn(shape, generator=gen)
+    timestep = torch.rand(batch, generator=gen) * 1000
+    text = torch.randn(batch, text_len, text_dim, generator=gen)
+    mask = torch.ones(batch, text_len, dtype=torch.int64)
+    mask[:, text_len // 2 + 1:] = 0  # padded tail, as a tokenizer produces
+    return latent, timestep, text, mask
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> PTDiT:
+    return PTDiT(preset("tiny")).eval()
