@@ -11,6 +11,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def shape_of(x: Tensor) -> list[int]:
+    """The shape as python ints, so that an ONNX trace records constants instead of Shape ops."""
+    return [int(d) for d in x.shape]
+
+
 def layer_norm(x: Tensor, norm: nn.LayerNorm) -> Tensor:
     """LayerNorm computed in fp32 whatever the model dtype: an fp32 island of the low-precision policy."""
     weight = norm.weight.float() if norm.weight is not None else None
@@ -33,27 +38,29 @@ class Attention(nn.Module):
         super().__init__()
         inner = heads * head_dim
         context_dim = context_dim or dim
-        self.heads, self.head_dim = heads, head_dim
+        self.heads, self.head_dim, self.scale = heads, head_dim, head_dim**-0.5
         self.to_q = nn.Linear(dim, inner, bias=bias)
         self.to_k = nn.Linear(context_dim, inner, bias=bias)
         self.to_v = nn.Linear(context_dim, inner, bias=bias)
         self.to_out = nn.ModuleList([nn.Linear(inner, dim)])
 
     def _split_heads(self, x: Tensor) -> Tensor:  # [N, L, H*D] -> [N, H, L, D]
-        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
+        n, length, _ = shape_of(x)
+        return x.reshape(n, length, self.heads, self.head_dim).transpose(1, 2)
 
     def forward(self, x: Tensor, context: Tensor | None = None, bias: Tensor | None = None) -> Tensor:
         """x: [*batch, Lq, dim]; context: [*batch, Lk, context_dim] (None = self-attention);
         bias: additive, broadcastable to [prod(batch), heads, Lq, Lk]."""
-        batch_shape = x.shape[:-2]
-        x = x.flatten(0, -3)
-        context = x if context is None else context.flatten(0, -3)
+        *batch, lq, dim = shape_of(x)
+        n = math.prod(batch)
+        x = x.reshape(n, lq, dim)
+        context = x if context is None else context.reshape(n, *shape_of(context)[-2:])
         q = self._split_heads(self.to_q(x))
         k = self._split_heads(self.to_k(context))
         v = self._split_heads(self.to_v(context))
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)
-        out = out.transpose(1, 2).flatten(2)
-        return self.to_out[0](out).unflatten(0, batch_shape)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=self.scale)
+        out = out.transpose(1, 2).reshape(n, lq, self.heads * self.head_dim)
+        return self.to_out[0](out).reshape(*batch, lq, dim)
 
 
 class GELUProj(nn.Module):
@@ -81,7 +88,8 @@ def timestep_sinusoid(t: Tensor, channels: int = 256, max_period: float = 10000.
     """diffusers Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0), always in fp32 (precision island:
     t reaches 1000, which fp16 cannot resolve)."""
     half = channels // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+    # numpy, not a cached tensor: a constant of every trace, never a tracer's fake tensor
+    freqs = torch.from_numpy(np.exp(-math.log(max_period) * np.arange(half, dtype=np.float32) / half)).to(t.device)
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
@@ -166,7 +174,7 @@ def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int], interpolation_scal
     emb = np.concatenate(
         [np.repeat(temporal[:, None], height * width, axis=1), np.repeat(spatial[None], frames, axis=0)], axis=-1
     )
-    return torch.from_numpy(emb.reshape(frames * height * width, dim)).float()
+    return torch.from_numpy(emb.reshape(frames * height * width, dim).astype(np.float32))
 
 
 class PatchEmbed(nn.Module):
@@ -183,9 +191,12 @@ class PatchEmbed(nn.Module):
 
     def forward(self, latent: Tensor) -> Tensor:
         """[B, C, F, H, W] -> [B, F, H/p, W/p, dim]"""
-        b, c, f, h, w = latent.shape
-        x = self.proj(latent.transpose(1, 2).reshape(b * f, c, h, w))  # [B*F, dim, H/p, W/p]
-        grid = (f, h // self.patch_size, w // self.patch_size)
-        pos = sincos_pos_embed_3d(x.shape[1], grid, self.interpolation_scale).to(x.device)
-        x = x.reshape(b, f, x.shape[1], -1).transpose(2, 3).float() + pos.reshape(f, -1, x.shape[1])
-        return x.to(latent.dtype).reshape(b, *grid, -1)
+        b, c, f, h, w = shape_of(latent)
+        p, dim = self.patch_size, self.proj.out_channels
+        grid = (f, h // p, w // p)
+        # The stride-p conv as one matmul over (C, p, p) patches: identical maths, and valid for bf16 in every
+        # opset (ONNX Conv accepts bf16 only from opset 22).
+        patches = latent.reshape(b, c, f, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)
+        x = F.linear(patches.reshape(b, *grid, c * p * p), self.proj.weight.reshape(dim, -1), self.proj.bias)
+        pos = sincos_pos_embed_3d(dim, grid, self.interpolation_scale).to(x.device)
+        return (x.float() + pos.reshape(*grid, dim)).to(latent.dtype)

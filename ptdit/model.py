@@ -23,6 +23,7 @@ from .layers import (
     PatchEmbed,
     layer_norm,
     modulate,
+    shape_of,
 )
 from .resolution import VAE_FACTOR, Geometry, geometry
 from .windows import proxy_split, proxy_tokens, shift_windows, shifted_window_bias, window_partition, window_reverse
@@ -68,6 +69,7 @@ class PTDiTBlock(nn.Module):
         proxies_of: Callable[[Tensor], Tensor],
     ) -> Tensor:
         """x: [B, nW, P, C] window-major tokens; t6: [B, 6, C] adaLN-single vector; text: [B, L, C]."""
+        b, nw, p, c = shape_of(x)
         mod = (self.scale_shift_table + t6)[:, :, None, None, :]  # [B, 6, 1, 1, C], broadcasts over tokens
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mod.unbind(1)
 
@@ -75,9 +77,9 @@ class PTDiTBlock(nn.Module):
             # GIIM: global context through one proxy per window, carried back to every token.
             proxies = proxies_of(x)
             proxies = proxies + self.proxy_attn1(layer_norm(proxies, self.proxy_norm1))
-            queries = layer_norm(x.flatten(1, 2), self.norm_before)
+            queries = layer_norm(x.reshape(b, nw * p, c), self.norm_before)
             context = self.pvisual_attn2(queries, layer_norm(proxies, self.proxy_cross_norm))
-            x = x + self.linear_1_visual(context).view_as(x)
+            x = x + self.linear_1_visual(context).reshape(b, nw, p, c)
             # TCM: window attention, then attention in windows shifted by half a window.
             h = modulate(layer_norm(x, self.norm1), shift_msa, scale_msa)
             x = x + gate_msa * self.attn1(h)
@@ -88,9 +90,9 @@ class PTDiTBlock(nn.Module):
                 x = x + self.linear_2(gate_sw * h)
         else:
             h = modulate(layer_norm(x, self.norm1), shift_msa, scale_msa)
-            x = x + gate_msa * self.attn1(h.flatten(1, 2)).view_as(x)
+            x = x + gate_msa * self.attn1(h.reshape(b, nw * p, c)).reshape(b, nw, p, c)
 
-        x = x + self.attn2(x.flatten(1, 2), text, bias=text_bias).view_as(x)
+        x = x + self.attn2(x.reshape(b, nw * p, c), text, bias=text_bias).reshape(b, nw, p, c)
         h = modulate(layer_norm(x, self.norm2), shift_mlp, scale_mlp)
         return x + gate_mlp * self.ff(h)
 
@@ -142,8 +144,9 @@ class PTDiT(nn.Module):
         return self.pos_embed.proj.weight.dtype
 
     def geometry_of(self, latent_shape: tuple[int, ...]) -> Geometry:
-        fhw = tuple(latent_shape[2:]) if len(latent_shape) == 5 else (1, *latent_shape[2:])
-        return geometry(fhw, self.cfg.patch_size, self.cfg.window)  # type: ignore[arg-type]
+        dims = [int(d) for d in latent_shape[2:]]  # python ints: a trace records constants, not Shape ops
+        fhw = (dims[0], dims[1], dims[2]) if len(dims) == 3 else (1, dims[0], dims[1])
+        return geometry(fhw, self.cfg.patch_size, self.cfg.window)
 
     def _check_inputs(self, latent: Tensor, timestep: Tensor, text_embeds: Tensor, text_mask: Tensor) -> None:
         cfg = self.cfg
@@ -174,12 +177,12 @@ class PTDiT(nn.Module):
         cfg, dtype = self.cfg, self.dtype
         video = latent.ndim == 5
         x5 = latent if video else latent.unsqueeze(2)
-        b, _, _, h, w = x5.shape
+        b, _, f, h, w = shape_of(x5)
         geo = self.geometry_of(tuple(latent.shape))
 
         x = window_partition(self.pos_embed(x5.to(dtype)), geo.window)  # [B, nW, P, C]
         t6, t_emb = self.adaln_single(timestep, dtype, (h * VAE_FACTOR, w * VAE_FACTOR))
-        t6 = t6.unflatten(1, (6, -1))
+        t6 = t6.reshape(b, 6, -1)
         text = self.caption_projection(text_embeds.to(dtype))
         text_bias = ((1 - text_mask.to(dtype)) * cfg.mask_value)[:, None, None, :]
         shift_bias = None
@@ -199,8 +202,8 @@ class PTDiT(nn.Module):
         x = self.proj_out(modulate(layer_norm(x, self.norm_out), shift, scale))
         x = window_reverse(x, geo.grid, geo.window)  # [B, F, H/p, W/p, p*p*C_out]
         p, c_out = cfg.patch_size, cfg.out_channels
-        x = x.unflatten(-1, (p, p, c_out)).permute(0, 6, 1, 2, 4, 3, 5)  # [B, C_out, F, H/p, p, W/p, p]
-        out = x.reshape(b, c_out, x.shape[2], h, w).float()
+        x = x.reshape(b, *geo.grid, p, p, c_out).permute(0, 6, 1, 2, 4, 3, 5)  # [B, C_out, F, H/p, p, W/p, p]
+        out = x.reshape(b, c_out, f, h, w).float()
         if not video:
             out = out.squeeze(2)
         return (out, block_outputs) if return_block_outputs else out

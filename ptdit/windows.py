@@ -6,16 +6,18 @@ tokens in (t, y, x) order inside a window, the layout of the published code.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from .errors import InputError
+from .layers import shape_of
 from .resolution import Geometry, Triple
 
 
 def window_partition(x: Tensor, window: Triple) -> Tensor:
     """[B, F, H, W, C] -> [B, num_windows, P, C]"""
-    b, f, h, w, c = x.shape
+    b, f, h, w, c = shape_of(x)
     pt, ph, pw = window
     x = x.reshape(b, f // pt, pt, h // ph, ph, w // pw, pw, c).permute(0, 1, 3, 5, 2, 4, 6, 7)
     return x.reshape(b, -1, pt * ph * pw, c)
@@ -23,7 +25,7 @@ def window_partition(x: Tensor, window: Triple) -> Tensor:
 
 def window_reverse(x: Tensor, grid: Triple, window: Triple) -> Tensor:
     """[B, num_windows, P, C] -> [B, F, H, W, C]"""
-    b, c = x.shape[0], x.shape[-1]
+    b, c = shape_of(x)[0], shape_of(x)[-1]
     (f, h, w), (pt, ph, pw) = grid, window
     x = x.reshape(b, f // pt, h // ph, w // pw, pt, ph, pw, c).permute(0, 1, 4, 2, 5, 3, 6, 7)
     return x.reshape(b, f, h, w, c)
@@ -41,21 +43,23 @@ def shift_windows(x: Tensor, geo: Geometry, reverse: bool = False) -> Tensor:
 
 def shifted_window_bias(geo: Geometry, value: float, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:
     """[num_windows, P, P] additive bias for shifted-window attention: `value` between tokens that the roll
-    brought together from opposite edges of the grid, 0 elsewhere."""
-    labels = torch.zeros(geo.grid, dtype=torch.int64)
+    brought together from opposite edges of the grid, 0 elsewhere. Built in numpy: a constant of the graph."""
+    labels = np.zeros(geo.grid, dtype=np.int64)
     for axis, (n, w, s) in enumerate(zip(geo.grid, geo.window, geo.shift)):
         if not s:
             continue
         # Regions along this axis of the rolled grid: [0, n-w), [n-w, n-s), [n-s, n); the last one wrapped around.
-        region = torch.zeros(n, dtype=torch.int64)
+        region = np.zeros(n, dtype=np.int64)
         region[n - w:] = 1
         region[n - s:] = 2
         shape = [1, 1, 1]
         shape[axis] = n
-        labels = labels * 3 + region.view(shape)
-    windows = window_partition(labels[None, ..., None], geo.window)[0, :, :, 0]  # [num_windows, P]
-    bias = torch.where(windows[:, :, None] != windows[:, None, :], value, 0.0)
-    return bias.to(dtype=dtype, device=device)
+        labels = labels * 3 + region.reshape(shape)
+    (f, h, w), (pt, ph, pw) = geo.grid, geo.window
+    windows = labels.reshape(f // pt, pt, h // ph, ph, w // pw, pw).transpose(0, 2, 4, 1, 3, 5)
+    windows = windows.reshape(geo.num_windows, geo.window_size)
+    bias = np.where(windows[:, :, None] != windows[:, None, :], value, 0.0).astype(np.float32)
+    return torch.from_numpy(bias).to(dtype=dtype, device=device)
 
 
 def proxy_split(window: Triple, proxy_window: Triple | None) -> tuple[Triple, Triple]:
@@ -68,6 +72,16 @@ def proxy_split(window: Triple, proxy_window: Triple | None) -> tuple[Triple, Tr
         raise InputError(f"proxy_window {proxy_window} must divide the attention window {window} on every axis")
     groups = (window[0] // proxy_window[0], window[1] // proxy_window[1], window[2] // proxy_window[2])
     return proxy_window, groups
+
+
+def strided_offset(geo: Geometry, proxy_window: Triple | None, offset: Triple | None) -> Triple:
+    """The validated in-window offset of strided proxies (default: the centre of the proxy window)."""
+    (mt, mh, mw), _ = proxy_split(geo.window, proxy_window)
+    if offset is None:
+        return (mt // 2, mh // 2, mw // 2)
+    if not all(0 <= o < m for o, m in zip(offset, (mt, mh, mw))):
+        raise InputError(f"proxy_offset {tuple(offset)} lies outside the proxy window {(mt, mh, mw)}")
+    return offset
 
 
 def proxy_tokens(
@@ -84,21 +98,19 @@ def proxy_tokens(
     strided: the token at a fixed `offset` (default: centre) of each proxy window, a static strided slice.
     random:  one uniformly drawn token per proxy window (training, as in the paper).
     """
-    b, nw, _, c = x.shape
+    b, nw, _, c = shape_of(x)
     (mt, mh, mw), (gt, gh, gw) = proxy_split(geo.window, proxy_window)
     x = x.reshape(b, nw, mt, gt, mh, gh, mw, gw, c)
     if mode == "mean":
         out = x.mean(dim=(2, 4, 6))
     elif mode == "strided":
-        ot, oh, ow = offset if offset is not None else (mt // 2, mh // 2, mw // 2)
-        if not (0 <= ot < mt and 0 <= oh < mh and 0 <= ow < mw):
-            raise InputError(f"proxy_offset {(ot, oh, ow)} lies outside the proxy window {(mt, mh, mw)}")
+        ot, oh, ow = strided_offset(geo, proxy_window, offset)
         out = x.narrow(2, ot, 1).narrow(4, oh, 1).narrow(6, ow, 1)
     elif mode == "random":
         members = mt * mh * mw
-        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, -1, members, c)
-        pick = torch.randint(0, members, (b, x.shape[1], 1, 1), generator=generator, device=x.device)
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, nw * gt * gh * gw, members, c)
+        pick = torch.randint(0, members, (b, nw * gt * gh * gw, 1, 1), generator=generator, device=x.device)
         out = torch.gather(x, 2, pick.expand(-1, -1, 1, c))
     else:
         raise InputError(f"unknown proxy mode {mode!r}: use random, strided or mean")
-    return out.reshape(b, -1, c)
+    return out.reshape(b, nw * gt * gh * gw, c)

@@ -1,0 +1,160 @@
+"""ptdit-export: PT-DiT -> ONNX with static shapes per resolution, checked before it is published."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+from ptdit.config import PRESETS
+from ptdit.resolution import SUPPORTED_RESOLUTIONS
+
+from .spec import DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
+
+EXAMPLES = """\b
+Examples:
+  ptdit-export --res 1024
+      the published xl architecture (seeded weights), fp16, batch 2 -> artifacts/ptdit-xl-1024-b2-fp16.onnx
+  ptdit-export --res 512 --res 1024 --checkpoint qihoo_t2i.pt --proxy mean
+      published weights (trained with window-mean proxies), two resolutions
+  ptdit-export --preset tiny --res 256 --precision fp32 --out /tmp/ptdit --json
+  ptdit-export --res 512 --frames 16
+      video: 16 latent frames, window (4, 4, 4)
+"""
+PIP_NAMES = {"onnxruntime": "onnxruntime-gpu", "onnxscript": "onnxscript", "onnx_ir": "onnx-ir", "onnx": "onnx",
+             "safetensors": "safetensors", "torch": "torch"}
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"ptdit-export: error: {message}", err=True)
+    sys.exit(code)
+
+
+def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(v) for v in value.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected three integers T,H,W (e.g. 0,4,4), got {value!r}")
+    return parts  # type: ignore[return-value]
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--res", "resolutions", type=click.Choice([str(r) for r in SUPPORTED_RESOLUTIONS]), multiple=True,
+              default=["1024"], show_default=True, help="Image resolution in pixels; repeat for several artifacts.")
+@click.option("--frames", type=int, default=None, help="Video: latent frame count (a multiple of 4).")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Model preset [default: xl].")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Model config JSON (PTDiTConfig fields) instead of a preset.")
+@click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
+              help="Weights (.safetensors/.pt/.pth); default: seeded synthetic weights.")
+@click.option("--checkpoint-key", default=None, help="Key of the state dict inside a nested checkpoint (a.b).")
+@click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
+              help="Weights and activations; LayerNorm and the timestep sinusoids stay fp32.")
+@click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True, help="Static batch (2 = CFG pair).")
+@click.option("--text-len", type=int, default=DEFAULT_TEXT_LEN, show_default=True, help="Static text length.")
+@click.option("--proxy", type=click.Choice(["strided", "mean"]), default=None,
+              help="Proxy tokens [default: the config's, strided]; mean for the published checkpoint.")
+@click.option("--proxy-offset", default=None, metavar="T,H,W", callback=parse_triple,
+              help="Strided proxy offset inside each window.")
+@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weights.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
+              show_default=True, help="Output directory.")
+@click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
+@click.option("--skip-checks", is_flag=True, help="Write without the checker, op and ONNX Runtime checks.")
+@click.option("--torch-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="Where the PyTorch references of the parity check run (auto: cuda when available).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
+         checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
+         proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,
+         skip_checks: bool, torch_device: str, as_json: bool, debug: bool) -> None:
+    """Export PT-DiT to ONNX with static shapes for each resolution.
+
+    Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
+    .json manifest, after the onnx checker, a static-shape check, a TensorRT operator check and an ONNX
+    Runtime vs PyTorch comparison. Nothing is written under the final name unless every check passes.
+    """
+    from ptdit.errors import InputError
+
+    from .checks import CheckFailed
+    from .pipeline import ExportOptions, export_all
+
+    def report(line: str) -> None:
+        click.echo(line, err=True)
+
+    try:
+        if preset and config_file:
+            raise InputError("pass either --preset or --config, not both")
+        cfg = load_config(preset, config_file)
+        changes: dict[str, Any] = {}
+        if proxy:
+            changes["proxy_mode"] = proxy
+        if proxy_offset:
+            changes["proxy_offset"] = proxy_offset
+        cfg = cfg.replace(**changes) if changes else cfg
+        opts = ExportOptions(cfg, [int(r) for r in resolutions], frames, precision, batch, text_len, opset,
+                             out_dir, checkpoint, checkpoint_key, seed, force, skip_checks, torch_device)
+        results = export_all(opts, report)
+    except InputError as e:
+        fail(2, str(e))
+    except CheckFailed as e:
+        fail(1, f"{e}; nothing was written")
+    except ModuleNotFoundError as e:
+        name = (e.name or "").split(".")[0]
+        fail(2, f"missing package '{name}': install it with pip install {PIP_NAMES.get(name, name)}")
+    except KeyboardInterrupt:
+        fail(130, "interrupted; nothing was written")
+    except Exception as e:  # unexpected: one line unless --debug
+        if debug:
+            raise
+        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+
+    if as_json:
+        click.echo(json.dumps([summary(r) for r in results], indent=2))
+        return
+    for r in results:
+        click.echo(describe(r))
+
+
+def load_config(preset: str | None, config_file: Path | None):  # type: ignore[no-untyped-def]
+    from ptdit.config import PTDiTConfig
+    from ptdit.config import preset as get_preset
+
+    return PTDiTConfig.from_json_file(config_file) if config_file else get_preset(preset or "xl")
+
+
+def summary(result: Any) -> dict[str, Any]:
+    return {
+        "onnx": str(result.onnx_path),
+        "manifest": str(result.manifest_path),
+        "files": [str(f) for f in result.files],
+        "bytes": sum(f.stat().st_size for f in result.files),
+        "checks": result.checks,
+        "seconds": result.seconds,
+    }
+
+
+def describe(result: Any) -> str:
+    size = sum(f.stat().st_size for f in result.files) / 1e9
+    lines = [f"wrote {result.onnx_path} ({size:.2f} GB in {len(result.files)} files, manifest {result.manifest_path.name})"]
+    checks = result.checks
+    if checks.get("skipped"):
+        lines.append("checks: skipped (--skip-checks)")
+        return "\n".join(lines)
+    parity = checks["onnxruntime_parity"]
+    errors = ", ".join(f"{k.removeprefix('vs_')} rel L2 {v['rel_l2']:.2e}" for k, v in parity.items()
+                       if isinstance(v, dict))
+    lines.append(
+        f"checks passed: onnx checker (full), static shapes ({checks['static_shapes']['values']} values), "
+        f"no random ops, TensorRT ops ({checks['tensorrt_ops']['table']}), ONNX Runtime vs PyTorch ({errors})"
+    )
+    return "\n".join(lines)

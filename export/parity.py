@@ -1,0 +1,148 @@
+"""ONNX Runtime (CPU) against PyTorch on the same seeded inputs.
+
+ONNX Runtime has no CPU kernels for bf16 arithmetic, so a bf16 graph is run as an equivalent fp32 graph in
+which every bf16 tensor is rounded to bf16 right after it is produced (Cast to bf16 and back): bf16 storage
+with fp32 arithmetic, which is what bf16 GPU kernels do too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import onnx
+from onnx import TensorProto, numpy_helper
+
+from .spec import TensorSpec
+
+if TYPE_CHECKING:
+    from ptdit import PTDiT
+
+SIGNIFICANT_DIGITS = 4  # errors are recorded rounded, so that the manifest is reproducible byte for byte
+
+
+def parity_inputs(inputs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
+    """Seeded inputs: Gaussian latent and text features, a timestep per sample, and a text mask whose
+    length differs per sample (the rest is padding)."""
+    rng = np.random.default_rng(seed)
+    feeds: dict[str, np.ndarray] = {}
+    for t in inputs:
+        if t.name == "timestep":
+            feeds[t.name] = rng.uniform(0, 1000, size=t.shape).astype(np.float32)
+        elif t.name == "text_mask":
+            batch, length = t.shape
+            mask = np.zeros(t.shape, dtype=np.int64)
+            for i in range(batch):
+                mask[i, : max(1, length * (batch + 1 - i) // (batch + 2))] = 1
+            feeds[t.name] = mask
+        else:
+            feeds[t.name] = rng.standard_normal(t.shape, dtype=np.float32)
+    return feeds
+
+
+def _round(x: float) -> float:
+    return float(f"{x:.{SIGNIFICANT_DIGITS}g}")
+
+
+def error_metrics(actual: np.ndarray, expected: np.ndarray) -> dict[str, float]:
+    a, e = actual.astype(np.float64).ravel(), expected.astype(np.float64).ravel()
+    diff = a - e
+    norm_a, norm_e = float(np.linalg.norm(a)), float(np.linalg.norm(e))
+    return {
+        "max_abs": _round(float(np.abs(diff).max())),
+        "mean_abs": _round(float(np.abs(diff).mean())),
+        "rel_l2": _round(float(np.linalg.norm(diff)) / max(norm_e, 1e-300)),
+        "cosine": _round(float(a @ e) / max(norm_a * norm_e, 1e-300)),
+    }
+
+
+def emulate_bf16(model: onnx.ModelProto) -> onnx.ModelProto:
+    """fp32 twin of a shape-inferred bf16 graph (weights loaded) that rounds every bf16 tensor to bf16."""
+    graph = model.graph
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == TensorProto.BFLOAT16:
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
+    bf16_values = set()
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type == TensorProto.BFLOAT16:
+            value.type.tensor_type.elem_type = TensorProto.FLOAT
+            bf16_values.add(value.name)
+    nodes = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == TensorProto.BFLOAT16:
+                attr.i = TensorProto.FLOAT
+            if attr.type == onnx.AttributeProto.TENSOR and attr.t.data_type == TensorProto.BFLOAT16:
+                attr.t.CopyFrom(numpy_helper.from_array(numpy_helper.to_array(attr.t).astype(np.float32), attr.t.name))
+        nodes.append(node)
+        for k, out in enumerate(node.output):
+            if out in bf16_values:
+                raw, rounded = f"{out}__fp32", f"{out}__bf16"
+                node.output[k] = raw
+                nodes.append(onnx.helper.make_node("Cast", [raw], [rounded], to=TensorProto.BFLOAT16))
+                nodes.append(onnx.helper.make_node("Cast", [rounded], [out], to=TensorProto.FLOAT))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    return model
+
+
+def has_bf16(model: onnx.ModelProto) -> bool:
+    return any(i.data_type == TensorProto.BFLOAT16 for i in model.graph.initializer) or any(
+        a.name == "to" and a.i == TensorProto.BFLOAT16 for n in model.graph.node for a in n.attribute
+    )
+
+
+def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray], inferred: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Run the file on ONNX Runtime's CPU provider (`inferred`: its shape-inferred graph, for bf16)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    target = path
+    if has_bf16(inferred):
+        target = path.with_name(path.stem + ".bf16-emulated.onnx")
+        model = onnx.load(str(path))  # with weights
+        model.graph.ClearField("value_info")
+        model.graph.value_info.extend(inferred.graph.value_info)
+        onnx.save(emulate_bf16(model), str(target), save_as_external_data=True,
+                  location=target.name + ".data", size_threshold=1024)
+        del model
+    try:
+        session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+        names = [o.name for o in session.get_outputs()]
+        return dict(zip(names, session.run(names, feeds)))
+    finally:
+        if target != path:
+            target.unlink(missing_ok=True)
+            target.with_name(target.name + ".data").unlink(missing_ok=True)
+
+
+def run_torch(model: PTDiT, feeds: dict[str, np.ndarray], device: str = "cpu") -> np.ndarray:
+    """One forward of the PyTorch model on `device` (the model is moved there and back)."""
+    import torch
+
+    args = [torch.from_numpy(feeds[k]).to(device) for k in ("latent", "timestep", "text_embeds", "text_mask")]
+    model.to(device)
+    try:
+        with torch.no_grad():
+            out = model(*args)
+    finally:
+        model.to("cpu")
+    assert isinstance(out, torch.Tensor)
+    return out.cpu().numpy()
+
+
+def compare(onnx_out: np.ndarray, references: dict[str, np.ndarray], thresholds: dict[str, float]) -> dict[str, Any]:
+    """Metrics against each reference ("fp32", "same_precision"); `passed` when each rel L2 is within its
+    threshold (a reference without a threshold is measured and recorded only)."""
+    result: dict[str, Any] = {}
+    passed = True
+    for name, ref in references.items():
+        metrics: dict[str, Any] = error_metrics(onnx_out, ref)
+        if name in thresholds:
+            metrics["max_rel_l2"] = thresholds[name]
+            passed = passed and metrics["rel_l2"] <= thresholds[name]
+        result[f"vs_torch_{name}"] = metrics
+    result["passed"] = passed
+    return result

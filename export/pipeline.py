@@ -1,0 +1,323 @@
+"""One `ptdit-export` run: validate everything, then per resolution export, check, and publish atomically."""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import importlib.metadata
+import json
+import os
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterator
+
+from ptdit.checkpoint import file_sha256
+from ptdit.config import PTDiTConfig
+from ptdit.errors import InputError
+from ptdit.resolution import Geometry, geometry, latent_hw, window_for
+from ptdit.windows import strided_offset
+
+from .spec import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportSpec
+
+if TYPE_CHECKING:
+    import onnx
+
+    from ptdit import PTDiT
+
+    from .exporter import Weights
+    from .spec import TensorSpec
+
+MANIFEST_SCHEMA = "ptdit-onnx/1"
+PARITY_SEED = 0
+# Largest accepted relative L2 error of ONNX Runtime against the PyTorch fp32 model, per export precision.
+# fp32: 1e-5, an exact export up to summation order; fp16 and bf16 leave ~10x and ~5x headroom over what xl
+# measured (README, "Export accuracy").
+MAX_REL_L2 = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1}
+# ... and against PyTorch running the same precision policy (the exporter must not add error of its own
+# beyond kernel rounding differences).
+MAX_REL_L2_SAME_PRECISION = {"fp16": 2e-2, "bf16": 1e-1}
+
+
+@dataclass
+class ExportOptions:
+    cfg: PTDiTConfig
+    resolutions: list[int]
+    frames: int | None = None
+    precision: str = "fp16"
+    batch: int = 2
+    text_len: int = 200
+    opset: int = DEFAULT_OPSET
+    out_dir: Path = Path("artifacts")
+    checkpoint: str | None = None
+    checkpoint_key: str | None = None
+    seed: int = 0
+    force: bool = False
+    skip_checks: bool = False
+    torch_device: str = "auto"  # where the PyTorch references of the parity check run
+
+
+@dataclass
+class ExportResult:
+    onnx_path: Path
+    manifest_path: Path
+    files: list[Path]
+    checks: dict[str, Any]
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+Reporter = Callable[[str], None]
+
+
+class Stages:
+    """Reports each stage with its duration and keeps the timings."""
+
+    def __init__(self, report: Reporter):
+        self.report = report
+        self.seconds: dict[str, float] = {}
+
+    @contextlib.contextmanager
+    def run(self, name: str, label: str) -> Iterator[None]:
+        self.report(f"  {label} ...")
+        start = time.perf_counter()
+        yield
+        elapsed = time.perf_counter() - start
+        self.seconds[name] = round(elapsed, 2)
+        self.report(f"  {label}: done in {elapsed:.1f} s")
+
+
+def spec_for(opts: ExportOptions, res: int) -> ExportSpec:
+    return ExportSpec(opts.cfg.name, res, opts.frames, opts.batch, opts.text_len, opts.precision, opts.opset)
+
+
+def geometry_for(opts: ExportOptions, res: int) -> Geometry:
+    side = latent_hw(res)
+    return geometry((opts.frames or 1, side, side), opts.cfg.patch_size, opts.cfg.window)
+
+
+def artifact_files(out_dir: Path, stem: str) -> list[Path]:
+    return [out_dir / f"{stem}.onnx", out_dir / f"{stem}.onnx.data", out_dir / f"{stem}.json"]
+
+
+def validate(opts: ExportOptions) -> None:
+    """Every bad input is reported before any work starts."""
+    if not opts.resolutions:
+        raise InputError("no resolution given: pass --res (e.g. --res 1024)")
+    for res in opts.resolutions:
+        window_for(res, opts.frames)
+        strided_offset(geometry_for(opts, res), opts.cfg.proxy_window, opts.cfg.proxy_offset)
+    if opts.opset not in SUPPORTED_OPSETS:
+        raise InputError(f"opset {opts.opset} is not supported: the exporter writes opsets "
+                         f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (LayerNormalization needs >= 17)")
+    if opts.batch < 1 or opts.text_len < 1:
+        raise InputError(f"--batch and --text-len must be positive, got {opts.batch} and {opts.text_len}")
+    if opts.torch_device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--torch-device must be auto, cpu or cuda, got {opts.torch_device!r}")
+    if not opts.skip_checks:
+        torch_device(opts.torch_device)
+    if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
+        raise InputError(f"checkpoint {opts.checkpoint} does not exist")
+    try:
+        opts.out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=opts.out_dir):
+            pass
+    except OSError as e:
+        raise InputError(f"output directory {opts.out_dir} is not writable ({e.strerror}); choose another with --out")
+    if not opts.force:
+        existing = [str(p) for res in opts.resolutions for p in artifact_files(opts.out_dir, spec_for(opts, res).stem)
+                    if p.exists()]
+        if existing:
+            raise InputError(f"{existing[0]} already exists; pass --force to overwrite it")
+
+
+def tool_versions() -> dict[str, str]:
+    versions = {}
+    for dist in ("ptdit-deploy", "torch", "onnx", "onnxscript", "onnx-ir", "onnxruntime-gpu", "onnxruntime"):
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
+    from .exporter import build_model
+
+    validate(opts)
+    stages = Stages(report)
+    source = f"checkpoint {opts.checkpoint}" if opts.checkpoint else f"seeded weights, seed {opts.seed}"
+    with stages.run("build_model", f"build {opts.cfg.name} in {opts.precision} ({source})"):
+        model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
+    results = []
+    for res in opts.resolutions:
+        result = export_one(opts, res, model, weights, report)
+        result.seconds = {**stages.seconds, **result.seconds}
+        results.append(result)
+    return results
+
+
+def export_one(opts: ExportOptions, res: int, model: PTDiT, weights: Weights, report: Reporter) -> ExportResult:
+    from .exporter import clean, save, strip_block_outputs, trace
+
+    cfg, spec, geo = opts.cfg, spec_for(opts, res), geometry_for(opts, res)
+    side = latent_hw(res)
+    inputs = spec.inputs(cfg.in_channels, cfg.text_dim, side)
+    outputs = spec.outputs(cfg.out_channels, side)
+    video = f", {opts.frames} frames" if opts.frames else ""
+    report(f"ptdit-export: {cfg.name} at {res} px{video}, {opts.precision}, batch {opts.batch} "
+           f"-> {opts.out_dir / spec.stem}.onnx")
+    stages = Stages(report)
+    work = Path(tempfile.mkdtemp(dir=opts.out_dir, prefix=f".{spec.stem}.partial."))
+    try:
+        with stages.run("trace", "trace to ONNX (torch.export, static shapes)"):
+            graph = trace(model, spec, inputs)
+        with stages.run("clean", "fold constants and clean up the graph"):
+            clean(graph, set(model.state_dict()))
+            block_names = strip_block_outputs(graph)
+        onnx_path = work / f"{spec.stem}.onnx"
+        with stages.run("write", "write ONNX"):
+            files = save(graph, onnx_path)
+        del graph
+        gc.collect()
+        checks: dict[str, Any] = {"skipped": True}
+        if not opts.skip_checks:
+            checks = run_checks(onnx_path, opts, spec, inputs, model, stages)
+        manifest = build_manifest(opts, spec, geo, model, weights, files, inputs, outputs, block_names, checks)
+        manifest_path = work / f"{spec.stem}.json"
+        write_json(manifest_path, manifest)
+        published = publish([*files[1:], files[0], manifest_path], opts.out_dir)  # weights first, manifest last
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return ExportResult(opts.out_dir / onnx_path.name, opts.out_dir / manifest_path.name, published, checks,
+                        dict(stages.seconds))
+
+
+def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[TensorSpec], model: PTDiT,
+               stages: Stages) -> dict[str, Any]:
+    from . import checks as c
+
+    results: dict[str, Any] = {}
+    with stages.run("onnx_checker", "onnx checker (full check)"):
+        results["onnx_checker"] = {"passed": True, **c.onnx_checker(path)}
+    with stages.run("static_shapes", "shape inference: every dimension static"):
+        inferred = c.infer_shapes(path)
+        results["static_shapes"] = {"passed": True, **c.static_shapes(inferred)}
+    with stages.run("no_random_ops", "no Random* operators"):
+        results["no_random_ops"] = {"passed": True, **c.no_random_ops(inferred)}
+    with stages.run("tensorrt_ops", "operators and types supported by TensorRT's ONNX parser"):
+        results["tensorrt_ops"] = {"passed": True, **c.tensorrt_ops(inferred)}
+    with stages.run("onnxruntime_parity", "ONNX Runtime (CPU) against PyTorch"):
+        results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, model)
+    return results
+
+
+def onnxruntime_parity(path: Path, inferred: onnx.ModelProto, opts: ExportOptions, spec: ExportSpec,
+                       inputs: list[TensorSpec], model: PTDiT) -> dict[str, Any]:
+    from .checks import CheckFailed
+    from .exporter import build_model
+    from .parity import compare, has_bf16, parity_inputs, run_onnxruntime, run_torch
+
+    feeds = parity_inputs(inputs, PARITY_SEED)
+    onnx_out = run_onnxruntime(path, feeds, inferred)["noise_pred"]
+    device = torch_device(opts.torch_device)
+    thresholds = {"fp32": MAX_REL_L2[spec.precision]}
+    if spec.precision == "fp32":
+        references = {"fp32": run_torch(model, feeds, device)}
+    else:
+        # The model being exported runs the same precision policy; a fresh fp32 build is the reference.
+        references = {"same_precision": run_torch(model, feeds, device)}
+        thresholds["same_precision"] = MAX_REL_L2_SAME_PRECISION[spec.precision]
+        reference, _ = build_model(opts.cfg, "fp32", opts.checkpoint, opts.checkpoint_key, opts.seed)
+        references["fp32"] = run_torch(reference, feeds, device)
+        del reference
+        gc.collect()
+    result = compare(onnx_out, references, thresholds)
+    result.update(provider="CPUExecutionProvider", torch_device=device, seed=PARITY_SEED,
+                  bf16_emulated=has_bf16(inferred))
+    if not result["passed"]:
+        worst = ", ".join(f"{k}: rel L2 {v['rel_l2']:.3g} (max {v['max_rel_l2']:.3g})"
+                          for k, v in result.items() if isinstance(v, dict) and "max_rel_l2" in v)
+        raise CheckFailed("onnxruntime_parity", f"ONNX Runtime output differs from PyTorch ({worst})")
+    return result
+
+
+def torch_device(choice: str) -> str:
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
+    return choice
+
+
+def build_manifest(opts: ExportOptions, spec: ExportSpec, geo: Geometry, model: PTDiT, weights: Weights,
+                   files: list[Path], inputs: list[TensorSpec], outputs: list[TensorSpec], block_names: list[str],
+                   checks: dict[str, Any]) -> dict[str, Any]:
+    cfg = opts.cfg
+    compute_dtype = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[spec.precision]
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "artifact": {
+            "onnx": files[0].name,
+            "external_data": files[1].name if len(files) > 1 else None,
+            "sha256": {f.name: file_sha256(f) for f in files},
+        },
+        "model": {
+            "preset": cfg.name,
+            "config": cfg.to_dict(),
+            "parameters": model.num_parameters(),
+            "weights": weights.to_dict(),
+        },
+        "export": {
+            "resolution": spec.res,
+            "frames": spec.frames,
+            "batch": spec.batch,
+            "text_len": spec.text_len,
+            "precision": spec.precision,
+            "opset": spec.opset,
+            "exporter": "torch.onnx.export(dynamo=True, optimize=False) + constant folding",
+            "tools": tool_versions(),
+        },
+        "geometry": {
+            "latent": list(inputs[0].shape[2:]),
+            "tokens": list(geo.grid),
+            "window": list(geo.window),
+            "windows": list(geo.windows),
+            "shift": list(geo.shift),
+            "proxy_mode": cfg.proxy_mode,
+            "proxy_offset": list(cfg.proxy_offset) if cfg.proxy_offset else None,
+            "proxy_window": list(cfg.proxy_window) if cfg.proxy_window else None,
+        },
+        "inputs": [t.to_dict() for t in inputs],
+        "outputs": [t.to_dict() for t in outputs],
+        "block_outputs": {
+            "names": block_names,
+            "shape": [spec.batch, geo.num_windows, geo.window_size, cfg.hidden_size],
+            "dtype": compute_dtype,
+            "layout": "window-major tokens [batch, windows, tokens per window, channels]",
+        },
+        "checks": checks,
+    }
+
+
+def publish(files: list[Path], out_dir: Path) -> list[Path]:
+    """Move finished files into place, manifest last; a stale external-data file of an older export of the
+    same name is removed."""
+    published = []
+    names = {f.name for f in files}
+    stem = next(f.name.removesuffix(".json") for f in files if f.suffix == ".json")
+    for stale in artifact_files(out_dir, stem):
+        if stale.name not in names:
+            stale.unlink(missing_ok=True)
+    for f in files:
+        target = out_dir / f.name
+        os.replace(f, target)
+        published.append(target)
+    return published

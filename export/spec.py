@@ -1,0 +1,68 @@
+"""What one export is: the model, the static geometry, the precision and the I/O contract.
+
+The I/O names, shapes and dtypes are decided here and written into the manifest; every later stage reads
+them from there.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+PRECISIONS = ("fp32", "fp16", "bf16")
+DEFAULT_OPSET = 18
+SUPPORTED_OPSETS = range(18, 24)  # what torch.onnx's exporter emits; LayerNormalization needs >= 17
+DEFAULT_BATCH = 2  # the classifier-free guidance pair
+DEFAULT_TEXT_LEN = 200  # model_max_length of the published Qihoo-T2X config
+BLOCK_OUTPUT_PREFIX = "block_"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    name: str
+    shape: tuple[int, ...]
+    dtype: str  # numpy-style name: float32, float16, bfloat16, int64
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
+
+
+@dataclass(frozen=True)
+class ExportSpec:
+    """Everything that determines the bytes of one artifact (besides the weights)."""
+
+    preset: str
+    res: int
+    frames: int | None
+    batch: int
+    text_len: int
+    precision: str
+    opset: int
+
+    @property
+    def stem(self) -> str:
+        frames = f"-f{self.frames}" if self.frames else ""
+        return f"ptdit-{self.preset}-{self.res}{frames}-b{self.batch}-{self.precision}"
+
+    def latent_shape(self, in_channels: int, latent_side: int) -> tuple[int, ...]:
+        if self.frames:
+            return (self.batch, in_channels, self.frames, latent_side, latent_side)
+        return (self.batch, in_channels, latent_side, latent_side)
+
+    def inputs(self, in_channels: int, text_dim: int, latent_side: int) -> list[TensorSpec]:
+        # Float I/O stays fp32 at every precision: the graph casts on entry and exit, so callers and the
+        # sampler never convert, and the fp32 timestep feeds the fp32 sinusoid island.
+        b, length = self.batch, self.text_len
+        return [
+            TensorSpec("latent", self.latent_shape(in_channels, latent_side), "float32"),
+            TensorSpec("timestep", (b,), "float32"),
+            TensorSpec("text_embeds", (b, length, text_dim), "float32"),
+            TensorSpec("text_mask", (b, length), "int64"),
+        ]
+
+    def outputs(self, out_channels: int, latent_side: int) -> list[TensorSpec]:
+        return [TensorSpec("noise_pred", self.latent_shape(out_channels, latent_side), "float32")]
+
+
+def block_output_name(index: int) -> str:
+    return f"{BLOCK_OUTPUT_PREFIX}{index:02d}"

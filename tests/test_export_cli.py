@@ -1,0 +1,277 @@
+"""ptdit-export through its real entry point, on the tiny preset."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from click.testing import CliRunner
+
+from export.cli import main
+from ptdit import PTDiT, preset, save_checkpoint
+
+
+def run(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def one_error_line(stderr: str) -> bool:
+    """The error is a single line, the last one, and no traceback is shown."""
+    lines = stderr.strip().splitlines()
+    return bool(lines) and lines[-1].startswith("ptdit-export: error: ") and \
+        sum("error:" in line for line in lines) == 1 and "Traceback" not in stderr
+
+
+def files_in(directory: Path) -> list[str]:
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def ort_run(path: Path, manifest: dict, seed: int = 1) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for t in manifest["inputs"]:
+        if t["dtype"] == "int64":
+            feeds[t["name"]] = np.ones(t["shape"], dtype=np.int64)
+        elif t["name"] == "timestep":
+            feeds[t["name"]] = np.full(t["shape"], 500.0, dtype=np.float32)
+        else:
+            feeds[t["name"]] = rng.standard_normal(t["shape"], dtype=np.float32)
+    out = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+    return feeds, out
+
+
+@pytest.fixture(scope="module")
+def fp16_artifact(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("fp16")
+    code, stdout, stderr = run("--preset", "tiny", "--res", "256", "--out", str(out))
+    assert code == 0, stderr
+    assert "wrote" in stdout and "checks passed" in stdout
+    return out / "ptdit-tiny-256-b2-fp16.onnx"
+
+
+def test_artifact_and_manifest(fp16_artifact):
+    manifest = json.loads(fp16_artifact.with_suffix(".json").read_text())
+    assert manifest["schema"] == "ptdit-onnx/1"
+    assert [t["name"] for t in manifest["inputs"]] == ["latent", "timestep", "text_embeds", "text_mask"]
+    assert manifest["inputs"][0] == {"name": "latent", "shape": [2, 4, 32, 32], "dtype": "float32"}
+    assert manifest["inputs"][3] == {"name": "text_mask", "shape": [2, 200], "dtype": "int64"}
+    assert manifest["outputs"] == [{"name": "noise_pred", "shape": [2, 8, 32, 32], "dtype": "float32"}]
+    assert manifest["geometry"]["window"] == [1, 2, 2] and manifest["geometry"]["proxy_mode"] == "strided"
+    assert manifest["model"]["weights"] == {"source": "seeded", "seed": 0}
+    assert manifest["export"]["precision"] == "fp16" and manifest["export"]["opset"] == 18
+    checks = manifest["checks"]
+    assert all(checks[c]["passed"] for c in ("onnx_checker", "static_shapes", "no_random_ops", "tensorrt_ops",
+                                             "onnxruntime_parity"))
+    parity = checks["onnxruntime_parity"]
+    assert 0 < parity["vs_torch_fp32"]["rel_l2"] < 2e-2 and parity["vs_torch_same_precision"]["rel_l2"] < 2e-2
+    from ptdit.checkpoint import file_sha256
+
+    assert manifest["artifact"]["sha256"] == {fp16_artifact.name: file_sha256(fp16_artifact)}
+    assert manifest["artifact"]["external_data"] is None
+
+
+def test_graph_is_low_precision_with_fp32_islands(fp16_artifact):
+    model = onnx.load(str(fp16_artifact))
+    weights = {i.name: i.data_type for i in model.graph.initializer}
+    assert weights["transformer_blocks.0.attn1.to_q.weight"] == onnx.TensorProto.FLOAT16
+    inferred = onnx.shape_inference.infer_shapes(model)
+    types = {v.name: v.type.tensor_type.elem_type for v in inferred.graph.value_info}
+    norms = [n for n in model.graph.node if n.op_type == "LayerNormalization"]
+    assert norms and all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in norms)
+    sinusoids = [n for n in model.graph.node if n.op_type in ("Sin", "Cos")]
+    assert sinusoids and all(types[n.input[0]] == onnx.TensorProto.FLOAT for n in sinusoids)
+    matmuls = [n for n in model.graph.node if n.op_type == "MatMul"]
+    assert all(types.get(n.output[0]) == onnx.TensorProto.FLOAT16 for n in matmuls)
+
+
+def test_attention_is_matmul_softmax_matmul_with_scaled_q_and_k(fp16_artifact):
+    graph = onnx.load(str(fp16_artifact)).graph
+    producer = {o: n for n in graph.node for o in n.output}
+    consumers: dict[str, list] = {}
+    for n in graph.node:
+        for i in n.input:
+            consumers.setdefault(i, []).append(n)
+    softmaxes = [n for n in graph.node if n.op_type == "Softmax"]
+    assert len(softmaxes) == 2 * 5  # five attentions per block
+    for sm in softmaxes:
+        scores = producer[sm.input[0]]
+        if scores.op_type == "Add":  # additive mask
+            scores = producer[scores.input[0]]
+        assert scores.op_type == "MatMul"
+        assert {producer[i].op_type for i in scores.input} == {"Mul"}  # scale folded into Q and K
+        assert [c.op_type for c in consumers[sm.output[0]]] == ["MatMul"]
+
+
+def test_block_outputs_are_named_tensors(fp16_artifact):
+    manifest = json.loads(fp16_artifact.with_suffix(".json").read_text())
+    names = manifest["block_outputs"]["names"]
+    assert names == ["block_00", "block_01"]
+    produced = {o for n in onnx.load(str(fp16_artifact)).graph.node for o in n.output}
+    assert set(names) <= produced
+    assert manifest["block_outputs"]["shape"] == [2, 64, 4, 64]
+
+
+@pytest.mark.parametrize("precision,max_rel", [("fp32", 1e-5), ("bf16", 1e-1)])
+def test_other_precisions(tmp_path, precision, max_rel):
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--precision", precision, "--out", str(tmp_path))
+    assert code == 0, stderr
+    manifest = json.loads((tmp_path / f"ptdit-tiny-256-b2-{precision}.json").read_text())
+    parity = manifest["checks"]["onnxruntime_parity"]
+    assert parity["vs_torch_fp32"]["rel_l2"] <= max_rel
+    assert parity["bf16_emulated"] == (precision == "bf16")
+
+
+def test_several_resolutions_and_ort_matches_torch(tmp_path):
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--res", "512", "--precision", "fp32",
+                          "--out", str(tmp_path), "--skip-checks")
+    assert code == 0, stderr
+    assert files_in(tmp_path) == ["ptdit-tiny-256-b2-fp32.json", "ptdit-tiny-256-b2-fp32.onnx",
+                                  "ptdit-tiny-512-b2-fp32.json", "ptdit-tiny-512-b2-fp32.onnx"]
+    path = tmp_path / "ptdit-tiny-512-b2-fp32.onnx"
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["checks"] == {"skipped": True}
+    feeds, out = ort_run(path, manifest)
+    with torch.no_grad():
+        ref = PTDiT(preset("tiny")).eval()(*(torch.from_numpy(feeds[k]) for k in
+                                             ("latent", "timestep", "text_embeds", "text_mask")))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_video_export(tmp_path):
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--frames", "4", "--out", str(tmp_path))
+    assert code == 0, stderr
+    path = tmp_path / "ptdit-tiny-256-f4-b2-fp16.onnx"
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    assert manifest["inputs"][0]["shape"] == [2, 4, 4, 32, 32]
+    assert manifest["geometry"]["window"] == [4, 2, 2]
+    _, out = ort_run(path, manifest)
+    assert out.shape == (2, 8, 4, 32, 32) and np.isfinite(out).all()
+
+
+def test_exports_are_deterministic(tmp_path):
+    for d in ("a", "b"):
+        code, _, stderr = run("--preset", "tiny", "--res", "256", "--out", str(tmp_path / d))
+        assert code == 0, stderr
+    for name in files_in(tmp_path / "a"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_checkpoint_and_mean_proxies(tmp_path):
+    model = PTDiT(preset("tiny"), seed=5)
+    save_checkpoint(model, tmp_path / "w.safetensors")
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--precision", "fp32", "--proxy", "mean",
+                          "--checkpoint", str(tmp_path / "w.safetensors"), "--out", str(tmp_path / "out"))
+    assert code == 0, stderr
+    path = tmp_path / "out" / "ptdit-tiny-256-b2-fp32.onnx"
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    from ptdit.checkpoint import file_sha256
+
+    assert manifest["model"]["weights"]["sha256"] == file_sha256(tmp_path / "w.safetensors")
+    assert manifest["geometry"]["proxy_mode"] == "mean"
+    assert "ReduceMean" in manifest["checks"]["tensorrt_ops"]["ops"]
+    feeds, out = ort_run(path, manifest)
+    with torch.no_grad():
+        ref = PTDiT(preset("tiny").replace(proxy_mode="mean"), seed=5).eval()(
+            *(torch.from_numpy(feeds[k]) for k in ("latent", "timestep", "text_embeds", "text_mask")))
+    np.testing.assert_allclose(out, ref.numpy(), rtol=1e-4, atol=1e-4)
+
+
+def test_force_overwrites_and_existing_output_is_refused(tmp_path):
+    args = ["--preset", "tiny", "--res", "256", "--precision", "fp32", "--out", str(tmp_path), "--skip-checks"]
+    assert run(*args)[0] == 0
+    before = (tmp_path / "ptdit-tiny-256-b2-fp32.onnx").read_bytes()
+    code, _, stderr = run(*args)
+    assert code == 2 and "already exists; pass --force" in stderr and one_error_line(stderr)
+    code, _, _ = run(*args, "--force", "--seed", "3")
+    assert code == 0 and (tmp_path / "ptdit-tiny-256-b2-fp32.onnx").read_bytes() != before
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--res", "300"], "Invalid value for '--res'"),
+        (["--res", "256", "--frames", "6"], "multiple of 4"),
+        (["--res", "256", "--preset", "huge"], "Invalid value for '--preset'"),
+        (["--res", "256", "--opset", "16"], "opset 16 is not supported"),
+        (["--res", "256", "--checkpoint", "/nonexistent/w.pt"], "does not exist"),
+        (["--res", "256", "--proxy-offset", "1,2"], "expected three integers"),
+        (["--res", "256", "--proxy-offset", "0,5,0"], "outside the proxy window"),
+        (["--res", "256", "--batch", "0"], "must be positive"),
+        (["--res", "256", "--config", "/nonexistent.json"], "does not exist"),
+    ],
+)
+def test_bad_input_exits_2_with_one_line_and_writes_nothing(tmp_path, args, message):
+    out = tmp_path / "out"
+    code, _, stderr = run(*(["--preset", "tiny"] if "--preset" not in args and "--config" not in args else []),
+                          *args, "--out", str(out))
+    assert code == 2, stderr
+    assert message in stderr
+    assert one_error_line(stderr) or "Usage:" in stderr  # click's own usage errors show the usage line
+    assert not any(p.suffix in (".onnx", ".json", ".data") for p in out.rglob("*")) if out.exists() else True
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message given without a GPU")
+def test_torch_device_cuda_without_a_gpu(tmp_path):
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--torch-device", "cuda", "--out", str(tmp_path))
+    assert code == 2 and "needs a CUDA build of torch and a GPU" in stderr and one_error_line(stderr)
+    assert files_in(tmp_path) == []
+
+
+def test_unwritable_output_and_mismatched_checkpoint(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--out", str(blocker / "sub"))
+    assert code == 2 and "not writable" in stderr
+    save_checkpoint(PTDiT(preset("tiny").replace(depth=1)), tmp_path / "d1.pt")
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--checkpoint", str(tmp_path / "d1.pt"),
+                          "--out", str(tmp_path / "o"))
+    assert code == 2 and "does not match the model config" in stderr and one_error_line(stderr)
+    assert files_in(tmp_path / "o") == []
+    (tmp_path / "cfg.json").write_text('{"depth": 2, "heads": 3}')
+    code, _, stderr = run("--config", str(tmp_path / "cfg.json"), "--res", "256", "--out", str(tmp_path / "o"))
+    assert code == 2 and "unknown PT-DiT config keys ['heads']" in stderr
+
+
+def test_a_failing_check_publishes_nothing(tmp_path, monkeypatch):
+    import export.pipeline as pipeline
+
+    monkeypatch.setitem(pipeline.MAX_REL_L2, "fp32", 1e-12)  # no real export can meet this
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--precision", "fp32", "--out", str(tmp_path))
+    assert code == 1 and "check 'onnxruntime_parity' failed" in stderr and "nothing was written" in stderr
+    assert files_in(tmp_path) == []
+
+
+def test_an_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
+    import export.checks as checks
+
+    def interrupt(*_args, **_kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(checks, "tensorrt_ops", interrupt)
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--out", str(tmp_path))
+    assert code == 130 and "interrupted" in stderr
+    assert files_in(tmp_path) == []  # no artifact and no temporary directory
+
+
+def test_json_summary(tmp_path):
+    code, stdout, _ = run("--preset", "tiny", "--res", "256", "--precision", "fp32", "--out", str(tmp_path), "--json")
+    assert code == 0
+    summary = json.loads(stdout)
+    assert summary[0]["onnx"].endswith("ptdit-tiny-256-b2-fp32.onnx") and summary[0]["checks"]["tensorrt_ops"]["passed"]
+    assert summary[0]["checks"]["onnxruntime_parity"]["torch_device"] == "cpu"
+    assert set(summary[0]["seconds"]) >= {"build_model", "trace", "write", "onnxruntime_parity"}
+
+
+def test_console_script_and_help_without_torch():
+    help_text = subprocess.run(["ptdit-export", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Examples:" in help_text and "--res" in help_text and "--skip-checks" in help_text
+    probe = "import sys, export.cli; print('torch' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True).stdout.strip() == "False"
