@@ -1,0 +1,192 @@
+"""The TensorRT part of ptdit-build: parse, configure, build, and read back the plan's I/O.
+
+Written against the bindings of TensorRT 10.x and 11.x and type-checked against stubs of both
+(tests/test_trt_conformance.py); it runs only where TensorRT and a GPU exist.
+"""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, SupportsInt, cast
+
+from .errors import BuildError
+from .options import BuildOptions
+from .tensorrt_api import FLAG_NAMES, builder_flag, dtype_name, network_flags
+
+if TYPE_CHECKING:
+    import tensorrt as trt
+
+Reporter = Callable[[str], None]
+
+
+class Interrupted(Exception):
+    """Ctrl-C during a build: the progress monitor cancelled it."""
+
+
+def make_logger(report: Reporter, verbose: bool = False) -> trt.ILogger:
+    """A logger that keeps the errors and shows warnings (TensorRT is imported here, not at module load)."""
+    import tensorrt as trt
+
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
+
+        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
+            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
+                self.errors.append(msg)
+            elif severity == trt.ILogger.Severity.WARNING or verbose:
+                report(f"    [TensorRT] {msg}")
+
+    return Logger()
+
+
+def make_progress_monitor(report: Reporter) -> tuple[trt.IProgressMonitor, threading.Event]:
+    """TensorRT's build phases as indented lines with their step counts; setting the returned event (Ctrl-C)
+    makes the next step report cancel the build."""
+    import tensorrt as trt
+
+    cancel = threading.Event()
+
+    class Monitor(trt.IProgressMonitor):
+        def __init__(self) -> None:
+            trt.IProgressMonitor.__init__(self)
+            self._lock = threading.Lock()
+            self._phases: dict[str, tuple[int, int, float]] = {}  # name -> (depth, steps, start)
+            self._last_step_report = 0.0
+
+        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: SupportsInt) -> None:
+            with self._lock:
+                depth = self._phases[parent_phase][0] + 1 if parent_phase in self._phases else 0
+                self._phases[phase_name] = (depth, int(num_steps), time.perf_counter())
+                report(f"    {'  ' * depth}{phase_name} ({num_steps} steps)")
+
+        def step_complete(self, phase_name: str, step: SupportsInt) -> bool:
+            with self._lock:
+                now = time.perf_counter()
+                if phase_name in self._phases and now - self._last_step_report > 5.0:
+                    depth, steps, _ = self._phases[phase_name]
+                    report(f"    {'  ' * depth}  {phase_name}: {int(step) + 1}/{steps}")
+                    self._last_step_report = now
+            return not cancel.is_set()
+
+        def phase_finish(self, phase_name: str) -> None:
+            with self._lock:
+                depth, _, start = self._phases.pop(phase_name, (0, 0, time.perf_counter()))
+                report(f"    {'  ' * depth}{phase_name}: done in {time.perf_counter() - start:.1f} s")
+
+    return Monitor(), cancel
+
+
+@dataclass
+class BuiltPlan:
+    plan: bytes
+    timing_cache: bytes
+    seconds: float
+    flags: list[str]
+    strongly_typed: bool
+
+
+def _errors(logger: trt.ILogger) -> str:
+    errors: list[str] = getattr(logger, "errors", [])
+    return "; ".join(errors[-3:]) or "no error was logged"
+
+
+def host_bytes(memory: trt.IHostMemory) -> bytes:
+    # IHostMemory implements the buffer protocol; the generated stubs do not declare it.
+    return bytes(memoryview(cast(Any, memory)))
+
+
+def mark_block_outputs(network: trt.INetworkDefinition, names: list[str]) -> None:
+    """Make the named per-block tensors network outputs (a diagnostic plan for the accuracy diff)."""
+    wanted = set(names)
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        for k in range(layer.num_outputs):
+            tensor = layer.get_output(k)
+            if tensor.name in wanted:
+                network.mark_output(tensor)
+                wanted.discard(tensor.name)
+    if wanted:
+        raise BuildError(f"block tensors not found in the parsed network: {sorted(wanted)[:3]}")
+
+
+def build_plan(onnx_path: Path, options: BuildOptions, block_names: list[str], report: Reporter) -> BuiltPlan:
+    import tensorrt as trt
+
+    logger = make_logger(report)  # no plugin library: the graph holds standard ONNX operators only
+    try:
+        builder = trt.Builder(logger)
+    except TypeError:
+        raise BuildError(f"TensorRT could not create a builder ({_errors(logger)}); check the driver and GPU") from None
+    strongly_typed = not options.fp16_weak
+    network = builder.create_network(network_flags(strongly_typed))
+    parser = trt.OnnxParser(network, logger)
+    report(f"  parse {onnx_path.name} ({'strongly typed' if strongly_typed else 'weakly typed, fp16 allowed'})")
+    if not parser.parse_from_file(str(onnx_path)):
+        problems = "; ".join(str(parser.get_error(i)) for i in range(min(parser.num_errors, 3)))
+        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {problems or _errors(logger)}")
+    if options.mark_blocks:
+        mark_block_outputs(network, block_names)
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
+    config.builder_optimization_level = options.opt_level
+    cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
+    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+    # Recorded by the names we asked for: on 10.x STRIP_PLAN is an alias whose .name reads WEIGHTLESS.
+    flags = {FLAG_NAMES[option]: builder_flag(option) for option in options.flag_options}
+    if options.strip_plan and not options.refittable:
+        # A stripped plan must be refittable; 11.x implies REFIT_IDENTICAL, 10.x needs it set.
+        flags["REFIT_IDENTICAL"] = trt.BuilderFlag.REFIT_IDENTICAL
+    for flag in flags.values():
+        config.set_flag(flag)
+    monitor, cancel = make_progress_monitor(report)
+    config.progress_monitor = monitor
+
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
+    start = time.perf_counter()
+    try:
+        serialized = builder.build_serialized_network(network, config)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if cancel.is_set():
+        raise Interrupted()
+    if serialized is None:
+        raise BuildError(f"TensorRT could not build the engine: {_errors(logger)}")
+    return BuiltPlan(
+        plan=host_bytes(serialized),
+        timing_cache=host_bytes(config.get_timing_cache().serialize()),
+        seconds=round(time.perf_counter() - start, 1),
+        flags=list(flags),
+        strongly_typed=strongly_typed,
+    )
+
+
+def plan_io(plan: bytes, version_compatible: bool, report: Reporter) -> list[dict[str, Any]]:
+    """Name, direction, shape and dtype of every I/O tensor of a serialized plan."""
+    import tensorrt as trt
+
+    logger = make_logger(report)
+    try:
+        runtime = trt.Runtime(logger)
+    except TypeError:
+        raise BuildError(f"TensorRT could not create a runtime ({_errors(logger)})") from None
+    if version_compatible:
+        runtime.engine_host_code_allowed = True
+    engine = runtime.deserialize_cuda_engine(plan)
+    if engine is None:
+        raise BuildError(f"the new plan does not deserialize: {_errors(logger)}")
+    io = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
+        shape = engine.get_tensor_shape(name)
+        io.append({"name": name, "mode": "input" if is_input else "output",
+                   "shape": [int(shape[k]) for k in range(len(shape))],
+                   "dtype": dtype_name(engine.get_tensor_dtype(name))})
+    return io

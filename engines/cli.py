@@ -1,0 +1,88 @@
+"""ptdit-build: a fp16 TensorRT engine (plan) from a ptdit-export ONNX, for TensorRT 10.x and 11.x."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from .options import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB, BuildOptions
+
+EXAMPLES = """\b
+Examples:
+  ptdit-build artifacts/ptdit-xl-1024-b2-fp16.onnx
+      -> artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan (+ .json), next to the ONNX
+  ptdit-build model.onnx --timing-cache ~/.cache/ptdit.tcache --opt-level 5 --out engines/
+  ptdit-build model.onnx --version-compatible --exclude-lean-runtime     (runs on later TensorRT)
+  ptdit-build model.onnx --refittable --strip-plan                       (weightless, refit at load)
+  ptdit-build model-fp32.onnx --fp16-weak                                (TensorRT 10.x only)
+  ptdit-build model.onnx --triton-repo models/                           (+ a Triton model repository)
+"""
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"ptdit-build: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("onnx_path", metavar="ONNX", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Output directory [default: next to the ONNX].")
+@click.option("--workspace", "workspace_gib", type=float, default=DEFAULT_WORKSPACE_GIB, show_default=True,
+              help="Builder workspace limit, GiB.")
+@click.option("--opt-level", type=int, default=DEFAULT_OPT_LEVEL, show_default=True,
+              help="Builder optimization level 0-5.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Timing cache file, loaded if present and saved after the build.")
+@click.option("--version-compatible", is_flag=True, help="Plan that later TensorRT versions can run.")
+@click.option("--exclude-lean-runtime", is_flag=True, help="With --version-compatible: leave the lean runtime out.")
+@click.option("--refittable", is_flag=True, help="Weights can be refit without a rebuild.")
+@click.option("--strip-plan", is_flag=True, help="Weightless plan (refit from the ONNX at load time).")
+@click.option("--weight-streaming", is_flag=True, help="Allow streaming weights from host memory.")
+@click.option("--fp16-weak", is_flag=True, help="TensorRT 10.x only: weakly typed fp16 from an fp32 ONNX.")
+@click.option("--allow-fp32", is_flag=True, help="Build an fp32 ONNX as an fp32 engine instead of refusing it.")
+@click.option("--mark-blocks", is_flag=True, help="Also output every block's tensor (diagnostic plan for ptdit-diff).")
+@click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Also write a Triton Inference Server model repository here.")
+@click.option("--force", is_flag=True, help="Rebuild even if a plan is there (stale or current).")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(onnx_path: Path, out_dir: Path | None, workspace_gib: float, opt_level: int, timing_cache: Path | None,
+         version_compatible: bool, exclude_lean_runtime: bool, refittable: bool, strip_plan: bool,
+         weight_streaming: bool, fp16_weak: bool, allow_fp32: bool, mark_blocks: bool, triton_repo: Path | None,
+         force: bool, as_json: bool, debug: bool) -> None:
+    """Build a TensorRT engine from an ONNX written by ptdit-export.
+
+    Strongly typed: the types come from the ONNX, so an fp16 ONNX gives an fp16 engine on TensorRT 10.x
+    and 11.x. Writes <stem>-sm<cc>-trt<version>.plan and its .json manifest (ONNX hash, TensorRT version,
+    GPU, flags, verified I/O). Needs TensorRT, cuda-python and the GPU the engine is for.
+    """
+    from .builder import Interrupted
+    from .errors import BuildError, InputError
+    from .pipeline import build
+
+    options = BuildOptions(workspace_gib, opt_level, timing_cache, version_compatible, exclude_lean_runtime,
+                           refittable, strip_plan, weight_streaming, fp16_weak, allow_fp32, mark_blocks)
+    try:
+        result = build(onnx_path, options, out_dir, force, triton_repo, lambda line: click.echo(line, err=True))
+    except InputError as e:
+        fail(2, str(e))
+    except BuildError as e:
+        fail(1, f"{e}; nothing was written")
+    except (KeyboardInterrupt, Interrupted):
+        fail(130, "interrupted; nothing was written")
+    except Exception as e:
+        if debug:
+            raise
+        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+    if as_json:
+        click.echo(json.dumps({"plan": str(result.plan), "manifest": str(result.manifest),
+                               "up_to_date": result.up_to_date, "triton_model": str(result.triton_model or "") or None,
+                               "build": result.manifest_data.get("build")}, indent=2))
+    elif not result.up_to_date:
+        click.echo(f"wrote {result.plan} and {result.manifest.name}" +
+                   (f"; Triton model {result.triton_model}" if result.triton_model else ""))

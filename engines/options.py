@@ -1,0 +1,68 @@
+"""Build options and their validation (everything here runs without TensorRT)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .errors import InputError
+
+DEFAULT_WORKSPACE_GIB = 8.0
+DEFAULT_OPT_LEVEL = 3  # TensorRT's own default; 5 searches longer for faster kernels
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    workspace_gib: float = DEFAULT_WORKSPACE_GIB
+    opt_level: int = DEFAULT_OPT_LEVEL
+    timing_cache: Path | None = None
+    version_compatible: bool = False
+    exclude_lean_runtime: bool = False
+    refittable: bool = False
+    strip_plan: bool = False
+    weight_streaming: bool = False
+    fp16_weak: bool = False
+    allow_fp32: bool = False
+    mark_blocks: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
+        return d
+
+    @property
+    def flag_options(self) -> list[str]:
+        """The boolean options that map to BuilderFlags, in a fixed order."""
+        names = ["version_compatible", "exclude_lean_runtime", "refittable", "strip_plan", "weight_streaming",
+                 "fp16_weak"]
+        return [n for n in names if getattr(self, n)]
+
+    def comparable(self) -> dict[str, Any]:
+        """What makes two builds of the same ONNX interchangeable (the timing cache only speeds a build up)."""
+        d = self.to_dict()
+        d.pop("timing_cache")
+        return d
+
+
+def validate(options: BuildOptions, onnx_precision: str, trt_major: int | None = None) -> None:
+    """Option conflicts, and precision rules that depend on the TensorRT major (None = not known yet)."""
+    if options.workspace_gib <= 0:
+        raise InputError(f"--workspace must be positive (GiB), got {options.workspace_gib}")
+    if not 0 <= options.opt_level <= 5:
+        raise InputError(f"--opt-level must be 0..5, got {options.opt_level}")
+    if options.exclude_lean_runtime and not options.version_compatible:
+        raise InputError("--exclude-lean-runtime only applies with --version-compatible")
+    if options.fp16_weak:
+        if trt_major is not None and trt_major >= 11:
+            raise InputError("--fp16-weak needs TensorRT 10.x: TensorRT 11 networks are always strongly typed, so "
+                             "export an fp16 ONNX (ptdit-export --precision fp16) and build it without --fp16-weak")
+        if onnx_precision != "fp32":
+            raise InputError(f"--fp16-weak lets TensorRT pick fp16 layers in an fp32 ONNX; this ONNX is "
+                             f"{onnx_precision}: build it without --fp16-weak")
+        if options.weight_streaming:
+            raise InputError("--weight-streaming needs a strongly typed network; drop --fp16-weak")
+    elif onnx_precision == "fp32" and not options.allow_fp32:
+        weak = " or add --fp16-weak (TensorRT 10.x)" if trt_major is None or trt_major < 11 else ""
+        raise InputError("this ONNX is fp32 and a strongly typed network keeps it fp32, so the engine would be "
+                         "fp32: export fp16 (ptdit-export --precision fp16)" + weak + ", or pass --allow-fp32")

@@ -1,0 +1,151 @@
+"""One ptdit-build run: check everything that can be checked without a GPU, then build, verify and publish."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from .artifacts import (
+    PLAN_SCHEMA,
+    OnnxArtifact,
+    existing_plan_state,
+    file_sha256,
+    load_onnx,
+    plan_stem,
+    publish,
+    read_json,
+    write_json,
+)
+from .errors import BuildError, InputError
+from .options import BuildOptions, validate
+
+Reporter = Callable[[str], None]
+ONNX_TO_PRECISION = {1: "fp32", 10: "fp16", 16: "bf16"}  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16
+
+
+@dataclass
+class BuildResult:
+    plan: Path
+    manifest: Path
+    up_to_date: bool
+    manifest_data: dict[str, Any]
+    triton_model: Path | None = None
+
+
+def weights_precision(onnx_path: Path) -> str:
+    """The precision the graph's MatMul weights really have (the weights are not loaded)."""
+    import onnx
+
+    model = onnx.load(str(onnx_path), load_external_data=False)
+    initializers = {t.name: t.data_type for t in model.graph.initializer}
+    types = {initializers[i] for n in model.graph.node if n.op_type == "MatMul" for i in n.input if i in initializers}
+    if len(types) != 1 or next(iter(types)) not in ONNX_TO_PRECISION:
+        raise InputError(f"{onnx_path.name} has MatMul weights of types {sorted(types)}; expected one of fp32, "
+                         f"fp16, bf16 as written by ptdit-export")
+    return ONNX_TO_PRECISION[types.pop()]
+
+
+def check_io(io: list[dict[str, Any]], manifest: dict[str, Any], mark_blocks: bool) -> None:
+    """The plan's I/O must be exactly the manifest's (plus the block tensors for a --mark-blocks plan)."""
+    expected = [{**t, "mode": "input"} for t in manifest["inputs"]] + [{**t, "mode": "output"} for t in manifest["outputs"]]
+    if mark_blocks:
+        blocks = manifest["block_outputs"]
+        expected += [{"name": n, "mode": "output", "shape": blocks["shape"], "dtype": blocks["dtype"]}
+                     for n in blocks["names"]]
+    got = {t["name"]: t for t in io}
+    want = {t["name"]: t for t in expected}
+    problems = [f"{n} missing" for n in want if n not in got] + [f"unexpected {n}" for n in got if n not in want]
+    for name in want.keys() & got.keys():
+        for key in ("mode", "shape", "dtype"):
+            if got[name][key] != want[name][key]:
+                problems.append(f"{name} {key} is {got[name][key]}, the manifest says {want[name][key]}")
+    if problems:
+        raise BuildError("the plan's I/O does not match the ONNX manifest: " + "; ".join(sorted(problems)))
+
+
+def preflight(onnx_path: Path, options: BuildOptions) -> OnnxArtifact:
+    """Everything that needs neither TensorRT nor a GPU."""
+    onnx = load_onnx(onnx_path)
+    real = weights_precision(onnx.path)
+    if real != onnx.precision:
+        raise InputError(f"{onnx.path.name}: the manifest says {onnx.precision} but the weights are {real}; re-export")
+    validate(options, onnx.precision)
+    if options.timing_cache is not None and options.timing_cache.exists() and not options.timing_cache.is_file():
+        raise InputError(f"--timing-cache {options.timing_cache} is not a file")
+    return onnx
+
+
+def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: bool, triton_repo: Path | None,
+          report: Reporter) -> BuildResult:
+    from .builder import build_plan, plan_io
+    from .gpu import current_gpu
+    from .tensorrt_api import import_tensorrt, major
+
+    onnx = preflight(onnx_path, options)
+    trt = import_tensorrt()
+    validate(options, onnx.precision, major())
+    gpu = current_gpu()
+    out_dir = out_dir or onnx.path.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = plan_stem(onnx.stem, gpu.compute_capability, trt.__version__, options.mark_blocks)
+    plan_path = out_dir / f"{stem}.plan"
+    identity = {"onnx_sha256": onnx.sha256, "tensorrt": trt.__version__, "compute_capability": gpu.compute_capability,
+                "options": options.comparable()}
+    state = existing_plan_state(plan_path, onnx, identity)
+    if state == "current" and not force:
+        report(f"ptdit-build: {plan_path} is up to date (same ONNX, options, TensorRT and GPU); --force rebuilds it")
+        manifest_path = plan_path.with_suffix(".json")
+        return BuildResult(plan_path, manifest_path, True, read_json(manifest_path, "plan manifest"))
+    if state is not None and not force:
+        raise InputError(f"{state}: it is stale and is not reused; pass --force to rebuild it")
+
+    report(f"ptdit-build: {onnx.path.name} -> {plan_path} (TensorRT {trt.__version__}, {gpu.name}, "
+           f"sm {gpu.compute_capability})")
+    work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{stem}.partial."))
+    try:
+        built = build_plan(onnx.path, options, onnx.manifest["block_outputs"]["names"], report)
+        report(f"  built in {built.seconds:.1f} s; checking the plan's I/O against the manifest")
+        io = plan_io(built.plan, options.version_compatible, report)
+        check_io(io, onnx.manifest, options.mark_blocks)
+        (work / plan_path.name).write_bytes(built.plan)
+        manifest = plan_manifest(onnx, built, io, gpu, trt.__version__, options, identity, work / plan_path.name)
+        write_json(work / f"{stem}.json", manifest)
+        if options.timing_cache is not None:
+            cache_tmp = work / "timing.cache"
+            cache_tmp.write_bytes(built.timing_cache)
+            os.replace(cache_tmp, options.timing_cache)
+        publish([work / plan_path.name, work / f"{stem}.json"], out_dir)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    triton_model = None
+    if triton_repo is not None:
+        from .triton import write_repository
+
+        outputs = [t for t in io if t["mode"] == "output"]
+        inputs = [t for t in io if t["mode"] == "input"]
+        triton_model = write_repository(triton_repo, stem, plan_path, inputs, outputs)
+    return BuildResult(plan_path, plan_path.with_suffix(".json"), False, manifest, triton_model)
+
+
+def plan_manifest(onnx: OnnxArtifact, built: Any, io: list[dict[str, Any]], gpu: Any, trt_version: str,
+                  options: BuildOptions, identity: dict[str, Any], plan_file: Path) -> dict[str, Any]:
+    export = onnx.manifest
+    return {
+        "schema": PLAN_SCHEMA,
+        "plan": {"file": plan_file.name, "sha256": file_sha256(plan_file), "bytes": plan_file.stat().st_size},
+        "onnx": {"file": onnx.path.name, "sha256": onnx.sha256, "manifest": onnx.path.with_suffix(".json").name},
+        "tensorrt": {"version": trt_version, "strongly_typed": built.strongly_typed},
+        "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability},
+        "build": {"flags": built.flags, "options": options.to_dict(), "seconds": built.seconds, "identity": identity},
+        "precision": onnx.precision,
+        "inputs": [{k: t[k] for k in ("name", "shape", "dtype")} for t in io if t["mode"] == "input"],
+        "outputs": [{k: t[k] for k in ("name", "shape", "dtype")} for t in io if t["mode"] == "output"],
+        "model": export["model"],
+        "export": export["export"],
+        "geometry": export["geometry"],
+        "block_outputs": export["block_outputs"] if options.mark_blocks else None,
+    }

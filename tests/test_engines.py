@@ -1,0 +1,216 @@
+"""ptdit-build without TensorRT: option rules, manifests, staleness, I/O verification, Triton config, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from engines.artifacts import existing_plan_state, file_sha256, load_onnx, plan_stem, write_json
+from engines.cli import main
+from engines.errors import BuildError, InputError
+from engines.options import BuildOptions, validate
+from engines.pipeline import check_io, preflight, weights_precision
+from engines.triton import config_pbtxt, write_repository
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=None)
+def _export(precision: str) -> Path:
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix=f"ptdit-engines-{precision}-"))
+    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--precision", precision,
+                    "--out", str(out), "--skip-checks"], check=True, capture_output=True)
+    return out / f"ptdit-tiny-256-b2-{precision}.onnx"
+
+
+def exported(directory: Path, precision: str) -> Path:
+    """A fresh copy of a tiny export (made once per session) in `directory`."""
+    source = _export(precision)
+    for f in source.parent.iterdir():
+        shutil.copy(f, directory / f.name)
+    return directory / source.name
+
+
+def run(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stderr
+
+
+@pytest.mark.parametrize(
+    "options,precision,major,message",
+    [
+        (BuildOptions(workspace_gib=0), "fp16", None, "--workspace must be positive"),
+        (BuildOptions(opt_level=6), "fp16", None, "--opt-level must be 0..5"),
+        (BuildOptions(exclude_lean_runtime=True), "fp16", None, "only applies with --version-compatible"),
+        (BuildOptions(fp16_weak=True), "fp32", 11, "--fp16-weak needs TensorRT 10.x"),
+        (BuildOptions(fp16_weak=True), "fp16", 10, "this ONNX is fp16: build it without --fp16-weak"),
+        (BuildOptions(fp16_weak=True, weight_streaming=True), "fp32", 10, "needs a strongly typed network"),
+        (BuildOptions(), "fp32", 11, "export fp16 (ptdit-export --precision fp16), or pass --allow-fp32"),
+        (BuildOptions(), "fp32", 10, "or add --fp16-weak (TensorRT 10.x)"),
+    ],
+)
+def test_option_rules(options, precision, major, message):
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        validate(options, precision, major)
+
+
+@pytest.mark.parametrize(
+    "options,precision,major",
+    [(BuildOptions(), "fp16", 10), (BuildOptions(), "bf16", 11), (BuildOptions(allow_fp32=True), "fp32", 11),
+     (BuildOptions(fp16_weak=True), "fp32", 10), (BuildOptions(version_compatible=True, exclude_lean_runtime=True,
+                                                               refittable=True, strip_plan=True), "fp16", 11)],
+)
+def test_accepted_option_sets(options, precision, major):
+    validate(options, precision, major)
+
+
+def test_flag_options_order_and_identity():
+    options = BuildOptions(strip_plan=True, refittable=True, version_compatible=True)
+    assert options.flag_options == ["version_compatible", "refittable", "strip_plan"]
+    assert "timing_cache" not in options.comparable()
+    assert BuildOptions(timing_cache=Path("a")).comparable() == BuildOptions().comparable()
+
+
+def test_onnx_and_manifest_are_checked_against_each_other(tmp_path):
+    onnx_path = exported(tmp_path, "fp16")
+    artifact = load_onnx(onnx_path)
+    assert artifact.precision == "fp16" and artifact.stem == "ptdit-tiny-256-b2-fp16"
+    assert weights_precision(onnx_path) == "fp16"
+    with open(onnx_path, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(InputError, match="does not match its manifest"):
+        load_onnx(onnx_path)
+
+
+def test_manifest_lying_about_precision(tmp_path):
+    onnx_path = exported(tmp_path, "fp32")
+    manifest_path = onnx_path.with_suffix(".json")
+    manifest = json.loads(manifest_path.read_text())
+    manifest["export"]["precision"] = "fp16"
+    write_json(manifest_path, manifest)
+    with pytest.raises(InputError, match="the manifest says fp16 but the weights are fp32"):
+        preflight(onnx_path, BuildOptions())
+
+
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        ("not_onnx", "is not an .onnx file"),
+        ("missing", "does not exist"),
+        ("no_manifest", "has no manifest"),
+        ("foreign_manifest", "is not a ptdit-export manifest"),
+        ("corrupt_manifest", "is not readable JSON"),
+    ],
+)
+def test_bad_inputs_exit_2(tmp_path, setup, message):
+    onnx_path = exported(tmp_path, "fp16")
+    target = onnx_path
+    if setup == "not_onnx":
+        target = onnx_path.with_suffix(".pb")
+        target.write_bytes(b"")
+    elif setup == "missing":
+        target = tmp_path / "absent.onnx"
+    elif setup == "no_manifest":
+        onnx_path.with_suffix(".json").unlink()
+    elif setup == "foreign_manifest":
+        onnx_path.with_suffix(".json").write_text('{"schema": "something-else"}')
+    elif setup == "corrupt_manifest":
+        onnx_path.with_suffix(".json").write_text("{")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, stderr = run(str(target))
+    assert code == 2 and message in stderr
+    assert stderr.strip().splitlines()[-1].startswith("ptdit-build: error:") and "Traceback" not in stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_fp32_onnx_is_refused_before_tensorrt_is_needed(tmp_path):
+    code, stderr = run(str(exported(tmp_path, "fp32")))
+    assert code == 2 and "the engine would be fp32" in stderr
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_without_tensorrt_the_error_says_what_to_install(tmp_path):
+    code, stderr = run(str(exported(tmp_path, "fp16")))
+    assert code == 2
+    assert "TensorRT is not installed" in stderr and "pip install --extra-index-url https://pypi.nvidia.com" in stderr
+
+
+def test_plan_stem():
+    assert plan_stem("ptdit-xl-1024-b2-fp16", "9.0", "10.13.3.9", False) == "ptdit-xl-1024-b2-fp16-sm90-trt10.13"
+    assert plan_stem("m", "12.0", "11.4.0.106", True) == "m-sm120-trt11.4-blocks"
+
+
+def test_stale_and_current_plans(tmp_path):
+    artifact = load_onnx(exported(tmp_path, "fp16"))
+    identity = {"onnx_sha256": artifact.sha256, "tensorrt": "10.13.3.9", "compute_capability": "9.0",
+                "options": BuildOptions().comparable()}
+    plan = tmp_path / "m.plan"
+    assert existing_plan_state(plan, artifact, identity) is None
+    plan.write_bytes(b"plan bytes")
+    assert "has no manifest" in existing_plan_state(plan, artifact, identity)
+    manifest = {"onnx": {"sha256": artifact.sha256}, "build": {"identity": identity},
+                "plan": {"sha256": file_sha256(plan)}}
+    write_json(plan.with_suffix(".json"), manifest)
+    assert existing_plan_state(plan, artifact, identity) == "current"
+    assert "different options" in existing_plan_state(plan, artifact, {**identity, "tensorrt": "11.4.0.106"})
+    plan.write_bytes(b"tampered")
+    assert "does not match its manifest" in existing_plan_state(plan, artifact, identity)
+    manifest["onnx"]["sha256"] = "0" * 64
+    write_json(plan.with_suffix(".json"), manifest)
+    assert "built from a different ONNX" in existing_plan_state(plan, artifact, identity)
+
+
+def manifest_io(tmp_path: Path) -> tuple[dict, list[dict]]:
+    manifest = load_onnx(exported(tmp_path, "fp16")).manifest
+    io = [{**t, "mode": "input"} for t in manifest["inputs"]] + [{**t, "mode": "output"} for t in manifest["outputs"]]
+    return manifest, io
+
+
+def test_plan_io_must_match_the_manifest(tmp_path):
+    manifest, io = manifest_io(tmp_path)
+    check_io(io, manifest, mark_blocks=False)
+    fp32_output_lost = [dict(t, dtype="float16") if t["name"] == "noise_pred" else t for t in io]
+    with pytest.raises(BuildError, match="noise_pred dtype is float16, the manifest says float32"):
+        check_io(fp32_output_lost, manifest, mark_blocks=False)
+    with pytest.raises(BuildError, match="text_mask missing"):
+        check_io([t for t in io if t["name"] != "text_mask"], manifest, mark_blocks=False)
+    with pytest.raises(BuildError, match="block_00 missing"):
+        check_io(io, manifest, mark_blocks=True)
+    blocks = manifest["block_outputs"]
+    marked = io + [{"name": n, "mode": "output", "shape": blocks["shape"], "dtype": "float16"} for n in blocks["names"]]
+    check_io(marked, manifest, mark_blocks=True)
+
+
+def test_triton_config_is_valid_for_tritons_schema(tmp_path):
+    manifest, io = manifest_io(tmp_path)
+    text = config_pbtxt("ptdit-tiny", [t for t in io if t["mode"] == "input"], [t for t in io if t["mode"] == "output"])
+    model_config = pytest.importorskip("tritonclient.grpc.model_config_pb2")
+    from google.protobuf import text_format
+
+    parsed = text_format.Parse(text, model_config.ModelConfig())
+    assert parsed.platform == "tensorrt_plan" and parsed.max_batch_size == 0
+    assert [i.name for i in parsed.input] == ["latent", "timestep", "text_embeds", "text_mask"]
+    assert list(parsed.input[0].dims) == [2, 4, 32, 32]
+    assert model_config.DataType.Name(parsed.input[3].data_type) == "TYPE_INT64"
+    assert model_config.DataType.Name(parsed.output[0].data_type) == "TYPE_FP32"
+    plan = tmp_path / "x.plan"
+    plan.write_bytes(b"plan")
+    model_dir = write_repository(tmp_path / "repo", "ptdit-tiny", plan, io[:4], io[4:])
+    assert (model_dir / "1" / "model.plan").read_bytes() == b"plan"
+    assert (model_dir / "config.pbtxt").read_text() == config_pbtxt("ptdit-tiny", io[:4], io[4:])
+
+
+def test_help_is_instant_and_has_examples():
+    result = subprocess.run(["ptdit-build", "--help"], capture_output=True, text=True, check=True)
+    assert "Examples:" in result.stdout and "--fp16-weak" in result.stdout and "--timing-cache" in result.stdout
+    probe = "import sys, engines.cli, engines.pipeline, engines.builder; print(sorted({'torch', 'tensorrt', 'ptdit'} & set(sys.modules)))"
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"

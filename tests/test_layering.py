@@ -1,0 +1,42 @@
+"""The dependency rules of DESIGN.md, checked on the source (imports anywhere in a module, lazy ones too)."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+FORBIDDEN = {
+    "ptdit": {"onnx", "onnxruntime", "tensorrt", "tensorrt_lean", "export", "engines", "runtime"},
+    "export": {"tensorrt", "tensorrt_lean", "engines", "runtime"},
+    "engines": {"torch", "ptdit", "runtime", "export"},
+    "runtime": {"export", "engines"},
+}
+# runtime may use torch / ptdit / onnxruntime only inside the optional backends that need them.
+RUNTIME_OPTIONAL = {"torch", "ptdit", "onnxruntime"}
+RUNTIME_BACKEND_MODULES = {"backend_torch.py", "backend_onnxruntime.py"}
+
+
+def imported_roots(path: Path) -> set[str]:
+    roots = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            roots.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            roots.add(node.module.split(".")[0])
+    return roots
+
+
+@pytest.mark.parametrize("package", sorted(FORBIDDEN))
+def test_dependency_rules(package):
+    violations = []
+    for path in sorted((ROOT / package).rglob("*.py")):
+        roots = imported_roots(path)
+        bad = roots & FORBIDDEN[package]
+        if package == "runtime" and path.name not in RUNTIME_BACKEND_MODULES:
+            bad |= roots & RUNTIME_OPTIONAL
+        if bad:
+            violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
+    assert not violations, violations
