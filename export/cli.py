@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
 
 from ptdit.config import PRESETS
 from ptdit.resolution import SUPPORTED_RESOLUTIONS
+
+if TYPE_CHECKING:
+    from ptdit.config import PTDiTConfig
 
 from .spec import DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
 
@@ -42,7 +45,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
         parts = ()
     if len(parts) != 3:
         raise click.BadParameter(f"expected three integers T,H,W (e.g. 0,4,4), got {value!r}")
-    return parts  # type: ignore[return-value]
+    return parts[0], parts[1], parts[2]
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -125,7 +128,7 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
         click.echo(describe(r))
 
 
-def load_config(preset: str | None, config_file: Path | None):  # type: ignore[no-untyped-def]
+def load_config(preset: str | None, config_file: Path | None) -> PTDiTConfig:
     from ptdit.config import PTDiTConfig
     from ptdit.config import preset as get_preset
 

@@ -16,7 +16,7 @@ import logging
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterator
 
 from .spec import ExportSpec, TensorSpec, block_output_name
 
@@ -94,7 +94,7 @@ def trace(model: PTDiT, spec: ExportSpec, inputs: list[TensorSpec]) -> onnx_ir.M
 
 
 @contextlib.contextmanager
-def _quiet_torch_logs():  # type: ignore[no-untyped-def]
+def _quiet_torch_logs() -> Iterator[None]:
     loggers = [logging.getLogger(n) for n in ("torch.onnx", "torch._dynamo", "torch.export", "torch._export")]
     levels = [lg.level for lg in loggers]
     for lg in loggers:

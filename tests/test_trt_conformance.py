@@ -37,6 +37,12 @@ def test_our_tensorrt_code_conforms(bindings):
     assert result.returncode == 0, f"TensorRT {bindings.version}:\n{result.stdout}{result.stderr}"
 
 
+def test_the_whole_project_type_checks():
+    """All four packages (type hints are part of the code's contract); TensorRT types from the 11.4 stubs."""
+    result = mypy(trt_stubs.prepare(VERSIONS[-1]), "ptdit", "export", "engines", "runtime")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 MISTAKES = {
     # (code, error expected on 10.x, error expected on 11.x)
     "fp16_flag": ("config.set_flag(trt.BuilderFlag.FP16)", False, True),
