@@ -16,7 +16,7 @@ import trt_stubs
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ["10.13.3.9", "11.4.0.106"]
-TRT_CODE = ["engines"]  # the runtime's TensorRT session joins this list
+TRT_CODE = ["engines", "runtime"]
 
 
 @pytest.fixture(scope="session", params=VERSIONS)
@@ -101,6 +101,25 @@ def test_api_level_flag_selection_and_subclasses(bindings, tmp_path):
     assert r["dtype_names"]["FLOAT"] == "float32" and r["dtype_names"]["INT64"] == "int64"
     # With stand-in libraries the builder factory returns NULL: the build path reports it as a BuildError.
     assert r["build"].startswith("TensorRT could not create a builder")
+    # The runtime session, with the full bindings and with the lean runtime alone (version-compatible plans).
+    rt = r["runtime"]
+    assert rt["full"] == ["tensorrt", "TensorRT could not create a runtime ()"]
+    assert rt["lean"] == ["tensorrt_lean", "TensorRT could not create a runtime ()"]
+    assert "TensorRT is not installed" in rt["lean_only_non_vc"]
+
+
+def test_run_cli_with_bindings_but_no_gpu(bindings, tmp_path):
+    """ptdit-run on a plan with TensorRT importable and no GPU: one line, exit 2."""
+    from test_runtime import fake_plan
+
+    plan = fake_plan(tmp_path, trt_version=bindings.version)
+    result = subprocess.run([sys.executable, "-m", "runtime", "--artifact", str(plan), "--random-text",
+                             "--out", str(tmp_path / "l.npy")], cwd=ROOT,
+                            env={**bindings.env, "PYTHONPATH": f"{bindings.env['PYTHONPATH']}:{ROOT}"},
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("ptdit-run: error: no CUDA GPU is visible")
+    assert not (tmp_path / "l.npy").exists()
 
 
 def test_build_cli_with_bindings_but_no_gpu(bindings, tmp_path):

@@ -58,7 +58,37 @@ def main(onnx_path: str) -> None:
     except BuildError as e:
         result["build"] = str(e)
     result["lines"] = lines
+    result["runtime"] = runtime_probe(onnx_path)
     print(json.dumps(result))
+
+
+def runtime_probe(onnx_path: str) -> dict[str, object]:
+    """The runtime's TensorRT session with the full and the lean bindings, up to creating trt.Runtime."""
+    from runtime.artifact import Artifact
+    from runtime.backend_tensorrt import TensorRTSession, import_runtime_module
+    from runtime.errors import InputError as RuntimeInputError
+    from runtime.errors import RuntimeFailure
+
+    probe: dict[str, object] = {"full": import_runtime_module(False).__name__}
+    artifact = Artifact(Path(onnx_path), {"inputs": [], "outputs": []})
+    for name in ("full", "lean"):
+        module = import_runtime_module(name == "lean")
+        if name == "lean":
+            saved = sys.modules.pop("tensorrt")
+            sys.modules["tensorrt"] = None  # type: ignore[assignment]  # as if only tensorrt_lean were installed
+            module = import_runtime_module(True)
+            try:
+                import_runtime_module(False)
+            except RuntimeInputError as e:
+                probe["lean_only_non_vc"] = str(e)
+            sys.modules["tensorrt"] = saved
+        session = object.__new__(TensorRTSession)
+        session._resources = []
+        try:
+            session._open(module, artifact, vc=name == "lean")
+        except RuntimeFailure as e:
+            probe[name] = [module.__name__, str(e)]
+    return probe
 
 
 if __name__ == "__main__":

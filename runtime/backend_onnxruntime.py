@@ -1,0 +1,133 @@
+"""ONNX Runtime backend: CPU, or CUDA when onnxruntime-gpu sees a GPU. Inputs that are set once (the text)
+are bound once; on CUDA they stay on the device."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from .artifact import Artifact
+from .errors import InputError, RuntimeFailure
+from .session import HostFeeds
+
+BF16, FLOAT = 16, 1  # onnx.TensorProto element types
+
+
+def bf16_as_fp32(model: Any) -> Any:
+    """fp32 twin of a bf16 graph that rounds every bf16 tensor to bf16 as soon as it is produced (Cast to
+    bf16 and back): bf16 storage with fp32 arithmetic, for providers without bf16 kernels (ONNX Runtime's
+    CPU provider). export/parity.py does the same for the export check; the stages share no code."""
+    import onnx
+    from onnx import numpy_helper
+
+    graph = onnx.shape_inference.infer_shapes(model).graph if len(model.graph.value_info) == 0 else model.graph
+    for i, init in enumerate(graph.initializer):
+        if init.data_type == BF16:
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
+    bf16_values = set()
+    for value in [*graph.input, *graph.output, *graph.value_info]:
+        if value.type.tensor_type.elem_type == BF16:
+            value.type.tensor_type.elem_type = FLOAT
+            bf16_values.add(value.name)
+    nodes = []
+    for node in graph.node:
+        for attr in node.attribute:
+            if node.op_type == "Cast" and attr.name == "to" and attr.i == BF16:
+                attr.i = FLOAT
+        nodes.append(node)
+        for k, out in enumerate(node.output):
+            if out in bf16_values:
+                node.output[k] = f"{out}__fp32"
+                nodes.append(onnx.helper.make_node("Cast", [f"{out}__fp32"], [f"{out}__bf16"], to=BF16))
+                nodes.append(onnx.helper.make_node("Cast", [f"{out}__bf16"], [out], to=FLOAT))
+    del graph.node[:]
+    graph.node.extend(nodes)
+    if graph is not model.graph:
+        model.graph.CopyFrom(graph)
+    return model
+
+
+class OnnxRuntimeSession:
+    def __init__(self, artifact: Artifact, device: str = "auto", extra_outputs: list[str] | None = None):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available and _gpu_visible()
+        if device == "cuda" and not want_cuda:
+            raise InputError("device cuda needs onnxruntime-gpu and a visible CUDA GPU; use --device cpu")
+        self.provider = "CUDAExecutionProvider" if want_cuda else "CPUExecutionProvider"
+        self.artifact = artifact
+        self.backend = f"onnxruntime ({self.provider})"
+        self._feeds = HostFeeds(artifact.inputs)
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        emulate_bf16 = self.provider == "CPUExecutionProvider" and artifact.precision == "bf16"
+        path = self._runnable_path(artifact.path, extra_outputs or [], emulate_bf16)
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=[self.provider])
+        except Exception as e:  # ORT raises its own exception types for corrupt or unsupported files
+            raise InputError(f"ONNX Runtime cannot load {artifact.path.name} ({str(e).splitlines()[0]})") from None
+        self.output_names = [o.name for o in self.session.get_outputs()]
+        self._binding = self.session.io_binding()
+        self._device = "cuda" if want_cuda else "cpu"
+
+    def _runnable_path(self, path: Path, extra_outputs: list[str], emulate_bf16: bool) -> Path:
+        """The file itself, or a rewritten copy: bf16 on CPU, or extra tensors marked as outputs."""
+        if not emulate_bf16 and not extra_outputs:
+            return path
+        import onnx
+
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:  # protobuf's DecodeError and friends
+            raise InputError(f"ONNX Runtime cannot load {path.name} ({e})") from None
+        if extra_outputs:
+            model = onnx.shape_inference.infer_shapes(model)
+            known = {v.name: v for v in model.graph.value_info}
+            missing = [n for n in extra_outputs if n not in known]
+            if missing:
+                raise InputError(f"tensors {missing[:3]} are not in {path.name}")
+            model.graph.output.extend(known[n] for n in extra_outputs)
+        if emulate_bf16:
+            model = bf16_as_fp32(model)
+        self._tmp = tempfile.TemporaryDirectory(prefix="ptdit-ort-")
+        target = Path(self._tmp.name) / path.name
+        onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data", size_threshold=1024)
+        return target
+
+    def set_inputs(self, feeds: Mapping[str, Any]) -> None:
+        import onnxruntime as ort
+
+        for name, value in self._feeds.update(feeds).items():
+            if self._device == "cuda":
+                self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+            else:
+                self._binding.bind_cpu_input(name, value)
+
+    def run(self) -> dict[str, np.ndarray]:
+        self._feeds.complete()
+        for name in self.output_names:
+            self._binding.bind_output(name, "cpu")
+        try:
+            self.session.run_with_iobinding(self._binding)
+        except Exception as e:
+            raise RuntimeFailure(f"ONNX Runtime failed: {str(e).splitlines()[0]}") from None
+        return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+def _gpu_visible() -> bool:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return False
+    err, count = cudart.cudaGetDeviceCount()
+    return err == cudart.cudaError_t.cudaSuccess and count > 0

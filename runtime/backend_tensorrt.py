@@ -1,0 +1,189 @@
+"""TensorRT backend, C-free: tensorrt (or the lean tensorrt_lean runtime for version-compatible plans),
+cuda-python and numpy. No torch on this path.
+
+One session per plan: the manifest is checked against the running TensorRT and GPU before anything is
+deserialized; device buffers and pinned host staging buffers are allocated once and bound by name; work
+runs on the session's own stream; after a warm-up run the engine's enqueue is captured in a CUDA graph and
+replayed (plain enqueue if capture fails). Inputs set once (the text) stay on the device.
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, Mapping
+
+import numpy as np
+
+from . import cuda
+from .artifact import Artifact
+from .errors import InputError, RuntimeFailure
+from .session import HostFeeds
+from .tensors import TensorSpec
+
+TRT_INSTALL_HINT = ("pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13 (or tensorrt-lean-cu13 "
+                    "for version-compatible plans; tensorrt-cu12 for TensorRT 10.x)")
+
+
+def import_runtime_module(version_compatible: bool) -> ModuleType:
+    """tensorrt, or for a version-compatible plan the lean runtime when the full one is absent."""
+    try:
+        import tensorrt
+
+        return tensorrt
+    except ImportError:
+        pass
+    if version_compatible:
+        try:
+            import tensorrt_lean
+
+            return tensorrt_lean
+        except ImportError:
+            pass
+    raise InputError(f"TensorRT is not installed: {TRT_INSTALL_HINT}")
+
+
+def check_compatible(manifest: dict[str, Any], running_version: str, device: cuda.Device) -> None:
+    """Refuse a plan built by another TensorRT or for another GPU before deserializing it."""
+    built = manifest["tensorrt"]["version"]
+    vc = bool(manifest["build"]["options"].get("version_compatible"))
+    built_v, running_v = _version(built), _version(running_version)
+    # A version-compatible plan runs on the same or a later TensorRT, across one major (10.x -> 11.x).
+    ok = (built_v <= running_v and running_v[0] - built_v[0] <= 1) if vc else built_v == running_v
+    if not ok:
+        kind = "version-compatible plan" if vc else "plan"
+        raise InputError(f"this {kind} was built with TensorRT {built}; this machine runs TensorRT "
+                         f"{running_version}: rebuild it here with ptdit-build")
+    built_cc = manifest["gpu"]["compute_capability"]
+    if built_cc != device.compute_capability:
+        raise InputError(f"this plan was built for compute capability {built_cc} ({manifest['gpu']['name']}); "
+                         f"this GPU is {device.name} ({device.compute_capability}): rebuild it here with ptdit-build")
+
+
+def _version(text: str) -> tuple[int, ...]:
+    return tuple(int(part) for part in text.split(".") if part.isdigit())
+
+
+class TensorRTSession:
+    def __init__(self, artifact: Artifact):
+        manifest = artifact.manifest
+        vc = bool(manifest["build"]["options"].get("version_compatible"))
+        trt_module = import_runtime_module(vc)
+        self.device = cuda.current_device()
+        check_compatible(manifest, trt_module.__version__, self.device)
+        self.artifact = artifact
+        self.backend = f"tensorrt {trt_module.__version__} ({self.device.name})"
+        self._feeds = HostFeeds(artifact.inputs)
+        self._resources: list[Any] = []
+        try:
+            self._open(trt_module, artifact, vc)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, trt_module: ModuleType, artifact: Artifact, vc: bool) -> None:
+        if TYPE_CHECKING:  # tensorrt_lean has the same runtime API: type-check against tensorrt's
+            import tensorrt as t
+        else:
+            t = trt_module
+
+        class Logger(t.ILogger):
+            """Keeps error messages for one-line reports."""
+
+            def __init__(self) -> None:
+                t.ILogger.__init__(self)
+                self.errors: list[str] = []
+
+            def log(self, severity: t.ILogger.Severity, msg: str) -> None:
+                if severity in (t.ILogger.Severity.INTERNAL_ERROR, t.ILogger.Severity.ERROR):
+                    self.errors.append(msg)
+
+        self._logger = Logger()
+        try:
+            runtime = t.Runtime(self._logger)
+        except TypeError:
+            raise RuntimeFailure(f"TensorRT could not create a runtime ({'; '.join(self._logger.errors[-2:])})") from None
+        if vc:
+            runtime.engine_host_code_allowed = True
+        self.engine = runtime.deserialize_cuda_engine(artifact.path.read_bytes())
+        if self.engine is None:
+            raise InputError(f"TensorRT could not load {artifact.path.name} ({'; '.join(self._logger.errors[-2:])}): "
+                             f"rebuild it with ptdit-build")
+        self.context = self.engine.create_execution_context()
+        self.stream = self._own(cuda.Stream())
+        self.specs: dict[str, TensorSpec] = {}
+        self.device_buffers: dict[str, cuda.DeviceBuffer] = {}
+        self.host_buffers: dict[str, cuda.PinnedArray] = {}
+        expected = {s.name: s for s in [*artifact.inputs, *artifact.outputs]}
+        for i in range(self.engine.num_io_tensors):
+            name = self.engine.get_tensor_name(i)
+            shape = self.engine.get_tensor_shape(name)
+            dims = tuple(int(shape[k]) for k in range(len(shape)))
+            spec = expected.get(name)
+            if spec is None or spec.shape != dims:
+                raise InputError(f"{artifact.path.name} does not match its manifest (tensor {name} {list(dims)}): "
+                                 f"rebuild it with ptdit-build")
+            self.specs[name] = spec
+            self.device_buffers[name] = self._own(cuda.DeviceBuffer(spec.nbytes))
+            self.host_buffers[name] = self._own(cuda.PinnedArray(spec.shape, spec.numpy_dtype))
+            if not self.context.set_tensor_address(name, self.device_buffers[name].ptr):
+                raise RuntimeFailure(f"TensorRT refused the address of {name}")
+        self.output_names = [s.name for s in artifact.outputs]
+        self.graph = self._own(cuda.GraphCapture(self.stream))
+        self.runs = 0
+        self.graph_captured = False
+
+    def _own(self, resource: Any) -> Any:
+        self._resources.append(resource)
+        return resource
+
+    def set_inputs(self, feeds: Mapping[str, Any]) -> None:
+        device_feeds = {k: v for k, v in feeds.items() if hasattr(v, "__cuda_array_interface__")}
+        host_feeds = {k: v for k, v in feeds.items() if k not in device_feeds}
+        for name, value in self._feeds.update(host_feeds).items():
+            np.copyto(self.host_buffers[name].array, value)
+            self.stream.copy_to_device(self.device_buffers[name].ptr, self.host_buffers[name])
+        for name, value in device_feeds.items():
+            self._copy_from_device_array(name, value)
+
+    def _copy_from_device_array(self, name: str, value: Any) -> None:
+        """A CUDA array of the caller (a torch tensor, say): copied device to device, no host round trip."""
+        spec = self._feeds.specs.get(name)
+        if spec is None:
+            raise InputError(f"unknown input '{name}'")
+        interface = value.__cuda_array_interface__
+        if tuple(interface["shape"]) != spec.shape or np.dtype(interface["typestr"]) != spec.numpy_dtype:
+            raise InputError(f"input '{name}' is {list(interface['shape'])} {np.dtype(interface['typestr'])}, the "
+                             f"artifact needs {list(spec.shape)} {spec.numpy_dtype}")
+        if interface.get("strides") is not None:
+            raise InputError(f"input '{name}' must be a contiguous CUDA array")
+        self.stream.copy_on_device(self.device_buffers[name].ptr, int(interface["data"][0]), spec.nbytes)
+        self._feeds.values[name] = np.empty(0)  # marks it as set
+
+    def _enqueue(self) -> bool:
+        return bool(self.context.execute_async_v3(int(self.stream)))
+
+    def run(self) -> dict[str, np.ndarray]:
+        self._feeds.complete()
+        if self.graph_captured:
+            self.graph.launch()
+        else:
+            if not self._enqueue():
+                raise RuntimeFailure(f"TensorRT execution failed: {'; '.join(self._logger.errors[-2:])}")
+            if self.runs == 0:  # warm-up done (initialisation stays out of the graph); capture the next one
+                self.stream.synchronize()
+                self.graph_captured = self.graph.capture(self._enqueue)
+                if self.graph_captured:  # the captured work has not run yet
+                    self.graph.launch()
+        for name in self.output_names:
+            self.stream.copy_to_host(self.host_buffers[name], self.device_buffers[name].ptr)
+        self.stream.synchronize()
+        self.runs += 1
+        return {name: self.host_buffers[name].array.copy() for name in self.output_names}
+
+    def close(self) -> None:
+        for resource in reversed(self._resources):
+            try:
+                resource.close()
+            except cuda.CudaError:
+                pass
+        self._resources.clear()

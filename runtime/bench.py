@@ -1,0 +1,100 @@
+"""Runtime overhead: a sampler step through our ONNX Runtime session (input checks and binding, the run,
+copying the prediction out, guidance and the Euler update) against the bare backend call, measured in
+one run: onnxruntime's run_with_iobinding on the same file and provider with every input already bound
+and the output left in ONNX Runtime's buffer, i.e. the least work one model call can be.
+
+    python -m runtime.bench --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --steps 30
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+
+TARGET_OVERHEAD = 0.02
+
+
+def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, device: str = "cpu") -> dict[str, Any]:
+    """Alternates blocks of `steps` bare calls with sampling runs of `steps` steps, `rounds` times each, so
+    that both see the same machine state; compares the medians."""
+    import onnxruntime as ort
+
+    from .sampler import Sampler, make_conditioning
+    from .session import open_session
+
+    session = open_session(str(artifact_path), "onnxruntime", device)
+    try:
+        text_spec = session.artifact.spec("text_embeds")
+        text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        bare = ort.InferenceSession(str(artifact_path), options, providers=[session.provider])  # type: ignore[attr-defined]
+        rng = np.random.default_rng(0)
+        latent_spec = session.artifact.spec("latent")
+        feeds = {"latent": rng.standard_normal(latent_spec.shape, dtype=np.float32),
+                 "timestep": np.full(latent_spec.shape[0], 500.0, dtype=np.float32),
+                 "text_embeds": text.embeds[: latent_spec.shape[0]], "text_mask": text.mask[: latent_spec.shape[0]]}
+        binding = bare.io_binding()
+        for name, value in feeds.items():
+            binding.bind_cpu_input(name, value)
+        binding.bind_output("noise_pred", "cpu")
+
+        def bare_block() -> list[float]:
+            times = []
+            for _ in range(steps):
+                start = time.perf_counter()
+                bare.run_with_iobinding(binding)
+                times.append(time.perf_counter() - start)
+            return times
+
+        def sampler_block() -> list[float]:  # one sampling run of `steps` steps, as a user runs it
+            return [step.total_s for step in sampler.sample(text).steps]
+
+        sampler = Sampler(session, steps=steps, guidance=4.0, seed=0)
+        bare_block(), sampler_block()  # warm-up
+        bare_s: list[float] = []
+        step_s: list[float] = []
+        for r in range(rounds):  # alternate the order of the blocks: no order bias
+            blocks = (bare_block, sampler_block) if r % 2 == 0 else (sampler_block, bare_block)
+            for block in blocks:
+                (bare_s if block is bare_block else step_s).extend(block())
+        backend = session.backend
+    finally:
+        session.close()
+    bare_median, step_median = statistics.median(bare_s), statistics.median(step_s)
+    return {
+        "artifact": artifact_path.name,
+        "backend": backend,
+        "calls": len(step_s),
+        "bare_run_ms": round(bare_median * 1000, 3),
+        "sampler_step_ms": round(step_median * 1000, 3),
+        "overhead_ratio": round(step_median / bare_median - 1, 4),
+    }
+
+
+@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--artifact", "artifacts", type=click.Path(exists=True, path_type=Path), multiple=True, required=True)
+@click.option("--steps", type=int, default=10, show_default=True, help="Steps per sampling run (and per bare block).")
+@click.option("--rounds", type=int, default=4, show_default=True, help="Sampling runs and bare blocks, alternated.")
+@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+def main(artifacts: tuple[Path, ...], steps: int, rounds: int, json_path: Path | None) -> None:
+    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU)."""
+    rows = [measure_overhead(a, steps, rounds) for a in artifacts]
+    click.echo("| artifact | backend | bare run ms | sampler step ms | overhead |")
+    click.echo("| --- | --- | --- | --- | --- |")
+    for r in rows:
+        click.echo(f"| {r['artifact']} | {r['backend']} | {r['bare_run_ms']:.2f} | {r['sampler_step_ms']:.2f} | "
+                   f"{r['overhead_ratio'] * 100:+.2f} % |")
+    click.echo(f"target: overhead < {TARGET_OVERHEAD * 100:.0f} %")
+    if json_path:
+        json_path.write_text(json.dumps(rows, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""ptdit-run: sample latents from an artifact with the rectified-flow Euler sampler."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, NoReturn
+
+import click
+
+EXAMPLES = """\b
+Examples:
+  ptdit-run --artifact artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan --text prompt.safetensors \\
+            --steps 30 --cfg 4.0 --seed 7 --out latents.npy
+  ptdit-run --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --random-text --steps 4 --out /tmp/l.npy
+  ptdit-run --artifact model.onnx --backend torch --random-text --out ref.safetensors   (the PyTorch reference)
+
+There is no text encoder in this toolkit: --text takes T5 features ([L, 4096] .npy, or .npz/.safetensors
+with text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
+--random-text uses seeded Gaussian features, for pipeline tests.
+"""
+
+
+def fail(code: int, message: str) -> NoReturn:
+    click.echo(f"ptdit-run: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--artifact", type=click.Path(path_type=Path), required=True, help=".onnx or .plan (with its manifest).")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
+              show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="For onnxruntime and torch.")
+@click.option("--steps", type=int, default=30, show_default=True)
+@click.option("--cfg", "guidance", type=float, default=4.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial noise.")
+@click.option("--shift", type=float, default=None, help="Timestep shift [default: sqrt(H*W)/512, as published].")
+@click.option("--text", "text_path", type=click.Path(path_type=Path), default=None, help="Text features file.")
+@click.option("--negative-text", "negative_path", type=click.Path(path_type=Path), default=None,
+              help="Unconditional text features file.")
+@click.option("--random-text", is_flag=True, help="Seeded Gaussian text features (pipeline tests).")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latents: .npy or .safetensors.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
+         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
+         no_verify: bool, as_json: bool, debug: bool) -> None:
+    """Sample a latent from an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free guidance).
+
+    Progress per step goes to stderr; the latent is written to --out (the VAE decoder is not part of this
+    toolkit). The sampler is the same whichever backend runs the model.
+    """
+    from .errors import InputError, RuntimeFailure
+
+    try:
+        summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
+                      random_text, out_path, force, not no_verify)
+    except InputError as e:
+        fail(2, str(e))
+    except RuntimeFailure as e:
+        fail(1, f"{e}; nothing was written")
+    except KeyboardInterrupt:
+        fail(130, "interrupted; nothing was written")
+    except Exception as e:
+        if debug:
+            raise
+        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        click.echo(f"wrote {summary['out']}: {summary['steps']} steps in {summary['seconds']:.2f} s "
+                   f"({summary['ms_per_step']:.1f} ms/step) on {summary['backend']}")
+
+
+def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
+        text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
+        verify: bool) -> dict[str, Any]:
+    import numpy as np
+
+    from .errors import InputError, RuntimeFailure
+    from .sampler import Sampler, load_text, make_conditioning, save_latents
+    from .session import open_session
+
+    if out_path.suffix not in (".npy", ".safetensors"):
+        raise InputError(f"--out must end in .npy or .safetensors, got {out_path.name}")
+    if out_path.exists() and not force:
+        raise InputError(f"{out_path} already exists; pass --force to overwrite it")
+    if not out_path.parent.is_dir():
+        raise InputError(f"the directory of --out ({out_path.parent}) does not exist")
+    if random_text and (text_path or negative_path):
+        raise InputError("pass either --random-text or --text/--negative-text, not both")
+    cond = load_text(text_path) if text_path else None
+    uncond = load_text(negative_path) if negative_path else None
+
+    session = open_session(str(artifact_path), backend, device, verify=verify)
+    try:
+        text_spec = session.artifact.spec("text_embeds")
+        text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
+                                 random_seed=seed if random_text else None, source=str(text_path or ""))
+        sampler = Sampler(session, steps, guidance, seed, shift)
+        click.echo(f"ptdit-run: {artifact_path.name} on {session.backend}, {steps} steps, cfg {guidance}, "
+                   f"seed {seed}, shift {sampler.shift:.3f}", err=True)
+
+        def progress(i: int, t: float, timing: Any) -> None:
+            click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  {timing.total_s * 1000:8.1f} ms", err=True)
+
+        result = sampler.sample(text, on_step=progress)
+        backend_name = session.backend
+    finally:
+        session.close()
+    if not np.isfinite(result.latent).all():
+        raise RuntimeFailure("the sampled latent has NaN or inf values")
+    metadata = {"artifact": artifact_path.name, "backend": backend_name, "steps": steps, "cfg": guidance,
+                "seed": seed, "shift": sampler.shift, "text": text.source or "none"}
+    save_latents(out_path, result.latent, metadata)
+    seconds = result.seconds
+    return {**metadata, "out": str(out_path), "shape": list(result.latent.shape), "seconds": round(seconds, 3),
+            "ms_per_step": round(seconds / steps * 1000, 2),
+            "backend_ms_per_step": round(sum(s.backend_s for s in result.steps) / steps * 1000, 2)}

@@ -1,0 +1,94 @@
+"""One small interface over every backend; the sampler and the CLIs never know which one they drive.
+
+    session = open_session("artifacts/ptdit-xl-1024-b2-fp16.onnx", backend="auto")
+    session.set_inputs({"text_embeds": text, "text_mask": mask})      # once: stays where the backend keeps it
+    session.set_inputs({"latent": x, "timestep": t})                  # every step
+    noise_pred = session.run()["noise_pred"]                          # numpy, on the host
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from typing import Any, Mapping, Protocol
+
+import numpy as np
+
+from .artifact import Artifact, load_artifact
+from .errors import InputError
+from .tensors import TensorSpec, as_host_array, check_feed, check_names
+
+BACKENDS = ("tensorrt", "onnxruntime", "torch")
+
+
+class Session(Protocol):
+    backend: str  # "tensorrt", "onnxruntime (CPUExecutionProvider)", "torch (cuda, fp16)"...
+    artifact: Artifact
+
+    def set_inputs(self, feeds: Mapping[str, Any]) -> None:
+        """Check and stage inputs; those not given keep their last value."""
+
+    def run(self) -> dict[str, np.ndarray]:
+        """Run on the staged inputs; every output, on the host."""
+
+    def close(self) -> None: ...
+
+
+class HostFeeds:
+    """Input checking shared by the backends that take host arrays."""
+
+    def __init__(self, specs: list[TensorSpec]):
+        self.specs = {s.name: s for s in specs}
+        self.values: dict[str, np.ndarray] = {}
+
+    def update(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        check_names(list(self.specs.values()), feeds)
+        checked = {name: check_feed(self.specs[name], as_host_array(value)) for name, value in feeds.items()}
+        self.values.update(checked)
+        return checked
+
+    def complete(self) -> dict[str, np.ndarray]:
+        missing = sorted(set(self.specs) - set(self.values))
+        if missing:
+            raise InputError(f"input(s) {missing} were never set")
+        return self.values
+
+
+def resolve_backend(artifact: Artifact, backend: str) -> str:
+    if backend == "auto":
+        return "tensorrt" if artifact.kind == "plan" else "onnxruntime"
+    if backend not in BACKENDS:
+        raise InputError(f"unknown backend {backend!r}: use auto, {', '.join(BACKENDS)}")
+    if backend == "tensorrt" and artifact.kind != "plan":
+        raise InputError(f"the tensorrt backend runs .plan files; build one with ptdit-build {artifact.path.name}")
+    if backend == "onnxruntime" and artifact.kind != "onnx":
+        raise InputError("the onnxruntime backend runs .onnx files; pass the ONNX the plan was built from")
+    return backend
+
+
+def require(module: str, install: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise InputError(f"{module} is not installed: {install}")
+
+
+def open_session(path: str, backend: str = "auto", device: str = "auto", verify: bool = True,
+                 torch_precision: str | None = None) -> Session:
+    """backend: auto (plan -> tensorrt, onnx -> onnxruntime), tensorrt, onnxruntime, torch.
+    device: auto / cpu / cuda, for onnxruntime (provider) and torch. torch_precision: the PyTorch model's
+    precision policy (default: the artifact's)."""
+    artifact = load_artifact(path, verify=verify)
+    chosen = resolve_backend(artifact, backend)
+    if device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if chosen == "tensorrt":
+        from .backend_tensorrt import TensorRTSession
+
+        return TensorRTSession(artifact)
+    if chosen == "onnxruntime":
+        require("onnxruntime", "pip install onnxruntime-gpu (or onnxruntime)")
+        from .backend_onnxruntime import OnnxRuntimeSession
+
+        return OnnxRuntimeSession(artifact, device)
+    require("torch", "pip install torch")
+    from .backend_torch import TorchSession
+
+    return TorchSession(artifact, device, torch_precision)

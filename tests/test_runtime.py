@@ -1,0 +1,287 @@
+"""The runtime on a CPU machine: sessions over ONNX Runtime and PyTorch, input checks, artifacts, the CUDA
+layer's error path, the TensorRT session's compatibility rules, and ptdit-run end to end."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from runtime import cuda
+from runtime.artifact import file_sha256, load_artifact
+from runtime.backend_tensorrt import check_compatible
+from runtime.cli import main as run_main
+from runtime.errors import InputError
+from runtime.sampler import make_conditioning
+from runtime.session import open_session, require
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@lru_cache(maxsize=None)
+def _export(precision: str, res: int = 256, extra: tuple[str, ...] = ()) -> Path:
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix=f"ptdit-runtime-{precision}-"))
+    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", str(res), "--precision", precision,
+                    "--out", str(out), "--skip-checks", *extra], check=True, capture_output=True)
+    return next(out.glob("*.onnx"))
+
+
+def artifact_copy(directory: Path, precision: str = "fp32", res: int = 256, extra: tuple[str, ...] = ()) -> Path:
+    source = _export(precision, res, extra)
+    for f in source.parent.iterdir():
+        shutil.copy(f, directory / f.name)
+    return directory / source.name
+
+
+def feeds(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    rng = np.random.default_rng(seed)
+    shapes = {t["name"]: t["shape"] for t in manifest["inputs"]}
+    mask = np.ones(shapes["text_mask"], dtype=np.int64)
+    mask[1, 50:] = 0
+    return {"latent": rng.standard_normal(shapes["latent"], dtype=np.float32),
+            "timestep": np.array([900.0, 900.0], dtype=np.float32),
+            "text_embeds": rng.standard_normal(shapes["text_embeds"], dtype=np.float32), "text_mask": mask}
+
+
+@pytest.mark.parametrize("precision,tolerance", [("fp32", 1e-5), ("fp16", 1e-2), ("bf16", 5e-2)])
+def test_onnxruntime_and_torch_sessions_agree(tmp_path, precision, tolerance):
+    path = artifact_copy(tmp_path, precision)
+    outputs = {}
+    for backend in ("onnxruntime", "torch"):
+        session = open_session(str(path), backend, "cpu")
+        session.set_inputs(feeds(path))
+        outputs[backend] = session.run()["noise_pred"]
+        session.close()
+    ort_out, torch_out = outputs["onnxruntime"], outputs["torch"]
+    assert ort_out.shape == (2, 8, 32, 32) and ort_out.dtype == np.float32
+    rel = np.linalg.norm(ort_out - torch_out) / np.linalg.norm(torch_out)
+    assert rel < tolerance
+
+
+def test_inputs_are_kept_between_runs_and_checked(tmp_path):
+    path = artifact_copy(tmp_path)
+    session = open_session(str(path), "onnxruntime", "cpu")
+    f = feeds(path)
+    with pytest.raises(InputError, match=r"input\(s\) \['latent', 'text_embeds', 'text_mask', 'timestep'\] were never set"):
+        session.run()
+    session.set_inputs({"text_embeds": f["text_embeds"], "text_mask": f["text_mask"].astype(bool)})  # bool mask is fine
+    session.set_inputs({"latent": f["latent"], "timestep": f["timestep"]})
+    first = session.run()["noise_pred"]
+    session.set_inputs({"timestep": np.array([10.0, 10.0], np.float32)})
+    assert not np.allclose(session.run()["noise_pred"], first)
+    session.set_inputs({"timestep": f["timestep"]})
+    np.testing.assert_array_equal(session.run()["noise_pred"], first)
+    for bad, message in [
+        ({"latent": f["latent"][:1]}, r"input 'latent' has shape \[1, 4, 32, 32\], the artifact needs \[2, 4, 32, 32\]"),
+        ({"latent": f["latent"].astype(np.float64)}, "input 'latent' is float64, the artifact needs float32"),
+        ({"text_mask": f["text_mask"].astype(np.float32)}, "input 'text_mask' is float32, the artifact needs int64"),
+        ({"noise": f["latent"]}, r"unknown input\(s\) \['noise'\]"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            session.set_inputs(bad)
+    session.close()
+
+
+def test_torch_tensors_are_accepted_through_dlpack(tmp_path):
+    path = artifact_copy(tmp_path)
+    session = open_session(str(path), "onnxruntime", "cpu")
+    f = feeds(path)
+    session.set_inputs(f)
+    expected = session.run()["noise_pred"]
+    session.set_inputs({k: torch.from_numpy(v) for k, v in f.items()})
+    np.testing.assert_array_equal(session.run()["noise_pred"], expected)
+
+
+@pytest.mark.parametrize(
+    "setup,message",
+    [
+        ("no_manifest", "has no manifest"),
+        ("foreign_manifest", "is not the manifest of this .onnx"),
+        ("corrupt_file", "does not match its manifest"),
+        ("wrong_suffix", "is neither an .onnx nor a .plan"),
+        ("missing", "does not exist"),
+    ],
+)
+def test_artifact_errors(tmp_path, setup, message):
+    path = artifact_copy(tmp_path)
+    if setup == "no_manifest":
+        path.with_suffix(".json").unlink()
+    elif setup == "foreign_manifest":
+        path.with_suffix(".json").write_text('{"schema": "ptdit-plan/1"}')
+    elif setup == "corrupt_file":
+        path.write_bytes(path.read_bytes()[:-10])
+    elif setup == "wrong_suffix":
+        path = path.with_suffix(".bin")
+        path.write_bytes(b"")
+    elif setup == "missing":
+        path = tmp_path / "absent.onnx"
+    with pytest.raises(InputError, match=message):
+        load_artifact(path)
+
+
+def test_a_corrupt_onnx_without_verification_is_still_refused(tmp_path):
+    path = artifact_copy(tmp_path)
+    path.write_bytes(b"garbage")
+    with pytest.raises(InputError, match="ONNX Runtime cannot load"):
+        open_session(str(path), "onnxruntime", "cpu", verify=False)
+
+
+def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", vc: bool = False) -> Path:
+    """A plan file and a manifest of the plan schema (not an engine: for the checks before deserializing)."""
+    onnx_manifest = json.loads(artifact_copy(directory).with_suffix(".json").read_text())
+    plan = directory / "m.plan"
+    plan.write_bytes(b"not really a plan")
+    manifest = {"schema": "ptdit-plan/1", "plan": {"file": plan.name, "sha256": file_sha256(plan)},
+                "tensorrt": {"version": trt_version}, "gpu": {"name": "NVIDIA H100", "compute_capability": cc},
+                "build": {"options": {"version_compatible": vc}}, "precision": "fp16",
+                "inputs": onnx_manifest["inputs"], "outputs": onnx_manifest["outputs"],
+                "model": onnx_manifest["model"], "export": onnx_manifest["export"]}
+    plan.with_suffix(".json").write_text(json.dumps(manifest))
+    return plan
+
+
+def test_backend_selection(tmp_path):
+    onnx_path = artifact_copy(tmp_path)
+    with pytest.raises(InputError, match="the tensorrt backend runs .plan files; build one with ptdit-build"):
+        open_session(str(onnx_path), "tensorrt")
+    plan = fake_plan(tmp_path)
+    with pytest.raises(InputError, match="the onnxruntime backend runs .onnx files"):
+        open_session(str(plan), "onnxruntime")
+    with pytest.raises(InputError, match="unknown backend 'tvm'"):
+        open_session(str(onnx_path), "tvm")
+    with pytest.raises(InputError, match="somepackage_that_is_absent is not installed: pip install it"):
+        require("somepackage_that_is_absent", "pip install it")
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
+def test_a_plan_without_tensorrt(tmp_path):
+    with pytest.raises(InputError, match="TensorRT is not installed: pip install --extra-index-url"):
+        open_session(str(fake_plan(tmp_path)))
+
+
+def test_torch_backend_rebuilds_the_model_from_the_manifest(tmp_path):
+    from ptdit import PTDiT, preset, save_checkpoint
+
+    save_checkpoint(PTDiT(preset("tiny"), seed=11), tmp_path / "w.safetensors")
+    path = artifact_copy(tmp_path, "fp32", extra=("--checkpoint", str(tmp_path / "w.safetensors"), "--proxy", "mean"))
+    ort_session, torch_session = open_session(str(path), "onnxruntime", "cpu"), open_session(str(path), "torch", "cpu")
+    for s in (ort_session, torch_session):
+        s.set_inputs(feeds(path))
+    np.testing.assert_allclose(ort_session.run()["noise_pred"], torch_session.run()["noise_pred"], rtol=1e-4, atol=1e-4)
+    manifest = json.loads(path.with_suffix(".json").read_text())
+    manifest["model"]["weights"]["path"] = str(tmp_path / "elsewhere.safetensors")
+    path.with_suffix(".json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match="are not available here"):
+        open_session(str(path), "torch", "cpu", verify=False)
+
+
+@pytest.mark.parametrize(
+    "built,running,vc,ok",
+    [("10.13.3.9", "10.13.3.9", False, True), ("10.13.3.9", "10.13.2.6", False, False),
+     ("10.13.3.9", "11.4.0.106", False, False), ("10.13.3.9", "11.4.0.106", True, True),
+     ("11.4.0.106", "10.13.3.9", True, False), ("10.8.0.43", "10.13.3.9", True, True)],
+)
+def test_plan_compatibility_rules(built, running, vc, ok):
+    manifest = {"tensorrt": {"version": built}, "build": {"options": {"version_compatible": vc}},
+                "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}}
+    device = cuda.Device(0, "NVIDIA H100", "9.0")
+    if ok:
+        check_compatible(manifest, running, device)
+    else:
+        with pytest.raises(InputError, match=f"built with TensorRT {built}; this machine runs TensorRT {running}: "
+                                             f"rebuild it here with ptdit-build"):
+            check_compatible(manifest, running, device)
+    with pytest.raises(InputError, match=r"built for compute capability 9.0 \(NVIDIA H100\); this GPU is .* \(8.9\)"):
+        check_compatible({**manifest, "tensorrt": {"version": running}}, running, cuda.Device(0, "NVIDIA L4", "8.9"))
+
+
+@pytest.mark.skipif(cuda.cudart().cudaGetDeviceCount()[0] == cuda.cudart().cudaError_t.cudaSuccess,
+                    reason="a GPU is visible")
+def test_cuda_layer_names_the_failing_call_and_error():
+    with pytest.raises(cuda.CudaError, match=r"cudaMalloc failed: cudaErrorInsufficientDriver \(CUDA driver version is"):
+        cuda.DeviceBuffer(1024)
+    with pytest.raises(InputError, match="no CUDA GPU is visible .*use --backend onnxruntime or --backend torch"):
+        cuda.current_device()
+
+
+def run_cli(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(run_main, list(args), catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_ptdit_run_writes_latents(tmp_path, suffix):
+    path = artifact_copy(tmp_path, "fp16")
+    out = tmp_path / f"latents{suffix}"
+    code, stdout, stderr = run_cli("--artifact", str(path), "--random-text", "--steps", "3", "--out", str(out), "--json")
+    assert code == 0, stderr
+    assert stderr.count("  step ") == 3
+    summary = json.loads(stdout)
+    assert summary["steps"] == 3 and summary["backend"] == "onnxruntime (CPUExecutionProvider)"
+    if suffix == ".npy":
+        latent = np.load(out)
+    else:
+        from safetensors import safe_open
+
+        with safe_open(str(out), "np") as f:
+            latent = f.get_tensor("latent")
+            assert f.metadata()["seed"] == "0" and f.metadata()["steps"] == "3"
+    assert latent.shape == (1, 4, 32, 32) and np.isfinite(latent).all()
+
+
+def test_ptdit_run_text_from_a_file(tmp_path):
+    path = artifact_copy(tmp_path, "fp32")
+    rng = np.random.default_rng(3)
+    np.save(tmp_path / "cond.npy", rng.standard_normal((200, 4096), dtype=np.float32))
+    np.savez(tmp_path / "neg.npz", text_embeds=rng.standard_normal((1, 200, 4096), dtype=np.float32),
+             text_mask=(np.arange(200) < 5).astype(np.int64))
+    code, _, stderr = run_cli("--artifact", str(path), "--text", str(tmp_path / "cond.npy"), "--negative-text",
+                              str(tmp_path / "neg.npz"), "--steps", "2", "--out", str(tmp_path / "l.npy"))
+    assert code == 0, stderr
+    np.save(tmp_path / "short.npy", np.zeros((77, 4096), np.float32))
+    code, _, stderr = run_cli("--artifact", str(path), "--text", str(tmp_path / "short.npy"), "--out",
+                              str(tmp_path / "m.npy"))
+    assert code == 2 and "export with --text-len 77" in stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--random-text", "--out", "{tmp}/exists.npy"], "already exists; pass --force"),
+        (["--random-text", "--out", "{tmp}/x.png"], "--out must end in .npy or .safetensors"),
+        (["--random-text", "--out", "{tmp}/nodir/x.npy"], "does not exist"),
+        (["--out", "{tmp}/x.npy"], "no text features: pass --text FILE"),
+        (["--random-text", "--text", "{tmp}/t.npy", "--out", "{tmp}/x.npy"], "not both"),
+        (["--text", "{tmp}/absent.npy", "--out", "{tmp}/x.npy"], "does not exist"),
+        (["--random-text", "--steps", "0", "--out", "{tmp}/x.npy"], "--steps must be at least 1"),
+        (["--random-text", "--backend", "tensorrt", "--out", "{tmp}/x.npy"], "the tensorrt backend runs .plan files"),
+    ],
+)
+def test_ptdit_run_bad_input(tmp_path, args, message):
+    path = artifact_copy(tmp_path)
+    (tmp_path / "exists.npy").write_bytes(b"")
+    np.save(tmp_path / "t.npy", np.zeros((200, 4096), np.float32))
+    before = sorted(p.name for p in tmp_path.iterdir())
+    code, _, stderr = run_cli("--artifact", str(path), *[a.format(tmp=tmp_path) for a in args])
+    assert code == 2, stderr
+    assert message in stderr and stderr.strip().splitlines()[-1].startswith("ptdit-run: error:")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_ptdit_run_console_script_and_light_imports():
+    help_text = subprocess.run(["ptdit-run", "--help"], capture_output=True, text=True, check=True).stdout
+    assert "Examples:" in help_text and "no text encoder" in help_text
+    probe = ("import sys, runtime.cli, runtime.session, runtime.sampler, runtime.backend_tensorrt, runtime.cuda; "
+             "print(sorted({'torch', 'ptdit', 'onnxruntime', 'tensorrt'} & set(sys.modules)))")
+    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
