@@ -105,8 +105,9 @@ def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray], inferred: onnx.Mod
         model = onnx.load(str(path))  # with weights
         model.graph.ClearField("value_info")
         model.graph.value_info.extend(inferred.graph.value_info)
-        onnx.save(emulate_bf16(model), str(target), save_as_external_data=True,
-                  location=target.name + ".data", size_threshold=1024)
+        # onnx checks whether `location` exists relative to the working directory: a unique name.
+        location = f"{target.parent.name}.{target.name}.data"
+        onnx.save(emulate_bf16(model), str(target), save_as_external_data=True, location=location, size_threshold=1024)
         del model
     try:
         session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
@@ -115,7 +116,7 @@ def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray], inferred: onnx.Mod
     finally:
         if target != path:
             target.unlink(missing_ok=True)
-            target.with_name(target.name + ".data").unlink(missing_ok=True)
+            target.with_name(f"{target.parent.name}.{target.name}.data").unlink(missing_ok=True)
 
 
 def run_torch(model: PTDiT, feeds: dict[str, np.ndarray], device: str = "cpu") -> np.ndarray:

@@ -14,16 +14,18 @@ from .errors import InputError, RuntimeFailure
 from .session import HostFeeds
 
 BF16, FLOAT = 16, 1  # onnx.TensorProto element types
+ELEM_TYPES = {"float32": FLOAT, "float16": 10, "bfloat16": BF16}
 
 
 def bf16_as_fp32(model: Any) -> Any:
-    """fp32 twin of a bf16 graph that rounds every bf16 tensor to bf16 as soon as it is produced (Cast to
-    bf16 and back): bf16 storage with fp32 arithmetic, for providers without bf16 kernels (ONNX Runtime's
-    CPU provider). export/parity.py does the same for the export check; the stages share no code."""
+    """fp32 twin of a shape-inferred bf16 graph that rounds every bf16 tensor to bf16 as soon as it is
+    produced (Cast to bf16 and back): bf16 storage with fp32 arithmetic, for providers without bf16 kernels
+    (ONNX Runtime's CPU provider). export/parity.py does the same for the export check; the stages share no
+    code."""
     import onnx
     from onnx import numpy_helper
 
-    graph = onnx.shape_inference.infer_shapes(model).graph if len(model.graph.value_info) == 0 else model.graph
+    graph = model.graph  # value_info must hold the inferred types
     for i, init in enumerate(graph.initializer):
         if init.data_type == BF16:
             graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init).astype(np.float32), init.name))
@@ -45,8 +47,6 @@ def bf16_as_fp32(model: Any) -> Any:
                 nodes.append(onnx.helper.make_node("Cast", [f"{out}__bf16"], [out], to=FLOAT))
     del graph.node[:]
     graph.node.extend(nodes)
-    if graph is not model.graph:
-        model.graph.CopyFrom(graph)
     return model
 
 
@@ -76,27 +76,39 @@ class OnnxRuntimeSession:
         self._device = "cuda" if want_cuda else "cpu"
 
     def _runnable_path(self, path: Path, extra_outputs: list[str], emulate_bf16: bool) -> Path:
-        """The file itself, or a rewritten copy: bf16 on CPU, or extra tensors marked as outputs."""
+        """The file itself, or a rewritten copy: bf16 on CPU, or extra tensors marked as outputs. Works past
+        protobuf's 2 GiB limit: shapes are inferred file to file and the weights are attached afterwards."""
         if not emulate_bf16 and not extra_outputs:
             return path
         import onnx
+        from onnx.external_data_helper import load_external_data_for_model
 
+        self._tmp = tempfile.TemporaryDirectory(prefix="ptdit-ort-")
+        work = Path(self._tmp.name)
         try:
-            model = onnx.load(str(path))
+            model = onnx.load(str(path), load_external_data=False)
+            if emulate_bf16:
+                inferred = work / "inferred.onnx"
+                onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+                model.graph.ClearField("value_info")
+                model.graph.value_info.extend(onnx.load(str(inferred), load_external_data=False).graph.value_info)
+                inferred.unlink()
+            load_external_data_for_model(model, str(path.parent))
         except Exception as e:  # protobuf's DecodeError and friends
             raise InputError(f"ONNX Runtime cannot load {path.name} ({e})") from None
         if extra_outputs:
-            model = onnx.shape_inference.infer_shapes(model)
-            known = {v.name: v for v in model.graph.value_info}
-            missing = [n for n in extra_outputs if n not in known]
+            blocks = self.artifact.manifest["block_outputs"]
+            produced = {o for node in model.graph.node for o in node.output}
+            missing = [n for n in extra_outputs if n not in produced]
             if missing:
                 raise InputError(f"tensors {missing[:3]} are not in {path.name}")
-            model.graph.output.extend(known[n] for n in extra_outputs)
+            elem = ELEM_TYPES[blocks["dtype"]]
+            model.graph.output.extend(onnx.helper.make_tensor_value_info(n, elem, blocks["shape"]) for n in extra_outputs)
         if emulate_bf16:
             model = bf16_as_fp32(model)
-        self._tmp = tempfile.TemporaryDirectory(prefix="ptdit-ort-")
-        target = Path(self._tmp.name) / path.name
-        onnx.save(model, str(target), save_as_external_data=True, location=target.name + ".data", size_threshold=1024)
+        target = work / path.name
+        # onnx checks whether `location` exists relative to the working directory, so it gets a unique name.
+        onnx.save(model, str(target), save_as_external_data=True, location=f"{work.name}.data", size_threshold=1024)
         return target
 
     def set_inputs(self, feeds: Mapping[str, Any]) -> None:
@@ -117,6 +129,11 @@ class OnnxRuntimeSession:
         except Exception as e:
             raise RuntimeFailure(f"ONNX Runtime failed: {str(e).splitlines()[0]}") from None
         return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+
+    def bare_call(self) -> None:
+        """The backend call alone: run on what is bound, outputs left in ONNX Runtime's buffers (the baseline
+        of the overhead benchmark)."""
+        self.session.run_with_iobinding(self._binding)
 
     def close(self) -> None:
         if self._tmp is not None:

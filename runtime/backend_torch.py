@@ -56,7 +56,6 @@ class TorchSession:
         self.backend = f"torch ({self.device}, {self.precision})"
         self._feeds = HostFeeds(artifact.inputs)
         self._staged: dict[str, Any] = {}
-        self.return_blocks = False
 
     def set_inputs(self, feeds: Mapping[str, Any]) -> None:
         import torch
@@ -64,18 +63,21 @@ class TorchSession:
         for name, value in self._feeds.update(feeds).items():
             self._staged[name] = torch.from_numpy(value).to(self.device)
 
-    def forward(self) -> Any:
+    def _forward(self, blocks: bool) -> Any:
         import torch
 
         self._feeds.complete()
         args = [self._staged[t.name] for t in self.artifact.inputs]
         with torch.no_grad():
-            return self.model(*args, return_block_outputs=self.return_blocks)
+            return self.model(*args, return_block_outputs=blocks)
 
     def run(self) -> dict[str, np.ndarray]:
-        out = self.forward()
-        noise_pred = out[0] if self.return_blocks else out
-        return {"noise_pred": noise_pred.float().cpu().numpy()}
+        return {"noise_pred": self._forward(blocks=False).float().cpu().numpy()}
+
+    def run_with_blocks(self) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
+        """The outputs and every transformer block's output (window-major [B, nW, P, C], as fp32)."""
+        noise_pred, blocks = self._forward(blocks=True)
+        return {"noise_pred": noise_pred.float().cpu().numpy()}, [b.float().cpu().numpy() for b in blocks]
 
     def close(self) -> None:
         self.model = None

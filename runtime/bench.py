@@ -1,7 +1,7 @@
 """Runtime overhead: a sampler step through our ONNX Runtime session (input checks and binding, the run,
 copying the prediction out, guidance and the Euler update) against the bare backend call, measured in
-one run: onnxruntime's run_with_iobinding on the same file and provider with every input already bound
-and the output left in ONNX Runtime's buffer, i.e. the least work one model call can be.
+one run on the same session: run_with_iobinding with every input already bound and the output left in
+ONNX Runtime's buffer, i.e. the least work one model call can be.
 
     python -m runtime.bench --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --steps 30
 """
@@ -23,33 +23,27 @@ TARGET_OVERHEAD = 0.02
 def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, device: str = "cpu") -> dict[str, Any]:
     """Alternates blocks of `steps` bare calls with sampling runs of `steps` steps, `rounds` times each, so
     that both see the same machine state; compares the medians."""
-    import onnxruntime as ort
-
+    from .backend_onnxruntime import OnnxRuntimeSession
     from .sampler import Sampler, make_conditioning
     from .session import open_session
 
     session = open_session(str(artifact_path), "onnxruntime", device)
+    assert isinstance(session, OnnxRuntimeSession)
     try:
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
-        options = ort.SessionOptions()
-        options.log_severity_level = 3
-        bare = ort.InferenceSession(str(artifact_path), options, providers=[session.provider])  # type: ignore[attr-defined]
-        rng = np.random.default_rng(0)
         latent_spec = session.artifact.spec("latent")
-        feeds = {"latent": rng.standard_normal(latent_spec.shape, dtype=np.float32),
-                 "timestep": np.full(latent_spec.shape[0], 500.0, dtype=np.float32),
-                 "text_embeds": text.embeds[: latent_spec.shape[0]], "text_mask": text.mask[: latent_spec.shape[0]]}
-        binding = bare.io_binding()
-        for name, value in feeds.items():
-            binding.bind_cpu_input(name, value)
-        binding.bind_output("noise_pred", "cpu")
+        rng = np.random.default_rng(0)
+        session.set_inputs({"latent": rng.standard_normal(latent_spec.shape, dtype=np.float32),
+                            "timestep": np.full(latent_spec.shape[0], 500.0, dtype=np.float32),
+                            "text_embeds": text.embeds, "text_mask": text.mask})
+        session.run()  # binds the outputs
 
         def bare_block() -> list[float]:
             times = []
             for _ in range(steps):
                 start = time.perf_counter()
-                bare.run_with_iobinding(binding)
+                session.bare_call()
                 times.append(time.perf_counter() - start)
             return times
 
@@ -68,12 +62,18 @@ def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, devi
     finally:
         session.close()
     bare_median, step_median = statistics.median(bare_s), statistics.median(step_s)
+
+    def spread(values: list[float]) -> list[float]:  # p10, p90 in ms: the machine's noise, next to the medians
+        return [round(float(v) * 1000, 3) for v in np.percentile(values, [10, 90])]
+
     return {
         "artifact": artifact_path.name,
         "backend": backend,
         "calls": len(step_s),
         "bare_run_ms": round(bare_median * 1000, 3),
         "sampler_step_ms": round(step_median * 1000, 3),
+        "bare_run_p10_p90_ms": spread(bare_s),
+        "sampler_step_p10_p90_ms": spread(step_s),
         "overhead_ratio": round(step_median / bare_median - 1, 4),
     }
 
@@ -81,16 +81,17 @@ def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, devi
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--artifact", "artifacts", type=click.Path(exists=True, path_type=Path), multiple=True, required=True)
 @click.option("--steps", type=int, default=10, show_default=True, help="Steps per sampling run (and per bare block).")
-@click.option("--rounds", type=int, default=4, show_default=True, help="Sampling runs and bare blocks, alternated.")
+@click.option("--rounds", type=int, default=10, show_default=True, help="Sampling runs and bare blocks, alternated.")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(artifacts: tuple[Path, ...], steps: int, rounds: int, json_path: Path | None) -> None:
     """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU)."""
     rows = [measure_overhead(a, steps, rounds) for a in artifacts]
-    click.echo("| artifact | backend | bare run ms | sampler step ms | overhead |")
-    click.echo("| --- | --- | --- | --- | --- |")
+    click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) | overhead |")
+    click.echo("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
-        click.echo(f"| {r['artifact']} | {r['backend']} | {r['bare_run_ms']:.2f} | {r['sampler_step_ms']:.2f} | "
-                   f"{r['overhead_ratio'] * 100:+.2f} % |")
+        b, s = r["bare_run_p10_p90_ms"], r["sampler_step_p10_p90_ms"]
+        click.echo(f"| {r['artifact']} | {r['backend']} | {r['calls']} | {r['bare_run_ms']:.2f} ({b[0]:.2f}-{b[1]:.2f}) | "
+                   f"{r['sampler_step_ms']:.2f} ({s[0]:.2f}-{s[1]:.2f}) | {r['overhead_ratio'] * 100:+.2f} % |")
     click.echo(f"target: overhead < {TARGET_OVERHEAD * 100:.0f} %")
     if json_path:
         json_path.write_text(json.dumps(rows, indent=2) + "\n")

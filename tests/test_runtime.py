@@ -285,3 +285,12 @@ def test_ptdit_run_console_script_and_light_imports():
     probe = ("import sys, runtime.cli, runtime.session, runtime.sampler, runtime.backend_tensorrt, runtime.cuda; "
              "print(sorted({'torch', 'ptdit', 'onnxruntime', 'tensorrt'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
+
+
+def test_overhead_benchmark_runs(tmp_path):
+    """The benchmark measures (no timing is asserted: speed is reported by the benchmark, not tested)."""
+    from runtime.bench import measure_overhead
+
+    result = measure_overhead(artifact_copy(tmp_path, "fp16"), steps=2, rounds=2)
+    assert result["calls"] == 4 and result["bare_run_ms"] > 0 and result["sampler_step_ms"] > 0
+    assert result["overhead_ratio"] == pytest.approx(result["sampler_step_ms"] / result["bare_run_ms"] - 1, abs=1e-3)
