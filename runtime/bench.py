@@ -78,14 +78,38 @@ def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, devi
     }
 
 
+def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: str = "cpu") -> dict[str, Any]:
+    """Per-step latency of a sampling run (after one warm-up step) on one backend."""
+    from .sampler import Sampler, make_conditioning
+    from .session import open_session
+
+    session = open_session(str(artifact_path), backend, device)
+    try:
+        text_spec = session.artifact.spec("text_embeds")
+        text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
+        Sampler(session, steps=1).sample(text)  # warm-up
+        timings = [s.total_s for s in Sampler(session, steps=steps).sample(text).steps]
+        name = session.backend
+    finally:
+        session.close()
+    return {"artifact": artifact_path.name, "backend": name, "steps": steps,
+            "ms_per_step": round(statistics.median(timings) * 1000, 2)}
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--artifact", "artifacts", type=click.Path(exists=True, path_type=Path), multiple=True, required=True)
 @click.option("--steps", type=int, default=10, show_default=True, help="Steps per sampling run (and per bare block).")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Sampling runs and bare blocks, alternated.")
+@click.option("--latency", "latency_backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
+              help="Also time sampling steps on these backends (same artifact and inputs).")
+@click.option("--latency-steps", type=int, default=5, show_default=True)
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(artifacts: tuple[Path, ...], steps: int, rounds: int, json_path: Path | None) -> None:
-    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU)."""
+def main(artifacts: tuple[Path, ...], steps: int, rounds: int, latency_backends: tuple[str, ...], latency_steps: int,
+         json_path: Path | None) -> None:
+    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU), and optionally the
+    per-step latency of each backend."""
     rows = [measure_overhead(a, steps, rounds) for a in artifacts]
+    latency = [measure_latency(a, b, latency_steps) for a in artifacts for b in latency_backends]
     click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) | overhead |")
     click.echo("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
@@ -93,8 +117,10 @@ def main(artifacts: tuple[Path, ...], steps: int, rounds: int, json_path: Path |
         click.echo(f"| {r['artifact']} | {r['backend']} | {r['calls']} | {r['bare_run_ms']:.2f} ({b[0]:.2f}-{b[1]:.2f}) | "
                    f"{r['sampler_step_ms']:.2f} ({s[0]:.2f}-{s[1]:.2f}) | {r['overhead_ratio'] * 100:+.2f} % |")
     click.echo(f"target: overhead < {TARGET_OVERHEAD * 100:.0f} %")
+    for r in latency:
+        click.echo(f"{r['artifact']}: {r['backend']} {r['ms_per_step']:.2f} ms/step")
     if json_path:
-        json_path.write_text(json.dumps(rows, indent=2) + "\n")
+        json_path.write_text(json.dumps({"overhead": rows, "latency": latency}, indent=2) + "\n")
 
 
 if __name__ == "__main__":

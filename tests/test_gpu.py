@@ -125,3 +125,16 @@ def test_tensorrt_session_samples_like_onnxruntime(tmp_path):
         session.close()
     rel = np.linalg.norm(latents[plan] - latents[str(onnx_path)]) / np.linalg.norm(latents[str(onnx_path)])
     assert rel < 2e-2
+
+
+@needs_gpu
+def test_gpu_benchmark_runs_on_tiny():
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    from export.benchmarks import gpu_rows, gpu_table
+
+    data = gpu_rows("tiny", (256,), compile_model=False, report=lambda line: None)
+    assert {r["attention"] for r in data["rows"]} == {"proxy", "full"}
+    assert all(r["eager_ms"] > 0 and 0 < r["eager_fraction_of_floor"] and r["peak_memory_bytes"] > 0 for r in data["rows"])
+    assert "PT-DiT" in gpu_table(data)

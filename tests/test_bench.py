@@ -1,0 +1,54 @@
+"""ptdit-bench runs and its two MAC counts agree. No timing is asserted: benchmarks report, tests check."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from export.benchmarks import complexity_rows, complexity_table, graph_counts, main, runtime_rows, runtime_table
+from ptdit import count_macs, preset
+
+
+def test_onnx_graph_count_agrees_with_the_model_count():
+    cfg = preset("tiny")
+    shapes = [(256, None), (256, 4)]
+    counts = graph_counts(cfg, shapes, lambda line: None)
+    for attention in ("proxy", "full"):
+        for res, frames in shapes:
+            macs = count_macs(cfg.replace(attention=attention), res, frames, batch=2, text_len=200)
+            assert counts[(attention, res, frames)] == {"linear": macs.linear, "attention": macs.attention}
+
+
+def test_complexity_table_and_json(tmp_path):
+    rows = complexity_rows("xl", onnx=False, report=lambda line: None)
+    assert [r["res"] for r in rows] == [256, 512, 1024, 2048, 512] and rows[-1]["frames"] == 16
+    assert rows[2]["paper_ratio"] == 0.047 and abs(rows[2]["analytic_ratio"] - 0.0471) < 1e-4
+    table = complexity_table(rows)
+    assert "| 1024 | 4.71 % (4.7 %) |" in table and "n/a |" in table
+    result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert len(data["complexity"]) == 5 and data["machine"]["cores"] >= 1
+
+
+def test_runtime_section_measures_both_backends():
+    data = runtime_rows([("tiny", 256, "fp32")], latency_steps=1, report=lambda line: None)
+    backends = sorted(r["backend"].split(" ")[0] for r in data["latency"])
+    assert backends == ["onnxruntime", "torch"] and data["overhead"][0]["calls"] > 0
+    assert "| ptdit-tiny-256-b2-fp32.onnx |" in runtime_table(data)
+
+
+def test_export_section_measures_time_and_rss(tmp_path):
+    result = CliRunner().invoke(main, ["export", "--preset", "tiny", "--res", "256", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    measured = json.loads((tmp_path / "b.json").read_text())["export"][0]["measured"]
+    assert measured["seconds"] > 0 and measured["peak_rss_bytes"] > 100e6 and measured["fp16_weight_bytes"] > 0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only behaviour")
+def test_gpu_section_is_skipped_without_cuda():
+    result = CliRunner().invoke(main, ["gpu"])
+    assert result.exit_code == 0 and "GPU: skipped (no CUDA device" in result.output
