@@ -189,7 +189,7 @@ def gpu_rows(preset_name: str, resolutions: tuple[int, ...], compile_model: bool
              report: Callable[[str], None]) -> dict[str, Any]:
     import torch
 
-    from ptdit import PTDiT, count_macs, preset
+    from ptdit import PTDiT, preset
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device (torch.cuda.is_available() is False)"}
@@ -198,37 +198,44 @@ def gpu_rows(preset_name: str, resolutions: tuple[int, ...], compile_model: bool
     rows = []
     for attention in ("proxy", "full"):
         cfg = preset(preset_name).replace(attention=attention)
-        model = PTDiT(cfg).eval().half().cuda()
-        for res in resolutions:
-            side = res // 8
-            gen = torch.Generator(device="cuda").manual_seed(0)
-            args = (torch.randn(2, cfg.in_channels, side, side, device="cuda", generator=gen),
-                    torch.full((2,), 500.0, device="cuda"),
-                    torch.randn(2, 200, cfg.text_dim, device="cuda", generator=gen),
-                    torch.ones(2, 200, dtype=torch.int64, device="cuda"))
-            report(f"  {attention} attention at {res}: eager")
-            torch.cuda.empty_cache()
-            torch.cuda.reset_peak_memory_stats()
-            with torch.no_grad():
-                eager_ms = time_cuda(torch, lambda: model(*args))
-            peak = torch.cuda.max_memory_allocated()
-            macs = count_macs(cfg, res, batch=2).total
-            floor_ms = 2 * macs / rate * 1000
-            row: dict[str, Any] = {"attention": attention, "res": res, "eager_ms": round(eager_ms, 2),
-                                   "peak_memory_bytes": peak, "gmac": round(macs / 1e9, 1),
-                                   "floor_ms": round(floor_ms, 2), "eager_fraction_of_floor": round(floor_ms / eager_ms, 3)}
-            if compile_model:
-                report(f"  {attention} attention at {res}: torch.compile")
-                compiled = torch.compile(model)
-                with torch.no_grad():
-                    compiled_ms = time_cuda(torch, lambda: compiled(*args), warmup=3)
-                row["compiled_ms"] = round(compiled_ms, 2)
-                row["compiled_fraction_of_floor"] = round(floor_ms / compiled_ms, 3)
-                torch._dynamo.reset()
-            rows.append(row)
-        del model
+        rows += gpu_model_rows(torch, PTDiT(cfg).eval().half().cuda(), resolutions, rate, compile_model, report)
         torch.cuda.empty_cache()
     return {"device": torch.cuda.get_device_name(0), "matmul_tflops": round(rate / 1e12, 1), "rows": rows}
+
+
+def gpu_model_rows(torch: Any, model: Any, resolutions: tuple[int, ...], rate: float, compile_model: bool,
+                   report: Callable[[str], None]) -> list[dict[str, Any]]:
+    from ptdit import count_macs
+
+    cfg, rows = model.cfg, []
+    for res in resolutions:
+        side = res // 8
+        gen = torch.Generator(device="cuda").manual_seed(0)
+        args = (torch.randn(2, cfg.in_channels, side, side, device="cuda", generator=gen),
+                torch.full((2,), 500.0, device="cuda"),
+                torch.randn(2, 200, cfg.text_dim, device="cuda", generator=gen),
+                torch.ones(2, 200, dtype=torch.int64, device="cuda"))
+        report(f"  {cfg.attention} attention at {res}: eager")
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+        with torch.no_grad():
+            eager_ms = time_cuda(torch, lambda: model(*args))
+        peak = torch.cuda.max_memory_allocated()
+        macs = count_macs(cfg, res, batch=2).total
+        floor_ms = 2 * macs / rate * 1000
+        row: dict[str, Any] = {"attention": cfg.attention, "res": res, "eager_ms": round(eager_ms, 2),
+                               "peak_memory_bytes": peak, "gmac": round(macs / 1e9, 1),
+                               "floor_ms": round(floor_ms, 2), "eager_fraction_of_floor": round(floor_ms / eager_ms, 3)}
+        if compile_model:
+            report(f"  {cfg.attention} attention at {res}: torch.compile")
+            compiled = torch.compile(model)
+            with torch.no_grad():
+                compiled_ms = time_cuda(torch, lambda: compiled(*args), warmup=3)
+            row["compiled_ms"] = round(compiled_ms, 2)
+            row["compiled_fraction_of_floor"] = round(floor_ms / compiled_ms, 3)
+            torch._dynamo.reset()
+        rows.append(row)
+    return rows
 
 
 def gpu_table(data: dict[str, Any]) -> str:

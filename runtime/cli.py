@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 import click
+
+from .cli_errors import exit_codes
 
 EXAMPLES = """\b
 Examples:
@@ -20,11 +21,6 @@ There is no text encoder in this toolkit: --text takes T5 features ([L, 4096] .n
 with text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
 --random-text uses seeded Gaussian features, for pipeline tests.
 """
-
-
-def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"ptdit-run: error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -55,21 +51,9 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
     Progress per step goes to stderr; the latent is written to --out (the VAE decoder is not part of this
     toolkit). The sampler is the same whichever backend runs the model.
     """
-    from .errors import InputError, RuntimeFailure
-
-    try:
+    with exit_codes("ptdit-run", debug):
         summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
                       random_text, out_path, force, not no_verify)
-    except InputError as e:
-        fail(2, str(e))
-    except RuntimeFailure as e:
-        fail(1, f"{e}; nothing was written")
-    except KeyboardInterrupt:
-        fail(130, "interrupted; nothing was written")
-    except Exception as e:
-        if debug:
-            raise
-        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:

@@ -6,9 +6,10 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
+
+from .cli_errors import exit_codes
 
 EXAMPLES = """\b
 Examples:
@@ -18,11 +19,6 @@ Examples:
       (per block: also build ptdit-build <onnx> --mark-blocks, found next to the plan)
   ptdit-diff model.onnx --max-rel-l2 5e-3 --json > report.json     (exit 1 when a threshold is exceeded)
 """
-
-
-def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"ptdit-diff: error: {message}", err=True)
-    sys.exit(code)
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -59,9 +55,9 @@ def main(artifact: Path, reference: str, backend: str, device: str, seed: int, s
     latent after a sampling run. Exit 1 when a threshold is exceeded.
     """
     from .diff import DEFAULT_THRESHOLDS, DiffOptions, Thresholds, plot, run_diff, table
-    from .errors import InputError, RuntimeFailure
+    from .errors import InputError
 
-    try:
+    with exit_codes("ptdit-diff", debug, nothing_written=False):
         if steps < 0:
             raise InputError(f"--steps must be 0 or more, got {steps}")
         directory = out_dir or artifact.parent
@@ -91,16 +87,6 @@ def main(artifact: Path, reference: str, backend: str, device: str, seed: int, s
         tmp_plot = plot_path.with_name(f".{plot_path.name}.partial")
         if plot(result, tmp_plot):
             os.replace(tmp_plot, plot_path)
-    except InputError as e:
-        fail(2, str(e))
-    except RuntimeFailure as e:
-        fail(1, str(e))
-    except KeyboardInterrupt:
-        fail(130, "interrupted")
-    except Exception as e:
-        if debug:
-            raise
-        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
     click.echo(json.dumps(result, indent=2) if as_json else table(result))
     written = f"report {report_path}" + (f", plot {plot_path}" if plot_path.exists() else "")
     click.echo(written, err=True)

@@ -20,7 +20,6 @@ from runtime.artifact import file_sha256, load_artifact
 from runtime.backend_tensorrt import check_compatible
 from runtime.cli import main as run_main
 from runtime.errors import InputError
-from runtime.sampler import make_conditioning
 from runtime.session import open_session, require
 
 ROOT = Path(__file__).resolve().parent.parent
