@@ -74,8 +74,9 @@ def preflight(onnx_path: Path, options: BuildOptions) -> OnnxArtifact:
     if real != onnx.precision:
         raise InputError(f"{onnx.path.name}: the manifest says {onnx.precision} but the weights are {real}; re-export")
     validate(options, onnx.precision)
-    if options.timing_cache is not None and options.timing_cache.exists() and not options.timing_cache.is_file():
-        raise InputError(f"--timing-cache {options.timing_cache} is not a file")
+    cache = options.timing_cache
+    if cache is not None and ((cache.exists() and not cache.is_file()) or not cache.parent.is_dir()):
+        raise InputError(f"--timing-cache {cache} must be a file in an existing directory")
     return onnx
 
 
@@ -114,8 +115,8 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
         (work / plan_path.name).write_bytes(built.plan)
         manifest = plan_manifest(onnx, built, io, gpu, trt.__version__, options, identity, work / plan_path.name)
         write_json(work / f"{stem}.json", manifest)
-        if options.timing_cache is not None:
-            cache_tmp = work / "timing.cache"
+        if options.timing_cache is not None:  # next to its destination: os.replace stays on one file system
+            cache_tmp = options.timing_cache.with_name(f".{options.timing_cache.name}.partial")
             cache_tmp.write_bytes(built.timing_cache)
             os.replace(cache_tmp, options.timing_cache)
         publish([work / plan_path.name, work / f"{stem}.json"], out_dir)

@@ -132,6 +132,13 @@ def test_bad_inputs_exit_2(tmp_path, setup, message):
     assert sorted(p.name for p in tmp_path.iterdir()) == before
 
 
+def test_timing_cache_location_is_checked_before_building(tmp_path):
+    code, stderr = run(str(exported(tmp_path, "fp16")), "--timing-cache", str(tmp_path / "missing" / "t.cache"))
+    assert code == 2 and "must be a file in an existing directory" in stderr
+    code, stderr = run(str(exported(tmp_path, "fp16")), "--timing-cache", str(tmp_path))
+    assert code == 2 and "is a directory" in stderr
+
+
 def test_fp32_onnx_is_refused_before_tensorrt_is_needed(tmp_path):
     code, stderr = run(str(exported(tmp_path, "fp32")))
     assert code == 2 and "the engine would be fp32" in stderr
