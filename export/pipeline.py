@@ -119,12 +119,10 @@ def validate(opts: ExportOptions) -> None:
         torch_device(opts.torch_device)
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
         raise InputError(f"checkpoint {opts.checkpoint} does not exist")
-    try:
-        opts.out_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=opts.out_dir):
-            pass
-    except OSError as e:
-        raise InputError(f"output directory {opts.out_dir} is not writable ({e.strerror}); choose another with --out")
+    existing_dir = next(p for p in [opts.out_dir, *opts.out_dir.parents] if p.exists())  # created only after checks
+    if not existing_dir.is_dir() or not os.access(existing_dir, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {opts.out_dir} is not writable ({existing_dir} is not a writable "
+                         f"directory); choose another with --out")
     if not opts.force:
         existing = [str(p) for res in opts.resolutions for p in artifact_files(opts.out_dir, spec_for(opts, res).stem)
                     if p.exists()]
@@ -150,6 +148,7 @@ def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
     from .exporter import build_model
 
     validate(opts)
+    opts.out_dir.mkdir(parents=True, exist_ok=True)
     stages = Stages(report)
     source = f"checkpoint {opts.checkpoint}" if opts.checkpoint else f"seeded weights, seed {opts.seed}"
     with stages.run("build_model", f"build {opts.cfg.name} in {opts.precision} ({source})"):
