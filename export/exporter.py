@@ -43,7 +43,8 @@ class Weights:
     source: str  # "seeded" or "checkpoint"
     seed: int | None = None
     path: str | None = None
-    sha256: str | None = None
+    sha256: str | None = None  # of the checkpoint file
+    state_dict_sha256: str | None = None  # of the weights as exported (names and bytes, see ptdit.checkpoint)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: v for k, v in vars(self).items() if v is not None}

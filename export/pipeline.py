@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
-from ptdit.checkpoint import file_sha256
+from ptdit.checkpoint import file_sha256, state_dict_sha256
 from ptdit.config import PTDiTConfig
 from ptdit.errors import InputError
 from ptdit.resolution import Geometry, geometry, latent_hw, window_for
@@ -153,6 +153,7 @@ def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
     source = f"checkpoint {opts.checkpoint}" if opts.checkpoint else f"seeded weights, seed {opts.seed}"
     with stages.run("build_model", f"build {opts.cfg.name} in {opts.precision} ({source})"):
         model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
+        weights.state_dict_sha256 = state_dict_sha256(model)
     results = []
     for res in opts.resolutions:
         result = export_one(opts, res, model, weights, report)

@@ -24,6 +24,15 @@ def file_sha256(path: str | Path) -> str:
     return digest.hexdigest()
 
 
+def state_dict_sha256(model: nn.Module) -> str:
+    """sha256 over the state dict (names and raw tensor bytes, in order): identifies weights with no file."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().contiguous().cpu().view(torch.uint8).numpy())
+    return digest.hexdigest()
+
+
 def _is_state_dict(obj: object) -> bool:
     return isinstance(obj, dict) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
 

@@ -59,6 +59,11 @@ def check_compatible(manifest: dict[str, Any], running_version: str, device: cud
                          f"this GPU is {device.name} ({device.compute_capability}): rebuild it here with ptdit-build")
 
 
+# TensorRT DataType member names -> the manifests' dtype names (engines/ keeps its own copy: no shared imports).
+TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
+              "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
+
+
 def _version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in text.split(".") if part.isdigit())
 
@@ -110,7 +115,6 @@ class TensorRTSession:
                              f"rebuild it with ptdit-build")
         self.context = self.engine.create_execution_context()
         self.stream = self._own(cuda.Stream())
-        self.specs: dict[str, TensorSpec] = {}
         self.device_buffers: dict[str, cuda.DeviceBuffer] = {}
         self.host_buffers: dict[str, cuda.PinnedArray] = {}
         expected = {s.name: s for s in [*artifact.inputs, *artifact.outputs]}
@@ -118,11 +122,12 @@ class TensorRTSession:
             name = self.engine.get_tensor_name(i)
             shape = self.engine.get_tensor_shape(name)
             dims = tuple(int(shape[k]) for k in range(len(shape)))
-            spec = expected.get(name)
-            if spec is None or spec.shape != dims:
-                raise InputError(f"{artifact.path.name} does not match its manifest (tensor {name} {list(dims)}): "
-                                 f"rebuild it with ptdit-build")
-            self.specs[name] = spec
+            dtype_name = self.engine.get_tensor_dtype(name).name
+            # Buffers are sized and typed by the engine; the manifest must say the same.
+            spec = TensorSpec(name, dims, TRT_DTYPES.get(dtype_name, dtype_name.lower()))
+            if expected.get(name) != spec:
+                raise InputError(f"{artifact.path.name} does not match its manifest (tensor {name}: engine "
+                                 f"{list(dims)} {spec.dtype}): rebuild it with ptdit-build")
             self.device_buffers[name] = self._own(cuda.DeviceBuffer(spec.nbytes))
             self.host_buffers[name] = self._own(cuda.PinnedArray(spec.shape, spec.numpy_dtype))
             if not self.context.set_tensor_address(name, self.device_buffers[name].ptr):

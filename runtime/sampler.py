@@ -50,8 +50,9 @@ class TextConditioning:
 
 
 def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
-    """Features [L, D] or [1, L, D] (+ mask [L] or [1, L]) from .npy (features only, mask all ones),
-    .npz or .safetensors (keys text_embeds and optionally text_mask)."""
+    """Features [L, D], [1, L, D] or a guidance pair [2, L, D] (cond, uncond) -> ([n, L, D], mask [n, L]):
+    .npy holds the features (mask all ones), .npz or .safetensors the keys text_embeds and optionally
+    text_mask."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"text features file {path} does not exist")
@@ -72,23 +73,23 @@ def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"text features must be .npy, .npz or .safetensors, got {path.name}")
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read text features from {path} ({e})") from None
-    if embeds.ndim == 3 and embeds.shape[0] == 1:
-        embeds = embeds[0]
-    if embeds.ndim != 2:
-        raise InputError(f"text features in {path} must be [L, D] or [1, L, D], got {list(embeds.shape)}")
-    if mask is None:
-        mask = np.ones(embeds.shape[0], dtype=np.int64)
-    mask = np.asarray(mask).reshape(-1)
-    if mask.shape[0] != embeds.shape[0]:
-        raise InputError(f"text mask in {path} has length {mask.shape[0]}, the features {embeds.shape[0]}")
-    return embeds.astype(np.float32), mask.astype(np.int64)
+    if embeds.ndim == 2:
+        embeds = embeds[None]
+    if embeds.ndim != 3 or embeds.shape[0] not in (1, 2):
+        raise InputError(f"text features in {path} must be [L, D], [1, L, D] or [2, L, D] (cond, uncond), "
+                         f"got {list(embeds.shape)}")
+    n, length = embeds.shape[:2]
+    mask = np.ones((n, length), dtype=np.int64) if mask is None else np.asarray(mask)
+    if mask.size != n * length:
+        raise InputError(f"text mask in {path} has shape {list(mask.shape)}, the features need {[n, length]}")
+    return embeds.astype(np.float32), mask.reshape(n, length).astype(np.int64)
 
 
 def make_conditioning(text_len: int, text_dim: int, cond: tuple[np.ndarray, np.ndarray] | None = None,
                       uncond: tuple[np.ndarray, np.ndarray] | None = None, random_seed: int | None = None,
                       source: str = "") -> TextConditioning:
-    """Stack (cond, uncond). Without a negative, the unconditional branch gets zero features with one
-    unmasked token (this toolkit has no text encoder to encode the empty prompt)."""
+    """The (cond, uncond) pair from load_text results. Without a negative, the unconditional branch gets zero
+    features with one unmasked token (this toolkit has no text encoder to encode the empty prompt)."""
     if random_seed is not None:
         rng = np.random.default_rng(random_seed)
         embeds = rng.standard_normal((2, text_len, text_dim), dtype=np.float32)
@@ -96,8 +97,14 @@ def make_conditioning(text_len: int, text_dim: int, cond: tuple[np.ndarray, np.n
         return TextConditioning(embeds, mask, f"random (seed {random_seed})")
     if cond is None:
         raise InputError("no text features: pass --text FILE (this toolkit has no text encoder) or --random-text")
-    pairs = [cond, uncond or (np.zeros((text_len, text_dim), np.float32), np.eye(1, text_len, dtype=np.int64)[0])]
-    for which, (embeds, mask) in zip(("text", "negative text"), pairs):
+    if cond[0].shape[0] == 2:
+        if uncond is not None:
+            raise InputError("the text file already holds the (cond, uncond) pair; drop --negative-text")
+        pairs = [(cond[0][0], cond[1][0]), (cond[0][1], cond[1][1])]
+    else:
+        default_uncond = (np.zeros((text_len, text_dim), np.float32), np.eye(1, text_len, dtype=np.int64)[0])
+        pairs = [(cond[0][0], cond[1][0]), (uncond[0][0], uncond[1][0]) if uncond else default_uncond]
+    for which, (embeds, _) in zip(("text", "negative text"), pairs):
         if embeds.shape != (text_len, text_dim):
             raise InputError(f"{which} features are {list(embeds.shape)}; the artifact needs [{text_len}, {text_dim}] "
                              f"(export with --text-len {embeds.shape[0]} for this length)")

@@ -65,7 +65,10 @@ def test_artifact_and_manifest(fp16_artifact):
     assert manifest["inputs"][3] == {"name": "text_mask", "shape": [2, 200], "dtype": "int64"}
     assert manifest["outputs"] == [{"name": "noise_pred", "shape": [2, 8, 32, 32], "dtype": "float32"}]
     assert manifest["geometry"]["window"] == [1, 2, 2] and manifest["geometry"]["proxy_mode"] == "strided"
-    assert manifest["model"]["weights"] == {"source": "seeded", "seed": 0}
+    from ptdit.checkpoint import state_dict_sha256
+
+    expected = state_dict_sha256(PTDiT(preset("tiny"), seed=0).half())
+    assert manifest["model"]["weights"] == {"source": "seeded", "seed": 0, "state_dict_sha256": expected}
     assert manifest["export"]["precision"] == "fp16" and manifest["export"]["opset"] == 18
     checks = manifest["checks"]
     assert all(checks[c]["passed"] for c in ("onnx_checker", "static_shapes", "no_random_ops", "tensorrt_ops",

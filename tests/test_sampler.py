@@ -57,7 +57,7 @@ class ConstantVelocity:
 @pytest.mark.parametrize("batch", [2, 1])
 def test_euler_with_guidance_integrates_the_velocity(batch):
     model = ConstantVelocity(batch, cond=1.0, uncond=-1.0)
-    text = make_conditioning(3, 5, (np.ones((3, 5), np.float32), np.ones(3, np.int64)))
+    text = make_conditioning(3, 5, (np.ones((1, 3, 5), np.float32), np.ones((1, 3), np.int64)))
     sampler = Sampler(model, steps=5, guidance=3.0, seed=1)
     start = np.random.default_rng(1).standard_normal((1, 4, 8, 8), dtype=np.float32)
     result = sampler.sample(text)
@@ -95,20 +95,31 @@ def test_text_files(tmp_path):
     features = rng.standard_normal((7, 16), dtype=np.float32)
     np.save(tmp_path / "a.npy", features[None])
     embeds, mask = load_text(tmp_path / "a.npy")
-    np.testing.assert_array_equal(embeds, features) and np.testing.assert_array_equal(mask, np.ones(7))
+    np.testing.assert_array_equal(embeds, features[None])
+    np.testing.assert_array_equal(mask, np.ones((1, 7)))
     from safetensors.numpy import save_file
 
     save_file({"text_embeds": features, "text_mask": (np.arange(7) < 3).astype(np.int64)}, str(tmp_path / "b.safetensors"))
-    assert load_text(tmp_path / "b.safetensors")[1].tolist() == [1, 1, 1, 0, 0, 0, 0]
+    assert load_text(tmp_path / "b.safetensors")[1].tolist() == [[1, 1, 1, 0, 0, 0, 0]]
+    pair_mask = np.stack([np.ones(7), np.arange(7) < 2]).astype(np.int64)
+    np.savez(tmp_path / "pair.npz", text_embeds=np.stack([features, -features]), text_mask=pair_mask)
+    pair = make_conditioning(7, 16, load_text(tmp_path / "pair.npz"))
+    np.testing.assert_array_equal(pair.embeds[1], -features)
+    np.testing.assert_array_equal(pair.mask, pair_mask)
+    with pytest.raises(InputError, match="drop --negative-text"):
+        make_conditioning(7, 16, load_text(tmp_path / "pair.npz"), load_text(tmp_path / "a.npy"))
+    np.save(tmp_path / "three.npy", np.zeros((3, 7, 16), np.float32))
+    with pytest.raises(InputError, match=r"\[2, L, D\] \(cond, uncond\), got \[3, 7, 16\]"):
+        load_text(tmp_path / "three.npy")
     np.savez(tmp_path / "c.npz", features=features)
     with pytest.raises(InputError, match="has no 'text_embeds' entry"):
         load_text(tmp_path / "c.npz")
     np.savez(tmp_path / "d.npz", text_embeds=features, text_mask=np.ones(6))
-    with pytest.raises(InputError, match="has length 6, the features 7"):
+    with pytest.raises(InputError, match=r"has shape \[6\], the features need \[1, 7\]"):
         load_text(tmp_path / "d.npz")
     (tmp_path / "e.npy").write_bytes(b"not numpy")
     with pytest.raises(InputError, match="cannot read text features"):
         load_text(tmp_path / "e.npy")
-    text = make_conditioning(7, 16, (features, np.ones(7, np.int64)))
+    text = make_conditioning(7, 16, (features[None], np.ones((1, 7), np.int64)))
     assert text.embeds.shape == (2, 7, 16) and not text.embeds[1].any()
     assert text.mask[1].tolist() == [1, 0, 0, 0, 0, 0, 0]
