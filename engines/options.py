@@ -45,8 +45,9 @@ class BuildOptions:
         return d
 
 
-def validate(options: BuildOptions, onnx_precision: str, trt_major: int | None = None) -> None:
-    """Option conflicts, and precision rules that depend on the TensorRT major (None = not known yet)."""
+def validate(options: BuildOptions, onnx_precision: str, weak_typing: bool | None = None) -> None:
+    """Option conflicts, and precision rules that depend on whether this TensorRT still has weakly typed
+    fp16 (BuilderFlag.FP16, 10.x; None = TensorRT not loaded yet)."""
     if options.workspace_gib <= 0:
         raise InputError(f"--workspace must be positive (GiB), got {options.workspace_gib}")
     if not 0 <= options.opt_level <= 5:
@@ -54,7 +55,7 @@ def validate(options: BuildOptions, onnx_precision: str, trt_major: int | None =
     if options.exclude_lean_runtime and not options.version_compatible:
         raise InputError("--exclude-lean-runtime only applies with --version-compatible")
     if options.fp16_weak:
-        if trt_major is not None and trt_major >= 11:
+        if weak_typing is False:
             raise InputError("--fp16-weak needs TensorRT 10.x: TensorRT 11 networks are always strongly typed, so "
                              "export an fp16 ONNX (ptdit-export --precision fp16) and build it without --fp16-weak")
         if onnx_precision != "fp32":
@@ -63,6 +64,6 @@ def validate(options: BuildOptions, onnx_precision: str, trt_major: int | None =
         if options.weight_streaming:
             raise InputError("--weight-streaming needs a strongly typed network; drop --fp16-weak")
     elif onnx_precision == "fp32" and not options.allow_fp32:
-        weak = " or add --fp16-weak (TensorRT 10.x)" if trt_major is None or trt_major < 11 else ""
+        weak = " or add --fp16-weak (TensorRT 10.x)" if weak_typing is not False else ""
         raise InputError("this ONNX is fp32 and a strongly typed network keeps it fp32, so the engine would be "
                          "fp32: export fp16 (ptdit-export --precision fp16)" + weak + ", or pass --allow-fp32")

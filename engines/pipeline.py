@@ -84,11 +84,11 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
           report: Reporter) -> BuildResult:
     from .builder import build_plan, plan_io
     from .gpu import current_gpu
-    from .tensorrt_api import import_tensorrt, major
+    from .tensorrt_api import has_weak_typing, import_tensorrt
 
     onnx = preflight(onnx_path, options)
     trt = import_tensorrt()
-    validate(options, onnx.precision, major())
+    validate(options, onnx.precision, has_weak_typing())
     gpu = current_gpu()
     out_dir = out_dir or onnx.path.parent
     out_dir.mkdir(parents=True, exist_ok=True)

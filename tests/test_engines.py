@@ -46,31 +46,31 @@ def run(*args: str) -> tuple[int, str]:
 
 
 @pytest.mark.parametrize(
-    "options,precision,major,message",
+    "options,precision,weak_typing,message",
     [
         (BuildOptions(workspace_gib=0), "fp16", None, "--workspace must be positive"),
         (BuildOptions(opt_level=6), "fp16", None, "--opt-level must be 0..5"),
         (BuildOptions(exclude_lean_runtime=True), "fp16", None, "only applies with --version-compatible"),
-        (BuildOptions(fp16_weak=True), "fp32", 11, "--fp16-weak needs TensorRT 10.x"),
-        (BuildOptions(fp16_weak=True), "fp16", 10, "this ONNX is fp16: build it without --fp16-weak"),
-        (BuildOptions(fp16_weak=True, weight_streaming=True), "fp32", 10, "needs a strongly typed network"),
-        (BuildOptions(), "fp32", 11, "export fp16 (ptdit-export --precision fp16), or pass --allow-fp32"),
-        (BuildOptions(), "fp32", 10, "or add --fp16-weak (TensorRT 10.x)"),
+        (BuildOptions(fp16_weak=True), "fp32", False, "--fp16-weak needs TensorRT 10.x"),
+        (BuildOptions(fp16_weak=True), "fp16", True, "this ONNX is fp16: build it without --fp16-weak"),
+        (BuildOptions(fp16_weak=True, weight_streaming=True), "fp32", True, "needs a strongly typed network"),
+        (BuildOptions(), "fp32", False, "export fp16 (ptdit-export --precision fp16), or pass --allow-fp32"),
+        (BuildOptions(), "fp32", True, "or add --fp16-weak (TensorRT 10.x)"),
     ],
 )
-def test_option_rules(options, precision, major, message):
+def test_option_rules(options, precision, weak_typing, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        validate(options, precision, major)
+        validate(options, precision, weak_typing)
 
 
 @pytest.mark.parametrize(
-    "options,precision,major",
-    [(BuildOptions(), "fp16", 10), (BuildOptions(), "bf16", 11), (BuildOptions(allow_fp32=True), "fp32", 11),
-     (BuildOptions(fp16_weak=True), "fp32", 10), (BuildOptions(version_compatible=True, exclude_lean_runtime=True,
-                                                               refittable=True, strip_plan=True), "fp16", 11)],
+    "options,precision,weak_typing",
+    [(BuildOptions(), "fp16", True), (BuildOptions(), "bf16", False), (BuildOptions(allow_fp32=True), "fp32", False),
+     (BuildOptions(fp16_weak=True), "fp32", True), (BuildOptions(version_compatible=True, exclude_lean_runtime=True,
+                                                                 refittable=True, strip_plan=True), "fp16", False)],
 )
-def test_accepted_option_sets(options, precision, major):
-    validate(options, precision, major)
+def test_accepted_option_sets(options, precision, weak_typing):
+    validate(options, precision, weak_typing)
 
 
 def test_flag_options_order_and_identity():
