@@ -1,7 +1,4 @@
-"""Export cost: wall time and peak RSS of `ptdit-export` runs, each in a fresh process.
-
-    python -m export.bench --preset xl --res 256 --res 512 --res 1024
-"""
+"""Export cost: wall time and peak RSS of `ptdit-export` runs, each in a fresh process (`ptdit-bench export`)."""
 
 from __future__ import annotations
 
@@ -18,6 +15,7 @@ import click
 
 TARGET_SECONDS = 90.0
 TARGET_RSS_OVER_FP16_WEIGHTS = 3.0
+TARGETS = f"targets: wall < {TARGET_SECONDS:.0f} s, peak RSS < {TARGET_RSS_OVER_FP16_WEIGHTS:.0f} x fp16 weights"
 
 
 def run_export(args: list[str]) -> dict[str, Any]:
@@ -52,31 +50,3 @@ def table(rows: list[dict[str, Any]]) -> str:
                      f"{m['seconds']:.1f} | {m['stage_seconds'].get('trace', 0):.1f} | "
                      f"{m['peak_rss_bytes'] / 1e9:.2f} | {m['peak_rss_bytes'] / m['fp16_weight_bytes']:.2f} |")
     return "\n".join(lines)
-
-
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--preset", default="xl", show_default=True)
-@click.option("--res", "resolutions", type=int, multiple=True, default=[256, 512, 1024], show_default=True)
-@click.option("--precision", default="fp16", show_default=True)
-@click.option("--checks/--skip-checks", default=False, show_default=True,
-              help="Also time the checks (ONNX Runtime and PyTorch forward passes dominate).")
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="Also write the results here.")
-def main(preset: str, resolutions: tuple[int, ...], precision: str, checks: bool, json_path: Path | None) -> None:
-    """Wall time and peak RSS of ptdit-export per resolution, each run in a fresh process."""
-    rows = []
-    for res in resolutions:
-        with tempfile.TemporaryDirectory() as out:
-            args = ["--preset", preset, "--res", str(res), "--precision", precision, "--out", out]
-            measured = run_export(args + ([] if checks else ["--skip-checks"]))
-        rows.append({"preset": preset, "res": res, "precision": precision, "checks": checks, "measured": measured})
-        click.echo(f"{preset} {res}: {measured['seconds']:.1f} s, peak RSS {measured['peak_rss_bytes'] / 1e9:.2f} GB",
-                   err=True)
-    click.echo(table(rows))
-    click.echo(f"targets: wall < {TARGET_SECONDS:.0f} s, peak RSS < {TARGET_RSS_OVER_FP16_WEIGHTS:.0f} x fp16 weights")
-    if json_path:
-        json_path.write_text(json.dumps(rows, indent=2) + "\n")
-
-
-if __name__ == "__main__":
-    main()

@@ -291,18 +291,24 @@ def complexity(preset_name: str, onnx: bool, json_path: Path | None) -> None:
 @main.command("export")
 @click.option("--preset", "preset_name", default="xl", show_default=True)
 @click.option("--res", "resolutions", type=int, multiple=True, default=[256, 512, 1024], show_default=True)
+@click.option("--precision", default="fp16", show_default=True)
+@click.option("--checks/--skip-checks", default=False, show_default=True,
+              help="Also time the checks (ONNX Runtime and PyTorch forward passes dominate).")
 @JSON_OPTION
-def export_cost(preset_name: str, resolutions: tuple[int, ...], json_path: Path | None) -> None:
-    """Wall time and peak RSS of ptdit-export (fp16, --skip-checks), one fresh process per resolution."""
-    from .bench import run_export, table
+def export_cost(preset_name: str, resolutions: tuple[int, ...], precision: str, checks: bool,
+                json_path: Path | None) -> None:
+    """Wall time and peak RSS of ptdit-export, one fresh process per resolution."""
+    from .bench import TARGETS, run_export, table
 
     rows = []
     for res in resolutions:
-        report(f"  ptdit-export --preset {preset_name} --res {res}")
+        report(f"  ptdit-export --preset {preset_name} --res {res} --precision {precision}")
         with tempfile.TemporaryDirectory() as out:
-            measured = run_export(["--preset", preset_name, "--res", str(res), "--out", out, "--skip-checks"])
-        rows.append({"preset": preset_name, "res": res, "precision": "fp16", "checks": False, "measured": measured})
+            args = ["--preset", preset_name, "--res", str(res), "--precision", precision, "--out", out]
+            measured = run_export(args + ([] if checks else ["--skip-checks"]))
+        rows.append({"preset": preset_name, "res": res, "precision": precision, "checks": checks, "measured": measured})
     click.echo(table(rows))
+    click.echo(TARGETS)
     write_json(json_path, "export", rows)
 
 

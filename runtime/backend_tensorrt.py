@@ -179,6 +179,8 @@ class TensorRTSession:
                 self.graph_captured = self.graph.capture(self._enqueue)
                 if self.graph_captured:  # the captured work has not run yet
                     self.graph.launch()
+                self.backend += (", CUDA graph" if self.graph_captured
+                                 else f", plain enqueue (graph capture failed: {self.graph.failure})")
         for name in self.output_names:
             self.stream.copy_to_host(self.host_buffers[name], self.device_buffers[name].ptr)
         self.stream.synchronize()

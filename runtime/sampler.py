@@ -139,7 +139,7 @@ class Sampler:
             raise InputError(f"--steps must be at least 1, got {steps}")
         export = session.artifact.export
         self.session, self.guidance, self.seed = session, guidance, seed
-        self.batch = int(export["batch"])
+        self.batch = session.artifact.batch
         if self.batch not in (1, 2):
             raise InputError(f"the sampler drives artifacts of batch 2 (a guidance pair) or 1; this one has batch "
                              f"{self.batch}")
@@ -147,10 +147,10 @@ class Sampler:
         self.shift = shift if shift is not None else timestep_shift(int(export["resolution"]), export["frames"])
         self.timesteps = schedule(steps, self.shift)
 
-    def sample(self, text: TextConditioning, on_step: Callable[[int, float, StepTiming], None] | None = None,
-               latent: np.ndarray | None = None) -> SampleResult:
+    def sample(self, text: TextConditioning,
+               on_step: Callable[[int, float, StepTiming], None] | None = None) -> SampleResult:
         shape = (1, *self.latent_spec.shape[1:])
-        x = initial_noise(shape, self.seed) if latent is None else latent.astype(np.float32)
+        x = initial_noise(shape, self.seed)
         channels = shape[1]
         result = SampleResult(latent=x, timesteps=self.timesteps)
         if self.batch == 2:

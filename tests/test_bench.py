@@ -52,3 +52,20 @@ def test_export_section_measures_time_and_rss(tmp_path):
 def test_gpu_section_is_skipped_without_cuda():
     result = CliRunner().invoke(main, ["gpu"])
     assert result.exit_code == 0 and "GPU: skipped (no CUDA device" in result.output
+
+
+def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
+    """`all` composes the four sections (each replaced by a quick stand-in: the sections are tested above)."""
+    import export.bench
+    import export.benchmarks as b
+
+    monkeypatch.setattr(b, "complexity_rows", lambda *a: complexity_rows("tiny", False, lambda line: None))
+    monkeypatch.setattr(export.bench, "run_export", lambda args: {
+        "seconds": 1.0, "stage_seconds": {"trace": 0.5}, "peak_rss_bytes": 2e9, "artifact_bytes": 1, "fp16_weight_bytes": 1e9})
+    monkeypatch.setattr(b, "runtime_rows", lambda *a: {"overhead": [], "latency": []})
+    monkeypatch.setattr(b, "gpu_rows", lambda *a: {"skipped": "stand-in"})
+    result = CliRunner().invoke(main, ["all", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "b.json").read_text())
+    assert set(data) == {"complexity", "export", "runtime", "gpu", "machine"}
+    assert [r["res"] for r in data["export"]] == [256, 512, 1024] and "## runtime" in result.output

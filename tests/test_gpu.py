@@ -93,7 +93,12 @@ def test_cuda_graph_capture_replays_and_falls_back():
         assert np.all(host.array == value)
 
     broken = cuda.GraphCapture(stream)
-    assert not broken.capture(lambda: stream.synchronize() or True)  # synchronizing is illegal while capturing
+
+    def illegal_while_capturing() -> bool:
+        stream.synchronize()
+        return True
+
+    assert not broken.capture(illegal_while_capturing)
     assert broken.failure
     stream.copy_to_device(a.ptr, host)  # the stream still works after the failed capture
     stream.synchronize()
@@ -121,7 +126,7 @@ def test_tensorrt_session_samples_like_onnxruntime(tmp_path):
         session = open_session(artifact)
         latents[artifact] = Sampler(session, steps=4).sample(text).latent
         if artifact == plan:
-            assert session.graph_captured  # type: ignore[attr-defined]
+            assert session.graph_captured and session.backend.endswith(", CUDA graph")  # type: ignore[attr-defined]
         session.close()
     rel = np.linalg.norm(latents[plan] - latents[str(onnx_path)]) / np.linalg.norm(latents[str(onnx_path)])
     assert rel < 2e-2
