@@ -12,7 +12,7 @@ from typing import Any
 from .errors import InputError
 
 ONNX_SCHEMA = "ptdit-onnx/1"
-PLAN_SCHEMA = "ptdit-plan/1"
+PLAN_SCHEMA = "ptdit-plan/2"  # 2: builder target (tensorrt / rtx) and compute-capability targets
 
 
 def file_sha256(path: Path) -> str:
@@ -83,12 +83,12 @@ def load_onnx(path: Path, verify: bool = True) -> OnnxArtifact:
     return artifact
 
 
-def plan_stem(onnx_stem: str, compute_capability: str, trt_version: str, mark_blocks: bool) -> str:
-    """Plans are specific to a GPU architecture and a TensorRT version, and their names say so, so that
-    plans for several GPUs can sit next to one ONNX (and never overwrite its manifest)."""
-    trt_minor = ".".join(trt_version.split(".")[:2])
+def plan_stem(onnx_stem: str, targets_tag: str, builder_tag: str, mark_blocks: bool) -> str:
+    """Plans are specific to the GPUs they target and to a TensorRT version, and their names say so
+    ('-sm90-trt10.13', '-sm86-sm89-rtx1.7', '-portable-rtx1.7'), so that plans for several GPUs can sit
+    next to one ONNX (and never overwrite its manifest)."""
     blocks = "-blocks" if mark_blocks else ""
-    return f"{onnx_stem}-sm{compute_capability.replace('.', '')}-trt{trt_minor}{blocks}"
+    return f"{onnx_stem}-{targets_tag}-{builder_tag}{blocks}"
 
 
 def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dict[str, Any]) -> str | None:
@@ -104,7 +104,7 @@ def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dic
     if recorded != onnx.sha256:
         return f"{plan_path.name} was built from a different ONNX (sha256 {str(recorded)[:12]}, now {onnx.sha256[:12]})"
     if manifest.get("build", {}).get("identity") != build_identity:
-        return f"{plan_path.name} was built with different options or another TensorRT/GPU"
+        return f"{plan_path.name} was built with different options, another builder or other targets"
     if not plan_path.exists() or file_sha256(plan_path) != manifest.get("plan", {}).get("sha256"):
         return f"{plan_path.name} does not match its manifest"
     return "current"

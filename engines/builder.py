@@ -1,35 +1,44 @@
 """The TensorRT part of ptdit-build: parse, configure, build, and read back the plan's I/O.
 
-Written against the bindings of TensorRT 10.x and 11.x and type-checked against stubs of both
-(tests/test_trt_conformance.py); it runs only where TensorRT and a GPU exist.
+Written against the bindings of TensorRT 10.x, 11.x and TensorRT-RTX 1.x (the module comes from
+tensorrt_api.select) and type-checked against stubs of all three (tests/test_trt_conformance.py). Full
+TensorRT builds only where a GPU exists; TensorRT-RTX builds anywhere.
 """
 
 from __future__ import annotations
 
+import resource
 import signal
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, SupportsInt, cast
+from types import ModuleType
+from typing import TYPE_CHECKING, Any, BinaryIO, Callable, SupportsInt, cast
 
 from .errors import BuildError
 from .options import BuildOptions
-from .tensorrt_api import FLAG_NAMES, builder_flag, dtype_name, network_flags
+from .targets import Targets, apply_rtx
+from .tensorrt_api import FLAG_NAMES, Flavour, builder_flag, dtype_name, network_flags
 
 if TYPE_CHECKING:
     import tensorrt as trt
+    import tensorrt_rtx  # noqa: F401  (named in a cast)
 
 Reporter = Callable[[str], None]
+SHOWN_DEPTH = 2  # build phases nested deeper than this are not printed (TensorRT-RTX nests many small ones)
 
 
 class Interrupted(Exception):
     """Ctrl-C during a build: the progress monitor cancelled it."""
 
 
-def make_logger(report: Reporter, verbose: bool = False) -> trt.ILogger:
-    """A logger that keeps the errors and shows warnings (TensorRT is imported here, not at module load)."""
-    import tensorrt as trt
+def make_logger(trt_module: ModuleType, report: Reporter, verbose: bool = False) -> trt.ILogger:
+    """A logger that keeps the errors and shows warnings."""
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = trt_module
 
     class Logger(trt.ILogger):
         def __init__(self) -> None:
@@ -45,10 +54,13 @@ def make_logger(report: Reporter, verbose: bool = False) -> trt.ILogger:
     return Logger()
 
 
-def make_progress_monitor(report: Reporter) -> tuple[trt.IProgressMonitor, threading.Event]:
+def make_progress_monitor(trt_module: ModuleType, report: Reporter) -> tuple[trt.IProgressMonitor, threading.Event]:
     """TensorRT's build phases as indented lines with their step counts; setting the returned event (Ctrl-C)
     makes the next step report cancel the build."""
-    import tensorrt as trt
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = trt_module
 
     cancel = threading.Event()
 
@@ -63,7 +75,8 @@ def make_progress_monitor(report: Reporter) -> tuple[trt.IProgressMonitor, threa
             with self._lock:
                 depth = self._phases[parent_phase][0] + 1 if parent_phase in self._phases else 0
                 self._phases[phase_name] = (depth, int(num_steps), time.perf_counter())
-                report(f"    {'  ' * depth}{phase_name} ({num_steps} steps)")
+                if depth <= SHOWN_DEPTH:
+                    report(f"    {'  ' * depth}{phase_name} ({num_steps} steps)")
 
         def step_complete(self, phase_name: str, step: SupportsInt) -> bool:
             with self._lock:
@@ -77,23 +90,61 @@ def make_progress_monitor(report: Reporter) -> tuple[trt.IProgressMonitor, threa
         def phase_finish(self, phase_name: str) -> None:
             with self._lock:
                 depth, _, start = self._phases.pop(phase_name, (0, 0, time.perf_counter()))
-                report(f"    {'  ' * depth}{phase_name}: done in {time.perf_counter() - start:.1f} s")
+                if depth <= SHOWN_DEPTH:
+                    report(f"    {'  ' * depth}{phase_name}: done in {time.perf_counter() - start:.1f} s")
 
     return Monitor(), cancel
 
 
 @dataclass
 class BuiltPlan:
-    plan: bytes
+    plan: Path
+    plan_bytes: int
     timing_cache: bytes
     seconds: float
     flags: list[str]
     strongly_typed: bool
+    parse_seconds: float
+    network_io: list[dict[str, Any]]  # the parsed network's I/O: what the plan must have
+    layers: int
+    peak_rss_bytes: int  # of this process, so far
+
+
+def tensor_io(tensor: trt.ITensor, mode: str) -> dict[str, Any]:
+    shape = tensor.shape
+    return {"name": tensor.name, "mode": mode, "shape": [int(shape[k]) for k in range(len(shape))],
+            "dtype": dtype_name(tensor.dtype)}
+
+
+def network_io(network: trt.INetworkDefinition) -> list[dict[str, Any]]:
+    return ([tensor_io(network.get_input(i), "input") for i in range(network.num_inputs)] +
+            [tensor_io(network.get_output(i), "output") for i in range(network.num_outputs)])
+
+
+def peak_rss_bytes() -> int:
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
 
 
 def _errors(logger: trt.ILogger) -> str:
     errors: list[str] = getattr(logger, "errors", [])
     return "; ".join(errors[-3:]) or "no error was logged"
+
+
+def make_file_writer(trt_module: ModuleType, f: BinaryIO) -> trt.IStreamWriter:
+    """Streams the serialized plan into `f` as TensorRT produces it: the plan is never held in memory."""
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = trt_module
+
+    class FileWriter(trt.IStreamWriter):
+        def __init__(self) -> None:
+            trt.IStreamWriter.__init__(self)
+
+        def write(self, data: Any, size: Any = None) -> int:
+            return f.write(data)
+
+    return FileWriter()
 
 
 def host_bytes(memory: trt.IHostMemory) -> bytes:
@@ -115,67 +166,90 @@ def mark_block_outputs(network: trt.INetworkDefinition, names: list[str]) -> Non
         raise BuildError(f"block tensors not found in the parsed network: {sorted(wanted)[:3]}")
 
 
-def build_plan(onnx_path: Path, options: BuildOptions, block_names: list[str], report: Reporter) -> BuiltPlan:
-    import tensorrt as trt
+def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets: Targets, block_names: list[str],
+               plan_path: Path, report: Reporter) -> BuiltPlan:
+    """Parse, configure and build; the plan is written to `plan_path` as it is serialized."""
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = flavour.module
 
-    logger = make_logger(report)  # no plugin library: the graph holds standard ONNX operators only
+    logger = make_logger(trt, report)  # no plugin library: the graph holds standard ONNX operators only
     try:
         builder = trt.Builder(logger)
     except TypeError:
-        raise BuildError(f"TensorRT could not create a builder ({_errors(logger)}); check the driver and GPU") from None
+        raise BuildError(f"{flavour.label} could not create a builder ({_errors(logger)}); check the driver and "
+                         f"GPU") from None
     strongly_typed = not options.fp16_weak
-    network = builder.create_network(network_flags(strongly_typed))
+    network = builder.create_network(network_flags(trt, strongly_typed))
     parser = trt.OnnxParser(network, logger)
     report(f"  parse {onnx_path.name} ({'strongly typed' if strongly_typed else 'weakly typed, fp16 allowed'})")
+    parse_start = time.perf_counter()
     if not parser.parse_from_file(str(onnx_path)):
         problems = "; ".join(str(parser.get_error(i)) for i in range(min(parser.num_errors, 3)))
-        raise BuildError(f"TensorRT's ONNX parser rejected {onnx_path.name}: {problems or _errors(logger)}")
+        raise BuildError(f"{flavour.label}'s ONNX parser rejected {onnx_path.name}: {problems or _errors(logger)}")
     if options.mark_blocks:
         mark_block_outputs(network, block_names)
+    parse_seconds = round(time.perf_counter() - parse_start, 1)
+    report(f"  parsed: {network.num_layers} layers in {parse_seconds:.1f} s")
 
     config = builder.create_builder_config()
     config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_gib * (1 << 30)))
     config.builder_optimization_level = options.opt_level
-    cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
-    config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+    if options.tiling_level is not None:
+        config.tiling_optimization_level = getattr(trt.TilingOptimizationLevel, options.tiling_level.upper())
+    if flavour.target == "rtx":
+        apply_rtx(cast("tensorrt_rtx.IBuilderConfig", config), trt, targets)
+    if flavour.target == "tensorrt":  # TensorRT-RTX has no timing cache (its operations are no-ops there)
+        cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
+        config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
     # Recorded by the names we asked for: on 10.x STRIP_PLAN is an alias whose .name reads WEIGHTLESS.
-    flags = {FLAG_NAMES[option]: builder_flag(option) for option in options.flag_options}
+    flags = {FLAG_NAMES[option]: builder_flag(trt, option) for option in options.flag_options}
     if options.strip_plan and not options.refittable:
         # A stripped plan must be refittable; 11.x implies REFIT_IDENTICAL, 10.x needs it set.
         flags["REFIT_IDENTICAL"] = trt.BuilderFlag.REFIT_IDENTICAL
     for flag in flags.values():
         config.set_flag(flag)
-    monitor, cancel = make_progress_monitor(report)
+    monitor, cancel = make_progress_monitor(trt, report)
     config.progress_monitor = monitor
 
     previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     start = time.perf_counter()
     try:
-        serialized = builder.build_serialized_network(network, config)
+        with open(plan_path, "wb") as f:
+            built = builder.build_serialized_network_to_stream(network, config, make_file_writer(trt, f))
     finally:
         signal.signal(signal.SIGINT, previous)
     if cancel.is_set():
         raise Interrupted()
-    if serialized is None:
-        raise BuildError(f"TensorRT could not build the engine: {_errors(logger)}")
+    if not built:
+        raise BuildError(f"{flavour.label} could not build the engine: {_errors(logger)}")
     return BuiltPlan(
-        plan=host_bytes(serialized),
-        timing_cache=host_bytes(config.get_timing_cache().serialize()),
+        plan=plan_path,
+        plan_bytes=plan_path.stat().st_size,
+        timing_cache=host_bytes(config.get_timing_cache().serialize()) if flavour.target == "tensorrt" else b"",
         seconds=round(time.perf_counter() - start, 1),
         flags=list(flags),
         strongly_typed=strongly_typed,
+        parse_seconds=parse_seconds,
+        network_io=network_io(network),
+        layers=int(network.num_layers),
+        peak_rss_bytes=peak_rss_bytes(),
     )
 
 
-def plan_io(plan: bytes, version_compatible: bool, report: Reporter) -> list[dict[str, Any]]:
-    """Name, direction, shape and dtype of every I/O tensor of a serialized plan."""
-    import tensorrt as trt
+def plan_io(flavour: Flavour, plan: bytes, version_compatible: bool, report: Reporter) -> list[dict[str, Any]]:
+    """Name, direction, shape and dtype of every I/O tensor of a serialized plan (needs the GPU it is for)."""
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    else:
+        trt = flavour.module
 
-    logger = make_logger(report)
+    logger = make_logger(trt, report)
     try:
         runtime = trt.Runtime(logger)
     except TypeError:
-        raise BuildError(f"TensorRT could not create a runtime ({_errors(logger)})") from None
+        raise BuildError(f"{flavour.label} could not create a runtime ({_errors(logger)})") from None
     if version_compatible:
         runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(plan)

@@ -1,4 +1,4 @@
-"""ptdit-build: a fp16 TensorRT engine (plan) from a ptdit-export ONNX, for TensorRT 10.x and 11.x."""
+"""ptdit-build: a fp16 TensorRT engine (plan) from a ptdit-export ONNX, with TensorRT 10.x / 11.x or TensorRT-RTX."""
 
 from __future__ import annotations
 
@@ -9,12 +9,16 @@ from typing import NoReturn
 
 import click
 
-from .options import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB, BuildOptions
+from .options import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB, TILING_LEVELS, BuildOptions
+from .tensorrt_api import TARGETS
 
 EXAMPLES = """\b
 Examples:
   ptdit-build artifacts/ptdit-xl-1024-b2-fp16.onnx
-      -> artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan (+ .json), next to the ONNX
+      full TensorRT on the GPU it is for -> artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan (+ .json)
+  ptdit-build artifacts/ptdit-xl-1024-b2-fp16.onnx --target rtx
+      TensorRT-RTX, no GPU needed -> ...-portable-rtx1.7.plan (RTX GPUs of compute capability 8.0-12.x)
+  ptdit-build model.onnx --target rtx --compute-capability 8.9,12.0     (-> model-sm89-sm120-rtx1.7.plan)
   ptdit-build model.onnx --timing-cache ~/.cache/ptdit.tcache --opt-level 5 --out engines/
   ptdit-build model.onnx --version-compatible --exclude-lean-runtime     (runs on later TensorRT)
   ptdit-build model.onnx --refittable --strip-plan                       (weightless, refit at load)
@@ -30,12 +34,20 @@ def fail(code: int, message: str) -> NoReturn:
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("onnx_path", metavar="ONNX", type=click.Path(path_type=Path))
+@click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
+              help="tensorrt: full TensorRT 10.x/11.x, builds on the GPU the plan is for; rtx: TensorRT-RTX, builds "
+                   "without a GPU; auto: full TensorRT when installed, else TensorRT-RTX.")
+@click.option("--compute-capability", "compute_capabilities", multiple=True, metavar="CC[,CC...]",
+              help="TensorRT-RTX targets, e.g. 8.9 or 8.6,12.0, or 'current' (the visible GPU) [default: RTX's "
+                   "portable set 8.0, 8.6, 8.9, 12.x].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory [default: next to the ONNX].")
 @click.option("--workspace", "workspace_gib", type=float, default=DEFAULT_WORKSPACE_GIB, show_default=True,
               help="Builder workspace limit, GiB.")
 @click.option("--opt-level", type=int, default=DEFAULT_OPT_LEVEL, show_default=True,
               help="Builder optimization level 0-5.")
+@click.option("--tiling-level", type=click.Choice(TILING_LEVELS), default=None,
+              help="Tiling optimization level [default: the builder's].")
 @click.option("--timing-cache", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Timing cache file, loaded if present and saved after the build.")
 @click.option("--version-compatible", is_flag=True, help="Plan that later TensorRT versions can run.")
@@ -51,24 +63,27 @@ def fail(code: int, message: str) -> NoReturn:
 @click.option("--force", is_flag=True, help="Rebuild even if a plan is there (stale or current).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
-def main(onnx_path: Path, out_dir: Path | None, workspace_gib: float, opt_level: int, timing_cache: Path | None,
+def main(onnx_path: Path, target: str, compute_capabilities: tuple[str, ...], out_dir: Path | None,
+         workspace_gib: float, opt_level: int, tiling_level: str | None, timing_cache: Path | None,
          version_compatible: bool, exclude_lean_runtime: bool, refittable: bool, strip_plan: bool,
          weight_streaming: bool, fp16_weak: bool, allow_fp32: bool, mark_blocks: bool, triton_repo: Path | None,
          force: bool, as_json: bool, debug: bool) -> None:
     """Build a TensorRT engine from an ONNX written by ptdit-export.
 
-    Strongly typed: the types come from the ONNX, so an fp16 ONNX gives an fp16 engine on TensorRT 10.x
-    and 11.x. Writes <stem>-sm<cc>-trt<version>.plan and its .json manifest (ONNX hash, TensorRT version,
-    GPU, flags, verified I/O). Needs TensorRT, cuda-python and the GPU the engine is for.
+    Strongly typed: the types come from the ONNX, so an fp16 ONNX gives an fp16 engine on TensorRT 10.x,
+    11.x and TensorRT-RTX. Writes <stem>-<targets>-<builder>.plan and its .json manifest (ONNX hash, builder
+    and version, target compute capabilities, flags, build time and peak memory, verified I/O). Full TensorRT
+    needs cuda-python and the GPU the engine is for; TensorRT-RTX builds on any machine.
     """
     from .builder import Interrupted
     from .errors import BuildError, InputError
     from .pipeline import build
 
     options = BuildOptions(workspace_gib, opt_level, timing_cache, version_compatible, exclude_lean_runtime,
-                           refittable, strip_plan, weight_streaming, fp16_weak, allow_fp32, mark_blocks)
+                           refittable, strip_plan, weight_streaming, fp16_weak, allow_fp32, mark_blocks, tiling_level)
     try:
-        result = build(onnx_path, options, out_dir, force, triton_repo, lambda line: click.echo(line, err=True))
+        result = build(onnx_path, options, out_dir, force, triton_repo, lambda line: click.echo(line, err=True),
+                       target, compute_capabilities)
     except InputError as e:
         fail(2, str(e))
     except BuildError as e:

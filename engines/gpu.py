@@ -14,6 +14,14 @@ class GpuInfo:
     index: int = 0
 
 
+def visible_gpu(index: int = 0) -> GpuInfo | None:
+    """The GPU, or None without cuda-python, a driver or a device (TensorRT-RTX builds without one)."""
+    try:
+        return current_gpu(index)
+    except InputError:
+        return None
+
+
 def current_gpu(index: int = 0) -> GpuInfo:
     try:
         from cuda.bindings import runtime as cudart

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .errors import InputError
 
+if TYPE_CHECKING:
+    from .tensorrt_api import Flavour
+
 DEFAULT_WORKSPACE_GIB = 8.0
 DEFAULT_OPT_LEVEL = 3  # TensorRT's own default; 5 searches longer for faster kernels
+TILING_LEVELS = ("none", "fast", "moderate", "full")  # TilingOptimizationLevel members, lower case
 
 
 @dataclass(frozen=True)
@@ -25,6 +29,7 @@ class BuildOptions:
     fp16_weak: bool = False
     allow_fp32: bool = False
     mark_blocks: bool = False
+    tiling_level: str | None = None  # None: the builder's default
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -45,15 +50,34 @@ class BuildOptions:
         return d
 
 
-def validate(options: BuildOptions, onnx_precision: str, weak_typing: bool | None = None) -> None:
-    """Option conflicts, and precision rules that depend on whether this TensorRT still has weakly typed
-    fp16 (BuilderFlag.FP16, 10.x; None = TensorRT not loaded yet)."""
+def validate(options: BuildOptions, onnx_precision: str, flavour: Flavour | None = None, has_gpu: bool = True) -> None:
+    """Option conflicts, and the rules of the TensorRT in use (None: not loaded yet, only what holds for all):
+    weakly typed fp16 exists on 10.x alone (BuilderFlag.FP16); TensorRT-RTX has no lean runtime and refits
+    only with a GPU."""
     if options.workspace_gib <= 0:
         raise InputError(f"--workspace must be positive (GiB), got {options.workspace_gib}")
     if not 0 <= options.opt_level <= 5:
         raise InputError(f"--opt-level must be 0..5, got {options.opt_level}")
+    if options.tiling_level is not None and options.tiling_level not in TILING_LEVELS:
+        raise InputError(f"--tiling-level must be one of {', '.join(TILING_LEVELS)}, got {options.tiling_level!r}")
     if options.exclude_lean_runtime and not options.version_compatible:
         raise InputError("--exclude-lean-runtime only applies with --version-compatible")
+    if flavour is not None and flavour.target == "rtx":
+        name = flavour.label
+        if options.fp16_weak:
+            raise InputError(f"--fp16-weak is not available with {name}: its networks are always strongly typed, so "
+                             f"export an fp16 ONNX (ptdit-export --precision fp16) and build it without --fp16-weak")
+        if options.version_compatible:
+            raise InputError(f"--version-compatible is not available with {name}: it has no lean runtime "
+                             f"(libnvinfer_lean) to embed; drop the option, or build with full TensorRT")
+        if options.timing_cache is not None:
+            raise InputError(f"--timing-cache is not available with {name}: its timing cache operations are no-ops "
+                             f"(the JIT work is kept by the runtime cache at run time instead); drop the option")
+        if (options.refittable or options.strip_plan) and not has_gpu:
+            option = "--refittable" if options.refittable else "--strip-plan"
+            raise InputError(f"{option} needs a GPU with {name}: its refittable plans are compiled with CUDA, and "
+                             f"no GPU is visible here; build on the GPU or drop {option}")
+    weak_typing = None if flavour is None else flavour.weak_typing
     if options.fp16_weak:
         if weak_typing is False:
             raise InputError("--fp16-weak needs TensorRT 10.x: TensorRT 11 networks are always strongly typed, so "

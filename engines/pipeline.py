@@ -7,7 +7,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from .artifacts import (
     PLAN_SCHEMA,
@@ -22,6 +22,12 @@ from .artifacts import (
 )
 from .errors import BuildError, InputError
 from .options import BuildOptions, validate
+
+if TYPE_CHECKING:
+    from .builder import BuiltPlan
+    from .gpu import GpuInfo
+    from .targets import Targets
+    from .tensorrt_api import Flavour
 
 Reporter = Callable[[str], None]
 ONNX_TO_PRECISION = {1: "fp32", 10: "fp16", 16: "bf16"}  # onnx.TensorProto FLOAT, FLOAT16, BFLOAT16
@@ -81,39 +87,48 @@ def preflight(onnx_path: Path, options: BuildOptions) -> OnnxArtifact:
 
 
 def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: bool, triton_repo: Path | None,
-          report: Reporter) -> BuildResult:
+          report: Reporter, target: str = "auto", compute_capabilities: tuple[str, ...] = ()) -> BuildResult:
     from .builder import build_plan, plan_io
-    from .gpu import current_gpu
-    from .tensorrt_api import has_weak_typing, import_tensorrt
+    from .gpu import visible_gpu
+    from .targets import parse_compute_capabilities, resolve
+    from .tensorrt_api import select
 
     onnx = preflight(onnx_path, options)
-    trt = import_tensorrt()
-    validate(options, onnx.precision, has_weak_typing())
-    gpu = current_gpu()
+    requested = parse_compute_capabilities(compute_capabilities)
+    flavour = select(target)
+    gpu = visible_gpu()
+    validate(options, onnx.precision, flavour, has_gpu=gpu is not None)
+    targets = resolve(flavour.target, requested, gpu)
     out_dir = out_dir or onnx.path.parent
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = plan_stem(onnx.stem, gpu.compute_capability, trt.__version__, options.mark_blocks)
+    stem = plan_stem(onnx.stem, targets.tag, flavour.plan_tag, options.mark_blocks)
     plan_path = out_dir / f"{stem}.plan"
-    identity = {"onnx_sha256": onnx.sha256, "tensorrt": trt.__version__, "compute_capability": gpu.compute_capability,
+    identity = {"onnx_sha256": onnx.sha256, "builder": flavour.label, "targets": targets.to_dict(),
                 "options": options.comparable()}
     state = existing_plan_state(plan_path, onnx, identity)
     if state == "current" and not force:
-        report(f"ptdit-build: {plan_path} is up to date (same ONNX, options, TensorRT and GPU); --force rebuilds it")
+        report(f"ptdit-build: {plan_path} is up to date (same ONNX, options, builder and targets); --force rebuilds it")
         manifest_path = plan_path.with_suffix(".json")
         return BuildResult(plan_path, manifest_path, True, read_json(manifest_path, "plan manifest"))
     if state is not None and not force:
         raise InputError(f"{state}: it is stale and is not reused; pass --force to rebuild it")
 
-    report(f"ptdit-build: {onnx.path.name} -> {plan_path} (TensorRT {trt.__version__}, {gpu.name}, "
-           f"sm {gpu.compute_capability})")
+    where = f"on {gpu.name}" if gpu else "without a GPU (ahead of time)"
+    report(f"ptdit-build: {onnx.path.name} -> {plan_path} ({flavour.label}, {where}, for compute capability "
+           f"{', '.join(targets.compute_capabilities)})")
+    out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{stem}.partial."))
     try:
-        built = build_plan(onnx.path, options, onnx.manifest["block_outputs"]["names"], report)
-        report(f"  built in {built.seconds:.1f} s; checking the plan's I/O against the manifest")
-        io = plan_io(built.plan, options.version_compatible, report)
+        built = build_plan(flavour, onnx.path, options, targets, onnx.manifest["block_outputs"]["names"],
+                           work / plan_path.name, report)
+        report(f"  built in {built.seconds:.1f} s ({built.plan_bytes / 1e6:.1f} MB); checking its I/O against the "
+               f"manifest")
+        if gpu is not None and gpu.compute_capability in targets.compute_capabilities:
+            io, io_source = plan_io(flavour, built.plan.read_bytes(), options.version_compatible, report), "plan"
+        else:
+            io, io_source = built.network_io, "network (a plan is deserialized only on a GPU it targets)"
         check_io(io, onnx.manifest, options.mark_blocks)
-        (work / plan_path.name).write_bytes(built.plan)
-        manifest = plan_manifest(onnx, built, io, gpu, trt.__version__, options, identity, work / plan_path.name)
+        manifest = plan_manifest(onnx, built, io, io_source, flavour, gpu, targets, options, identity,
+                                 work / plan_path.name)
         write_json(work / f"{stem}.json", manifest)
         if options.timing_cache is not None:  # next to its destination: os.replace stays on one file system
             cache_tmp = options.timing_cache.with_name(f".{options.timing_cache.name}.partial")
@@ -132,16 +147,21 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     return BuildResult(plan_path, plan_path.with_suffix(".json"), False, manifest, triton_model)
 
 
-def plan_manifest(onnx: OnnxArtifact, built: Any, io: list[dict[str, Any]], gpu: Any, trt_version: str,
-                  options: BuildOptions, identity: dict[str, Any], plan_file: Path) -> dict[str, Any]:
+def plan_manifest(onnx: OnnxArtifact, built: BuiltPlan, io: list[dict[str, Any]], io_source: str, flavour: Flavour,
+                  gpu: GpuInfo | None, targets: Targets, options: BuildOptions, identity: dict[str, Any],
+                  plan_file: Path) -> dict[str, Any]:
     export = onnx.manifest
     return {
         "schema": PLAN_SCHEMA,
         "plan": {"file": plan_file.name, "sha256": file_sha256(plan_file), "bytes": plan_file.stat().st_size},
         "onnx": {"file": onnx.path.name, "sha256": onnx.sha256, "manifest": onnx.path.with_suffix(".json").name},
-        "tensorrt": {"version": trt_version, "strongly_typed": built.strongly_typed},
-        "gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability},
-        "build": {"flags": built.flags, "options": options.to_dict(), "seconds": built.seconds, "identity": identity},
+        "builder": {"target": flavour.target, "module": flavour.module.__name__, "version": flavour.version,
+                    "strongly_typed": built.strongly_typed},
+        "targets": targets.to_dict(),
+        "build_gpu": {"name": gpu.name, "compute_capability": gpu.compute_capability} if gpu else None,
+        "build": {"flags": built.flags, "options": options.to_dict(), "parse_seconds": built.parse_seconds,
+                  "seconds": built.seconds, "peak_rss_bytes": built.peak_rss_bytes, "layers": built.layers, "io_checked_from": io_source,
+                  "identity": identity},
         "precision": onnx.precision,
         "inputs": [{k: t[k] for k in ("name", "shape", "dtype")} for t in io if t["mode"] == "input"],
         "outputs": [{k: t[k] for k in ("name", "shape", "dtype")} for t in io if t["mode"] == "output"],

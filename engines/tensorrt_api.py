@@ -1,8 +1,15 @@
-"""The one place that knows how TensorRT 10.x and 11.x differ. Features are detected by name, never by
-enum integers (values moved between the two majors), and TensorRT is imported only when needed."""
+"""The one place of the engines stage that decides which TensorRT is in use and knows how the flavours differ.
+
+Flavours: full TensorRT 10.x / 11.x (`tensorrt`: builds on, and for, the GPU it runs on) and TensorRT-RTX
+(`tensorrt_rtx`: builds ahead of time on any machine, a GPU is optional, for a list of compute
+capabilities). Features are detected by name, never by enum integers (values moved between 10.x and 11.x),
+and TensorRT is imported only when needed.
+"""
 
 from __future__ import annotations
 
+import importlib
+from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
@@ -11,11 +18,16 @@ from .errors import InputError
 if TYPE_CHECKING:
     import tensorrt as trt
 
-INSTALL_HINT = (
+TARGETS = ("auto", "tensorrt", "rtx")
+TENSORRT_INSTALL_HINT = (
     "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13  (TensorRT 11.x, CUDA 13 drivers) "
     "or  'tensorrt-cu12>=10,<11'  (TensorRT 10.x, CUDA 12 drivers)"
 )
-SUPPORTED_MAJORS = (10, 11)
+RTX_INSTALL_HINT = "pip install tensorrt-rtx-cu13  (TensorRT-RTX: builds without a GPU, plans for RTX GPUs, A100, Blackwell)"
+SUPPORTED_MAJORS = {"tensorrt": (10, 11), "rtx": (1,)}
+MODULES = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
+LABELS = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
+INSTALL_HINTS = {"tensorrt": TENSORRT_INSTALL_HINT, "rtx": RTX_INSTALL_HINT}
 
 # Build options -> BuilderFlag member names.
 FLAG_NAMES = {
@@ -33,47 +45,80 @@ DTYPE_NAMES = {
 }
 
 
-def import_tensorrt() -> ModuleType:
-    """The tensorrt module, or a one-line InputError saying how to install it."""
+@dataclass(frozen=True)
+class Flavour:
+    target: str  # "tensorrt" or "rtx"
+    module: ModuleType
+
+    @property
+    def version(self) -> str:
+        return str(self.module.__version__)
+
+    @property
+    def major(self) -> int:
+        return int(self.version.split(".")[0])
+
+    @property
+    def label(self) -> str:
+        return f"{LABELS[self.target]} {self.version}"
+
+    @property
+    def plan_tag(self) -> str:
+        """'trt10.13' / 'rtx1.7': plans are specific to a TensorRT version and their names say which."""
+        return ("trt" if self.target == "tensorrt" else "rtx") + ".".join(self.version.split(".")[:2])
+
+    @property
+    def ahead_of_time(self) -> bool:
+        """TensorRT-RTX compiles without a GPU for chosen compute capabilities; full TensorRT times kernels
+        on the GPU it builds on."""
+        return self.target == "rtx"
+
+    @property
+    def weak_typing(self) -> bool:
+        """True on TensorRT 10.x, where BuilderFlag.FP16 (weakly typed fp16) still exists."""
+        return hasattr(self.module.BuilderFlag, "FP16")
+
+
+def _import(target: str) -> Flavour | None:
     try:
-        import tensorrt
-    except ImportError as e:
-        raise InputError(f"TensorRT is not installed ({e}): {INSTALL_HINT}") from None
-    if major() not in SUPPORTED_MAJORS:
-        raise InputError(f"TensorRT {tensorrt.__version__} is not supported: use 10.x or 11.x ({INSTALL_HINT})")
-    return tensorrt
+        return Flavour(target, importlib.import_module(MODULES[target]))
+    except ImportError:
+        return None
 
 
-def major() -> int:
-    import tensorrt as trt
+def select(target: str = "auto") -> Flavour:
+    """The flavour for --target (auto: full TensorRT when importable, else TensorRT-RTX), or a one-line
+    InputError saying what to install."""
+    if target not in TARGETS:
+        raise InputError(f"unknown --target {target!r}: use {', '.join(TARGETS)}")
+    candidates = ["tensorrt", "rtx"] if target == "auto" else [target]
+    for name in candidates:
+        flavour = _import(name)
+        if flavour is None:
+            continue
+        if flavour.major not in SUPPORTED_MAJORS[name]:
+            supported = " or ".join(f"{m}.x" for m in SUPPORTED_MAJORS[name])
+            raise InputError(f"{flavour.label} is not supported: use {supported} ({INSTALL_HINTS[name]})")
+        return flavour
+    if target == "auto":
+        raise InputError(f"no TensorRT is installed: {RTX_INSTALL_HINT}; or full TensorRT on the GPU machine: "
+                         f"{TENSORRT_INSTALL_HINT}")
+    raise InputError(f"{LABELS[target]} is not installed: {INSTALL_HINTS[target]}")
 
-    return int(trt.__version__.split(".")[0])
 
-
-def has_weak_typing() -> bool:
-    """True on 10.x, where BuilderFlag.FP16 (weakly typed fp16) still exists."""
-    import tensorrt as trt
-
-    return hasattr(trt.BuilderFlag, "FP16")
-
-
-def network_flags(strongly_typed: bool) -> int:
-    """STRONGLY_TYPED is required on 10.x and accepted (ignored) on 11.x."""
-    import tensorrt as trt
-
+def network_flags(trt_module: ModuleType, strongly_typed: bool) -> int:
+    """STRONGLY_TYPED is required on 10.x and accepted (ignored) on 11.x and TensorRT-RTX."""
     if not strongly_typed:
         return 0
-    return 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
+    return 1 << int(trt_module.NetworkDefinitionCreationFlag.STRONGLY_TYPED)
 
 
-def builder_flag(option: str) -> trt.BuilderFlag:
-    import tensorrt as trt
-
+def builder_flag(trt_module: ModuleType, option: str) -> trt.BuilderFlag:
     name = FLAG_NAMES[option]
-    flag: trt.BuilderFlag | None = getattr(trt.BuilderFlag, name, None)
+    flag: trt.BuilderFlag | None = getattr(trt_module.BuilderFlag, name, None)
     if flag is None:
         raise InputError(f"--{option.replace('_', '-')} needs BuilderFlag.{name}, which TensorRT "
-                         f"{trt.__version__} does not have")
+                         f"{trt_module.__version__} does not have")
     return flag
 
 

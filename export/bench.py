@@ -46,7 +46,7 @@ def table(rows: list[dict[str, Any]]) -> str:
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         m = r["measured"]
-        lines.append(f"| {r['preset']} | {r['res']} | {r['precision']} | {'yes' if r['checks'] else 'no'} | "
+        lines.append(f"| {r['preset']} | {r['res']} | {r['precision']} | {r['checks']} | "
                      f"{m['seconds']:.1f} | {m['stage_seconds'].get('trace', 0):.1f} | "
                      f"{m['peak_rss_bytes'] / 1e9:.2f} | {m['peak_rss_bytes'] / m['fp16_weight_bytes']:.2f} |")
     return "\n".join(lines)

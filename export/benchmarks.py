@@ -18,6 +18,8 @@ from typing import Any, Callable
 
 import click
 
+from .build_bench import DEFAULT_CONFIGS
+
 PAPER_RATIOS = {256: 0.343, 512: 0.097, 1024: 0.047, 2048: 0.023}  # Qihoo-T2X, attention cost vs full attention
 RESOLUTIONS = (256, 512, 1024, 2048)
 VIDEO = (512, 16)  # res, latent frames
@@ -262,6 +264,7 @@ def report(line: str) -> None:
 Examples:
   ptdit-bench complexity --json bench.json
   ptdit-bench export --res 256 --res 1024
+  ptdit-bench build --res 256 --config '' --config '--opt-level 0'     (TensorRT-RTX, no GPU needed)
   ptdit-bench runtime
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
   ptdit-bench all --json bench.json
@@ -292,10 +295,10 @@ def complexity(preset_name: str, onnx: bool, json_path: Path | None) -> None:
 @click.option("--preset", "preset_name", default="xl", show_default=True)
 @click.option("--res", "resolutions", type=int, multiple=True, default=[256, 512, 1024], show_default=True)
 @click.option("--precision", default="fp16", show_default=True)
-@click.option("--checks/--skip-checks", default=False, show_default=True,
-              help="Also time the checks (ONNX Runtime and PyTorch forward passes dominate).")
+@click.option("--checks", type=click.Choice(["none", "fast", "full"]), default="none", show_default=True,
+              help="Also time ptdit-export's checks at this level.")
 @JSON_OPTION
-def export_cost(preset_name: str, resolutions: tuple[int, ...], precision: str, checks: bool,
+def export_cost(preset_name: str, resolutions: tuple[int, ...], precision: str, checks: str,
                 json_path: Path | None) -> None:
     """Wall time and peak RSS of ptdit-export, one fresh process per resolution."""
     from .bench import TARGETS, run_export, table
@@ -305,11 +308,32 @@ def export_cost(preset_name: str, resolutions: tuple[int, ...], precision: str, 
         report(f"  ptdit-export --preset {preset_name} --res {res} --precision {precision}")
         with tempfile.TemporaryDirectory() as out:
             args = ["--preset", preset_name, "--res", str(res), "--precision", precision, "--out", out]
-            measured = run_export(args + ([] if checks else ["--skip-checks"]))
+            measured = run_export(args + ["--checks", checks])
         rows.append({"preset": preset_name, "res": res, "precision": precision, "checks": checks, "measured": measured})
     click.echo(table(rows))
     click.echo(TARGETS)
     write_json(json_path, "export", rows)
+
+
+@main.command("build")
+@click.option("--preset", "preset_name", default="xl", show_default=True)
+@click.option("--res", "resolutions", type=int, multiple=True, default=[256, 1024], show_default=True)
+@click.option("--precision", default="fp16", show_default=True)
+@click.option("--target", default="rtx", show_default=True, help="ptdit-build --target (rtx builds on a CPU).")
+@click.option("--config", "configs", multiple=True, default=DEFAULT_CONFIGS, show_default=True,
+              help="ptdit-build options of one measured build, quoted (repeat); '' = the defaults.")
+@JSON_OPTION
+def build_cost(preset_name: str, resolutions: tuple[int, ...], precision: str, target: str, configs: tuple[str, ...],
+               json_path: Path | None) -> None:
+    """Ahead-of-time build cost of ptdit-build: parse and build time, plan size and peak RSS, per builder
+    configuration (one fresh process each)."""
+    from .build_bench import TARGETS as BUILD_TARGETS
+    from .build_bench import build_rows, build_table
+
+    rows = build_rows(preset_name, resolutions, precision, target, configs, report)
+    click.echo(build_table(rows))
+    click.echo(BUILD_TARGETS)
+    write_json(json_path, "build", rows)
 
 
 @main.command()
@@ -347,6 +371,6 @@ def gpu(preset_name: str, resolutions: tuple[int, ...], compile_model: bool, jso
 @click.pass_context
 def run_all(ctx: click.Context, json_path: Path | None) -> None:
     """complexity, export, runtime and gpu with their defaults."""
-    for command in (complexity, export_cost, runtime, gpu):
+    for command in (complexity, export_cost, build_cost, runtime, gpu):
         click.echo(f"\n## {command.name}\n")
         ctx.invoke(command, json_path=json_path)

@@ -15,6 +15,7 @@ import onnx
 from .trt_ops import TABLE_NAME, unsupported_ops
 
 RANDOM_OPS = re.compile(r"^(Random\w*|Bernoulli|Multinomial)$")
+TENSORRT_MAX_RANK = 8  # Dims::MAX_DIMS: TensorRT's parser rejects any tensor of higher rank
 _SHOWN = 5
 
 
@@ -74,9 +75,25 @@ def no_random_ops(model: onnx.ModelProto) -> dict[str, Any]:
     return {}
 
 
+def ranks(model: onnx.ModelProto) -> dict[str, int]:
+    """Rank of every value of a shape-inferred graph (inputs, initializers, node outputs)."""
+    graph = model.graph
+    found = {t.name: len(t.dims) for t in graph.initializer}
+    for v in [*graph.input, *graph.output, *graph.value_info]:
+        if v.type.tensor_type.HasField("shape"):
+            found[v.name] = len(v.type.tensor_type.shape.dim)
+    return found
+
+
 def tensorrt_ops(model: onnx.ModelProto) -> dict[str, Any]:
+    """Operators and types against TensorRT's support table, and no value above TensorRT's maximum rank."""
+    value_ranks = ranks(model)
+    too_high = [f"'{name}' has rank {r}" for name, r in sorted(value_ranks.items()) if r > TENSORRT_MAX_RANK]
+    if too_high:
+        raise CheckFailed("tensorrt_ops", f"{len(too_high)} values have more than {TENSORRT_MAX_RANK} dimensions, "
+                                          f"which TensorRT cannot represent: {_listing(too_high)}")
     problems = unsupported_ops(model)
     if problems:
         raise CheckFailed("tensorrt_ops", f"{len(problems)} problems against {TABLE_NAME}: {_listing(problems)}")
     counts = collections.Counter(n.op_type for n in model.graph.node)
-    return {"table": TABLE_NAME, "ops": dict(sorted(counts.items()))}
+    return {"table": TABLE_NAME, "ops": dict(sorted(counts.items())), "max_rank": max(value_ranks.values(), default=0)}

@@ -15,7 +15,7 @@ from ptdit.resolution import SUPPORTED_RESOLUTIONS
 if TYPE_CHECKING:
     from ptdit.config import PTDiTConfig
 
-from .spec import DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
+from .spec import CHECK_LEVELS, DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
 
 EXAMPLES = """\b
 Examples:
@@ -26,6 +26,8 @@ Examples:
   ptdit-export --preset tiny --res 256 --precision fp32 --out /tmp/ptdit --json
   ptdit-export --res 512 --frames 16
       video: 16 latent frames, window (4, 4, 4)
+  ptdit-export --res 1024 --checks full
+      compare the whole model with PyTorch (minutes on a CPU; the default on a GPU machine)
 """
 PIP_NAMES = {"onnxruntime": "onnxruntime-gpu", "onnxscript": "onnxscript", "onnx_ir": "onnx-ir", "onnx": "onnx",
              "safetensors": "safetensors", "torch": "torch"}
@@ -71,7 +73,11 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Output directory.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")
-@click.option("--skip-checks", is_flag=True, help="Write without the checker, op and ONNX Runtime checks.")
+@click.option("--checks", "check_choice", type=click.Choice(CHECK_LEVELS), default="auto", show_default=True,
+              help="fast: structural checks, TensorRT's parser, ONNX Runtime vs PyTorch on the graph cut to block 0; "
+                   "full: ONNX Runtime vs PyTorch on the whole model (fp32 and the export precision); auto: full "
+                   "when torch sees a CUDA GPU, else fast; none: no checks.")
+@click.option("--skip-checks", is_flag=True, help="Same as --checks none.")
 @click.option("--torch-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the PyTorch references of the parity check run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -79,12 +85,13 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,
-         skip_checks: bool, torch_device: str, as_json: bool, debug: bool) -> None:
+         check_choice: str, skip_checks: bool, torch_device: str, as_json: bool, debug: bool) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
     Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
-    .json manifest, after the onnx checker, a static-shape check, a TensorRT operator check and an ONNX
-    Runtime vs PyTorch comparison. Nothing is written under the final name unless every check passes.
+    .json manifest, after the onnx checker, a static-shape check, TensorRT operator, type and rank checks, a
+    real parse by TensorRT's ONNX parser (TensorRT-RTX works on a CPU) and an ONNX Runtime vs PyTorch
+    comparison. Nothing is written under the final name unless every check passes.
     """
     from ptdit.errors import InputError
 
@@ -105,7 +112,8 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
             changes["proxy_offset"] = proxy_offset
         cfg = cfg.replace(**changes) if changes else cfg
         opts = ExportOptions(cfg, [int(r) for r in resolutions], frames, precision, batch, text_len, opset,
-                             out_dir, checkpoint, checkpoint_key, seed, force, skip_checks, torch_device)
+                             out_dir, checkpoint, checkpoint_key, seed, force, "none" if skip_checks else check_choice,
+                             torch_device)
         results = export_all(opts, report)
     except InputError as e:
         fail(2, str(e))
@@ -151,13 +159,18 @@ def describe(result: Any) -> str:
     lines = [f"wrote {result.onnx_path} ({size:.2f} GB in {len(result.files)} files, manifest {result.manifest_path.name})"]
     checks = result.checks
     if checks.get("skipped"):
-        lines.append("checks: skipped (--skip-checks)")
+        lines.append("checks: none (--checks none)")
         return "\n".join(lines)
-    parity = checks["onnxruntime_parity"]
-    errors = ", ".join(f"{k.removeprefix('vs_')} rel L2 {v['rel_l2']:.2e}" for k, v in parity.items()
+    parse = checks["tensorrt_parse"]
+    parsed = (f"{parse['builder']} parse ({parse['layers']} layers)" if parse["ran"]
+              else f"TensorRT parse skipped: {parse['reason']}")
+    parity_name = "onnxruntime_parity" if checks["level"] == "full" else "onnxruntime_parity_first_block"
+    errors = ", ".join(f"{k.removeprefix('vs_')} rel L2 {v['rel_l2']:.2e}" for k, v in checks[parity_name].items()
                        if isinstance(v, dict))
+    scope = "whole model" if checks["level"] == "full" else "graph cut to block 0"
     lines.append(
-        f"checks passed: onnx checker (full), static shapes ({checks['static_shapes']['values']} values), "
-        f"no random ops, TensorRT ops ({checks['tensorrt_ops']['table']}), ONNX Runtime vs PyTorch ({errors})"
+        f"checks passed ({checks['level']}): onnx checker (full), static shapes ({checks['static_shapes']['values']} "
+        f"values), no random ops, TensorRT ops and ranks (max rank {checks['tensorrt_ops']['max_rank']}), {parsed}, "
+        f"ONNX Runtime vs PyTorch on the {scope} ({errors})"
     )
     return "\n".join(lines)

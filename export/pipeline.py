@@ -20,7 +20,7 @@ from ptdit.errors import InputError
 from ptdit.resolution import Geometry, geometry, latent_hw, window_for
 from ptdit.windows import strided_offset
 
-from .spec import DEFAULT_OPSET, SUPPORTED_OPSETS, ExportSpec
+from .spec import CHECK_LEVELS, DEFAULT_OPSET, SUPPORTED_OPSETS, ExportSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -55,7 +55,7 @@ class ExportOptions:
     checkpoint_key: str | None = None
     seed: int = 0
     force: bool = False
-    skip_checks: bool = False
+    checks: str = "auto"  # one of CHECK_LEVELS
     torch_device: str = "auto"  # where the PyTorch references of the parity check run
 
 
@@ -115,7 +115,9 @@ def validate(opts: ExportOptions) -> None:
         raise InputError(f"--batch and --text-len must be positive, got {opts.batch} and {opts.text_len}")
     if opts.torch_device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--torch-device must be auto, cpu or cuda, got {opts.torch_device!r}")
-    if not opts.skip_checks:
+    if opts.checks not in CHECK_LEVELS:
+        raise InputError(f"--checks must be one of {', '.join(CHECK_LEVELS)}, got {opts.checks!r}")
+    if opts.checks != "none":
         torch_device(opts.torch_device)
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
         raise InputError(f"checkpoint {opts.checkpoint} does not exist")
@@ -186,8 +188,9 @@ def export_one(opts: ExportOptions, res: int, model: PTDiT, weights: Weights, re
         del graph
         gc.collect()
         checks: dict[str, Any] = {"skipped": True}
-        if not opts.skip_checks:
-            checks = run_checks(onnx_path, opts, spec, inputs, model, stages)
+        level = check_level(opts.checks)
+        if level != "none":
+            checks = run_checks(onnx_path, opts, spec, inputs, outputs, model, block_names, level, stages)
         manifest = build_manifest(opts, spec, geo, model, weights, files, inputs, outputs, block_names, checks)
         manifest_path = work / f"{spec.stem}.json"
         write_json(manifest_path, manifest)
@@ -198,11 +201,20 @@ def export_one(opts: ExportOptions, res: int, model: PTDiT, weights: Weights, re
                         dict(stages.seconds))
 
 
-def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[TensorSpec], model: PTDiT,
+def check_level(choice: str) -> str:
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "full" if torch.cuda.is_available() else "fast"
+
+
+def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[TensorSpec],
+               outputs: list[TensorSpec], model: PTDiT, block_names: list[str], level: str,
                stages: Stages) -> dict[str, Any]:
     from . import checks as c
 
-    results: dict[str, Any] = {}
+    results: dict[str, Any] = {"level": level}
     with stages.run("onnx_checker", "onnx checker (full check)"):
         results["onnx_checker"] = {"passed": True, **c.onnx_checker(path)}
     with stages.run("static_shapes", "shape inference: every dimension static"):
@@ -210,11 +222,74 @@ def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[T
         results["static_shapes"] = {"passed": True, **c.static_shapes(inferred)}
     with stages.run("no_random_ops", "no Random* operators"):
         results["no_random_ops"] = {"passed": True, **c.no_random_ops(inferred)}
-    with stages.run("tensorrt_ops", "operators and types supported by TensorRT's ONNX parser"):
+    with stages.run("tensorrt_ops", "operators, types and ranks supported by TensorRT's ONNX parser"):
         results["tensorrt_ops"] = {"passed": True, **c.tensorrt_ops(inferred)}
-    with stages.run("onnxruntime_parity", "ONNX Runtime (CPU) against PyTorch"):
-        results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, model)
+    with stages.run("tensorrt_parse", "parse with TensorRT's ONNX parser"):
+        results["tensorrt_parse"] = tensorrt_parse(path, inputs, outputs)
+    if level == "full":
+        with stages.run("onnxruntime_parity", "ONNX Runtime (CPU) against PyTorch, whole model"):
+            results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, model)
+    else:
+        with stages.run("onnxruntime_parity_first_block", "ONNX Runtime (CPU) against PyTorch, graph cut to block 0"):
+            results["onnxruntime_parity_first_block"] = first_block_parity(path, inferred, opts, spec, inputs, model,
+                                                                           block_names)
     return results
+
+
+def tensorrt_parse(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> dict[str, Any]:
+    """The real parse (when a TensorRT builder is installed); the parsed network's I/O must be the contract's."""
+    from .checks import CheckFailed
+    from .tensorrt_parse import ParseFailed, parse
+
+    try:
+        result = parse(path)
+    except ParseFailed as e:
+        raise CheckFailed("tensorrt_parse", str(e)) from None
+    if not result["ran"]:
+        return {"passed": None, **result}
+    expected = [t.to_dict() for t in [*inputs, *outputs]]
+    if result["io"] != expected:
+        raise CheckFailed("tensorrt_parse", f"the parsed network's I/O {result['io']} is not the export's {expected}")
+    return {"passed": True, **result}
+
+
+def first_block_parity(path: Path, inferred: onnx.ModelProto, opts: ExportOptions, spec: ExportSpec,
+                       inputs: list[TensorSpec], model: PTDiT, block_names: list[str]) -> dict[str, Any]:
+    """ONNX Runtime on the graph cut to its first block (embeddings, block 0, final layer) against the same cut
+    of the PyTorch model in fp32 with the exported weights: every operator of the graph, ~1/depth of the cost."""
+    import onnx
+
+    from .checks import CheckFailed
+    from .parity import (
+        compare,
+        first_block_graph,
+        first_block_model,
+        has_bf16,
+        parity_inputs,
+        run_onnxruntime,
+        run_torch,
+    )
+
+    feeds = parity_inputs(inputs, PARITY_SEED)
+    cut = path.with_name(path.stem + ".first-block.onnx")
+    try:
+        first_block_graph(path, block_names, cut)
+        cut_inferred = onnx.shape_inference.infer_shapes(onnx.load(str(cut), load_external_data=False))
+        onnx_out = run_onnxruntime(cut, feeds, cut_inferred)["noise_pred"]
+    finally:
+        cut.unlink(missing_ok=True)
+    device = torch_device(opts.torch_device)
+    reference = first_block_model(model)
+    result = compare(onnx_out, {"fp32": run_torch(reference, feeds, device)}, {"fp32": MAX_REL_L2[spec.precision]})
+    del reference
+    result.update(provider="CPUExecutionProvider", torch_device=device, seed=PARITY_SEED, blocks=1,
+                  reference="PyTorch fp32, the exported weights", bf16_emulated=has_bf16(inferred))
+    if not result["passed"]:
+        error = result["vs_torch_fp32"]
+        raise CheckFailed("onnxruntime_parity_first_block", f"ONNX Runtime output of the first-block graph differs "
+                                                            f"from PyTorch (rel L2 {error['rel_l2']:.3g}, max "
+                                                            f"{error['max_rel_l2']:.3g})")
+    return result
 
 
 def onnxruntime_parity(path: Path, inferred: onnx.ModelProto, opts: ExportOptions, spec: ExportSpec,

@@ -15,6 +15,10 @@ SUPPORTED_OPSETS = range(18, 24)  # what torch.onnx's exporter emits; LayerNorma
 DEFAULT_BATCH = 2  # the classifier-free guidance pair
 DEFAULT_TEXT_LEN = 200  # model_max_length of the published Qihoo-T2X config
 BLOCK_OUTPUT_PREFIX = "block_"
+# --checks: "fast" runs every structural check, TensorRT's own parser and ONNX Runtime against PyTorch on the
+# graph cut to its first block (cheap on a CPU); "full" compares the whole model, in the export precision too;
+# "auto" is full where torch sees a CUDA GPU, fast elsewhere.
+CHECK_LEVELS = ("auto", "fast", "full", "none")
 
 
 @dataclass(frozen=True)

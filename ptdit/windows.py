@@ -100,15 +100,16 @@ def proxy_tokens(
     """
     b, nw, _, c = shape_of(x)
     (mt, mh, mw), (gt, gh, gw) = proxy_split(geo.window, proxy_window)
-    x = x.reshape(b, nw, mt, gt, mh, gh, mw, gw, c)
+    # Batch and window axes merged: TensorRT tensors have at most 8 dimensions.
+    x = x.reshape(b * nw, mt, gt, mh, gh, mw, gw, c)
     if mode == "mean":
-        out = x.mean(dim=(2, 4, 6))
+        out = x.mean(dim=(1, 3, 5))
     elif mode == "strided":
         ot, oh, ow = strided_offset(geo, proxy_window, offset)
-        out = x.narrow(2, ot, 1).narrow(4, oh, 1).narrow(6, ow, 1)
+        out = x.narrow(1, ot, 1).narrow(3, oh, 1).narrow(5, ow, 1)
     elif mode == "random":
         members = mt * mh * mw
-        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, nw * gt * gh * gw, members, c)
+        x = x.permute(0, 2, 4, 6, 1, 3, 5, 7).reshape(b, nw * gt * gh * gw, members, c)
         pick = torch.randint(0, members, (b, nw * gt * gh * gw, 1, 1), generator=generator, device=x.device)
         out = torch.gather(x, 2, pick.expand(-1, -1, 1, c))
     else:

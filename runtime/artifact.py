@@ -11,7 +11,7 @@ from typing import Any
 from .errors import InputError
 from .tensors import TensorSpec
 
-SCHEMAS = {".onnx": "ptdit-onnx/1", ".plan": "ptdit-plan/1"}
+SCHEMAS = {".onnx": "ptdit-onnx/1", ".plan": "ptdit-plan/2"}
 
 
 def file_sha256(path: Path) -> str:
@@ -76,8 +76,9 @@ def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
         raise InputError(f"manifest {manifest_path} is not readable JSON ({e})") from None
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMAS[path.suffix]:
         found = manifest.get("schema") if isinstance(manifest, dict) else None
+        rebuild = "; rebuild the plan with ptdit-build" if path.suffix == ".plan" else ""
         raise InputError(f"{manifest_path} is not the manifest of this {path.suffix} (schema {found!r}, "
-                         f"expected {SCHEMAS[path.suffix]!r})")
+                         f"expected {SCHEMAS[path.suffix]!r}){rebuild}")
     if verify:
         files = ({manifest["plan"]["file"]: manifest["plan"]["sha256"]} if path.suffix == ".plan"
                  else manifest["artifact"]["sha256"])

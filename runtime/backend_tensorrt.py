@@ -1,5 +1,5 @@
-"""TensorRT backend, C-free: tensorrt (or the lean tensorrt_lean runtime for version-compatible plans),
-cuda-python and numpy. No torch on this path.
+"""TensorRT backend, C-free: tensorrt (or the lean tensorrt_lean runtime for version-compatible plans, or
+tensorrt_rtx for TensorRT-RTX plans; tensorrt_flavour decides), cuda-python and numpy. No torch on this path.
 
 One session per plan: the manifest is checked against the running TensorRT and GPU before anything is
 deserialized; device buffers and pinned host staging buffers are allocated once and bound by name; work
@@ -9,6 +9,7 @@ replayed (plain enqueue if capture fails). Inputs set once (the text) stay on th
 
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Mapping
 
@@ -18,65 +19,24 @@ from . import cuda
 from .artifact import Artifact
 from .errors import InputError, RuntimeFailure
 from .session import HostFeeds
+from .tensorrt_flavour import check_compatible, import_runtime_module, is_version_compatible, target_of
 from .tensors import TensorSpec
-
-TRT_INSTALL_HINT = ("pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13 (or tensorrt-lean-cu13 "
-                    "for version-compatible plans; tensorrt-cu12 for TensorRT 10.x)")
-
-
-def import_runtime_module(version_compatible: bool) -> ModuleType:
-    """tensorrt, or for a version-compatible plan the lean runtime when the full one is absent."""
-    try:
-        import tensorrt
-
-        return tensorrt
-    except ImportError:
-        pass
-    if version_compatible:
-        try:
-            import tensorrt_lean
-
-            return tensorrt_lean
-        except ImportError:
-            pass
-    raise InputError(f"TensorRT is not installed: {TRT_INSTALL_HINT}")
-
-
-def check_compatible(manifest: dict[str, Any], running_version: str, device: cuda.Device) -> None:
-    """Refuse a plan built by another TensorRT or for another GPU before deserializing it."""
-    built = manifest["tensorrt"]["version"]
-    vc = bool(manifest["build"]["options"].get("version_compatible"))
-    built_v, running_v = _version(built), _version(running_version)
-    # A version-compatible plan runs on the same or a later TensorRT, across one major (10.x -> 11.x).
-    ok = (built_v <= running_v and running_v[0] - built_v[0] <= 1) if vc else built_v == running_v
-    if not ok:
-        kind = "version-compatible plan" if vc else "plan"
-        raise InputError(f"this {kind} was built with TensorRT {built}; this machine runs TensorRT "
-                         f"{running_version}: rebuild it here with ptdit-build")
-    built_cc = manifest["gpu"]["compute_capability"]
-    if built_cc != device.compute_capability:
-        raise InputError(f"this plan was built for compute capability {built_cc} ({manifest['gpu']['name']}); "
-                         f"this GPU is {device.name} ({device.compute_capability}): rebuild it here with ptdit-build")
-
 
 # TensorRT DataType member names -> the manifests' dtype names (engines/ keeps its own copy: no shared imports).
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
               "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
 
 
-def _version(text: str) -> tuple[int, ...]:
-    return tuple(int(part) for part in text.split(".") if part.isdigit())
-
-
 class TensorRTSession:
-    def __init__(self, artifact: Artifact):
+    def __init__(self, artifact: Artifact, runtime_cache_dir: Path | None = None):
         manifest = artifact.manifest
-        vc = bool(manifest["build"]["options"].get("version_compatible"))
-        trt_module = import_runtime_module(vc)
+        vc = is_version_compatible(manifest)
+        trt_module = import_runtime_module(manifest)
         self.device = cuda.current_device()
-        check_compatible(manifest, trt_module.__version__, self.device)
+        check_compatible(manifest, trt_module.__version__, self.device.name, self.device.compute_capability)
         self.artifact = artifact
-        self.backend = f"tensorrt {trt_module.__version__} ({self.device.name})"
+        self.backend = f"{trt_module.__name__} {trt_module.__version__} ({self.device.name})"
+        self.runtime_cache_dir = runtime_cache_dir
         self._feeds = HostFeeds(artifact.inputs)
         self._resources: list[Any] = []
         try:
@@ -113,7 +73,18 @@ class TensorRTSession:
         if self.engine is None:
             raise InputError(f"TensorRT could not load {artifact.path.name} ({'; '.join(self._logger.errors[-2:])}): "
                              f"rebuild it with ptdit-build")
-        self.context = self.engine.create_execution_context()
+        if target_of(artifact.manifest) == "rtx":
+            from .rtx_cache import RuntimeCache, cache_path
+
+            path = cache_path(artifact.path, self.device.compute_capability, self.runtime_cache_dir)
+            self.runtime_cache: RuntimeCache | None = self._own(RuntimeCache(self.engine, path))
+            self.context = self.runtime_cache.create_context()
+            self.backend += f", runtime cache {path.name} ({'loaded' if self.runtime_cache.loaded else 'new'})"
+        else:
+            self.runtime_cache = None
+            self.context = self.engine.create_execution_context()
+        if self.context is None:
+            raise RuntimeFailure("TensorRT could not create an execution context (out of device memory?)")
         self.stream = self._own(cuda.Stream())
         self.device_buffers: dict[str, cuda.DeviceBuffer] = {}
         self.host_buffers: dict[str, cuda.PinnedArray] = {}

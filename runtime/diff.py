@@ -90,6 +90,7 @@ class DiffOptions:
     blocks_plan: Path | None = None
     thresholds: Thresholds | None = None
     verify: bool = True
+    runtime_cache_dir: Path | None = None  # TensorRT-RTX plans' JIT cache (default: next to the plan)
 
 
 def open_artifact_session(path: Path, options: DiffOptions, extra_outputs: list[str]) -> Any:
@@ -100,7 +101,8 @@ def open_artifact_session(path: Path, options: DiffOptions, extra_outputs: list[
         from .backend_onnxruntime import OnnxRuntimeSession
 
         return OnnxRuntimeSession(artifact, options.device, extra_outputs=extra_outputs)
-    return open_session(str(path), options.backend, options.device, verify=options.verify)
+    return open_session(str(path), options.backend, options.device, verify=options.verify,
+                        runtime_cache_dir=options.runtime_cache_dir)
 
 
 def reference_precision(artifact: Artifact, reference: str) -> str:

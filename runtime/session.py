@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import numpy as np
@@ -71,10 +72,11 @@ def require(module: str, install: str) -> None:
 
 
 def open_session(path: str, backend: str = "auto", device: str = "auto", verify: bool = True,
-                 torch_precision: str | None = None) -> Session:
+                 torch_precision: str | None = None, runtime_cache_dir: Path | None = None) -> Session:
     """backend: auto (plan -> tensorrt, onnx -> onnxruntime), tensorrt, onnxruntime, torch.
     device: auto / cpu / cuda, for onnxruntime (provider) and torch. torch_precision: the PyTorch model's
-    precision policy (default: the artifact's)."""
+    precision policy (default: the artifact's). runtime_cache_dir: where a TensorRT-RTX plan keeps its JIT
+    runtime cache (default: next to the plan)."""
     artifact = load_artifact(path, verify=verify)
     chosen = resolve_backend(artifact, backend)
     if device not in ("auto", "cpu", "cuda"):
@@ -82,7 +84,7 @@ def open_session(path: str, backend: str = "auto", device: str = "auto", verify:
     if chosen == "tensorrt":
         from .backend_tensorrt import TensorRTSession
 
-        return TensorRTSession(artifact)
+        return TensorRTSession(artifact, runtime_cache_dir)
     if chosen == "onnxruntime":
         require("onnxruntime", "pip install onnxruntime-gpu (or onnxruntime)")
         from .backend_onnxruntime import OnnxRuntimeSession

@@ -54,18 +54,33 @@ def test_gpu_section_is_skipped_without_cuda():
     assert result.exit_code == 0 and "GPU: skipped (no CUDA device" in result.output
 
 
+def test_build_section_builds_for_real_with_tensorrt_rtx(tmp_path):
+    pytest.importorskip("tensorrt_rtx")
+    result = CliRunner().invoke(main, ["build", "--preset", "tiny", "--res", "256", "--config", "",
+                                       "--config", "--opt-level 0", "--json", str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "b.json").read_text())["build"]
+    assert [r["options"] for r in rows] == ["(defaults)", "--opt-level 0"]
+    for r in rows:
+        assert r["builder"].startswith("tensorrt_rtx ") and r["layers"] > 1000
+        assert r["build_seconds"] > 0 and r["plan_bytes"] > 1e6 and r["peak_rss_bytes"] > r["plan_bytes"]
+    assert "| tiny | 256 | fp16 | --opt-level 0 |" in result.output
+
+
 def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
-    """`all` composes the four sections (each replaced by a quick stand-in: the sections are tested above)."""
+    """`all` composes the five sections (each replaced by a quick stand-in: the sections are tested above)."""
     import export.bench
     import export.benchmarks as b
+    import export.build_bench
 
     monkeypatch.setattr(b, "complexity_rows", lambda *a: complexity_rows("tiny", False, lambda line: None))
     monkeypatch.setattr(export.bench, "run_export", lambda args: {
         "seconds": 1.0, "stage_seconds": {"trace": 0.5}, "peak_rss_bytes": 2e9, "artifact_bytes": 1, "fp16_weight_bytes": 1e9})
+    monkeypatch.setattr(export.build_bench, "build_rows", lambda *a: [])
     monkeypatch.setattr(b, "runtime_rows", lambda *a: {"overhead": [], "latency": []})
     monkeypatch.setattr(b, "gpu_rows", lambda *a: {"skipped": "stand-in"})
     result = CliRunner().invoke(main, ["all", "--json", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
-    assert set(data) == {"complexity", "export", "runtime", "gpu", "machine"}
+    assert set(data) == {"complexity", "export", "build", "runtime", "gpu", "machine"}
     assert [r["res"] for r in data["export"]] == [256, 512, 1024] and "## runtime" in result.output

@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import types
 from functools import lru_cache
 from pathlib import Path
 
@@ -17,6 +18,9 @@ from engines.cli import main
 from engines.errors import BuildError, InputError
 from engines.options import BuildOptions, validate
 from engines.pipeline import check_io, preflight, weights_precision
+from engines.gpu import GpuInfo
+from engines.targets import RTX_DEFAULT, Targets, parse_compute_capabilities, resolve
+from engines.tensorrt_api import Flavour
 from engines.triton import config_pbtxt, write_repository
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,32 +49,55 @@ def run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.stderr
 
 
+class FakeBuilderFlag:
+    FP16 = object()  # present on TensorRT 10.x only
+
+
+def flavour(kind: str) -> Flavour | None:
+    """A Flavour whose module has just what validate() looks at: the version and BuilderFlag."""
+    if kind == "none":
+        return None
+    flags = FakeBuilderFlag if kind == "trt10" else type("BuilderFlag", (), {})
+    version = {"trt10": "10.13.3.9", "trt11": "11.4.0.106", "rtx": "1.7.1.116"}[kind]
+    module = types.SimpleNamespace(__version__=version, BuilderFlag=flags, __name__="fake")
+    return Flavour("rtx" if kind == "rtx" else "tensorrt", module)  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize(
-    "options,precision,weak_typing,message",
+    "options,precision,kind,has_gpu,message",
     [
-        (BuildOptions(workspace_gib=0), "fp16", None, "--workspace must be positive"),
-        (BuildOptions(opt_level=6), "fp16", None, "--opt-level must be 0..5"),
-        (BuildOptions(exclude_lean_runtime=True), "fp16", None, "only applies with --version-compatible"),
-        (BuildOptions(fp16_weak=True), "fp32", False, "--fp16-weak needs TensorRT 10.x"),
-        (BuildOptions(fp16_weak=True), "fp16", True, "this ONNX is fp16: build it without --fp16-weak"),
-        (BuildOptions(fp16_weak=True, weight_streaming=True), "fp32", True, "needs a strongly typed network"),
-        (BuildOptions(), "fp32", False, "export fp16 (ptdit-export --precision fp16), or pass --allow-fp32"),
-        (BuildOptions(), "fp32", True, "or add --fp16-weak (TensorRT 10.x)"),
+        (BuildOptions(workspace_gib=0), "fp16", "none", True, "--workspace must be positive"),
+        (BuildOptions(opt_level=6), "fp16", "none", True, "--opt-level must be 0..5"),
+        (BuildOptions(tiling_level="max"), "fp16", "none", True, "--tiling-level must be one of none, fast"),
+        (BuildOptions(exclude_lean_runtime=True), "fp16", "none", True, "only applies with --version-compatible"),
+        (BuildOptions(fp16_weak=True), "fp32", "trt11", True, "--fp16-weak needs TensorRT 10.x"),
+        (BuildOptions(fp16_weak=True), "fp16", "trt10", True, "this ONNX is fp16: build it without --fp16-weak"),
+        (BuildOptions(fp16_weak=True, weight_streaming=True), "fp32", "trt10", True, "needs a strongly typed network"),
+        (BuildOptions(), "fp32", "trt11", True, "export fp16 (ptdit-export --precision fp16), or pass --allow-fp32"),
+        (BuildOptions(), "fp32", "trt10", True, "or add --fp16-weak (TensorRT 10.x)"),
+        (BuildOptions(fp16_weak=True), "fp32", "rtx", True, "--fp16-weak is not available with TensorRT-RTX 1.7.1.116"),
+        (BuildOptions(version_compatible=True), "fp16", "rtx", True, "it has no lean runtime (libnvinfer_lean)"),
+        (BuildOptions(refittable=True), "fp16", "rtx", False, "--refittable needs a GPU with TensorRT-RTX"),
+        (BuildOptions(strip_plan=True), "fp16", "rtx", False, "--strip-plan needs a GPU with TensorRT-RTX"),
+        (BuildOptions(timing_cache=Path("t")), "fp16", "rtx", True, "--timing-cache is not available with TensorRT-RTX"),
     ],
 )
-def test_option_rules(options, precision, weak_typing, message):
+def test_option_rules(options, precision, kind, has_gpu, message):
     with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        validate(options, precision, weak_typing)
+        validate(options, precision, flavour(kind), has_gpu)
 
 
 @pytest.mark.parametrize(
-    "options,precision,weak_typing",
-    [(BuildOptions(), "fp16", True), (BuildOptions(), "bf16", False), (BuildOptions(allow_fp32=True), "fp32", False),
-     (BuildOptions(fp16_weak=True), "fp32", True), (BuildOptions(version_compatible=True, exclude_lean_runtime=True,
-                                                                 refittable=True, strip_plan=True), "fp16", False)],
+    "options,precision,kind,has_gpu",
+    [(BuildOptions(), "fp16", "trt10", True), (BuildOptions(), "bf16", "trt11", True),
+     (BuildOptions(allow_fp32=True), "fp32", "trt11", True), (BuildOptions(fp16_weak=True), "fp32", "trt10", True),
+     (BuildOptions(version_compatible=True, exclude_lean_runtime=True, refittable=True, strip_plan=True), "fp16",
+      "trt11", True),
+     (BuildOptions(weight_streaming=True, tiling_level="fast"), "fp16", "rtx", False),
+     (BuildOptions(refittable=True, strip_plan=True), "fp16", "rtx", True)],
 )
-def test_accepted_option_sets(options, precision, weak_typing):
-    validate(options, precision, weak_typing)
+def test_accepted_option_sets(options, precision, kind, has_gpu):
+    validate(options, precision, flavour(kind), has_gpu)
 
 
 def test_flag_options_order_and_identity():
@@ -146,20 +173,47 @@ def test_fp32_onnx_is_refused_before_tensorrt_is_needed(tmp_path):
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_without_tensorrt_the_error_says_what_to_install(tmp_path):
-    code, stderr = run(str(exported(tmp_path, "fp16")))
+    code, stderr = run(str(exported(tmp_path, "fp16")), "--target", "tensorrt")
     assert code == 2
     assert "TensorRT is not installed" in stderr and "pip install --extra-index-url https://pypi.nvidia.com" in stderr
 
 
-def test_plan_stem():
-    assert plan_stem("ptdit-xl-1024-b2-fp16", "9.0", "10.13.3.9", False) == "ptdit-xl-1024-b2-fp16-sm90-trt10.13"
-    assert plan_stem("m", "12.0", "11.4.0.106", True) == "m-sm120-trt11.4-blocks"
+def test_plan_stem_names_the_targets_and_the_builder():
+    tensorrt = Flavour("tensorrt", types.SimpleNamespace(__version__="10.13.3.9"))  # type: ignore[arg-type]
+    rtx = Flavour("rtx", types.SimpleNamespace(__version__="1.7.1.116"))  # type: ignore[arg-type]
+    gpu = GpuInfo("NVIDIA H100", "9.0")
+    assert plan_stem("ptdit-xl-1024-b2-fp16", resolve("tensorrt", (), gpu).tag, tensorrt.plan_tag, False) == \
+        "ptdit-xl-1024-b2-fp16-sm90-trt10.13"
+    assert plan_stem("m", resolve("rtx", ("8.6", "12.0"), None).tag, rtx.plan_tag, True) == "m-sm86-sm120-rtx1.7-blocks"
+    assert plan_stem("m", resolve("rtx", (), None).tag, rtx.plan_tag, False) == "m-portable-rtx1.7"
+
+
+def test_compute_capability_targets():
+    assert parse_compute_capabilities(("12.0,8.6", "8.6")) == ("8.6", "12.0")
+    assert resolve("rtx", (), None) == Targets(RTX_DEFAULT, "TensorRT-RTX default")
+    assert resolve("rtx", ("current",), GpuInfo("RTX 4090", "8.9")) == Targets(("8.9",), "--compute-capability")
+    assert resolve("tensorrt", (), GpuInfo("NVIDIA H100", "9.0")) == Targets(("9.0",), "build GPU")
+    for requested, gpu, message in [
+        (("current",), None, "--compute-capability current needs a visible GPU"),
+        (("9.0",), None, r"cannot build for compute capability 9.0 \(Hopper: build with full TensorRT"),
+        (("10.0",), None, "cannot build for compute capability 10.0"),
+    ]:
+        with pytest.raises(InputError, match=message):
+            resolve("rtx", parse_compute_capabilities(requested), gpu)
+    with pytest.raises(InputError, match="is not MAJOR.MINOR"):
+        parse_compute_capabilities(("sm89",))
+    with pytest.raises(InputError, match="do not combine it with others"):
+        parse_compute_capabilities(("current,8.9",))
+    with pytest.raises(InputError, match="full TensorRT builds for the GPU it runs on"):
+        resolve("tensorrt", ("8.9",), GpuInfo("NVIDIA H100", "9.0"))
+    with pytest.raises(InputError, match="no CUDA GPU is visible: full TensorRT builds on the GPU"):
+        resolve("tensorrt", (), None)
 
 
 def test_stale_and_current_plans(tmp_path):
     artifact = load_onnx(exported(tmp_path, "fp16"))
-    identity = {"onnx_sha256": artifact.sha256, "tensorrt": "10.13.3.9", "compute_capability": "9.0",
-                "options": BuildOptions().comparable()}
+    identity = {"onnx_sha256": artifact.sha256, "builder": "TensorRT 10.13.3.9",
+                "targets": Targets(("9.0",), "build GPU").to_dict(), "options": BuildOptions().comparable()}
     plan = tmp_path / "m.plan"
     assert existing_plan_state(plan, artifact, identity) is None
     plan.write_bytes(b"plan bytes")
@@ -168,7 +222,7 @@ def test_stale_and_current_plans(tmp_path):
                 "plan": {"sha256": file_sha256(plan)}}
     write_json(plan.with_suffix(".json"), manifest)
     assert existing_plan_state(plan, artifact, identity) == "current"
-    assert "different options" in existing_plan_state(plan, artifact, {**identity, "tensorrt": "11.4.0.106"})
+    assert "another builder" in existing_plan_state(plan, artifact, {**identity, "builder": "TensorRT 11.4.0.106"})
     plan.write_bytes(b"tampered")
     assert "does not match its manifest" in existing_plan_state(plan, artifact, identity)
     manifest["onnx"]["sha256"] = "0" * 64

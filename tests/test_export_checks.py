@@ -84,6 +84,45 @@ def test_unsupported_operator_type_and_non_initializer_axes(tmp_path):
             checks.tensorrt_ops(checks.infer_shapes(save(model, tmp_path)))
 
 
+def rank9_model() -> onnx.ModelProto:
+    """A Reshape to 9 dimensions and back: valid ONNX, but beyond TensorRT's 8."""
+    shape9 = numpy_helper.from_array(np.array([1, 2, 1, 2, 1, 2, 1, 2, 3], np.int64), "shape9")
+    shape2 = numpy_helper.from_array(np.array([16, 3], np.int64), "shape2")
+    return model_of([helper.make_node("Reshape", ["x", "shape9"], ["x9"]),
+                     helper.make_node("Reshape", ["x9", "shape2"], ["y"])],
+                    [vi("x", TensorProto.FLOAT, [16, 3])], [vi("y", TensorProto.FLOAT, [16, 3])], [shape9, shape2])
+
+
+def test_values_above_tensorrts_rank_are_caught(tmp_path):
+    with pytest.raises(checks.CheckFailed, match=r"1 values have more than 8 dimensions, which TensorRT cannot "
+                                                 r"represent: 'x9' has rank 9"):
+        checks.tensorrt_ops(checks.infer_shapes(save(rank9_model(), tmp_path)))
+    assert checks.tensorrt_ops(checks.infer_shapes(save(good_model(), tmp_path)))["max_rank"] == 2
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is None, reason="TensorRT-RTX not installed")
+def test_the_real_parse_reports_the_parsers_own_errors(tmp_path):
+    """TensorRT-RTX's parser on this CPU: the rank-9 graph is rejected with the parser's message, verbatim."""
+    from export.tensorrt_parse import ParseFailed, parse
+
+    with pytest.raises(ParseFailed, match=r"TensorRT-RTX 1\.\d+\.\S+'s ONNX parser rejected m.onnx: .*Number of "
+                                          r"dimensions \(9\)"):
+        parse(save(rank9_model(), tmp_path))
+    result = parse(save(good_model(), tmp_path))
+    assert result["ran"] and result["layers"] == 1
+    assert result["io"] == [{"name": "x", "shape": [2, 3], "dtype": "float32"},
+                            {"name": "y", "shape": [2, 3], "dtype": "float32"}]
+
+
+def test_without_a_builder_the_parse_is_reported_as_not_run(tmp_path, monkeypatch):
+    import export.tensorrt_parse as tensorrt_parse
+
+    monkeypatch.setattr(tensorrt_parse, "_import", lambda name: None)  # as if neither were installed
+    assert tensorrt_parse.parse(save(good_model(), tmp_path)) == {
+        "ran": False, "reason": "no TensorRT builder is installed (pip install tensorrt-rtx-cu13 (parses and builds "
+                                "on a CPU))"}
+
+
 def test_support_table_is_read_with_its_typo_fixed():
     table = support_table()
     assert table["MatMul"].supported and {"FP32", "FP16", "BF16"} <= table["MatMul"].types

@@ -25,23 +25,78 @@ def gpu_count() -> int:
 
 needs_gpu = pytest.mark.skipif(gpu_count() == 0, reason="no CUDA GPU visible (cuda-python)")
 needs_tensorrt = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is None, reason="TensorRT is not installed")
+needs_rtx = pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None, reason="TensorRT-RTX is not installed")
+RTX_GPUS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")  # compute capabilities TensorRT-RTX runs on (not Hopper)
+
+
+def gpu_compute_capability() -> tuple[str, str] | None:
+    if gpu_count() == 0:
+        return None
+    from runtime import cuda
+
+    device = cuda.current_device()
+    return device.name, device.compute_capability
+
+
+def rtx_gpu_reason() -> str:
+    found = gpu_compute_capability()
+    if found is None:
+        return "no CUDA GPU visible (cuda-python)"
+    name, cc = found
+    return f"{name} (compute capability {cc}) is not a TensorRT-RTX GPU ({', '.join(RTX_GPUS)})"
+
+
+needs_rtx_gpu = pytest.mark.skipif((gpu_compute_capability() or ("", ""))[1] not in RTX_GPUS, reason=rtx_gpu_reason())
+
+
+def export_tiny(directory: Path) -> Path:
+    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--out", str(directory)],
+                   check=True, cwd=ROOT)
+    return directory / "ptdit-tiny-256-b2-fp16.onnx"
+
+
+def build(onnx_path: Path, *args: str) -> Path:
+    result = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--json", *args], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return Path(json.loads(result.stdout)["plan"])
+
+
+def sample_rel_l2(plan: Path, onnx_path: Path, steps: int = 4) -> tuple[float, list[str]]:
+    """Relative L2 between the latents of the plan and of the ONNX (ONNX Runtime), same seed and text; and the
+    plan session's backend descriptions of two consecutive sessions."""
+    import numpy as np
+
+    from runtime.sampler import Sampler, make_conditioning
+    from runtime.session import open_session
+
+    text = make_conditioning(200, 4096, random_seed=0)
+    latents, backends = {}, []
+    for artifact in (plan, onnx_path, plan):
+        session = open_session(str(artifact))
+        latents[artifact] = Sampler(session, steps=steps).sample(text).latent
+        if artifact == plan:
+            backends.append(session.backend)
+        session.close()
+    rel = np.linalg.norm(latents[plan] - latents[onnx_path]) / np.linalg.norm(latents[onnx_path])
+    return float(rel), backends
 
 
 @needs_gpu
 @needs_tensorrt
 def test_build_a_tiny_fp16_plan(tmp_path):
-    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--out", str(tmp_path)],
-                   check=True, cwd=ROOT)
-    onnx_path = tmp_path / "ptdit-tiny-256-b2-fp16.onnx"
-    result = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--json"], cwd=ROOT,
+    onnx_path = export_tiny(tmp_path)
+    result = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--target", "tensorrt", "--json"], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     manifest = json.loads(Path(summary["manifest"]).read_text())
     onnx_manifest = json.loads(onnx_path.with_suffix(".json").read_text())
     assert manifest["inputs"] == onnx_manifest["inputs"] and manifest["outputs"] == onnx_manifest["outputs"]
-    assert manifest["precision"] == "fp16" and manifest["tensorrt"]["strongly_typed"]
-    again = subprocess.run([sys.executable, "-m", "engines", str(onnx_path)], cwd=ROOT, capture_output=True, text=True)
+    assert manifest["precision"] == "fp16" and manifest["builder"]["strongly_typed"]
+    assert manifest["builder"]["target"] == "tensorrt" and manifest["build"]["io_checked_from"] == "plan"
+    again = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--target", "tensorrt"], cwd=ROOT,
+                           capture_output=True, text=True)
     assert again.returncode == 0 and "up to date" in again.stderr
 
 
@@ -109,27 +164,38 @@ def test_cuda_graph_capture_replays_and_falls_back():
 @needs_gpu
 @needs_tensorrt
 def test_tensorrt_session_samples_like_onnxruntime(tmp_path):
-    import numpy as np
+    onnx_path = export_tiny(tmp_path)
+    rel, backends = sample_rel_l2(build(onnx_path, "--target", "tensorrt"), onnx_path)
+    assert backends[0].endswith(", CUDA graph")
+    assert rel < 2e-2  # the fp16 trajectory threshold of ptdit-diff
 
-    from runtime.sampler import Sampler, make_conditioning
+
+@needs_rtx_gpu
+@needs_rtx
+def test_rtx_plan_samples_like_onnxruntime_and_keeps_its_runtime_cache(tmp_path):
+    """A TensorRT-RTX plan built ahead of time for this GPU, JIT-compiled at first use into the runtime cache
+    next to the plan; the second session loads that cache."""
+    onnx_path = export_tiny(tmp_path)
+    plan = build(onnx_path, "--target", "rtx", "--compute-capability", "current")
+    rel, backends = sample_rel_l2(plan, onnx_path)
+    assert rel < 2e-2
+    assert "tensorrt_rtx" in backends[0] and "(new)" in backends[0] and "(loaded)" in backends[1]
+    assert list(tmp_path.glob(f"{plan.stem}.sm*.rtcache"))
+
+
+@needs_gpu
+@needs_rtx
+def test_an_rtx_plan_for_other_gpus_is_refused_in_one_line(tmp_path):
+    from runtime.errors import InputError
     from runtime.session import open_session
 
-    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--out", str(tmp_path)],
-                   check=True, cwd=ROOT)
-    onnx_path = tmp_path / "ptdit-tiny-256-b2-fp16.onnx"
-    built = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--json"], cwd=ROOT,
-                           capture_output=True, text=True, check=True)
-    plan = json.loads(built.stdout)["plan"]
-    text = make_conditioning(200, 4096, random_seed=0)
-    latents = {}
-    for artifact in (plan, str(onnx_path)):
-        session = open_session(artifact)
-        latents[artifact] = Sampler(session, steps=4).sample(text).latent
-        if artifact == plan:
-            assert session.graph_captured and session.backend.endswith(", CUDA graph")  # type: ignore[attr-defined]
-        session.close()
-    rel = np.linalg.norm(latents[plan] - latents[str(onnx_path)]) / np.linalg.norm(latents[str(onnx_path)])
-    assert rel < 2e-2
+    found = gpu_compute_capability()
+    assert found is not None
+    name, cc = found
+    other = "8.6" if cc != "8.6" else "8.9"
+    plan = build(export_tiny(tmp_path), "--target", "rtx", "--compute-capability", other)
+    with pytest.raises(InputError, match=f"built for compute capability {other}; this GPU is {name} \\({cc}\\)"):
+        open_session(str(plan))
 
 
 @needs_gpu

@@ -17,7 +17,9 @@ from click.testing import CliRunner
 
 from runtime import cuda
 from runtime.artifact import file_sha256, load_artifact
-from runtime.backend_tensorrt import check_compatible
+from runtime.tensorrt_flavour import check_compatible
+
+RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")  # engines.targets.RTX_DEFAULT (runtime tests import no engines)
 from runtime.cli import main as run_main
 from runtime.errors import InputError
 from runtime.session import open_session, require
@@ -117,7 +119,7 @@ def test_artifact_errors(tmp_path, setup, message):
     if setup == "no_manifest":
         path.with_suffix(".json").unlink()
     elif setup == "foreign_manifest":
-        path.with_suffix(".json").write_text('{"schema": "ptdit-plan/1"}')
+        path.with_suffix(".json").write_text('{"schema": "ptdit-plan/2"}')
     elif setup == "corrupt_file":
         path.write_bytes(path.read_bytes()[:-10])
     elif setup == "wrong_suffix":
@@ -136,13 +138,15 @@ def test_a_corrupt_onnx_without_verification_is_still_refused(tmp_path):
         open_session(str(path), "onnxruntime", "cpu", verify=False)
 
 
-def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", vc: bool = False) -> Path:
+def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", vc: bool = False,
+              target: str = "tensorrt") -> Path:
     """A plan file and a manifest of the plan schema (not an engine: for the checks before deserializing)."""
     onnx_manifest = json.loads(artifact_copy(directory).with_suffix(".json").read_text())
     plan = directory / "m.plan"
     plan.write_bytes(b"not really a plan")
-    manifest = {"schema": "ptdit-plan/1", "plan": {"file": plan.name, "sha256": file_sha256(plan)},
-                "tensorrt": {"version": trt_version}, "gpu": {"name": "NVIDIA H100", "compute_capability": cc},
+    manifest = {"schema": "ptdit-plan/2", "plan": {"file": plan.name, "sha256": file_sha256(plan)},
+                "builder": {"target": target, "version": trt_version},
+                "targets": {"compute_capabilities": [cc], "source": "build GPU"},
                 "build": {"options": {"version_compatible": vc}}, "precision": "fp16",
                 "inputs": onnx_manifest["inputs"], "outputs": onnx_manifest["outputs"],
                 "model": onnx_manifest["model"], "export": onnx_manifest["export"]}
@@ -192,17 +196,43 @@ def test_torch_backend_rebuilds_the_model_from_the_manifest(tmp_path):
      ("11.4.0.106", "10.13.3.9", True, False), ("10.8.0.43", "10.13.3.9", True, True)],
 )
 def test_plan_compatibility_rules(built, running, vc, ok):
-    manifest = {"tensorrt": {"version": built}, "build": {"options": {"version_compatible": vc}},
-                "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}}
-    device = cuda.Device(0, "NVIDIA H100", "9.0")
+    manifest = {"builder": {"target": "tensorrt", "version": built}, "build": {"options": {"version_compatible": vc}},
+                "targets": {"compute_capabilities": ["9.0"], "source": "build GPU"}}
     if ok:
-        check_compatible(manifest, running, device)
+        check_compatible(manifest, running, "NVIDIA H100", "9.0")
     else:
         with pytest.raises(InputError, match=f"built with TensorRT {built}; this machine runs TensorRT {running}: "
                                              f"rebuild it here with ptdit-build"):
-            check_compatible(manifest, running, device)
-    with pytest.raises(InputError, match=r"built for compute capability 9.0 \(NVIDIA H100\); this GPU is .* \(8.9\)"):
-        check_compatible({**manifest, "tensorrt": {"version": running}}, running, cuda.Device(0, "NVIDIA L4", "8.9"))
+            check_compatible(manifest, running, "NVIDIA H100", "9.0")
+    same_version = {**manifest, "builder": {"target": "tensorrt", "version": running}}
+    with pytest.raises(InputError, match=r"built for compute capability 9.0; this GPU is NVIDIA L4 \(8.9\): rebuild"):
+        check_compatible(same_version, running, "NVIDIA L4", "8.9")
+
+
+@pytest.mark.parametrize(
+    "targets,cc,ok",
+    [((["8.9"], "--compute-capability"), "8.9", True), ((["8.9"], "--compute-capability"), "8.6", False),
+     ((["8.6", "12.0"], "--compute-capability"), "12.0", True), ((["8.6", "12.0"], "--compute-capability"), "9.0", False),
+     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "8.0", True), ((list(RTX_DEFAULT), "TensorRT-RTX default"), "12.3", True),
+     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "9.0", False), ((list(RTX_DEFAULT), "TensorRT-RTX default"), "7.5", False)],
+)
+def test_rtx_plans_run_on_the_compute_capabilities_they_target(targets, cc, ok):
+    ccs, source = targets
+    manifest = {"builder": {"target": "rtx", "version": "1.7.1.116"}, "build": {"options": {}},
+                "targets": {"compute_capabilities": ccs, "source": source}}
+    if ok:
+        check_compatible(manifest, "1.7.1.116", "GPU", cc)
+    else:
+        with pytest.raises(InputError, match=f"built for compute capability {', '.join(ccs)}; this GPU is GPU \\({cc}\\)"):
+            check_compatible(manifest, "1.7.1.116", "GPU", cc)
+    with pytest.raises(InputError, match="built with TensorRT-RTX 1.7.1.116; this machine runs TensorRT-RTX 1.8.0.1"):
+        check_compatible(manifest, "1.8.0.1", "GPU", ccs[0])
+
+
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is not None, reason="TensorRT-RTX is installed")
+def test_an_rtx_plan_without_tensorrt_rtx(tmp_path):
+    with pytest.raises(InputError, match="built with TensorRT-RTX, which is not installed: pip install tensorrt-rtx-cu13"):
+        open_session(str(fake_plan(tmp_path, "1.7.1.116", "8.9", target="rtx")))
 
 
 @pytest.mark.skipif(cuda.cudart().cudaGetDeviceCount()[0] == cuda.cudart().cudaError_t.cudaSuccess,

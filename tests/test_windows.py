@@ -146,3 +146,78 @@ def test_strided_offset_outside_the_window_is_refused():
     geo = GEOMETRIES[0]
     with pytest.raises(InputError, match="outside"):
         proxy_tokens(torch.zeros(1, geo.num_windows, geo.window_size, 2), geo, None, "strided", (0, 2, 0))
+
+
+def proxy_tokens_rank9(x, geo, proxy_window, mode, offset=None, generator=None):
+    """The implementation before the rank fix (a [b, nw, mt, gt, mh, gh, mw, gw, c] view, which TensorRT cannot
+    represent), kept here as the reference that the rank-8 version must reproduce exactly."""
+    from ptdit.windows import proxy_split, strided_offset
+
+    b, nw, _, c = x.shape
+    (mt, mh, mw), (gt, gh, gw) = proxy_split(geo.window, proxy_window)
+    x = x.reshape(b, nw, mt, gt, mh, gh, mw, gw, c)
+    if mode == "mean":
+        out = x.mean(dim=(2, 4, 6))
+    elif mode == "strided":
+        ot, oh, ow = strided_offset(geo, proxy_window, offset)
+        out = x.narrow(2, ot, 1).narrow(4, oh, 1).narrow(6, ow, 1)
+    else:
+        members = mt * mh * mw
+        x = x.permute(0, 1, 3, 5, 7, 2, 4, 6, 8).reshape(b, nw * gt * gh * gw, members, c)
+        pick = torch.randint(0, members, (b, nw * gt * gh * gw, 1, 1), generator=generator)
+        out = torch.gather(x, 2, pick.expand(-1, -1, 1, c))
+    return out.reshape(b, nw * gt * gh * gw, c)
+
+
+PROXY_CASES = [(geo, None) for geo in GEOMETRIES] + [
+    (Geometry(grid=(1, 16, 16), window=(1, 8, 8)), (1, 4, 4)),
+    (Geometry(grid=(1, 16, 16), window=(1, 8, 8)), (1, 2, 8)),
+    (Geometry(grid=(8, 8, 8), window=(4, 4, 4)), (2, 2, 4)),
+]
+
+
+@pytest.mark.parametrize("geo,proxy_window", PROXY_CASES)
+@pytest.mark.parametrize("mode", ["strided", "mean", "random"])
+def test_rank8_proxies_equal_the_rank9_implementation(geo, proxy_window, mode):
+    windows = window_partition(torch.randn(3, *geo.grid, 5), geo.window)
+    kwargs = {"generator": torch.Generator().manual_seed(4)} if mode == "random" else {}
+    expected = proxy_tokens_rank9(windows, geo, proxy_window, mode, **kwargs)
+    if mode == "random":
+        kwargs = {"generator": torch.Generator().manual_seed(4)}
+    assert torch.equal(proxy_tokens(windows, geo, proxy_window, mode, **kwargs), expected)
+
+
+class MaxRank(torch.utils._python_dispatch.TorchDispatchMode):
+    """Records the highest rank of any tensor an operator produces while the model runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.max_rank, self.op = 0, ""
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for t in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(t, torch.Tensor) and t.ndim > self.max_rank:
+                self.max_rank, self.op = t.ndim, str(func)
+        return out
+
+
+@pytest.mark.parametrize("res,frames", [(256, None), (512, None), (1024, None), (2048, None), (256, 4), (512, 8)])
+@pytest.mark.parametrize("proxy_mode,proxy_window", [("strided", None), ("mean", None), ("random", None),
+                                                     ("mean", "half"), ("strided", "half")])
+def test_no_value_has_more_than_8_dimensions(res, frames, proxy_mode, proxy_window):
+    """TensorRT tensors have at most 8 dimensions: no operator of the model (every resolution, video, every proxy
+    mode, interleaved proxy windows) may produce more. The exports' own rank check covers the ONNX graphs."""
+    from ptdit import PTDiT, preset, window_for
+
+    window = window_for(res, frames)
+    cfg = preset("tiny").replace(depth=1, proxy_mode=proxy_mode if proxy_mode != "random" else "strided",
+                                 train_proxy_mode=proxy_mode if proxy_mode == "random" else "random",
+                                 proxy_window=(window[0], max(1, window[1] // 2), window[2]) if proxy_window else None)
+    model = PTDiT(cfg)
+    model.train(proxy_mode == "random")
+    side = res // 8
+    latent = torch.randn(1, 4, *((frames,) if frames else ()), side, side)
+    with torch.no_grad(), MaxRank() as probe:
+        model(latent, torch.tensor([500.0]), torch.randn(1, 3, cfg.text_dim), torch.ones(1, 3, dtype=torch.int64))
+    assert probe.max_rank <= 8, f"{probe.op} produced a rank-{probe.max_rank} tensor"

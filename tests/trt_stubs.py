@@ -10,13 +10,21 @@ For one bindings version it prepares, under a cache directory:
   lib/    the stand-in libraries (for LD_LIBRARY_PATH)
   stubs/  .pyi stubs from pybind11-stubgen, with the same shims (for MYPYPATH)
 
-    python tests/trt_stubs.py 10.13.3.9 11.4.0.106      # prints the directories
+TensorRT-RTX needs no stand-ins: its wheels (tensorrt-rtx-cu13, with its libraries) install and import on a
+machine without a GPU. For the installed version, prepare_rtx() makes, under CACHE/rtx-<version>:
+  stubs/        .pyi stubs of tensorrt_rtx_bindings plus a `tensorrt_rtx` shim (for MYPYPATH)
+  as-tensorrt/  a `tensorrt` shim stub re-exporting tensorrt_rtx_bindings: code typed against `tensorrt`
+                (to which the tensorrt_rtx module is passed at run time) is then checked against the RTX API
+
+    python tests/trt_stubs.py 10.13.3.9 11.4.0.106      # prints the directories (and the RTX ones)
 Needs pip (PyPI), gcc, nm and readelf (binutils), and pybind11-stubgen.
 """
 
 from __future__ import annotations
 
 import ast
+import importlib.metadata
+import importlib.util
 import keyword
 import os
 import re
@@ -30,6 +38,8 @@ from pathlib import Path
 
 CACHE = Path(os.environ.get("PTDIT_TRT_STUB_CACHE", Path(__file__).resolve().parent.parent / ".cache" / "trt"))
 PACKAGES = {"tensorrt": "tensorrt_bindings", "tensorrt_lean": "tensorrt_lean_bindings"}
+RTX_BINDINGS = "tensorrt_rtx_bindings"
+RTX_DISTRIBUTION = "tensorrt_rtx_cu13_bindings"
 
 
 @dataclass(frozen=True)
@@ -188,7 +198,59 @@ def prepare(version: str, cache: Path = CACHE) -> Bindings:
     return target
 
 
+@dataclass(frozen=True)
+class RtxStubs:
+    version: str
+    root: Path
+
+    @property
+    def stubs(self) -> Path:
+        """tensorrt_rtx_bindings and the `tensorrt_rtx` shim."""
+        return self.root / "stubs"
+
+    @property
+    def as_tensorrt(self) -> Path:
+        """A `tensorrt` shim over tensorrt_rtx_bindings (use together with `stubs`)."""
+        return self.root / "as-tensorrt"
+
+
+def rtx_version() -> str | None:
+    """The version of the installed TensorRT-RTX bindings, or None when they are not installed."""
+    try:
+        return importlib.metadata.version(RTX_DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def _write_shim(path: Path, bindings: str) -> None:
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "__init__.pyi").write_text(f"from {bindings} import *\nfrom {bindings} import __version__ as __version__\n")
+
+
+def prepare_rtx(cache: Path = CACHE) -> RtxStubs | None:
+    """Stubs of the installed TensorRT-RTX bindings (None when not installed). Idempotent, like prepare()."""
+    version = rtx_version()
+    if version is None or importlib.util.find_spec(RTX_BINDINGS) is None:
+        return None
+    target = RtxStubs(version, cache / f"rtx-{version}")
+    if (target.root / "complete").exists():
+        return target
+    shutil.rmtree(target.root, ignore_errors=True)
+    target.stubs.mkdir(parents=True)
+    _run([sys.executable, "-m", "pybind11_stubgen", RTX_BINDINGS, "-o", str(target.stubs), "--ignore-all-errors"])
+    _repair_stubs(target.stubs)
+    _write_shim(target.stubs / "tensorrt_rtx", RTX_BINDINGS)
+    _write_shim(target.as_tensorrt / "tensorrt", RTX_BINDINGS)
+    (target.root / "complete").write_text(version + "\n")
+    return target
+
+
 if __name__ == "__main__":
     for v in sys.argv[1:] or ["10.13.3.9", "11.4.0.106"]:
         b = prepare(v)
         print(f"{v}: PYTHONPATH={b.site} LD_LIBRARY_PATH={b.lib} MYPYPATH={b.stubs}")
+    rtx = prepare_rtx()
+    if rtx is None:
+        print(f"TensorRT-RTX: not installed ({RTX_DISTRIBUTION})")
+    else:
+        print(f"TensorRT-RTX {rtx.version}: MYPYPATH={rtx.stubs} (as tensorrt: {rtx.as_tensorrt}{os.pathsep}{rtx.stubs})")

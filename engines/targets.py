@@ -1,0 +1,89 @@
+"""The GPUs a plan is built for: the build GPU (full TensorRT) or a list of compute capabilities (TensorRT-RTX,
+which compiles ahead of time and needs no GPU to build)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
+
+from .errors import InputError
+from .gpu import GpuInfo
+
+if TYPE_CHECKING:
+    import tensorrt_rtx
+
+RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
+# What a TensorRT-RTX plan runs on when no compute capability is set (its documented portable default:
+# Ampere and later RTX GPUs and A100, not Turing).
+RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")
+SOURCES = ("build GPU", "--compute-capability", "TensorRT-RTX default")
+_CC = re.compile(r"^\d{1,2}\.\d$")
+
+
+@dataclass(frozen=True)
+class Targets:
+    compute_capabilities: tuple[str, ...]
+    source: str  # one of SOURCES
+
+    @property
+    def tag(self) -> str:
+        """Part of the plan's name: 'sm90', 'sm86-sm89', or 'portable' for TensorRT-RTX's default set."""
+        if self.source == "TensorRT-RTX default":
+            return "portable"
+        return "-".join("sm" + cc.replace(".", "") for cc in self.compute_capabilities)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"compute_capabilities": list(self.compute_capabilities), "source": self.source}
+
+
+def parse_compute_capabilities(values: tuple[str, ...]) -> tuple[str, ...]:
+    """--compute-capability 8.6,8.9 (or repeated), or 'current'; normalised, sorted, without duplicates."""
+    items = [v.strip() for value in values for v in value.split(",") if v.strip()]
+    if "current" in items:
+        if len(items) > 1:
+            raise InputError("--compute-capability current names the visible GPU alone; do not combine it with others")
+        return ("current",)
+    bad = [v for v in items if not _CC.match(v)]
+    if bad:
+        raise InputError(f"--compute-capability {bad[0]!r} is not MAJOR.MINOR (e.g. 8.9): accepted are "
+                         f"{', '.join(RTX_COMPUTE_CAPABILITIES)} or current")
+    return tuple(sorted(set(items), key=lambda v: tuple(int(p) for p in v.split("."))))
+
+
+def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None) -> Targets:
+    """What to build for. Full TensorRT: the visible GPU, nothing else. TensorRT-RTX: the requested compute
+    capabilities ('current' = the visible GPU's), or its portable default."""
+    if target == "tensorrt":
+        if requested:
+            raise InputError("--compute-capability chooses TensorRT-RTX targets; full TensorRT builds for the GPU it "
+                             "runs on (build on that GPU, or use --target rtx)")
+        if gpu is None:
+            raise InputError("no CUDA GPU is visible: full TensorRT builds on the GPU the engine will run on "
+                             "(TensorRT-RTX builds without one: --target rtx)")
+        return Targets((gpu.compute_capability,), "build GPU")
+    if not requested:
+        return Targets(RTX_DEFAULT, "TensorRT-RTX default")
+    if requested == ("current",):
+        if gpu is None:
+            raise InputError("--compute-capability current needs a visible GPU; name the targets instead (e.g. 8.9)")
+        requested = (gpu.compute_capability,)
+    for cc in requested:
+        if cc not in RTX_COMPUTE_CAPABILITIES:
+            hopper = " (Hopper: build with full TensorRT on the GPU, --target tensorrt)" if cc == "9.0" else ""
+            raise InputError(f"TensorRT-RTX cannot build for compute capability {cc}{hopper}: it builds for "
+                             f"{', '.join(RTX_COMPUTE_CAPABILITIES)}")
+    return Targets(requested, "--compute-capability")
+
+
+def apply_rtx(config: tensorrt_rtx.IBuilderConfig, trt_module: ModuleType, targets: Targets) -> None:
+    """Set TensorRT-RTX's target list (left unset for its portable default)."""
+    if targets.source == "TensorRT-RTX default":
+        return
+    config.num_compute_capabilities = len(targets.compute_capabilities)
+    for index, cc in enumerate(targets.compute_capabilities):
+        member = getattr(trt_module.ComputeCapability, "SM" + cc.replace(".", ""))
+        if not config.set_compute_capability(member, index):
+            raise InputError(f"TensorRT-RTX {trt_module.__version__} refused compute capability {cc}")
+

@@ -1,0 +1,142 @@
+"""Real engines without a GPU: exports made here are parsed and built by TensorRT-RTX's builder, ahead of time
+on this CPU. Everything that can be checked without a GPU is checked: the export's own parse check, the build,
+the plan's size and hashes, its I/O (from the built network) against the export manifest, the plan manifest,
+and the CLI's rules for what TensorRT-RTX cannot do. Running a plan needs a GPU: tests/test_gpu.py."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+if importlib.util.find_spec("tensorrt_rtx") is None:
+    if os.environ.get("CI"):  # the test extra installs it: a CI run without it is a broken install
+        raise RuntimeError("tensorrt_rtx is not installed: pip install -e '.[test]' installs tensorrt-rtx-cu13")
+    pytest.skip("TensorRT-RTX is not installed (pip install tensorrt-rtx-cu13)", allow_module_level=True)
+
+import tensorrt_rtx  # noqa: E402
+
+# (precision, resolution, frames): tiny exports built for real in CI.
+MATRIX = [("fp16", 256, None), ("fp16", 1024, None), ("fp16", 2048, None),
+          ("fp32", 256, None), ("fp32", 1024, None), ("fp32", 2048, None),
+          ("fp16", 256, 4), ("bf16", 256, None)]
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def export(out: Path, precision: str, res: int, frames: int | None, *extra: str) -> Path:
+    """A tiny export with the default (fast) checks, which include the real parse."""
+    video = ["--frames", str(frames)] if frames else []
+    result = run("export", "--preset", "tiny", "--res", str(res), "--precision", precision, *video, "--out", str(out),
+                 *extra)
+    assert result.returncode == 0, result.stderr
+    return out / f"ptdit-tiny-{res}{f'-f{frames}' if frames else ''}-b2-{precision}.onnx"
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory) -> dict[tuple[str, int, int | None], Path]:
+    out = tmp_path_factory.mktemp("exports")
+    return {key: export(out, *key) for key in MATRIX}
+
+
+def weight_bytes(path: Path) -> int:
+    model = onnx.load(str(path), load_external_data=False)
+    return sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
+
+
+@pytest.mark.parametrize("key", MATRIX, ids=lambda k: f"{k[0]}-{k[1]}" + (f"-f{k[2]}" if k[2] else ""))
+def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
+    onnx_path = exports[key]
+    onnx_manifest = json.loads(onnx_path.with_suffix(".json").read_text())
+    parse = onnx_manifest["checks"]["tensorrt_parse"]
+    assert parse["ran"] and parse["passed"] and parse["builder"] == f"TensorRT-RTX {tensorrt_rtx.__version__}"
+    assert onnx_manifest["checks"]["tensorrt_ops"]["max_rank"] <= 8
+
+    extra = ["--allow-fp32"] if key[0] == "fp32" else []
+    result = run("engines", str(onnx_path), "--target", "rtx", "--json", *extra)
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    plan = Path(summary["plan"])
+    assert plan.name == onnx_path.name.replace(".onnx", f"-portable-rtx{'.'.join(tensorrt_rtx.__version__.split('.')[:2])}.plan")
+    manifest = json.loads(plan.with_suffix(".json").read_text())
+
+    assert manifest["schema"] == "ptdit-plan/2"
+    assert manifest["builder"] == {"target": "rtx", "module": "tensorrt_rtx", "version": tensorrt_rtx.__version__,
+                                   "strongly_typed": True}
+    assert manifest["targets"] == {"compute_capabilities": ["8.0", "8.6", "8.9", "12.0", "12.1"],
+                                   "source": "TensorRT-RTX default"}
+    assert manifest["build_gpu"] is None and manifest["precision"] == key[0]
+    # The plan holds the weights; its recorded size and hash are the file's.
+    assert manifest["plan"]["bytes"] == plan.stat().st_size >= weight_bytes(onnx_path)
+    from engines.artifacts import file_sha256
+
+    assert manifest["plan"]["sha256"] == file_sha256(plan)
+    # The built network's I/O is the export's contract; the builder saw the same network as the export's parse.
+    assert manifest["inputs"] == onnx_manifest["inputs"] and manifest["outputs"] == onnx_manifest["outputs"]
+    assert manifest["build"]["io_checked_from"].startswith("network")
+    assert manifest["build"]["layers"] == parse["layers"]
+    assert manifest["build"]["seconds"] > 0 and manifest["build"]["peak_rss_bytes"] > plan.stat().st_size
+    assert manifest["onnx"]["sha256"] == onnx_manifest["artifact"]["sha256"][onnx_path.name]
+    assert manifest["export"] == onnx_manifest["export"] and manifest["geometry"] == onnx_manifest["geometry"]
+
+    again = run("engines", str(onnx_path), "--target", "rtx", *extra)
+    assert again.returncode == 0 and "is up to date" in again.stderr
+
+
+def test_targets_and_a_diagnostic_plan(exports, tmp_path):
+    onnx_path = exports[("fp16", 256, None)]
+    result = run("engines", str(onnx_path), "--target", "rtx", "--compute-capability", "8.9,12.0", "--mark-blocks",
+                 "--out", str(tmp_path), "--json")
+    assert result.returncode == 0, result.stderr
+    plan = Path(json.loads(result.stdout)["plan"])
+    assert plan.name.endswith("-sm89-sm120-rtx1.7-blocks.plan") and plan.parent == tmp_path
+    manifest = json.loads(plan.with_suffix(".json").read_text())
+    assert manifest["targets"] == {"compute_capabilities": ["8.9", "12.0"], "source": "--compute-capability"}
+    assert [t["name"] for t in manifest["outputs"]] == ["noise_pred", "block_00", "block_01"]
+    assert manifest["block_outputs"]["names"] == ["block_00", "block_01"]
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--fp16-weak"], "--fp16-weak is not available with TensorRT-RTX"),
+        (["--version-compatible"], "it has no lean runtime"),
+        (["--refittable"], "--refittable needs a GPU with TensorRT-RTX"),
+        (["--strip-plan"], "--strip-plan needs a GPU with TensorRT-RTX"),
+        (["--timing-cache", "t.cache"], "--timing-cache is not available with TensorRT-RTX"),
+        (["--compute-capability", "9.0"], "cannot build for compute capability 9.0 (Hopper"),
+        (["--compute-capability", "current"], "--compute-capability current needs a visible GPU"),
+    ],
+)
+def test_what_tensorrt_rtx_cannot_do_is_refused_in_one_line(exports, tmp_path, args, message):
+    onnx_path = exports[("fp32" if "--fp16-weak" in args else "fp16", 256, None)]
+    result = run("engines", str(onnx_path), "--target", "rtx", "--out", str(tmp_path / "out"), *args)
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptdit-build: error: ") and message in lines[0]
+    assert not (tmp_path / "out").exists()
+
+
+def test_running_an_rtx_plan_needs_a_gpu(exports, tmp_path):
+    onnx_path = exports[("fp16", 256, None)]
+    plan = Path(json.loads(run("engines", str(onnx_path), "--target", "rtx", "--out", str(tmp_path), "--json").stdout)
+                ["plan"])
+    if importlib.util.find_spec("cuda") is not None:
+        from cuda.bindings import runtime as cudart
+
+        if cudart.cudaGetDeviceCount()[0] == cudart.cudaError_t.cudaSuccess:
+            pytest.skip("a GPU is visible: tests/test_gpu.py runs RTX plans")
+    result = run("runtime", "--artifact", str(plan), "--random-text", "--steps", "1", "--out", str(tmp_path / "l.npy"))
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith("ptdit-run: error: no CUDA GPU is visible")
+    assert not (tmp_path / "l.npy").exists()
