@@ -18,24 +18,30 @@ TARGET_RSS_OVER_FP16_WEIGHTS = 3.0
 TARGETS = f"targets: wall < {TARGET_SECONDS:.0f} s, peak RSS < {TARGET_RSS_OVER_FP16_WEIGHTS:.0f} x fp16 weights"
 
 
-def run_export(args: list[str]) -> dict[str, Any]:
-    """Run ptdit-export in a child process: wall time, the child's own peak RSS (wait4) and its summary."""
+def run_module(args: list[str]) -> tuple[float, int, str]:
+    """`python -m <args>` in a child process: wall seconds, the child's own peak RSS in bytes (wait4), and its
+    stdout; a failure is a ClickException with the end of its stderr."""
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
         start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", "export", *args, "--json"], stdout=out, stderr=err)
+        process = subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=err)
         _, status, usage = os.wait4(process.pid, 0)
         wall = time.perf_counter() - start
-        process.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        if process.returncode:
-            raise click.ClickException(f"ptdit-export {' '.join(args)} failed:\n{err.read().strip()[-2000:]}")
-        summary = json.loads(out.read())[0]
+        if os.waitstatus_to_exitcode(status):
+            raise click.ClickException(f"{' '.join(args)} failed:\n{err.read().strip()[-2000:]}")
+        return wall, usage.ru_maxrss * 1024, out.read()
+
+
+def run_export(args: list[str]) -> dict[str, Any]:
+    """Run ptdit-export in a child process: wall time, the child's own peak RSS and its summary."""
+    wall, peak_rss, stdout = run_module(["export", *args, "--json"])
+    summary = json.loads(stdout)[0]
     manifest = json.loads(Path(summary["manifest"]).read_text())
     return {
         "seconds": round(wall, 1),
         "stage_seconds": summary["seconds"],
-        "peak_rss_bytes": usage.ru_maxrss * 1024,
+        "peak_rss_bytes": peak_rss,
         "artifact_bytes": summary["bytes"],
         "fp16_weight_bytes": manifest["model"]["parameters"] * 2,
     }

@@ -6,15 +6,11 @@ The engines stage is run as a command, not imported (stages talk through files).
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any, Callable
 
-import click
+from .bench import run_module
 
 TARGET_BUILD_SECONDS = 60.0
 TARGET_RSS_OVER_PLAN = 2.0
@@ -23,34 +19,20 @@ TARGETS = (f"targets (xl at 256, TensorRT-RTX on 2 CPU cores): build < {TARGET_B
 DEFAULT_CONFIGS = ("", "--opt-level 0", "--opt-level 5", "--tiling-level fast")
 
 
-def child(args: list[str]) -> tuple[float, int, str, str]:
-    """Run `python -m <args>`: wall seconds, the child's own peak RSS in bytes (wait4), stdout, stderr."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
-        start = time.perf_counter()
-        process = subprocess.Popen([sys.executable, "-m", *args], stdout=out, stderr=err)
-        _, status, usage = os.wait4(process.pid, 0)
-        wall = time.perf_counter() - start
-        out.seek(0)
-        err.seek(0)
-        if os.waitstatus_to_exitcode(status):
-            raise click.ClickException(f"{' '.join(args)} failed:\n{err.read().strip()[-2000:]}")
-        return wall, usage.ru_maxrss * 1024, out.read(), err.read()
-
-
 def build_rows(preset: str, resolutions: tuple[int, ...], precision: str, target: str, configs: tuple[str, ...],
                report: Callable[[str], None]) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-build-") as tmp:
         for res in resolutions:
             report(f"  ptdit-export --preset {preset} --res {res} --precision {precision} --checks none")
-            child(["export", "--preset", preset, "--res", str(res), "--precision", precision, "--checks", "none",
-                   "--out", tmp])
+            run_module(["export", "--preset", preset, "--res", str(res), "--precision", precision, "--checks",
+                        "none", "--out", tmp])
             onnx_path = Path(tmp) / f"ptdit-{preset}-{res}-b2-{precision}.onnx"
             for config in configs:
                 options = config.split()
                 report(f"  ptdit-build {onnx_path.name} --target {target} {config}".rstrip())
-                wall, rss, stdout, _ = child(["engines", str(onnx_path), "--target", target, "--force", "--json",
-                                              "--out", str(Path(tmp) / "plans"), *options])
+                wall, rss, stdout = run_module(["engines", str(onnx_path), "--target", target, "--force", "--json",
+                                                "--out", str(Path(tmp) / "plans"), *options])
                 plan = Path(json.loads(stdout)["plan"])
                 manifest = json.loads(plan.with_suffix(".json").read_text())
                 build = manifest["build"]

@@ -109,6 +109,17 @@ def probe(env: dict[str, str], onnx_path: Path, target: str = "tensorrt") -> dic
     return json.loads(result.stdout)
 
 
+def assert_subclasses_work(r: dict) -> None:
+    """Our ILogger / IProgressMonitor / IStreamWriter subclasses are real subclasses of the bindings' classes,
+    and they behave: cancel, error collection, warnings shown and verbose lines not."""
+    assert r["monitor_is_progress_monitor"] and r["logger_is_ilogger"]
+    assert r["writer_is_stream_writer"] and r["writer_wrote"] == 3
+    assert r["step_before_cancel"] is True and r["step_after_cancel"] is False
+    assert r["logged_errors"] == ["an error"]
+    assert any("[TensorRT] a warning" in line for line in r["lines"])
+    assert not any("verbose detail" in line for line in r["lines"])
+
+
 def test_api_level_flag_selection_and_subclasses(bindings, tmp_path):
     """API-level (real bindings, stand-in libraries): flags are found by name and their values differ
     between the majors, so nothing may hard-code them; our ILogger / IProgressMonitor subclasses are real."""
@@ -127,12 +138,7 @@ def test_api_level_flag_selection_and_subclasses(bindings, tmp_path):
         assert "needs BuilderFlag.FP16, which TensorRT 11.4.0.106 does not have" in r["flags"]["fp16_weak"]
     else:
         assert r["flags"]["fp16_weak"] == ["FP16", 0]
-    assert r["monitor_is_progress_monitor"] and r["logger_is_ilogger"]
-    assert r["writer_is_stream_writer"] and r["writer_wrote"] == 3
-    assert r["step_before_cancel"] is True and r["step_after_cancel"] is False
-    assert r["logged_errors"] == ["an error"]
-    assert any("[TensorRT] a warning" in line for line in r["lines"])
-    assert not any("verbose detail" in line for line in r["lines"])
+    assert_subclasses_work(r)
     assert any("Tactic selection (10 steps)" in line for line in r["lines"])
     assert r["dtype_names"]["HALF"] == "float16" and r["dtype_names"]["BF16"] == "bfloat16"
     assert r["dtype_names"]["FLOAT"] == "float32" and r["dtype_names"]["INT64"] == "int64"
@@ -163,12 +169,7 @@ def test_api_level_probe_with_the_real_tensorrt_rtx(tmp_path):
     assert r["flags"]["weight_streaming"][0] == "WEIGHT_STREAMING"
     assert r["flags"]["strip_plan"][0] == "STRIP_PLAN" and r["flags"]["refittable"][0] == "REFIT"
     assert f"needs BuilderFlag.FP16, which TensorRT {rtx.version} does not have" in r["flags"]["fp16_weak"]
-    assert r["monitor_is_progress_monitor"] and r["logger_is_ilogger"]
-    assert r["writer_is_stream_writer"] and r["writer_wrote"] == 3
-    assert r["step_before_cancel"] is True and r["step_after_cancel"] is False
-    assert r["logged_errors"] == ["an error"]
-    assert any("[TensorRT] a warning" in line for line in r["lines"])
-    assert not any("verbose detail" in line for line in r["lines"])
+    assert_subclasses_work(r)
     assert r["dtype_names"]["HALF"] == "float16" and r["dtype_names"]["BF16"] == "bfloat16"
     # apply_rtx on a real builder config: the targets it was given, by ComputeCapability member.
     assert r["compute_capabilities"] == ["SM86", "SM89"]
