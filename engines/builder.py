@@ -33,8 +33,13 @@ class Interrupted(Exception):
     """Ctrl-C during a build: the progress monitor cancelled it."""
 
 
+_LOGGERS: dict[str, Any] = {}
+
+
 def make_logger(trt_module: ModuleType, report: Reporter, verbose: bool = False) -> trt.ILogger:
-    """A logger that keeps the errors and shows warnings."""
+    """The logger of this process for a TensorRT module, now reporting to `report` with no errors kept yet.
+    TensorRT keeps the first logger it is given for the whole process, so there is one per module, reused: it
+    keeps the errors and shows warnings."""
     if TYPE_CHECKING:
         import tensorrt as trt
     else:
@@ -44,14 +49,52 @@ def make_logger(trt_module: ModuleType, report: Reporter, verbose: bool = False)
         def __init__(self) -> None:
             trt.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.report: Reporter = report
+            self.verbose = verbose
 
         def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
                 self.errors.append(msg)
-            elif severity == trt.ILogger.Severity.WARNING or verbose:
-                report(f"    [TensorRT] {msg}")
+            elif severity == trt.ILogger.Severity.WARNING or self.verbose:
+                self.report(f"    [TensorRT] {msg}")
 
-    return Logger()
+    if trt_module.__name__ not in _LOGGERS:
+        _LOGGERS[trt_module.__name__] = Logger()
+    logger = _LOGGERS[trt_module.__name__]
+    logger.errors.clear()
+    logger.report, logger.verbose = report, verbose
+    return logger
+
+
+def run_interruptibly(work: Callable[[], Any], cancel: threading.Event) -> Any:
+    """work() in a worker thread, so that Ctrl-C is seen at once while TensorRT builds (it releases the GIL
+    only to the thread that waits): SIGINT sets `cancel`, which also makes the progress monitor stop the
+    build, and Interrupted is raised within a poll interval, without waiting for TensorRT to wind down."""
+    outcome: dict[str, Any] = {}
+
+    def target() -> None:
+        try:
+            outcome["value"] = work()
+        except BaseException as e:  # handed to the waiting thread
+            outcome["error"] = e
+
+    worker = threading.Thread(target=target, name="tensorrt-build", daemon=True)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set()) if in_main else None
+    try:
+        worker.start()
+        while worker.is_alive():
+            worker.join(0.1)
+            if cancel.is_set():
+                raise Interrupted()
+    finally:
+        if in_main:
+            signal.signal(signal.SIGINT, previous)
+    if cancel.is_set():
+        raise Interrupted()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def make_progress_monitor(trt_module: ModuleType, report: Reporter) -> tuple[trt.IProgressMonitor, threading.Event]:
@@ -142,7 +185,10 @@ def make_file_writer(trt_module: ModuleType, f: BinaryIO) -> trt.IStreamWriter:
             trt.IStreamWriter.__init__(self)
 
         def write(self, data: Any, size: Any = None) -> int:
-            return f.write(data)
+            try:
+                return f.write(data)
+            except (ValueError, OSError):  # closed after Ctrl-C, or the disk is full: a short write stops TensorRT
+                return 0
 
     return FileWriter()
 
@@ -202,7 +248,11 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
         apply_rtx(cast("tensorrt_rtx.IBuilderConfig", config), trt, targets)
     if flavour.target == "tensorrt":  # TensorRT-RTX has no timing cache (its operations are no-ops there)
         cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
-        config.set_timing_cache(config.create_timing_cache(cache_bytes), False)
+        if not config.set_timing_cache(config.create_timing_cache(cache_bytes), False):
+            report(f"  the timing cache {options.timing_cache} was rejected (made by another TensorRT or GPU, or "
+                   f"corrupt): building with a new one, which replaces it")
+            if not config.set_timing_cache(config.create_timing_cache(b""), False):
+                raise BuildError(f"{flavour.label} refused a new timing cache: {_errors(logger)}")
     # Recorded by the names we asked for: on 10.x STRIP_PLAN is an alias whose .name reads WEIGHTLESS.
     flags = {FLAG_NAMES[option]: builder_flag(trt, option) for option in options.flag_options}
     if options.strip_plan and not options.refittable:
@@ -213,15 +263,10 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
     monitor, cancel = make_progress_monitor(trt, report)
     config.progress_monitor = monitor
 
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set())
     start = time.perf_counter()
-    try:
-        with open(plan_path, "wb") as f:
-            built = builder.build_serialized_network_to_stream(network, config, make_file_writer(trt, f))
-    finally:
-        signal.signal(signal.SIGINT, previous)
-    if cancel.is_set():
-        raise Interrupted()
+    with open(plan_path, "wb") as f:
+        writer = make_file_writer(trt, f)
+        built = run_interruptibly(lambda: builder.build_serialized_network_to_stream(network, config, writer), cancel)
     if not built:
         raise BuildError(f"{flavour.label} could not build the engine: {_errors(logger)}")
     return BuiltPlan(

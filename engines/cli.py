@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import NoReturn
@@ -89,7 +90,10 @@ def main(onnx_path: Path, target: str, compute_capabilities: tuple[str, ...], ou
     except BuildError as e:
         fail(1, f"{e}; nothing was written")
     except (KeyboardInterrupt, Interrupted):
-        fail(130, "interrupted; nothing was written")
+        # TensorRT may still be winding down in its worker thread: leave at once, without waiting for it.
+        click.echo("ptdit-build: error: interrupted; nothing was written", err=True)
+        sys.stderr.flush()
+        os._exit(130)
     except Exception as e:
         if debug:
             raise

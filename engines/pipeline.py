@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -73,8 +74,11 @@ def check_io(io: list[dict[str, Any]], manifest: dict[str, Any], mark_blocks: bo
         raise BuildError("the plan's I/O does not match the ONNX manifest: " + "; ".join(sorted(problems)))
 
 
-def preflight(onnx_path: Path, options: BuildOptions) -> OnnxArtifact:
+def preflight(onnx_path: Path, options: BuildOptions, triton_repo: Path | None = None) -> OnnxArtifact:
     """Everything that needs neither TensorRT nor a GPU."""
+    if triton_repo is not None and options.strip_plan:
+        raise InputError("--triton-repo with --strip-plan would ship a weightless plan that Triton Inference Server "
+                         "cannot refit: drop --strip-plan for the Triton repository")
     onnx = load_onnx(onnx_path)
     real = weights_precision(onnx.path)
     if real != onnx.precision:
@@ -93,7 +97,7 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     from .targets import parse_compute_capabilities, resolve
     from .tensorrt_api import select
 
-    onnx = preflight(onnx_path, options)
+    onnx = preflight(onnx_path, options, triton_repo)
     requested = parse_compute_capabilities(compute_capabilities)
     flavour = select(target)
     gpu = visible_gpu()
@@ -115,8 +119,10 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     where = f"on {gpu.name}" if gpu else "without a GPU (ahead of time)"
     report(f"ptdit-build: {onnx.path.name} -> {plan_path} ({flavour.label}, {where}, for compute capability "
            f"{', '.join(targets.compute_capabilities)})")
+    created = [d for d in [out_dir, *out_dir.parents] if not d.exists()]  # deepest first
     out_dir.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{stem}.partial."))
+    published = False
     try:
         built = build_plan(flavour, onnx.path, options, targets, onnx.manifest["block_outputs"]["names"],
                            work / plan_path.name, report)
@@ -135,8 +141,13 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
             cache_tmp.write_bytes(built.timing_cache)
             os.replace(cache_tmp, options.timing_cache)
         publish([work / plan_path.name, work / f"{stem}.json"], out_dir)
+        published = True
     finally:
         shutil.rmtree(work, ignore_errors=True)
+        if not published:  # nothing on failure: not even the directories this run made
+            for directory in created:
+                with contextlib.suppress(OSError):
+                    directory.rmdir()
     triton_model = None
     if triton_repo is not None:
         from .triton import write_repository

@@ -150,18 +150,25 @@ def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
     from .exporter import build_model
 
     validate(opts)
+    created = [d for d in [opts.out_dir, *opts.out_dir.parents] if not d.exists()]  # deepest first
     opts.out_dir.mkdir(parents=True, exist_ok=True)
-    stages = Stages(report)
-    source = f"checkpoint {opts.checkpoint}" if opts.checkpoint else f"seeded weights, seed {opts.seed}"
-    with stages.run("build_model", f"build {opts.cfg.name} in {opts.precision} ({source})"):
-        model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
-        weights.state_dict_sha256 = state_dict_sha256(model)
-    results = []
-    for res in opts.resolutions:
-        result = export_one(opts, res, model, weights, report)
-        result.seconds = {**stages.seconds, **result.seconds}
-        results.append(result)
-    return results
+    try:
+        stages = Stages(report)
+        source = f"checkpoint {opts.checkpoint}" if opts.checkpoint else f"seeded weights, seed {opts.seed}"
+        with stages.run("build_model", f"build {opts.cfg.name} in {opts.precision} ({source})"):
+            model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
+            weights.state_dict_sha256 = state_dict_sha256(model)
+        results = []
+        for res in opts.resolutions:
+            result = export_one(opts, res, model, weights, report)
+            result.seconds = {**stages.seconds, **result.seconds}
+            results.append(result)
+        return results
+    except BaseException:
+        for directory in created:  # nothing on failure: not even the directories this run made
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only if empty: an artifact published before the failure stays
+        raise
 
 
 def export_one(opts: ExportOptions, res: int, model: PTDiT, weights: Weights, report: Reporter) -> ExportResult:

@@ -50,9 +50,12 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
             obj: object = load_file(str(path))
         else:
             obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt or foreign files raise many different types
-        raise InputError(f"checkpoint {path} could not be read as a state dict ({type(e).__name__}: {e}); "
-                         f"expected a .safetensors file or a torch .pt/.pth state dict") from None
+    except Exception as e:  # corrupt or foreign files raise many different types, with long messages
+        # Only the exception type is shown: torch's own text spans several lines and advises weights_only=False,
+        # which would run arbitrary code from an untrusted file.
+        kind = "safetensors" if path.suffix == ".safetensors" else "torch (weights only)"
+        raise InputError(f"checkpoint {path} is not a readable {kind} file ({type(e).__name__}); accepted: a "
+                         f".safetensors file, or a torch .pt/.pth/.bin file holding tensors only") from None
     if key is not None:
         for part in key.split("."):
             if not isinstance(obj, dict) or part not in obj:

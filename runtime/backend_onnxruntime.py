@@ -11,7 +11,7 @@ import numpy as np
 
 from .artifact import Artifact
 from .errors import InputError, RuntimeFailure
-from .session import HostFeeds
+from .tensors import HostFeeds
 
 BF16, FLOAT = 16, 1  # onnx.TensorProto element types
 ELEM_TYPES = {"float32": FLOAT, "float16": 10, "bfloat16": BF16}

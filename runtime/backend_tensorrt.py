@@ -9,6 +9,7 @@ replayed (plain enqueue if capture fails). Inputs set once (the text) stay on th
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Mapping
@@ -18,42 +19,35 @@ import numpy as np
 from . import cuda
 from .artifact import Artifact
 from .errors import InputError, RuntimeFailure
-from .session import HostFeeds
-from .tensorrt_flavour import check_compatible, import_runtime_module, is_version_compatible, target_of
-from .tensors import TensorSpec
+from .tensorrt_flavour import (
+    TensorRTOptions,
+    check_compatible,
+    check_runnable,
+    import_runtime_module,
+    is_version_compatible,
+    onnx_of,
+    target_of,
+)
+from .tensors import HostFeeds, TensorSpec
 
 # TensorRT DataType member names -> the manifests' dtype names (engines/ keeps its own copy: no shared imports).
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
               "INT64": "int64", "BOOL": "bool", "UINT8": "uint8"}
 
 
-class TensorRTSession:
-    def __init__(self, artifact: Artifact, runtime_cache_dir: Path | None = None):
-        manifest = artifact.manifest
-        vc = is_version_compatible(manifest)
-        trt_module = import_runtime_module(manifest)
-        self.device = cuda.current_device()
-        check_compatible(manifest, trt_module.__version__, self.device.name, self.device.compute_capability)
-        self.artifact = artifact
-        self.backend = f"{trt_module.__name__} {trt_module.__version__} ({self.device.name})"
-        self.runtime_cache_dir = runtime_cache_dir
-        self._feeds = HostFeeds(artifact.inputs)
-        self._resources: list[Any] = []
-        try:
-            self._open(trt_module, artifact, vc)
-        except BaseException:
-            self.close()
-            raise
+_LOGGERS: dict[str, Any] = {}
 
-    def _open(self, trt_module: ModuleType, artifact: Artifact, vc: bool) -> None:
-        if TYPE_CHECKING:  # tensorrt_lean has the same runtime API: type-check against tensorrt's
-            import tensorrt as t
-        else:
-            t = trt_module
+
+def logger_for(trt_module: ModuleType) -> Any:
+    """The one logger of this process for a TensorRT module: TensorRT keeps the first logger it is given for
+    the whole process, so every session must hand it the same one. It keeps errors for one-line reports."""
+    if TYPE_CHECKING:  # tensorrt_lean and tensorrt_rtx have the same runtime API: type-check against tensorrt's
+        import tensorrt as t
+    else:
+        t = trt_module
+    if trt_module.__name__ not in _LOGGERS:
 
         class Logger(t.ILogger):
-            """Keeps error messages for one-line reports."""
-
             def __init__(self) -> None:
                 t.ILogger.__init__(self)
                 self.errors: list[str] = []
@@ -61,30 +55,80 @@ class TensorRTSession:
             def log(self, severity: t.ILogger.Severity, msg: str) -> None:
                 if severity in (t.ILogger.Severity.INTERNAL_ERROR, t.ILogger.Severity.ERROR):
                     self.errors.append(msg)
+                    del self.errors[:-20]
 
-        self._logger = Logger()
+        _LOGGERS[trt_module.__name__] = Logger()
+    return _LOGGERS[trt_module.__name__]
+
+
+class TensorRTSession:
+    def __init__(self, artifact: Artifact, options: TensorRTOptions | None = None):
+        options = options or TensorRTOptions()
+        manifest = artifact.manifest
+        check_runnable(artifact, options.lean_runtime, options.weight_budget)
+        trt_module = import_runtime_module(manifest)
+        self.device = cuda.current_device()
+        check_compatible(manifest, trt_module.__version__, self.device.name, self.device.compute_capability)
+        self.artifact = artifact
+        self.backend = f"{trt_module.__name__} {trt_module.__version__} ({self.device.name})"
+        self.runtime_cache_dir = options.runtime_cache_dir
+        self._feeds = HostFeeds(artifact.inputs)
+        self._resources: list[Any] = []
+        self.runtime: Any = None
+        self.engine: Any = None
+        self.context: Any = None
+        self.runtime_cache: Any = None
+        self._logger = logger_for(trt_module)
+        try:
+            self._open(trt_module, artifact, options.lean_runtime, options.weight_budget)
+        except BaseException:
+            self.close()
+            raise
+
+    def _errors(self) -> str:
+        return "; ".join(self._logger.errors[-2:]) or "no error was logged"
+
+    def _open(self, trt_module: ModuleType, artifact: Artifact, lean_runtime: Path | None,
+              weight_budget: int | None) -> None:
+        if TYPE_CHECKING:
+            import tensorrt as t
+        else:
+            t = trt_module
+        manifest = artifact.manifest
+        self._logger.errors.clear()
         try:
             runtime = t.Runtime(self._logger)
         except TypeError:
             raise RuntimeFailure(f"TensorRT could not create a runtime ({'; '.join(self._logger.errors[-2:])})") from None
-        if vc:
+        if is_version_compatible(manifest):
             runtime.engine_host_code_allowed = True
+        if lean_runtime is not None:  # a version-compatible plan built without its lean runtime
+            runtime = runtime.load_runtime(str(lean_runtime))
+            if runtime is None:
+                raise InputError(f"TensorRT could not load the lean runtime {lean_runtime} ({self._errors()})")
+            runtime.engine_host_code_allowed = True
+        self.runtime = runtime
         self.engine = runtime.deserialize_cuda_engine(artifact.path.read_bytes())
         if self.engine is None:
-            raise InputError(f"TensorRT could not load {artifact.path.name} ({'; '.join(self._logger.errors[-2:])}): "
-                             f"rebuild it with ptdit-build")
-        if target_of(artifact.manifest) == "rtx":
+            raise InputError(f"TensorRT could not load {artifact.path.name} ({self._errors()}): rebuild it with "
+                             f"ptdit-build")
+        if manifest["build"]["options"].get("strip_plan"):
+            self._refit_from_onnx(t, artifact)
+        if weight_budget is not None:
+            self.engine.weight_streaming_budget_v2 = weight_budget
+            self.backend += f", weight streaming budget {weight_budget / 1e6:.0f} MB"
+        if target_of(manifest) == "rtx":
             from .rtx_cache import RuntimeCache, cache_path
 
             path = cache_path(artifact.path, self.device.compute_capability, self.runtime_cache_dir)
-            self.runtime_cache: RuntimeCache | None = self._own(RuntimeCache(self.engine, path))
+            self.runtime_cache = RuntimeCache(self.engine, path)
             self.context = self.runtime_cache.create_context()
             self.backend += f", runtime cache {path.name} ({'loaded' if self.runtime_cache.loaded else 'new'})"
         else:
-            self.runtime_cache = None
             self.context = self.engine.create_execution_context()
         if self.context is None:
-            raise RuntimeFailure("TensorRT could not create an execution context (out of device memory?)")
+            raise RuntimeFailure(f"TensorRT could not create an execution context ({self._errors()}); the GPU may be "
+                                 f"out of memory")
         self.stream = self._own(cuda.Stream())
         self.device_buffers: dict[str, cuda.DeviceBuffer] = {}
         self.host_buffers: dict[str, cuda.PinnedArray] = {}
@@ -104,9 +148,20 @@ class TensorRTSession:
             if not self.context.set_tensor_address(name, self.device_buffers[name].ptr):
                 raise RuntimeFailure(f"TensorRT refused the address of {name}")
         self.output_names = [s.name for s in artifact.outputs]
-        self.graph = self._own(cuda.GraphCapture(self.stream))
+        self.graph: cuda.GraphCapture | None = cuda.GraphCapture(self.stream)  # closed first, by close()
+        self.producer_event = self._own(cuda.Event())
         self.runs = 0
         self.graph_captured = False
+
+    def _refit_from_onnx(self, t: Any, artifact: Artifact) -> None:
+        """A weightless (--strip-plan) plan gets its weights from the ONNX it was built from, before any use."""
+        onnx_path = onnx_of(artifact)
+        refitter = t.Refitter(self.engine, self._logger)
+        parser_refitter = t.OnnxParserRefitter(refitter, self._logger)
+        if not parser_refitter.refit_from_file(str(onnx_path)) or not refitter.refit_cuda_engine():
+            raise RuntimeFailure(f"TensorRT could not refit the weightless plan {artifact.path.name} from "
+                                 f"{onnx_path.name} ({self._errors()})")
+        self.backend += f", refit from {onnx_path.name}"
 
     def _own(self, resource: Any) -> Any:
         self._resources.append(resource)
@@ -122,7 +177,8 @@ class TensorRTSession:
             self._copy_from_device_array(name, value)
 
     def _copy_from_device_array(self, name: str, value: Any) -> None:
-        """A CUDA array of the caller (a torch tensor, say): copied device to device, no host round trip."""
+        """A CUDA array of the caller (a torch tensor, say): copied device to device, no host round trip. The copy
+        waits for the stream that produced the array (__cuda_array_interface__ v3 "stream"), not for the device."""
         spec = self._feeds.specs.get(name)
         if spec is None:
             raise InputError(f"unknown input '{name}'")
@@ -132,6 +188,10 @@ class TensorRTSession:
                              f"artifact needs {list(spec.shape)} {spec.numpy_dtype}")
         if interface.get("strides") is not None:
             raise InputError(f"input '{name}' must be a contiguous CUDA array")
+        producer = interface.get("stream")
+        if producer is not None:  # None: the producer promises the data is ready
+            self.producer_event.record(cuda.producer_stream(int(producer)))
+            self.stream.wait(self.producer_event)
         self.stream.copy_on_device(self.device_buffers[name].ptr, int(interface["data"][0]), spec.nbytes)
         self._feeds.values[name] = np.empty(0)  # marks it as set
 
@@ -139,19 +199,22 @@ class TensorRTSession:
         return bool(self.context.execute_async_v3(int(self.stream)))
 
     def run(self) -> dict[str, np.ndarray]:
+        graph = self.graph
+        if graph is None:
+            raise RuntimeFailure("the TensorRT session is closed")
         self._feeds.complete()
         if self.graph_captured:
-            self.graph.launch()
+            graph.launch()
         else:
             if not self._enqueue():
-                raise RuntimeFailure(f"TensorRT execution failed: {'; '.join(self._logger.errors[-2:])}")
+                raise RuntimeFailure(f"TensorRT execution failed: {self._errors()}")
             if self.runs == 0:  # warm-up done (initialisation stays out of the graph); capture the next one
                 self.stream.synchronize()
-                self.graph_captured = self.graph.capture(self._enqueue)
+                self.graph_captured = graph.capture(self._enqueue)
                 if self.graph_captured:  # the captured work has not run yet
-                    self.graph.launch()
+                    graph.launch()
                 self.backend += (", CUDA graph" if self.graph_captured
-                                 else f", plain enqueue (graph capture failed: {self.graph.failure})")
+                                 else f", plain enqueue (graph capture failed: {graph.failure})")
         for name in self.output_names:
             self.stream.copy_to_host(self.host_buffers[name], self.device_buffers[name].ptr)
         self.stream.synchronize()
@@ -159,9 +222,19 @@ class TensorRTSession:
         return {name: self.host_buffers[name].array.copy() for name in self.output_names}
 
     def close(self) -> None:
+        """Release everything, in dependency order: the runtime cache is written, then the CUDA graph, the
+        execution context, the engine and the runtime go, then the buffers and the stream. Idempotent."""
+        if self.runtime_cache is not None:
+            self.runtime_cache.close()
+            self.runtime_cache = None
+        graph, self.graph = getattr(self, "graph", None), None
+        if graph is not None:
+            with contextlib.suppress(cuda.CudaError):
+                graph.close()
+        self.context = None
+        self.engine = None
+        self.runtime = None
         for resource in reversed(self._resources):
-            try:
+            with contextlib.suppress(cuda.CudaError):
                 resource.close()
-            except cuda.CudaError:
-                pass
         self._resources.clear()

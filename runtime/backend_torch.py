@@ -10,7 +10,7 @@ import numpy as np
 
 from .artifact import Artifact
 from .errors import InputError
-from .session import HostFeeds
+from .tensors import HostFeeds
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 

@@ -17,6 +17,9 @@ from typing import Any
 import click
 import numpy as np
 
+from .cli_errors import tensorrt_options
+from .tensorrt_flavour import TensorRTOptions
+
 TARGET_OVERHEAD = 0.02
 
 
@@ -78,12 +81,13 @@ def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, devi
     }
 
 
-def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: str = "cpu") -> dict[str, Any]:
+def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: str = "cpu",
+                    tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
     """Per-step latency of a sampling run (after one warm-up step) on one backend."""
     from .sampler import Sampler, make_conditioning
     from .session import open_session
 
-    session = open_session(str(artifact_path), backend, device)
+    session = open_session(str(artifact_path), backend, device, tensorrt=tensorrt)
     try:
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
@@ -103,13 +107,16 @@ def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: s
 @click.option("--latency", "latency_backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
               help="Also time sampling steps on these backends (same artifact and inputs).")
 @click.option("--latency-steps", type=int, default=5, show_default=True)
+@tensorrt_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(artifacts: tuple[Path, ...], steps: int, rounds: int, latency_backends: tuple[str, ...], latency_steps: int,
+         runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None,
          json_path: Path | None) -> None:
     """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU), and optionally the
     per-step latency of each backend."""
     rows = [measure_overhead(a, steps, rounds) for a in artifacts]
-    latency = [measure_latency(a, b, latency_steps) for a in artifacts for b in latency_backends]
+    plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
+    latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options) for a in artifacts for b in latency_backends]
     click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) | overhead |")
     click.echo("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

@@ -8,7 +8,8 @@ from typing import Any
 
 import click
 
-from .cli_errors import exit_codes
+from .cli_errors import exit_codes, tensorrt_options
+from .tensorrt_flavour import TensorRTOptions
 
 EXAMPLES = """\b
 Examples:
@@ -40,14 +41,14 @@ with text_embeds and text_mask); --negative-text the unconditional ones (default
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
               help="Latents: .npy or .safetensors.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
-@click.option("--runtime-cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="TensorRT-RTX plans: where the JIT runtime cache is kept [default: next to the plan].")
+@tensorrt_options
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
          text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
-         runtime_cache_dir: Path | None, no_verify: bool, as_json: bool, debug: bool) -> None:
+         runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None, no_verify: bool,
+         as_json: bool, debug: bool) -> None:
     """Sample a latent from an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free guidance).
 
     Progress per step goes to stderr; the latent is written to --out (the VAE decoder is not part of this
@@ -55,7 +56,8 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
     """
     with exit_codes("ptdit-run", debug):
         summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
-                      random_text, out_path, force, not no_verify, runtime_cache_dir)
+                      random_text, out_path, force, not no_verify,
+                      TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     else:
@@ -65,7 +67,7 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
 
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
-        verify: bool, runtime_cache_dir: Path | None = None) -> dict[str, Any]:
+        verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
     import numpy as np
 
     from .errors import InputError, RuntimeFailure
@@ -83,7 +85,7 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
     cond = load_text(text_path) if text_path else None
     uncond = load_text(negative_path) if negative_path else None
 
-    session = open_session(str(artifact_path), backend, device, verify=verify, runtime_cache_dir=runtime_cache_dir)
+    session = open_session(str(artifact_path), backend, device, verify=verify, tensorrt=tensorrt)
     try:
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,

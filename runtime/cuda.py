@@ -117,10 +117,38 @@ class Stream:
     def synchronize(self) -> None:
         call("cudaStreamSynchronize", self.handle)
 
+    def wait(self, event: Event) -> None:
+        """Later work on this stream waits for `event` (no host synchronisation)."""
+        call("cudaStreamWaitEvent", self.handle, event.handle, 0)
+
     def close(self) -> None:
         if self.handle is not None:
             call("cudaStreamDestroy", self.handle)
             self.handle = None
+
+
+class Event:
+    """A CUDA event without timing, to order work across streams."""
+
+    def __init__(self) -> None:
+        self.handle: Any = call("cudaEventCreateWithFlags", cudart().cudaEventDisableTiming)
+
+    def record(self, stream: int) -> None:
+        call("cudaEventRecord", self.handle, stream)
+
+    def close(self) -> None:
+        if self.handle is not None:
+            call("cudaEventDestroy", self.handle)
+            self.handle = None
+
+
+def producer_stream(value: int) -> int:
+    """The stream named by a __cuda_array_interface__ (v3) "stream" entry: 1 and 2 are the legacy and per-thread
+    default streams, anything else a stream handle; 0 is forbidden by the protocol as ambiguous."""
+    if value == 0:
+        raise InputError("a CUDA array gave stream 0 in __cuda_array_interface__, which the protocol forbids as "
+                         "ambiguous; give its stream handle, 1 (legacy default stream) or 2 (per-thread)")
+    return value
 
 
 class GraphCapture:
@@ -133,15 +161,24 @@ class GraphCapture:
         self.failure: str | None = None
 
     def capture(self, enqueue: Any) -> bool:
+        """False (with the reason in .failure) when the work cannot be captured, whatever goes wrong: the capture
+        is always ended, so the stream leaves capture mode and plain launches work again."""
         rt = cudart()
         call("cudaStreamBeginCapture", self.stream.handle, rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal)
-        ok = False
+        ok, raised = False, None
         try:
             ok = bool(enqueue())
+        except RuntimeFailure as e:  # a CUDA call that is illegal while capturing, say
+            raised = str(e)
         finally:
             err, graph = rt.cudaStreamEndCapture(self.stream.handle)
         if not ok or err != rt.cudaError_t.cudaSuccess or graph is None:
-            self.failure = "the enqueue failed during capture" if not ok else rt.cudaGetErrorName(err)[1].decode()
+            if raised is not None:
+                self.failure = raised
+            elif not ok:
+                self.failure = "the enqueue failed during capture"
+            else:
+                self.failure = rt.cudaGetErrorName(err)[1].decode()
             if graph is not None and err == rt.cudaError_t.cudaSuccess:
                 call("cudaGraphDestroy", graph)
             rt.cudaGetLastError()  # clear the sticky capture error before falling back

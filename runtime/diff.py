@@ -16,6 +16,7 @@ import numpy as np
 from .artifact import Artifact, load_artifact
 from .errors import InputError
 from .sampler import Sampler, initial_noise, make_conditioning
+from .tensorrt_flavour import TensorRTOptions
 
 REPORT_SCHEMA = "ptdit-diff/1"
 Reporter = Callable[[str], None]
@@ -90,7 +91,7 @@ class DiffOptions:
     blocks_plan: Path | None = None
     thresholds: Thresholds | None = None
     verify: bool = True
-    runtime_cache_dir: Path | None = None  # TensorRT-RTX plans' JIT cache (default: next to the plan)
+    tensorrt: TensorRTOptions | None = None  # what a plan needs from the run (runtime cache, lean runtime, budget)
 
 
 def open_artifact_session(path: Path, options: DiffOptions, extra_outputs: list[str]) -> Any:
@@ -101,8 +102,7 @@ def open_artifact_session(path: Path, options: DiffOptions, extra_outputs: list[
         from .backend_onnxruntime import OnnxRuntimeSession
 
         return OnnxRuntimeSession(artifact, options.device, extra_outputs=extra_outputs)
-    return open_session(str(path), options.backend, options.device, verify=options.verify,
-                        runtime_cache_dir=options.runtime_cache_dir)
+    return open_session(str(path), options.backend, options.device, verify=options.verify, tensorrt=options.tensorrt)
 
 
 def reference_precision(artifact: Artifact, reference: str) -> str:

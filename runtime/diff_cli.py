@@ -9,7 +9,8 @@ from pathlib import Path
 
 import click
 
-from .cli_errors import exit_codes
+from .cli_errors import exit_codes, tensorrt_options
+from .tensorrt_flavour import TensorRTOptions
 
 EXAMPLES = """\b
 Examples:
@@ -41,15 +42,15 @@ Examples:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the report and plot go [default: next to the artifact].")
 @click.option("--force", is_flag=True, help="Overwrite an existing report and plot.")
-@click.option("--runtime-cache-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="TensorRT-RTX plans: where the JIT runtime cache is kept [default: next to the plan].")
+@tensorrt_options
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report on stdout instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(artifact: Path, reference: str, backend: str, device: str, seed: int, steps: int, guidance: float,
          no_blocks: bool, blocks_plan: Path | None, rtol: float | None, atol: float | None,
          max_rel_l2: float | None, max_trajectory_rel_l2: float | None, out_dir: Path | None, force: bool,
-         runtime_cache_dir: Path | None, no_verify: bool, as_json: bool, debug: bool) -> None:
+         runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None, no_verify: bool,
+         as_json: bool, debug: bool) -> None:
     """Compare an artifact (.onnx via ONNX Runtime, .plan via TensorRT) with the PyTorch model it came from.
 
     Identical seeded inputs go through both; reported per output (max abs, mean abs, relative L2, cosine,
@@ -83,7 +84,7 @@ def main(artifact: Path, reference: str, backend: str, device: str, seed: int, s
         )
         references = ("fp32", "same") if reference == "both" else (reference,)
         options = DiffOptions(references, backend, device, seed, steps, guidance, not no_blocks, blocks_plan,
-                              thresholds, not no_verify, runtime_cache_dir)
+                              thresholds, not no_verify, TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
         result = run_diff(artifact, options, lambda line: click.echo(line, err=True))
         _write_atomically(report_path, (json.dumps(result, indent=2) + "\n").encode())
         tmp_plot = plot_path.with_name(f".{plot_path.name}.partial")

@@ -73,6 +73,7 @@ def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
             raise InputError(f"text features must be .npy, .npz or .safetensors, got {path.name}")
     except (OSError, ValueError) as e:
         raise InputError(f"cannot read text features from {path} ({e})") from None
+    check_finite(embeds, f"text features in {path}")
     if embeds.ndim == 2:
         embeds = embeds[None]
     if embeds.ndim != 3 or embeds.shape[0] not in (1, 2):
@@ -83,6 +84,13 @@ def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if mask.size != n * length:
         raise InputError(f"text mask in {path} has shape {list(mask.shape)}, the features need {[n, length]}")
     return embeds.astype(np.float32), mask.reshape(n, length).astype(np.int64)
+
+
+def check_finite(values: np.ndarray, what: str) -> None:
+    """NaN or inf in the conditioning would run the whole sampler and fail at the end: refuse it up front."""
+    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
+        bad = int(values.size - np.isfinite(values).sum())
+        raise InputError(f"{what} hold {bad} NaN or infinite values; the model needs finite features")
 
 
 def make_conditioning(text_len: int, text_dim: int, cond: tuple[np.ndarray, np.ndarray] | None = None,
@@ -105,6 +113,7 @@ def make_conditioning(text_len: int, text_dim: int, cond: tuple[np.ndarray, np.n
         default_uncond = (np.zeros((text_len, text_dim), np.float32), np.eye(1, text_len, dtype=np.int64)[0])
         pairs = [(cond[0][0], cond[1][0]), (uncond[0][0], uncond[1][0]) if uncond else default_uncond]
     for which, (embeds, _) in zip(("text", "negative text"), pairs):
+        check_finite(embeds, f"{which} features")
         if embeds.shape != (text_len, text_dim):
             raise InputError(f"{which} features are {list(embeds.shape)}; the artifact needs [{text_len}, {text_dim}] "
                              f"(export with --text-len {embeds.shape[0]} for this length)")

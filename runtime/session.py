@@ -9,14 +9,13 @@
 from __future__ import annotations
 
 import importlib.util
-from pathlib import Path
 from typing import Any, Mapping, Protocol
 
 import numpy as np
 
 from .artifact import Artifact, load_artifact
 from .errors import InputError
-from .tensors import TensorSpec, as_host_array, check_feed, check_names
+from .tensorrt_flavour import TensorRTOptions
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 
@@ -32,26 +31,6 @@ class Session(Protocol):
         """Run on the staged inputs; every output, on the host."""
 
     def close(self) -> None: ...
-
-
-class HostFeeds:
-    """Input checking shared by the backends that take host arrays."""
-
-    def __init__(self, specs: list[TensorSpec]):
-        self.specs = {s.name: s for s in specs}
-        self.values: dict[str, np.ndarray] = {}
-
-    def update(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        check_names(list(self.specs.values()), feeds)
-        checked = {name: check_feed(self.specs[name], as_host_array(value)) for name, value in feeds.items()}
-        self.values.update(checked)
-        return checked
-
-    def complete(self) -> dict[str, np.ndarray]:
-        missing = sorted(set(self.specs) - set(self.values))
-        if missing:
-            raise InputError(f"input(s) {missing} were never set")
-        return self.values
 
 
 def resolve_backend(artifact: Artifact, backend: str) -> str:
@@ -72,11 +51,11 @@ def require(module: str, install: str) -> None:
 
 
 def open_session(path: str, backend: str = "auto", device: str = "auto", verify: bool = True,
-                 torch_precision: str | None = None, runtime_cache_dir: Path | None = None) -> Session:
+                 torch_precision: str | None = None, tensorrt: TensorRTOptions | None = None) -> Session:
     """backend: auto (plan -> tensorrt, onnx -> onnxruntime), tensorrt, onnxruntime, torch.
     device: auto / cpu / cuda, for onnxruntime (provider) and torch. torch_precision: the PyTorch model's
-    precision policy (default: the artifact's). runtime_cache_dir: where a TensorRT-RTX plan keeps its JIT
-    runtime cache (default: next to the plan)."""
+    precision policy (default: the artifact's). tensorrt: what a plan needs from the run (runtime cache
+    directory, lean runtime, weight-streaming budget)."""
     artifact = load_artifact(path, verify=verify)
     chosen = resolve_backend(artifact, backend)
     if device not in ("auto", "cpu", "cuda"):
@@ -84,7 +63,7 @@ def open_session(path: str, backend: str = "auto", device: str = "auto", verify:
     if chosen == "tensorrt":
         from .backend_tensorrt import TensorRTSession
 
-        return TensorRTSession(artifact, runtime_cache_dir)
+        return TensorRTSession(artifact, tensorrt or TensorRTOptions())
     if chosen == "onnxruntime":
         require("onnxruntime", "pip install onnxruntime-gpu (or onnxruntime)")
         from .backend_onnxruntime import OnnxRuntimeSession

@@ -8,6 +8,8 @@ for the GPU at first use and keeps them in a runtime cache). Modules are importe
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -17,6 +19,15 @@ TRT_INSTALL_HINT = ("pip install --extra-index-url https://pypi.nvidia.com tenso
                     "for version-compatible plans; tensorrt-cu12 for TensorRT 10.x)")
 RTX_INSTALL_HINT = "pip install tensorrt-rtx-cu13"
 RTX_DEFAULT_SOURCE = "TensorRT-RTX default"
+
+
+@dataclass(frozen=True)
+class TensorRTOptions:
+    """What a TensorRT plan may need from the run (the other backends ignore it)."""
+
+    runtime_cache_dir: Path | None = None  # TensorRT-RTX: where the JIT runtime cache is kept (default: next to the plan)
+    lean_runtime: Path | None = None  # version-compatible plans built with --exclude-lean-runtime need it loaded
+    weight_budget: int | None = None  # bytes of weights kept on the GPU, for plans built with --weight-streaming
 
 
 def target_of(manifest: dict[str, Any]) -> str:
@@ -48,6 +59,42 @@ def import_runtime_module(manifest: dict[str, Any]) -> ModuleType:
     if module is None:
         raise InputError(f"TensorRT is not installed: {TRT_INSTALL_HINT}")
     return module
+
+
+def onnx_of(artifact: Any) -> Path:
+    """The ONNX a plan was built from, next to it (a weightless plan takes its weights from there)."""
+    path = artifact.path.with_name(artifact.manifest["onnx"]["file"])
+    if not path.is_file():
+        raise InputError(f"{artifact.path.name} is weightless (built with --strip-plan) and is refit from the ONNX it "
+                         f"was built from at load, but {path} is missing: keep {path.name} (and its .data) next to "
+                         f"the plan")
+    return path
+
+
+def check_runnable(artifact: Any, lean_runtime: Path | None, weight_budget: int | None) -> None:
+    """What the plan needs from this run, checked before any TensorRT or CUDA work."""
+    manifest = artifact.manifest
+    options = manifest["build"]["options"]
+    excluded_lean = bool(options.get("version_compatible")) and bool(options.get("exclude_lean_runtime"))
+    if excluded_lean and lean_runtime is None:
+        raise InputError(f"{artifact.path.name} is version-compatible but was built with --exclude-lean-runtime: it "
+                         f"runs only with the lean runtime of the TensorRT that built it ({manifest['builder']['version']}) "
+                         f"loaded: pass --lean-runtime /path/to/libnvinfer_lean.so.{manifest['builder']['version'].split('.')[0]}, "
+                         f"or rebuild the plan without --exclude-lean-runtime")
+    if lean_runtime is not None:
+        if not excluded_lean:
+            raise InputError("--lean-runtime is for version-compatible plans built with --exclude-lean-runtime; this "
+                             "plan has what it needs: drop the option")
+        if not lean_runtime.is_file():
+            raise InputError(f"--lean-runtime {lean_runtime} does not exist")
+    if weight_budget is not None:
+        if not options.get("weight_streaming"):
+            raise InputError(f"--weight-budget needs a plan built with --weight-streaming; {artifact.path.name} keeps "
+                             f"all its weights on the GPU: rebuild it with ptdit-build --weight-streaming")
+        if weight_budget <= 0:
+            raise InputError(f"--weight-budget must be a positive number of bytes, got {weight_budget}")
+    if options.get("strip_plan"):
+        onnx_of(artifact)
 
 
 def _version(text: str) -> tuple[int, ...]:

@@ -79,3 +79,23 @@ def check_names(specs: list[TensorSpec], feeds: Mapping[str, Any]) -> None:
     unknown = sorted(set(feeds) - known)
     if unknown:
         raise InputError(f"unknown input(s) {unknown}; the artifact's inputs are {sorted(known)}")
+
+
+class HostFeeds:
+    """Input checking shared by the backends that take host arrays."""
+
+    def __init__(self, specs: list[TensorSpec]):
+        self.specs = {s.name: s for s in specs}
+        self.values: dict[str, np.ndarray] = {}
+
+    def update(self, feeds: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        check_names(list(self.specs.values()), feeds)
+        checked = {name: check_feed(self.specs[name], as_host_array(value)) for name, value in feeds.items()}
+        self.values.update(checked)
+        return checked
+
+    def complete(self) -> dict[str, np.ndarray]:
+        missing = sorted(set(self.specs) - set(self.values))
+        if missing:
+            raise InputError(f"input(s) {missing} were never set")
+        return self.values

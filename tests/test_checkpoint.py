@@ -104,7 +104,8 @@ def test_unreadable_files(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 64)
     torch.save({"a": 1}, tmp_path / "nostate.pt")
-    for name, message in (("junk.pt", "could not be read"), ("junk.safetensors", "could not be read"),
+    for name, message in (("junk.pt", r"is not a readable torch \(weights only\) file"),
+                          ("junk.safetensors", "is not a readable safetensors file"),
                           ("nostate.pt", "does not hold a state dict"), ("absent.pt", "does not exist")):
         with pytest.raises(InputError, match=message):
             read_state_dict(tmp_path / name)

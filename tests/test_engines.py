@@ -166,6 +166,12 @@ def test_timing_cache_location_is_checked_before_building(tmp_path):
     assert code == 2 and "is a directory" in stderr
 
 
+def test_a_weightless_plan_is_not_shipped_to_triton(tmp_path):
+    code, stderr = run(str(exported(tmp_path, "fp16")), "--strip-plan", "--triton-repo", str(tmp_path / "repo"))
+    assert code == 2 and "would ship a weightless plan that Triton Inference Server cannot refit" in stderr
+    assert not (tmp_path / "repo").exists()
+
+
 def test_fp32_onnx_is_refused_before_tensorrt_is_needed(tmp_path):
     code, stderr = run(str(exported(tmp_path, "fp32")))
     assert code == 2 and "the engine would be fp32" in stderr
@@ -275,3 +281,18 @@ def test_help_is_instant_and_has_examples():
     assert "Examples:" in result.stdout and "--fp16-weak" in result.stdout and "--timing-cache" in result.stdout
     probe = "import sys, engines.cli, engines.pipeline, engines.builder; print(sorted({'torch', 'tensorrt', 'ptdit'} & set(sys.modules)))"
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
+
+
+def test_one_tensorrt_logger_per_module_and_process():
+    """TensorRT keeps the first logger it is given for the whole process: every build reuses one per module,
+    reporting to the current build and with the previous build's errors cleared."""
+    trt = pytest.importorskip("tensorrt_rtx")
+    from engines.builder import make_logger
+
+    first_lines: list[str] = []
+    second_lines: list[str] = []
+    first = make_logger(trt, first_lines.append)
+    first.log(trt.ILogger.Severity.ERROR, "an old error")
+    second = make_logger(trt, second_lines.append)
+    second.log(trt.ILogger.Severity.WARNING, "a warning")
+    assert second is first and first.errors == [] and first_lines == [] and second_lines == ["    [TensorRT] a warning"]

@@ -246,6 +246,27 @@ def test_unwritable_output_and_mismatched_checkpoint(tmp_path):
     assert code == 2 and "unknown PT-DiT config keys ['heads']" in stderr
 
 
+@pytest.mark.parametrize("case", ["random_bytes", "random_bytes_safetensors", "missing_key"])
+def test_a_bad_checkpoint_is_one_line_and_leaves_no_directory(tmp_path, case):
+    if case == "missing_key":
+        checkpoint = tmp_path / "w.safetensors"
+        save_checkpoint(PTDiT(preset("tiny")), checkpoint)
+        extra = ["--checkpoint-key", "ema"]
+    else:
+        checkpoint = tmp_path / ("w.safetensors" if case.endswith("safetensors") else "w.pt")
+        checkpoint.write_bytes(np.random.default_rng(0).bytes(4096))
+        extra = []
+    code, _, stderr = run("--preset", "tiny", "--res", "256", "--checkpoint", str(checkpoint), *extra,
+                          "--out", str(tmp_path / "new" / "out"))
+    assert code == 2 and one_error_line(stderr), stderr
+    assert "weights_only" not in stderr  # torch's advice to load untrusted files unsafely is not passed on
+    expected = {"random_bytes": "is not a readable torch (weights only) file (UnpicklingError); accepted: ",
+                "random_bytes_safetensors": "is not a readable safetensors file",
+                "missing_key": "has no entry 'ema'"}[case]
+    assert expected in stderr
+    assert not (tmp_path / "new").exists()  # the output directories it would have made are gone too
+
+
 def test_a_failing_check_publishes_nothing(tmp_path, monkeypatch):
     import export.pipeline as pipeline
 

@@ -43,3 +43,12 @@ def test_dependency_rules(package):
         if bad:
             violations.append(f"{path.relative_to(ROOT)} imports {sorted(bad)}")
     assert not violations, violations
+
+
+def test_backends_depend_on_the_session_types_not_on_the_session_module():
+    """runtime/session.py opens the backends; they take their shared types from runtime/tensors.py and
+    runtime/tensorrt_flavour.py, so nothing imports in a circle."""
+    for name in sorted(RUNTIME_BACKEND_MODULES | {"backend_tensorrt.py"}):
+        tree = ast.parse((ROOT / "runtime" / name).read_text())
+        relative = {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert "session" not in relative, f"runtime/{name} imports runtime/session.py"

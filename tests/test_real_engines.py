@@ -140,3 +140,33 @@ def test_running_an_rtx_plan_needs_a_gpu(exports, tmp_path):
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("ptdit-run: error: no CUDA GPU is visible")
     assert not (tmp_path / "l.npy").exists()
+
+
+def test_ctrl_c_during_a_build_is_answered_at_once_and_leaves_nothing(tmp_path):
+    """SIGINT while TensorRT-RTX builds (it holds the build in native code): exit 130 promptly, no plan, no
+    manifest, no partial directory, not even the output directory this run created. A 6-block model keeps the
+    builder busy for seconds, so the signal lands mid-build."""
+    import signal
+    import time
+
+    (tmp_path / "cfg.json").write_text('{"name": "mid", "depth": 6, "num_heads": 8, "head_dim": 64}')
+    result = run("export", "--config", str(tmp_path / "cfg.json"), "--res", "1024", "--checks", "none",
+                 "--out", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    out = tmp_path / "plans"
+    process = subprocess.Popen([sys.executable, "-m", "engines", str(tmp_path / "ptdit-mid-1024-b2-fp16.onnx"),
+                                "--target", "rtx", "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    assert process.stderr is not None
+    for line in process.stderr:
+        if "Building engine" in line:
+            break
+    time.sleep(0.5)
+    sent = time.perf_counter()
+    process.send_signal(signal.SIGINT)
+    rest = process.stderr.read()
+    code = process.wait(timeout=30)
+    answered = time.perf_counter() - sent
+    assert code == 130, rest
+    assert rest.strip().splitlines()[-1] == "ptdit-build: error: interrupted; nothing was written"
+    assert answered < 5, answered  # measured 0.1 s; the bound only catches waiting for the build to finish
+    assert not out.exists()

@@ -11,6 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import click
 import pytest
 import torch
 from click.testing import CliRunner
@@ -139,15 +140,17 @@ def test_a_corrupt_onnx_without_verification_is_still_refused(tmp_path):
 
 
 def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", vc: bool = False,
-              target: str = "tensorrt") -> Path:
+              target: str = "tensorrt", **options: bool) -> Path:
     """A plan file and a manifest of the plan schema (not an engine: for the checks before deserializing)."""
-    onnx_manifest = json.loads(artifact_copy(directory).with_suffix(".json").read_text())
+    onnx_path = artifact_copy(directory)
+    onnx_manifest = json.loads(onnx_path.with_suffix(".json").read_text())
     plan = directory / "m.plan"
     plan.write_bytes(b"not really a plan")
     manifest = {"schema": "ptdit-plan/2", "plan": {"file": plan.name, "sha256": file_sha256(plan)},
                 "builder": {"target": target, "version": trt_version},
                 "targets": {"compute_capabilities": [cc], "source": "build GPU"},
-                "build": {"options": {"version_compatible": vc}}, "precision": "fp16",
+                "build": {"options": {"version_compatible": vc, **options}}, "precision": "fp16",
+                "onnx": {"file": onnx_path.name},
                 "inputs": onnx_manifest["inputs"], "outputs": onnx_manifest["outputs"],
                 "model": onnx_manifest["model"], "export": onnx_manifest["export"]}
     plan.with_suffix(".json").write_text(json.dumps(manifest))
@@ -229,6 +232,40 @@ def test_rtx_plans_run_on_the_compute_capabilities_they_target(targets, cc, ok):
         check_compatible(manifest, "1.8.0.1", "GPU", ccs[0])
 
 
+@pytest.mark.parametrize(
+    "options,run_args,message",
+    [
+        ({"vc": True, "exclude_lean_runtime": True}, [], "built with --exclude-lean-runtime: it runs only with the "
+                                                         "lean runtime of the TensorRT that built it (10.13.3.9) "
+                                                         "loaded: pass --lean-runtime"),
+        ({}, ["--lean-runtime", "{tmp}/libnvinfer_lean.so.10"], "--lean-runtime is for version-compatible plans"),
+        ({"vc": True, "exclude_lean_runtime": True}, ["--lean-runtime", "{tmp}/absent.so"], "does not exist"),
+        ({}, ["--weight-budget", "2G"], "--weight-budget needs a plan built with --weight-streaming"),
+        ({"weight_streaming": True}, ["--weight-budget", "0"], "--weight-budget must be a positive number of bytes"),
+        ({"strip_plan": True}, [], "is weightless (built with --strip-plan) and is refit from the ONNX it was built "
+                                   "from at load, but"),
+    ],
+)
+def test_what_a_plan_needs_from_the_run_is_checked_first(tmp_path, options, run_args, message):
+    """Before TensorRT or CUDA is touched (this machine has neither a GPU nor full TensorRT)."""
+    plan = fake_plan(tmp_path, **{"vc": options.pop("vc", False)}, **options)
+    (tmp_path / "ptdit-tiny-256-b2-fp32.onnx").unlink()  # the ONNX a weightless plan would be refit from
+    (tmp_path / "libnvinfer_lean.so.10").write_bytes(b"")
+    code, _, stderr = run_cli("--artifact", str(plan), "--random-text", "--out", str(tmp_path / "x.npy"),
+                              *[a.format(tmp=tmp_path) for a in run_args])
+    assert code == 2 and message in stderr, stderr
+    assert not (tmp_path / "x.npy").exists()
+
+
+def test_byte_sizes():
+    from runtime.cli_errors import ByteSize
+
+    assert [ByteSize().convert(v, None, None) for v in ("1024", "512M", "2G", "1.5GiB", "64k")] == \
+        [1024, 512 << 20, 2 << 30, 3 << 29, 64 << 10]
+    with pytest.raises(click.BadParameter, match="is not a byte count"):
+        ByteSize().convert("lots", None, None)
+
+
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is not None, reason="TensorRT-RTX is installed")
 def test_an_rtx_plan_without_tensorrt_rtx(tmp_path):
     with pytest.raises(InputError, match="built with TensorRT-RTX, which is not installed: pip install tensorrt-rtx-cu13"):
@@ -293,6 +330,10 @@ def test_ptdit_run_text_from_a_file(tmp_path):
         (["--out", "{tmp}/x.npy"], "no text features: pass --text FILE"),
         (["--random-text", "--text", "{tmp}/t.npy", "--out", "{tmp}/x.npy"], "not both"),
         (["--text", "{tmp}/absent.npy", "--out", "{tmp}/x.npy"], "does not exist"),
+        (["--text", "{tmp}/nan.npy", "--out", "{tmp}/x.npy"], "hold 1 NaN or infinite values"),
+        (["--random-text", "--negative-text", "{tmp}/nan.npy", "--out", "{tmp}/x.npy"], "not both"),
+        (["--text", "{tmp}/t.npy", "--negative-text", "{tmp}/nan.npy", "--out", "{tmp}/x.npy"],
+         "hold 1 NaN or infinite values"),
         (["--random-text", "--steps", "0", "--out", "{tmp}/x.npy"], "--steps must be at least 1"),
         (["--random-text", "--backend", "tensorrt", "--out", "{tmp}/x.npy"], "the tensorrt backend runs .plan files"),
     ],
@@ -301,11 +342,35 @@ def test_ptdit_run_bad_input(tmp_path, args, message):
     path = artifact_copy(tmp_path)
     (tmp_path / "exists.npy").write_bytes(b"")
     np.save(tmp_path / "t.npy", np.zeros((200, 4096), np.float32))
+    nan = np.zeros((200, 4096), np.float32)
+    nan[7, 9] = np.nan
+    np.save(tmp_path / "nan.npy", nan)
     before = sorted(p.name for p in tmp_path.iterdir())
     code, _, stderr = run_cli("--artifact", str(path), *[a.format(tmp=tmp_path) for a in args])
     assert code == 2, stderr
     assert message in stderr and stderr.strip().splitlines()[-1].startswith("ptdit-run: error:")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_non_finite_text_is_refused_before_the_session_opens(tmp_path, monkeypatch):
+    """NaN / inf features: exit 2 before any work (the session, the expensive part, is never opened)."""
+    import runtime.session
+
+    def no_session(*args, **kwargs):
+        raise AssertionError("the session was opened")
+
+    monkeypatch.setattr(runtime.session, "open_session", no_session)
+    inf = np.zeros((200, 4096), np.float32)
+    inf[0, 0] = np.inf
+    np.save(tmp_path / "inf.npy", inf)
+    code, _, stderr = run_cli("--artifact", str(tmp_path / "any.onnx"), "--text", str(tmp_path / "inf.npy"),
+                              "--out", str(tmp_path / "x.npy"))
+    assert code == 2 and "hold 1 NaN or infinite values" in stderr
+    from runtime.sampler import make_conditioning
+
+    with pytest.raises(InputError, match="negative text features hold 1 NaN"):
+        make_conditioning(200, 4096, (np.zeros((1, 200, 4096), np.float32), np.ones((1, 200), np.int64)),
+                          (inf[None], np.ones((1, 200), np.int64)))
 
 
 def test_ptdit_run_console_script_and_light_imports():

@@ -59,7 +59,7 @@ def main(onnx_path: str, target: str) -> None:
     logger.log(trt.ILogger.Severity.ERROR, "an error")
     logger.log(trt.ILogger.Severity.WARNING, "a warning")
     logger.log(trt.ILogger.Severity.VERBOSE, "verbose detail")
-    result["logged_errors"] = getattr(logger, "errors")
+    result["logged_errors"] = list(getattr(logger, "errors"))  # a copy: later builds reuse (and clear) the logger
 
     result["dtype_names"] = {name: api.dtype_name(member) for name, member in trt.DataType.__members__.items()}
     if flavour.ahead_of_time:
@@ -94,7 +94,7 @@ def runtime_probe(onnx_path: str, target: str) -> dict[str, object]:
     """The runtime's TensorRT session with the module each kind of plan selects, up to creating the runtime (full
     TensorRT on stand-ins) or deserializing the plan (TensorRT-RTX)."""
     from runtime.artifact import Artifact
-    from runtime.backend_tensorrt import TensorRTSession
+    from runtime.backend_tensorrt import TensorRTSession, logger_for
     from runtime.errors import InputError as RuntimeInputError
     from runtime.errors import RuntimeFailure
     from runtime.tensorrt_flavour import import_runtime_module
@@ -117,10 +117,11 @@ def runtime_probe(onnx_path: str, target: str) -> dict[str, object]:
                 probe["lean_only_non_vc"] = str(e)
             sys.modules["tensorrt"] = saved
         artifact = Artifact(Path(onnx_path), manifest(name == "lean"))
-        session = object.__new__(TensorRTSession)
-        session._resources = []
+        session = object.__new__(TensorRTSession)  # past __init__'s device check: there is no GPU here
+        session._resources, session._logger, session.backend = [], logger_for(module), ""
+        session.runtime_cache_dir, session.runtime_cache = None, None
         try:
-            session._open(module, artifact, vc=name == "lean")
+            session._open(module, artifact, None, None)
             probe[name] = [module.__name__, "opened"]
         except (RuntimeFailure, RuntimeInputError) as e:
             probe[name] = [module.__name__, str(e)]
