@@ -67,9 +67,10 @@ def make_logger(trt_module: ModuleType, report: Reporter, verbose: bool = False)
 
 
 def run_interruptibly(work: Callable[[], Any], cancel: threading.Event) -> Any:
-    """work() in a worker thread, so that Ctrl-C is seen at once while TensorRT builds (it releases the GIL
-    only to the thread that waits): SIGINT sets `cancel`, which also makes the progress monitor stop the
-    build, and Interrupted is raised within a poll interval, without waiting for TensorRT to wind down."""
+    """work() in a worker thread, so that Ctrl-C is seen at once while TensorRT builds: Python runs signal
+    handlers in the main thread only, and not while it is inside a long native call, so the main thread waits
+    in short joins instead. SIGINT sets `cancel`, which also makes the progress monitor stop the build, and
+    Interrupted is raised within a poll interval, without waiting for TensorRT to wind down."""
     outcome: dict[str, Any] = {}
 
     def target() -> None:

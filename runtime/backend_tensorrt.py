@@ -75,6 +75,7 @@ class TensorRTSession:
         self._feeds = HostFeeds(artifact.inputs)
         self._resources: list[Any] = []
         self.runtime: Any = None
+        self._base_runtime: Any = None
         self.engine: Any = None
         self.context: Any = None
         self.runtime_cache: Any = None
@@ -103,6 +104,7 @@ class TensorRTSession:
         if is_version_compatible(manifest):
             runtime.engine_host_code_allowed = True
         if lean_runtime is not None:  # a version-compatible plan built without its lean runtime
+            self._base_runtime = runtime  # outlives the runtime it loads
             runtime = runtime.load_runtime(str(lean_runtime))
             if runtime is None:
                 raise InputError(f"TensorRT could not load the lean runtime {lean_runtime} ({self._errors()})")
@@ -156,6 +158,9 @@ class TensorRTSession:
     def _refit_from_onnx(self, t: Any, artifact: Artifact) -> None:
         """A weightless (--strip-plan) plan gets its weights from the ONNX it was built from, before any use."""
         onnx_path = onnx_of(artifact)
+        if not hasattr(t, "OnnxParserRefitter"):
+            raise InputError(f"{artifact.path.name} is weightless and must be refit from {onnx_path.name}, which needs "
+                             f"the full tensorrt package (the lean runtime has no refitter): pip install tensorrt")
         refitter = t.Refitter(self.engine, self._logger)
         parser_refitter = t.OnnxParserRefitter(refitter, self._logger)
         if not parser_refitter.refit_from_file(str(onnx_path)) or not refitter.refit_cuda_engine():
@@ -234,6 +239,7 @@ class TensorRTSession:
         self.context = None
         self.engine = None
         self.runtime = None
+        self._base_runtime = None
         for resource in reversed(self._resources):
             with contextlib.suppress(cuda.CudaError):
                 resource.close()

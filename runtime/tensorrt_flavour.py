@@ -77,10 +77,11 @@ def check_runnable(artifact: Any, lean_runtime: Path | None, weight_budget: int 
     options = manifest["build"]["options"]
     excluded_lean = bool(options.get("version_compatible")) and bool(options.get("exclude_lean_runtime"))
     if excluded_lean and lean_runtime is None:
+        built = str(manifest["builder"]["version"])
         raise InputError(f"{artifact.path.name} is version-compatible but was built with --exclude-lean-runtime: it "
-                         f"runs only with the lean runtime of the TensorRT that built it ({manifest['builder']['version']}) "
-                         f"loaded: pass --lean-runtime /path/to/libnvinfer_lean.so.{manifest['builder']['version'].split('.')[0]}, "
-                         f"or rebuild the plan without --exclude-lean-runtime")
+                         f"runs only with the lean runtime of the TensorRT that built it ({built}) loaded: pass "
+                         f"--lean-runtime /path/to/libnvinfer_lean.so.{built.split('.')[0]}, or rebuild the plan "
+                         f"without --exclude-lean-runtime")
     if lean_runtime is not None:
         if not excluded_lean:
             raise InputError("--lean-runtime is for version-compatible plans built with --exclude-lean-runtime; this "
