@@ -21,8 +21,8 @@ EXAMPLES = """\b
 Examples:
   ptdit-export --res 1024
       the published xl architecture (seeded weights), fp16, batch 2 -> artifacts/ptdit-xl-1024-b2-fp16.onnx
-  ptdit-export --res 512 --res 1024 --checkpoint qihoo_t2i.pt --proxy mean
-      published weights (trained with window-mean proxies), two resolutions
+  ptdit-export --preset qihoo-t2x --res 512 --res 1024 --checkpoint qihoo_t2i.pt
+      published weights, with the published model's settings (8 x 8 windows, mean proxies), two resolutions
   ptdit-export --preset tiny --res 256 --precision fp32 --out /tmp/ptdit --json
   ptdit-export --res 512 --frames 16
       video: 16 latent frames, window (4, 4, 4)
@@ -54,7 +54,8 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--res", "resolutions", type=click.Choice([str(r) for r in SUPPORTED_RESOLUTIONS]), multiple=True,
               default=["1024"], show_default=True, help="Image resolution in pixels; repeat for several artifacts.")
 @click.option("--frames", type=int, default=None, help="Video: latent frame count (a multiple of 4).")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None, help="Model preset [default: xl].")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
+              help="Model preset [default: xl]; qihoo-t2x for the published weights.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Model config JSON (PTDiTConfig fields) instead of a preset.")
 @click.option("--checkpoint", type=click.Path(dir_okay=False), default=None,
@@ -65,7 +66,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True, help="Static batch (2 = CFG pair).")
 @click.option("--text-len", type=int, default=DEFAULT_TEXT_LEN, show_default=True, help="Static text length.")
 @click.option("--proxy", type=click.Choice(["strided", "mean"]), default=None,
-              help="Proxy tokens [default: the config's, strided]; mean for the published checkpoint.")
+              help="Proxy tokens [default: the preset's: strided, mean for qihoo-t2x].")
 @click.option("--proxy-offset", default=None, metavar="T,H,W", callback=parse_triple,
               help="Strided proxy offset inside each window.")
 @click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)

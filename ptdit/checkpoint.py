@@ -98,9 +98,23 @@ def check_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
                          "); check --preset/--config against the checkpoint")
 
 
+def without_wrapper_prefix(state: dict[str, Tensor], expected: set[str]) -> dict[str, Tensor]:
+    """The state dict with a prefix that a training wrapper put around every key removed ("module.",
+    "predictor.", "model.module." ...), when that is what makes the names the model's; otherwise as it is."""
+    names = list(state)
+    while names and not expected & set(names):
+        first = names[0].split(".", 1)[0] + "."
+        if not all(n.startswith(first) and len(n) > len(first) for n in names):
+            return state
+        names = [n[len(first):] for n in names]
+    if not expected & set(names):
+        return state
+    return dict(zip(names, state.values()))
+
+
 def load_checkpoint(model: nn.Module, path: str | Path, key: str | None = None) -> str:
     """Load weights with strict name and shape checking; returns the checkpoint's sha256."""
-    state = read_state_dict(path, key)
+    state = without_wrapper_prefix(read_state_dict(path, key), set(model.state_dict()))
     check_state_dict(model, state)
     for k in DERIVED_KEYS:
         if k not in state:

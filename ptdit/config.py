@@ -137,6 +137,11 @@ PRESETS: dict[str, PTDiTConfig] = {
     # 28 blocks, 16 heads x 72, patch 2, 4 -> 8 channels, T5 width 4096, adaLN-single, shifted windows,
     # window-mean proxies (mean) at inference in the published code; strided is our deterministic default.
     "xl": PTDiTConfig(name="xl"),
+    # The published Qihoo-T2X image model exactly as its code runs it: the xl sizes with fixed (1, 8, 8) attention
+    # and proxy windows at every resolution (not the paper's table), window-mean proxies in training and in
+    # inference, masks at -10000, sample_size 32, no size conditioning. Published weights need this preset.
+    "qihoo-t2x": PTDiTConfig(name="qihoo-t2x", window=(1, 8, 8), proxy_window=(1, 8, 8), proxy_mode="mean",
+                             train_proxy_mode="mean", mask_value=-10000.0, sample_size=32, size_conditioning=False),
 }
 
 

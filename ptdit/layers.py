@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch._subclasses.fake_tensor import unset_fake_temporarily
 
 
 def shape_of(x: Tensor) -> list[int]:
@@ -84,12 +86,23 @@ class FeedForward(nn.Module):
         return self.net(x)
 
 
+@functools.lru_cache(maxsize=None)
+def sinusoid_frequencies(half: int, max_period: float) -> np.ndarray:
+    """exp(-log(max_period) * k / half) in float32, computed as the published code does (torch's float32 exp, in
+    that order of operations); numpy's exp differs from torch's in the last bit, which the published weights'
+    outputs show at the 1e-6 level. Cached as numpy, so a trace sees a constant, never a tracer's fake tensor."""
+    with torch.no_grad(), unset_fake_temporarily():  # real values even when first asked for inside a trace
+        exponent = -math.log(max_period) * torch.arange(half, dtype=torch.float32, device="cpu")
+        return torch.exp(exponent / half).numpy()
+
+
+sinusoid_frequencies(128, 10000.0)  # the model's own sinusoids, computed once at import, outside any trace
+
+
 def timestep_sinusoid(t: Tensor, channels: int = 256, max_period: float = 10000.0) -> Tensor:
     """diffusers Timesteps(flip_sin_to_cos=True, downscale_freq_shift=0), always in fp32 (precision island:
     t reaches 1000, which fp16 cannot resolve)."""
-    half = channels // 2
-    # numpy, not a cached tensor: a constant of every trace, never a tracer's fake tensor
-    freqs = torch.from_numpy(np.exp(-math.log(max_period) * np.arange(half, dtype=np.float32) / half)).to(t.device)
+    freqs = torch.from_numpy(sinusoid_frequencies(channels // 2, max_period)).to(t.device)
     args = t.float()[:, None] * freqs[None]
     return torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
 
