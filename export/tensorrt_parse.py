@@ -22,8 +22,12 @@ class ParseFailed(Exception):
     """TensorRT's parser rejected the file; the message holds the parser's own errors."""
 
 
+_LOGGERS: dict[str, Any] = {}
+
+
 def _builder(module: ModuleType) -> tuple[Any, Any] | None:
-    """(builder, logger), or None when this flavour cannot create a builder here (full TensorRT without a GPU)."""
+    """(builder, logger), or None when this flavour cannot create a builder here (full TensorRT without a GPU).
+    One logger per TensorRT module, reused: TensorRT keeps the first one it is given for the whole process."""
     if TYPE_CHECKING:  # tensorrt_rtx has the same builder API: type-check against tensorrt's
         import tensorrt as trt
     else:
@@ -38,7 +42,10 @@ def _builder(module: ModuleType) -> tuple[Any, Any] | None:
             if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
                 self.errors.append(msg)
 
-    logger = Logger()
+    if module.__name__ not in _LOGGERS:
+        _LOGGERS[module.__name__] = Logger()
+    logger = _LOGGERS[module.__name__]
+    logger.errors.clear()
     try:
         return trt.Builder(logger), logger
     except TypeError:  # pybind11's "factory function returned nullptr"
