@@ -18,19 +18,20 @@ RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 # What a TensorRT-RTX plan runs on when no compute capability is set (its documented portable default:
 # Ampere and later RTX GPUs and A100, not Turing).
 RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")
-SOURCES = ("build GPU", "--compute-capability", "TensorRT-RTX default")
+# Where a plan's targets came from (recorded in the plan manifest; the runtime reads RTX_DEFAULT_SOURCE).
+BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE = "build GPU", "--compute-capability", "TensorRT-RTX default"
 _CC = re.compile(r"^\d{1,2}\.\d$")
 
 
 @dataclass(frozen=True)
 class Targets:
     compute_capabilities: tuple[str, ...]
-    source: str  # one of SOURCES
+    source: str  # BUILD_GPU_SOURCE, OPTION_SOURCE or RTX_DEFAULT_SOURCE
 
     @property
     def tag(self) -> str:
         """Part of the plan's name: 'sm90', 'sm86-sm89', or 'portable' for TensorRT-RTX's default set."""
-        if self.source == "TensorRT-RTX default":
+        if self.source == RTX_DEFAULT_SOURCE:
             return "portable"
         return "-".join("sm" + cc.replace(".", "") for cc in self.compute_capabilities)
 
@@ -62,9 +63,9 @@ def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None) -> Tar
         if gpu is None:
             raise InputError("no CUDA GPU is visible: full TensorRT builds on the GPU the engine will run on "
                              "(TensorRT-RTX builds without one: --target rtx)")
-        return Targets((gpu.compute_capability,), "build GPU")
+        return Targets((gpu.compute_capability,), BUILD_GPU_SOURCE)
     if not requested:
-        return Targets(RTX_DEFAULT, "TensorRT-RTX default")
+        return Targets(RTX_DEFAULT, RTX_DEFAULT_SOURCE)
     if requested == ("current",):
         if gpu is None:
             raise InputError("--compute-capability current needs a visible GPU; name the targets instead (e.g. 8.9)")
@@ -74,12 +75,12 @@ def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None) -> Tar
             hopper = " (Hopper: build with full TensorRT on the GPU, --target tensorrt)" if cc == "9.0" else ""
             raise InputError(f"TensorRT-RTX cannot build for compute capability {cc}{hopper}: it builds for "
                              f"{', '.join(RTX_COMPUTE_CAPABILITIES)}")
-    return Targets(requested, "--compute-capability")
+    return Targets(requested, OPTION_SOURCE)
 
 
 def apply_rtx(config: tensorrt_rtx.IBuilderConfig, trt_module: ModuleType, targets: Targets) -> None:
     """Set TensorRT-RTX's target list (left unset for its portable default)."""
-    if targets.source == "TensorRT-RTX default":
+    if targets.source == RTX_DEFAULT_SOURCE:
         return
     config.num_compute_capabilities = len(targets.compute_capabilities)
     for index, cc in enumerate(targets.compute_capabilities):

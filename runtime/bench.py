@@ -17,7 +17,7 @@ from typing import Any
 import click
 import numpy as np
 
-from .cli_errors import tensorrt_options
+from .cli_errors import exit_codes, tensorrt_options
 from .tensorrt_flavour import TensorRTOptions
 
 TARGET_OVERHEAD = 0.02
@@ -112,11 +112,13 @@ def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: s
 def main(artifacts: tuple[Path, ...], steps: int, rounds: int, latency_backends: tuple[str, ...], latency_steps: int,
          runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None,
          json_path: Path | None) -> None:
-    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU), and optionally the
-    per-step latency of each backend."""
-    rows = [measure_overhead(a, steps, rounds) for a in artifacts]
-    plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
-    latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options) for a in artifacts for b in latency_backends]
+    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU, for .onnx artifacts), and
+    optionally the per-step latency of each backend (a .plan with --latency tensorrt)."""
+    with exit_codes("python -m runtime.bench", debug=False, nothing_written=False):
+        rows = [measure_overhead(a, steps, rounds) for a in artifacts if a.suffix == ".onnx"]
+        plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
+        latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options)
+                   for a in artifacts for b in latency_backends]
     click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) | overhead |")
     click.echo("| --- | --- | --- | --- | --- | --- |")
     for r in rows:

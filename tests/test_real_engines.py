@@ -24,29 +24,47 @@ if importlib.util.find_spec("tensorrt_rtx") is None:
 
 import tensorrt_rtx  # noqa: E402
 
-# (precision, resolution, frames): tiny exports built for real in CI.
-MATRIX = [("fp16", 256, None), ("fp16", 1024, None), ("fp16", 2048, None),
-          ("fp32", 256, None), ("fp32", 1024, None), ("fp32", 2048, None),
-          ("fp16", 256, 4), ("bf16", 256, None)]
+# (precision, resolution, frames, variant): tiny exports built for real in CI. Variants: None (strided proxies,
+# the resolution table's windows), "mean" (--proxy mean), "qihoo" (the qihoo-t2x preset's settings at tiny size:
+# fixed 8 x 8 attention and proxy windows, mean proxies).
+MATRIX = [("fp16", 256, None, None), ("fp16", 1024, None, None), ("fp16", 2048, None, None),
+          ("fp32", 256, None, None), ("fp32", 1024, None, None), ("fp32", 2048, None, None),
+          ("fp16", 256, 4, None), ("bf16", 256, None, None), ("fp16", 512, None, "mean"),
+          ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo")]
+BASE = ("fp16", 256, None, None)
+QIHOO_TINY = {"name": "qihoo-tiny", "depth": 2, "num_heads": 2, "head_dim": 32, "window": [1, 8, 8],
+              "proxy_window": [1, 8, 8], "proxy_mode": "mean", "train_proxy_mode": "mean"}
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def export(out: Path, precision: str, res: int, frames: int | None, *extra: str) -> Path:
+def export(out: Path, precision: str, res: int, frames: int | None, variant: str | None) -> Path:
     """A tiny export with the default (fast) checks, which include the real parse."""
+    out.mkdir(parents=True)
     video = ["--frames", str(frames)] if frames else []
-    result = run("export", "--preset", "tiny", "--res", str(res), "--precision", precision, *video, "--out", str(out),
-                 *extra)
+    model = ["--preset", "tiny"]
+    if variant == "mean":
+        model += ["--proxy", "mean"]
+    elif variant == "qihoo":
+        (out / "qihoo-tiny.json").write_text(json.dumps(QIHOO_TINY))
+        model = ["--config", str(out / "qihoo-tiny.json")]
+    result = run("export", *model, "--res", str(res), "--precision", precision, *video, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    return out / f"ptdit-tiny-{res}{f'-f{frames}' if frames else ''}-b2-{precision}.onnx"
+    name = "qihoo-tiny" if variant == "qihoo" else "tiny"
+    return out / f"ptdit-{name}-{res}{f'-f{frames}' if frames else ''}-b2-{precision}.onnx"
+
+
+def key_id(key: tuple) -> str:
+    precision, res, frames, variant = key
+    return f"{precision}-{res}" + (f"-f{frames}" if frames else "") + (f"-{variant}" if variant else "")
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[tuple[str, int, int | None], Path]:
+def exports(tmp_path_factory) -> dict[tuple, Path]:
     out = tmp_path_factory.mktemp("exports")
-    return {key: export(out, *key) for key in MATRIX}
+    return {key: export(out / key_id(key), *key) for key in MATRIX}
 
 
 def weight_bytes(path: Path) -> int:
@@ -54,13 +72,15 @@ def weight_bytes(path: Path) -> int:
     return sum(onnx.numpy_helper.to_array(t).nbytes for t in model.graph.initializer)
 
 
-@pytest.mark.parametrize("key", MATRIX, ids=lambda k: f"{k[0]}-{k[1]}" + (f"-f{k[2]}" if k[2] else ""))
+@pytest.mark.parametrize("key", MATRIX, ids=key_id)
 def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
     onnx_path = exports[key]
     onnx_manifest = json.loads(onnx_path.with_suffix(".json").read_text())
     parse = onnx_manifest["checks"]["tensorrt_parse"]
     assert parse["ran"] and parse["passed"] and parse["builder"] == f"TensorRT-RTX {tensorrt_rtx.__version__}"
     assert onnx_manifest["checks"]["tensorrt_ops"]["max_rank"] <= 8
+    if key[3] == "qihoo":  # fixed windows at every resolution, whatever the table says
+        assert onnx_manifest["geometry"]["window"] == onnx_manifest["geometry"]["proxy_window"] == [1, 8, 8]
 
     extra = ["--allow-fp32"] if key[0] == "fp32" else []
     result = run("engines", str(onnx_path), "--target", "rtx", "--json", *extra)
@@ -94,9 +114,9 @@ def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
 
 
 def test_targets_and_a_diagnostic_plan(exports, tmp_path):
-    onnx_path = exports[("fp16", 256, None)]
+    onnx_path = exports[BASE]
     result = run("engines", str(onnx_path), "--target", "rtx", "--compute-capability", "8.9,12.0", "--mark-blocks",
-                 "--out", str(tmp_path), "--json")
+                 "--tiling-level", "fast", "--out", str(tmp_path), "--json")
     assert result.returncode == 0, result.stderr
     plan = Path(json.loads(result.stdout)["plan"])
     assert plan.name.endswith("-sm89-sm120-rtx1.7-blocks.plan") and plan.parent == tmp_path
@@ -104,6 +124,7 @@ def test_targets_and_a_diagnostic_plan(exports, tmp_path):
     assert manifest["targets"] == {"compute_capabilities": ["8.9", "12.0"], "source": "--compute-capability"}
     assert [t["name"] for t in manifest["outputs"]] == ["noise_pred", "block_00", "block_01"]
     assert manifest["block_outputs"]["names"] == ["block_00", "block_01"]
+    assert manifest["build"]["options"]["tiling_level"] == "fast"
 
 
 @pytest.mark.parametrize(
@@ -119,7 +140,7 @@ def test_targets_and_a_diagnostic_plan(exports, tmp_path):
     ],
 )
 def test_what_tensorrt_rtx_cannot_do_is_refused_in_one_line(exports, tmp_path, args, message):
-    onnx_path = exports[("fp32" if "--fp16-weak" in args else "fp16", 256, None)]
+    onnx_path = exports[("fp32" if "--fp16-weak" in args else "fp16", 256, None, None)]
     result = run("engines", str(onnx_path), "--target", "rtx", "--out", str(tmp_path / "out"), *args)
     assert result.returncode == 2, result.stderr
     lines = result.stderr.strip().splitlines()
@@ -128,7 +149,7 @@ def test_what_tensorrt_rtx_cannot_do_is_refused_in_one_line(exports, tmp_path, a
 
 
 def test_running_an_rtx_plan_needs_a_gpu(exports, tmp_path):
-    onnx_path = exports[("fp16", 256, None)]
+    onnx_path = exports[BASE]
     plan = Path(json.loads(run("engines", str(onnx_path), "--target", "rtx", "--out", str(tmp_path), "--json").stdout)
                 ["plan"])
     if importlib.util.find_spec("cuda") is not None:

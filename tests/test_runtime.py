@@ -257,6 +257,19 @@ def test_what_a_plan_needs_from_the_run_is_checked_first(tmp_path, options, run_
     assert not (tmp_path / "x.npy").exists()
 
 
+@pytest.mark.parametrize("command", [["ptdit-diff", "{plan}", "--steps", "0"],
+                                     [sys.executable, "-m", "runtime.bench", "--artifact", "{plan}", "--latency",
+                                      "tensorrt"]])
+def test_the_plan_options_reach_the_session_from_every_command(tmp_path, command):
+    """ptdit-diff and the runtime benchmark take --weight-budget (and --lean-runtime, --runtime-cache-dir) to the
+    TensorRT session: its refusal of a budget for a plan without weight streaming comes back as one line."""
+    plan = fake_plan(tmp_path)
+    result = subprocess.run([a.format(plan=plan) for a in command] + ["--weight-budget", "2G"], cwd=ROOT,
+                            capture_output=True, text=True)
+    assert result.returncode == 2, result.stderr
+    assert "--weight-budget needs a plan built with --weight-streaming" in result.stderr.strip().splitlines()[-1]
+
+
 def test_byte_sizes():
     from runtime.cli_errors import ByteSize
 
