@@ -26,11 +26,12 @@ import tensorrt_rtx  # noqa: E402
 
 # (precision, resolution, frames, variant): tiny exports built for real in CI. Variants: None (strided proxies,
 # the resolution table's windows), "mean" (--proxy mean), "qihoo" (the qihoo-t2x preset's settings at tiny size:
-# fixed 8 x 8 attention and proxy windows, mean proxies).
+# fixed 8 x 8 attention and proxy windows, mean proxies), "interleaved" (8 x 8 windows holding 4 interleaved
+# strided proxies each: the proxy axes that made rank 9 before).
 MATRIX = [("fp16", 256, None, None), ("fp16", 1024, None, None), ("fp16", 2048, None, None),
           ("fp32", 256, None, None), ("fp32", 1024, None, None), ("fp32", 2048, None, None),
           ("fp16", 256, 4, None), ("bf16", 256, None, None), ("fp16", 512, None, "mean"),
-          ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo")]
+          ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo"), ("fp16", 256, None, "interleaved")]
 BASE = ("fp16", 256, None, None)
 QIHOO_TINY = {"name": "qihoo-tiny", "depth": 2, "num_heads": 2, "head_dim": 32, "window": [1, 8, 8],
               "proxy_window": [1, 8, 8], "proxy_mode": "mean", "train_proxy_mode": "mean"}
@@ -47,12 +48,14 @@ def export(out: Path, precision: str, res: int, frames: int | None, variant: str
     model = ["--preset", "tiny"]
     if variant == "mean":
         model += ["--proxy", "mean"]
-    elif variant == "qihoo":
-        (out / "qihoo-tiny.json").write_text(json.dumps(QIHOO_TINY))
-        model = ["--config", str(out / "qihoo-tiny.json")]
+    elif variant in ("qihoo", "interleaved"):
+        config = QIHOO_TINY if variant == "qihoo" else {**QIHOO_TINY, "name": "interleaved-tiny",
+                                                          "proxy_window": [1, 4, 4], "proxy_mode": "strided"}
+        (out / "config.json").write_text(json.dumps(config))
+        model = ["--config", str(out / "config.json")]
     result = run("export", *model, "--res", str(res), "--precision", precision, *video, "--out", str(out))
     assert result.returncode == 0, result.stderr
-    name = "qihoo-tiny" if variant == "qihoo" else "tiny"
+    name = {"qihoo": "qihoo-tiny", "interleaved": "interleaved-tiny"}.get(variant or "", "tiny")
     return out / f"ptdit-{name}-{res}{f'-f{frames}' if frames else ''}-b2-{precision}.onnx"
 
 
