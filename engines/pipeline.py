@@ -179,5 +179,5 @@ def plan_manifest(onnx: OnnxArtifact, built: BuiltPlan, io: list[dict[str, Any]]
         "model": export["model"],
         "export": export["export"],
         "geometry": export["geometry"],
-        "block_outputs": export["block_outputs"] if options.mark_blocks else None,
+        "block_outputs": export["block_outputs"],  # named in the graph; outputs of the plan only with --mark-blocks
     }

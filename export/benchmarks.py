@@ -90,9 +90,10 @@ def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Callabl
             report(f"  counting the ONNX graph of {variant.name} ({attention} attention) at {res}"
                    + (f", {frames} frames" if frames else ""))
             spec = ExportSpec(variant.name, res, frames, 2, 200, "fp16", 18)
-            graph = trace(model, spec, spec.inputs(variant.in_channels, variant.text_dim, res // 8))
+            outputs = spec.outputs(variant.out_channels, res // 8, variant.in_channels)
+            graph = trace(model, spec, spec.inputs(variant.in_channels, variant.text_dim, res // 8), outputs)
             clean(graph, names)
-            strip_block_outputs(graph)
+            strip_block_outputs(graph, len(outputs))
             counts[(attention, res, frames)] = graph_macs(graph)
             del graph
         del model
@@ -119,22 +120,41 @@ def complexity_table(rows: list[dict[str, Any]]) -> str:
 # --- runtime -------------------------------------------------------------------------------------------------
 
 def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, report: Callable[[str], None],
-                 overhead_steps: int = 10, overhead_rounds: int = 10) -> dict[str, Any]:
-    """Export each (preset, res, precision) to a temporary directory and run the runtime's benchmark on it."""
+                 overhead_steps: int = 10, overhead_rounds: int = 10, loops_backend: str = "onnxruntime",
+                 loop_steps: int = 30) -> dict[str, Any]:
+    """Export each (preset, res, precision) with its step graph to a temporary directory and run the runtime's
+    benchmark on it: overhead and latency on the noise-prediction ONNX, and the host loop against the step loop
+    on `loops_backend` (tensorrt: both graphs are built into plans first, with ptdit-build's default target)."""
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-") as tmp:
-        paths = []
+        paths, loops = [], []
         for preset_name, res, precision in artifacts:
-            report(f"  exporting {preset_name} at {res} ({precision})")
+            report(f"  exporting {preset_name} at {res} ({precision}, with --step)")
             subprocess.run([sys.executable, "-m", "export", "--preset", preset_name, "--res", str(res), "--precision",
-                            precision, "--out", tmp, "--skip-checks"], check=True, capture_output=True)
-            paths.append(str(Path(tmp) / f"ptdit-{preset_name}-{res}-b2-{precision}.onnx"))
+                            precision, "--out", tmp, "--skip-checks", "--step"], check=True, capture_output=True)
+            noise = str(Path(tmp) / f"ptdit-{preset_name}-{res}-b2-{precision}.onnx")
+            pair = [noise, noise.replace(".onnx", "-step.onnx")]
+            if loops_backend == "tensorrt":
+                report(f"  building both graphs of {preset_name} at {res} with ptdit-build")
+                fp32 = ["--allow-fp32"] if precision == "fp32" else []
+                pair = [json.loads(_run([sys.executable, "-m", "engines", p, "--json", *fp32]))["plan"] for p in pair]
+            paths.append(noise)
+            loops += ["--loops", *pair]
         out = Path(tmp) / "runtime.json"
-        report("  timing the runtime (overhead, then per-step latency per backend)")
-        args = [sys.executable, "-m", "runtime.bench", *[a for p in paths for a in ("--artifact", p)],
-                "--latency", "onnxruntime", "--latency", "torch", "--latency-steps", str(latency_steps),
-                "--steps", str(overhead_steps), "--rounds", str(overhead_rounds), "--json", str(out)]
-        subprocess.run(args, check=True, capture_output=True)
+        report("  timing the runtime (overhead, per-step latency per backend, host loop against step loop)")
+        args = [sys.executable, "-m", "runtime.bench", *[a for p in paths for a in ("--artifact", p)], *loops,
+                "--loops-backend", "auto" if loops_backend == "tensorrt" else loops_backend, "--loop-steps",
+                str(loop_steps), "--latency", "onnxruntime", "--latency", "torch", "--latency-steps",
+                str(latency_steps), "--steps", str(overhead_steps), "--rounds", str(overhead_rounds), "--json", str(out)]
+        _run(args)
         return dict(json.loads(out.read_text()))
+
+
+def _run(args: list[str]) -> str:
+    """A child process's stdout; its stderr's end in the error when it fails."""
+    result = subprocess.run(args, capture_output=True, text=True)
+    if result.returncode:
+        raise click.ClickException(f"{' '.join(args[1:4])} ... failed:\n{result.stderr.strip()[-2000:]}")
+    return result.stdout
 
 
 def runtime_table(data: dict[str, Any]) -> str:
@@ -148,6 +168,8 @@ def runtime_table(data: dict[str, Any]) -> str:
         ort_ms, torch_ms = times.get("onnxruntime"), times.get("torch")
         ratio = f"{torch_ms / ort_ms:.2f}" if ort_ms and torch_ms else "n/a"
         lines.append(f"| {name} | {ort_ms} | {torch_ms} | {ratio} | {overhead.get(name, 0) * 100:+.2f} % |")
+    if data.get("loops_table"):  # formatted by the runtime's benchmark (stages share files, not code)
+        lines += ["", data["loops_table"]]
     return "\n".join(lines)
 
 
@@ -342,13 +364,17 @@ def build_cost(preset_name: str, resolutions: tuple[int, ...], precision: str, t
 @click.option("--steps", type=int, default=3, show_default=True, help="Sampling steps timed per backend.")
 @click.option("--overhead-steps", type=int, default=10, show_default=True)
 @click.option("--overhead-rounds", type=int, default=10, show_default=True)
+@click.option("--loops-backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
+              show_default=True, help="Where the host loop and the step loop are compared (tensorrt: plans, on a GPU).")
+@click.option("--loop-steps", type=int, default=30, show_default=True, help="Steps per sampling run of that comparison.")
 @JSON_OPTION
-def runtime(artifacts: tuple[str, ...], steps: int, overhead_steps: int, overhead_rounds: int,
-            json_path: Path | None) -> None:
-    """Per-step latency of ONNX Runtime (CPU) and PyTorch (CPU) on the same artifact, and the runtime's
-    overhead around the backend call."""
+def runtime(artifacts: tuple[str, ...], steps: int, overhead_steps: int, overhead_rounds: int, loops_backend: str,
+            loop_steps: int, json_path: Path | None) -> None:
+    """Per-step latency of ONNX Runtime (CPU) and PyTorch (CPU) on the same artifact, the runtime's overhead
+    around the backend call, and the host loop (noise-prediction graph) against the step loop (--step graph)
+    with their host<->device counters."""
     specs = [(a.split(":")[0], int(a.split(":")[1]), a.split(":")[2]) for a in artifacts]
-    data = runtime_rows(specs, steps, report, overhead_steps, overhead_rounds)
+    data = runtime_rows(specs, steps, report, overhead_steps, overhead_rounds, loops_backend, loop_steps)
     click.echo(runtime_table(data))
     write_json(json_path, "runtime", data)
 

@@ -28,6 +28,8 @@ Examples:
       video: 16 latent frames, window (4, 4, 4)
   ptdit-export --res 1024 --checks full
       compare the whole model with PyTorch (minutes on a CPU; the default on a GPU machine)
+  ptdit-export --preset tiny --res 256 --step
+      also ptdit-tiny-256-b2-fp16-step.onnx: one whole sampler step (guidance + Euler update) per call
 """
 PIP_NAMES = {"onnxruntime": "onnxruntime-gpu", "onnxscript": "onnxscript", "onnx_ir": "onnx-ir", "onnx": "onnx",
              "safetensors": "safetensors", "torch": "torch"}
@@ -79,6 +81,9 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "full: ONNX Runtime vs PyTorch on the whole model (fp32 and the export precision); auto: full "
                    "when torch sees a CUDA GPU, else fast; none: no checks.")
 @click.option("--skip-checks", is_flag=True, help="Same as --checks none.")
+@click.option("--step", is_flag=True,
+              help="Also export the whole denoising step (<stem>-step.onnx): guidance and the Euler update inside the "
+                   "graph, the latent carried in fp32, so a runtime keeps the sampler state on the device.")
 @click.option("--torch-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the PyTorch references of the parity check run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -86,7 +91,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,
-         check_choice: str, skip_checks: bool, torch_device: str, as_json: bool, debug: bool) -> None:
+         check_choice: str, skip_checks: bool, step: bool, torch_device: str, as_json: bool, debug: bool) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
     Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
@@ -114,7 +119,7 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
         cfg = cfg.replace(**changes) if changes else cfg
         opts = ExportOptions(cfg, [int(r) for r in resolutions], frames, precision, batch, text_len, opset,
                              out_dir, checkpoint, checkpoint_key, seed, force, "none" if skip_checks else check_choice,
-                             torch_device)
+                             torch_device, step)
         results = export_all(opts, report)
     except InputError as e:
         fail(2, str(e))

@@ -70,17 +70,21 @@ def example_inputs(inputs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:
     return tuple(torch.zeros(t.shape, dtype=dtypes[t.dtype]) for t in inputs)
 
 
-def trace(model: PTDiT, spec: ExportSpec, inputs: list[TensorSpec]) -> onnx_ir.Model:
-    """Trace to an ONNX IR model whose outputs are noise_pred and the per-block outputs block_NN (kept as
-    named tensors so that the accuracy diff can mark them as outputs again; see strip_block_outputs)."""
+def trace(model: PTDiT, spec: ExportSpec, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> onnx_ir.Model:
+    """Trace to an ONNX IR model whose outputs are the contract's (noise_pred, or latent_next and step_next for
+    a step graph) and the per-block outputs block_NN (kept as named tensors so that the accuracy diff can mark
+    them as outputs again; see strip_block_outputs)."""
     import torch
 
-    output_names = ["noise_pred"] + [block_output_name(i) for i in range(model.cfg.depth)]
+    from ptdit.step import DenoisingStep
+
+    module = DenoisingStep(model) if spec.step else model
+    output_names = [t.name for t in outputs] + [block_output_name(i) for i in range(model.cfg.depth)]
     quiet = io.StringIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
-            model,
+            module,
             example_inputs(inputs),
             kwargs={"return_block_outputs": True},
             dynamo=True,
@@ -135,11 +139,11 @@ def clean(model: onnx_ir.Model, parameter_names: set[str]) -> None:
             initializers[source] = value
 
 
-def strip_block_outputs(model: onnx_ir.Model) -> list[str]:
-    """Keep noise_pred as the only graph output; the block tensors keep their names inside the graph."""
+def strip_block_outputs(model: onnx_ir.Model, outputs: int) -> list[str]:
+    """Keep the contract's `outputs` first graph outputs; the block tensors keep their names inside the graph."""
     graph = model.graph
-    names = [v.name for v in graph.outputs[1:]]
-    del graph.outputs[1:]
+    names = [v.name for v in graph.outputs[outputs:]]
+    del graph.outputs[outputs:]
     return [n for n in names if n]
 
 

@@ -17,6 +17,8 @@ from onnx import TensorProto, numpy_helper
 from .spec import TensorSpec
 
 if TYPE_CHECKING:
+    import torch
+
     from ptdit import PTDiT
 
 SIGNIFICANT_DIGITS = 4  # errors are recorded rounded, so that the manifest is reproducible byte for byte
@@ -24,7 +26,8 @@ SIGNIFICANT_DIGITS = 4  # errors are recorded rounded, so that the manifest is r
 
 def parity_inputs(inputs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
     """Seeded inputs: Gaussian latent and text features, a timestep per sample, and a text mask whose
-    length differs per sample (the rest is padding)."""
+    length differs per sample (the rest is padding). A step graph gets step 1 of a schedule going from
+    t = 700 to t = -300: dt = 1, so its update latent_next - latent is the (guided) velocity itself."""
     rng = np.random.default_rng(seed)
     feeds: dict[str, np.ndarray] = {}
     for t in inputs:
@@ -36,9 +39,27 @@ def parity_inputs(inputs: list[TensorSpec], seed: int) -> dict[str, np.ndarray]:
             for i in range(batch):
                 mask[i, : max(1, length * (batch + 1 - i) // (batch + 2))] = 1
             feeds[t.name] = mask
+        elif t.name == "step":
+            feeds[t.name] = np.ones(t.shape, dtype=np.int64)
+        elif t.name == "schedule":
+            feeds[t.name] = np.zeros(t.shape, dtype=np.float32)
+            feeds[t.name][:3] = (1000.0, 700.0, -300.0)
+        elif t.name == "guidance":
+            feeds[t.name] = np.full(t.shape, 4.0, dtype=np.float32)
         else:
             feeds[t.name] = rng.standard_normal(t.shape, dtype=np.float32)
     return feeds
+
+
+def compared_output(outputs: dict[str, np.ndarray], feeds: dict[str, np.ndarray]) -> np.ndarray:
+    """What the parity check compares: noise_pred; for a step graph the update latent_next - latent (the
+    carried latent would hide the model's error under its own magnitude), after checking that the step
+    counter advanced by exactly one."""
+    if "noise_pred" in outputs:
+        return outputs["noise_pred"]
+    if not np.array_equal(outputs["step_next"], feeds["step"] + 1):
+        raise ValueError(f"step_next is {outputs['step_next'].tolist()}, expected {(feeds['step'] + 1).tolist()}")
+    return outputs["latent_next"].astype(np.float64) - feeds["latent"]
 
 
 def _round(x: float) -> float:
@@ -119,19 +140,21 @@ def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray], inferred: onnx.Mod
             target.with_name(f"{target.parent.name}.{target.name}.data").unlink(missing_ok=True)
 
 
-def run_torch(model: PTDiT, feeds: dict[str, np.ndarray], device: str = "cpu") -> np.ndarray:
-    """One forward of the PyTorch model on `device` (the model is moved there and back)."""
+def run_torch(module: torch.nn.Module, feeds: dict[str, np.ndarray], inputs: list[TensorSpec],
+              outputs: list[TensorSpec], device: str = "cpu") -> dict[str, np.ndarray]:
+    """One forward of the PyTorch module (a PTDiT, or a DenoisingStep for a step graph) on `device` (moved
+    there and back); the outputs by the contract's names."""
     import torch
 
-    args = [torch.from_numpy(feeds[k]).to(device) for k in ("latent", "timestep", "text_embeds", "text_mask")]
-    model.to(device)
+    args = [torch.from_numpy(feeds[t.name]).to(device) for t in inputs]
+    module.to(device)
     try:
         with torch.no_grad():
-            out = model(*args)
+            out = module(*args)
     finally:
-        model.to("cpu")
-    assert isinstance(out, torch.Tensor)
-    return out.cpu().numpy()
+        module.to("cpu")
+    values = out if isinstance(out, tuple) else (out,)
+    return {t.name: v.cpu().numpy() for t, v in zip(outputs, values)}
 
 
 def compare(onnx_out: np.ndarray, references: dict[str, np.ndarray], thresholds: dict[str, float]) -> dict[str, Any]:

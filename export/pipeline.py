@@ -20,7 +20,7 @@ from ptdit.errors import InputError
 from ptdit.resolution import Geometry, geometry, latent_hw, window_for
 from ptdit.windows import strided_offset
 
-from .spec import CHECK_LEVELS, DEFAULT_OPSET, SUPPORTED_OPSETS, ExportSpec
+from .spec import CHECK_LEVELS, DEFAULT_OPSET, STEP_CARRY, STEP_SCHEDULE_LEN, SUPPORTED_OPSETS, ExportSpec
 
 if TYPE_CHECKING:
     import onnx
@@ -57,6 +57,7 @@ class ExportOptions:
     force: bool = False
     checks: str = "auto"  # one of CHECK_LEVELS
     torch_device: str = "auto"  # where the PyTorch references of the parity check run
+    step: bool = False  # also export the whole denoising step (guidance and Euler update in the graph)
 
 
 @dataclass
@@ -88,8 +89,13 @@ class Stages:
         self.report(f"  {label}: done in {elapsed:.1f} s")
 
 
-def spec_for(opts: ExportOptions, res: int) -> ExportSpec:
-    return ExportSpec(opts.cfg.name, res, opts.frames, opts.batch, opts.text_len, opts.precision, opts.opset)
+def spec_for(opts: ExportOptions, res: int, step: bool = False) -> ExportSpec:
+    return ExportSpec(opts.cfg.name, res, opts.frames, opts.batch, opts.text_len, opts.precision, opts.opset, step)
+
+
+def specs_for(opts: ExportOptions, res: int) -> list[ExportSpec]:
+    """The graphs one resolution gets: the noise prediction, and with --step the denoising step next to it."""
+    return [spec_for(opts, res), *([spec_for(opts, res, step=True)] if opts.step else [])]
 
 
 def geometry_for(opts: ExportOptions, res: int) -> Geometry:
@@ -113,6 +119,8 @@ def validate(opts: ExportOptions) -> None:
                          f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (LayerNormalization needs >= 17)")
     if opts.batch < 1 or opts.text_len < 1:
         raise InputError(f"--batch and --text-len must be positive, got {opts.batch} and {opts.text_len}")
+    if opts.step and opts.batch not in (1, 2):
+        raise InputError(f"--step needs --batch 2 (the guidance pair) or 1 (unguided), got {opts.batch}")
     if opts.torch_device not in ("auto", "cpu", "cuda"):
         raise InputError(f"--torch-device must be auto, cpu or cuda, got {opts.torch_device!r}")
     if opts.checks not in CHECK_LEVELS:
@@ -126,8 +134,8 @@ def validate(opts: ExportOptions) -> None:
         raise InputError(f"output directory {opts.out_dir} is not writable ({existing_dir} is not a writable "
                          f"directory); choose another with --out")
     if not opts.force:
-        existing = [str(p) for res in opts.resolutions for p in artifact_files(opts.out_dir, spec_for(opts, res).stem)
-                    if p.exists()]
+        existing = [str(p) for res in opts.resolutions for spec in specs_for(opts, res)
+                    for p in artifact_files(opts.out_dir, spec.stem) if p.exists()]
         if existing:
             raise InputError(f"{existing[0]} already exists; pass --force to overwrite it")
 
@@ -160,9 +168,10 @@ def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
             weights.state_dict_sha256 = state_dict_sha256(model)
         results = []
         for res in opts.resolutions:
-            result = export_one(opts, res, model, weights, report)
-            result.seconds = {**stages.seconds, **result.seconds}
-            results.append(result)
+            for spec in specs_for(opts, res):
+                result = export_one(opts, spec, model, weights, report)
+                result.seconds = {**stages.seconds, **result.seconds}
+                results.append(result)
         return results
     except BaseException:
         for directory in created:  # nothing on failure: not even the directories this run made
@@ -171,24 +180,26 @@ def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
         raise
 
 
-def export_one(opts: ExportOptions, res: int, model: PTDiT, weights: Weights, report: Reporter) -> ExportResult:
+def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Weights,
+               report: Reporter) -> ExportResult:
     from .exporter import clean, save, strip_block_outputs, trace
 
-    cfg, spec, geo = opts.cfg, spec_for(opts, res), geometry_for(opts, res)
+    cfg, res, geo = opts.cfg, spec.res, geometry_for(opts, spec.res)
     side = latent_hw(res)
     inputs = spec.inputs(cfg.in_channels, cfg.text_dim, side)
-    outputs = spec.outputs(cfg.out_channels, side)
+    outputs = spec.outputs(cfg.out_channels, side, cfg.in_channels)
     video = f", {opts.frames} frames" if opts.frames else ""
-    report(f"ptdit-export: {cfg.name} at {res} px{video}, {opts.precision}, batch {opts.batch} "
-           f"-> {opts.out_dir / spec.stem}.onnx")
+    what = (f"the denoising step ({'guidance pair' if spec.guided else 'unguided'})" if spec.step
+            else f"batch {opts.batch}")
+    report(f"ptdit-export: {cfg.name} at {res} px{video}, {opts.precision}, {what} -> {opts.out_dir / spec.stem}.onnx")
     stages = Stages(report)
     work = Path(tempfile.mkdtemp(dir=opts.out_dir, prefix=f".{spec.stem}.partial."))
     try:
         with stages.run("trace", "trace to ONNX (torch.export, static shapes)"):
-            graph = trace(model, spec, inputs)
+            graph = trace(model, spec, inputs, outputs)
         with stages.run("clean", "fold constants and clean up the graph"):
             clean(graph, set(model.state_dict()))
-            block_names = strip_block_outputs(graph)
+            block_names = strip_block_outputs(graph, len(outputs))
         onnx_path = work / f"{spec.stem}.onnx"
         with stages.run("write", "write ONNX"):
             files = save(graph, onnx_path)
@@ -235,11 +246,11 @@ def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[T
         results["tensorrt_parse"] = tensorrt_parse(path, inputs, outputs)
     if level == "full":
         with stages.run("onnxruntime_parity", "ONNX Runtime (CPU) against PyTorch, whole model"):
-            results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, model)
+            results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, outputs, model)
     else:
         with stages.run("onnxruntime_parity_first_block", "ONNX Runtime (CPU) against PyTorch, graph cut to block 0"):
-            results["onnxruntime_parity_first_block"] = first_block_parity(path, inferred, opts, spec, inputs, model,
-                                                                           block_names)
+            results["onnxruntime_parity_first_block"] = first_block_parity(path, inferred, opts, spec, inputs, outputs,
+                                                                           model, block_names)
     return results
 
 
@@ -261,72 +272,93 @@ def tensorrt_parse(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpe
 
 
 def first_block_parity(path: Path, inferred: onnx.ModelProto, opts: ExportOptions, spec: ExportSpec,
-                       inputs: list[TensorSpec], model: PTDiT, block_names: list[str]) -> dict[str, Any]:
+                       inputs: list[TensorSpec], outputs: list[TensorSpec], model: PTDiT,
+                       block_names: list[str]) -> dict[str, Any]:
     """ONNX Runtime on the graph cut to its first block (embeddings, block 0, final layer) against the same cut
     of the PyTorch model in fp32 with the exported weights: every operator of the graph, ~1/depth of the cost."""
     import onnx
 
     from .checks import CheckFailed
-    from .parity import (
-        compare,
-        first_block_graph,
-        first_block_model,
-        has_bf16,
-        parity_inputs,
-        run_onnxruntime,
-        run_torch,
-    )
+    from .parity import compare, first_block_graph, first_block_model, has_bf16, parity_inputs, run_onnxruntime
 
+    name = "onnxruntime_parity_first_block"
     feeds = parity_inputs(inputs, PARITY_SEED)
     cut = path.with_name(path.stem + ".first-block.onnx")
     try:
         first_block_graph(path, block_names, cut)
         cut_inferred = onnx.shape_inference.infer_shapes(onnx.load(str(cut), load_external_data=False))
-        onnx_out = run_onnxruntime(cut, feeds, cut_inferred)["noise_pred"]
+        onnx_out = checked_output(name, run_onnxruntime(cut, feeds, cut_inferred), feeds)
     finally:
         cut.unlink(missing_ok=True)
     device = torch_device(opts.torch_device)
     reference = first_block_model(model)
-    result = compare(onnx_out, {"fp32": run_torch(reference, feeds, device)}, {"fp32": MAX_REL_L2[spec.precision]})
+    expected = torch_output(name, reference, spec, feeds, inputs, outputs, device)
+    result = compare(onnx_out, {"fp32": expected}, {"fp32": MAX_REL_L2[spec.precision]})
     del reference
     result.update(provider="CPUExecutionProvider", torch_device=device, seed=PARITY_SEED, blocks=1,
-                  reference="PyTorch fp32, the exported weights", bf16_emulated=has_bf16(inferred))
+                  reference="PyTorch fp32, the exported weights", bf16_emulated=has_bf16(inferred),
+                  compared=compared_name(spec))
     if not result["passed"]:
         error = result["vs_torch_fp32"]
-        raise CheckFailed("onnxruntime_parity_first_block", f"ONNX Runtime output of the first-block graph differs "
-                                                            f"from PyTorch (rel L2 {error['rel_l2']:.3g}, max "
-                                                            f"{error['max_rel_l2']:.3g})")
+        raise CheckFailed(name, f"ONNX Runtime output of the first-block graph differs from PyTorch (rel L2 "
+                                f"{error['rel_l2']:.3g}, max {error['max_rel_l2']:.3g})")
     return result
 
 
 def onnxruntime_parity(path: Path, inferred: onnx.ModelProto, opts: ExportOptions, spec: ExportSpec,
-                       inputs: list[TensorSpec], model: PTDiT) -> dict[str, Any]:
+                       inputs: list[TensorSpec], outputs: list[TensorSpec], model: PTDiT) -> dict[str, Any]:
     from .checks import CheckFailed
     from .exporter import build_model
-    from .parity import compare, has_bf16, parity_inputs, run_onnxruntime, run_torch
+    from .parity import compare, has_bf16, parity_inputs, run_onnxruntime
 
+    name = "onnxruntime_parity"
     feeds = parity_inputs(inputs, PARITY_SEED)
-    onnx_out = run_onnxruntime(path, feeds, inferred)["noise_pred"]
+    onnx_out = checked_output(name, run_onnxruntime(path, feeds, inferred), feeds)
     device = torch_device(opts.torch_device)
     thresholds = {"fp32": MAX_REL_L2[spec.precision]}
     if spec.precision == "fp32":
-        references = {"fp32": run_torch(model, feeds, device)}
+        references = {"fp32": torch_output(name, model, spec, feeds, inputs, outputs, device)}
     else:
         # The model being exported runs the same precision policy; a fresh fp32 build is the reference.
-        references = {"same_precision": run_torch(model, feeds, device)}
+        references = {"same_precision": torch_output(name, model, spec, feeds, inputs, outputs, device)}
         thresholds["same_precision"] = MAX_REL_L2_SAME_PRECISION[spec.precision]
         reference, _ = build_model(opts.cfg, "fp32", opts.checkpoint, opts.checkpoint_key, opts.seed)
-        references["fp32"] = run_torch(reference, feeds, device)
+        references["fp32"] = torch_output(name, reference, spec, feeds, inputs, outputs, device)
         del reference
         gc.collect()
     result = compare(onnx_out, references, thresholds)
     result.update(provider="CPUExecutionProvider", torch_device=device, seed=PARITY_SEED,
-                  bf16_emulated=has_bf16(inferred))
+                  bf16_emulated=has_bf16(inferred), compared=compared_name(spec))
     if not result["passed"]:
         worst = ", ".join(f"{k}: rel L2 {v['rel_l2']:.3g} (max {v['max_rel_l2']:.3g})"
                           for k, v in result.items() if isinstance(v, dict) and "max_rel_l2" in v)
-        raise CheckFailed("onnxruntime_parity", f"ONNX Runtime output differs from PyTorch ({worst})")
+        raise CheckFailed(name, f"ONNX Runtime output differs from PyTorch ({worst})")
     return result
+
+
+def compared_name(spec: ExportSpec) -> str:
+    return "latent_next - latent (dt = 1: the guided velocity)" if spec.step else "noise_pred"
+
+
+def checked_output(check: str, outputs: dict[str, Any], feeds: dict[str, Any]) -> Any:
+    from .checks import CheckFailed
+    from .parity import compared_output
+
+    try:
+        return compared_output(outputs, feeds)
+    except ValueError as e:
+        raise CheckFailed(check, str(e)) from None
+
+
+def torch_output(check: str, model: PTDiT, spec: ExportSpec, feeds: dict[str, Any], inputs: list[TensorSpec],
+                 outputs: list[TensorSpec], device: str) -> Any:
+    """The compared output of the PyTorch model, wrapped in the denoising step for a step graph."""
+    from ptdit.step import DenoisingStep
+
+    from .parity import run_torch
+
+    module = DenoisingStep(model) if spec.step else model
+    return checked_output(check, run_torch(module, feeds, inputs, outputs, device), feeds)
 
 
 def torch_device(choice: str) -> str:
@@ -366,6 +398,8 @@ def build_manifest(opts: ExportOptions, spec: ExportSpec, geo: Geometry, model: 
             "opset": spec.opset,
             "exporter": "torch.onnx.export(dynamo=True, optimize=False) + constant folding",
             "tools": tool_versions(),
+            "graph": "step" if spec.step else "noise_prediction",
+            "step": step_manifest(spec),
         },
         "geometry": {
             "latent": list(inputs[0].shape[2:]),
@@ -386,6 +420,21 @@ def build_manifest(opts: ExportOptions, spec: ExportSpec, geo: Geometry, model: 
             "layout": "window-major tokens [batch, windows, tokens per window, channels]",
         },
         "checks": checks,
+    }
+
+
+def step_manifest(spec: ExportSpec) -> dict[str, Any] | None:
+    """How a runtime drives a step graph; None for a noise-prediction graph."""
+    if not spec.step:
+        return None
+    return {
+        "carry": dict(STEP_CARRY),
+        "latent_dtype": "float32",  # at every precision: the model casts on entry, the update runs in fp32
+        "guidance": spec.guided,
+        "max_steps": STEP_SCHEDULE_LEN - 1,
+        "schedule": "timesteps in [0, 1000], decreasing, then 0, zero-padded",
+        "update": "latent + v (t - t_next) / 1000 in fp32, v = uncond + g (cond - uncond)" if spec.guided
+                  else "latent + v (t - t_next) / 1000 in fp32, v = the conditional prediction",
     }
 
 

@@ -19,6 +19,11 @@ BLOCK_OUTPUT_PREFIX = "block_"
 # graph cut to its first block (cheap on a CPU); "full" compares the whole model, in the export precision too;
 # "auto" is full where torch sees a CUDA GPU, fast elsewhere.
 CHECK_LEVELS = ("auto", "fast", "full", "none")
+# A step graph (--step) takes the whole sampling schedule once, as a static [STEP_SCHEDULE_LEN] input: the
+# timesteps of up to STEP_SCHEDULE_LEN - 1 steps followed by 0, zero-padded.
+STEP_SCHEDULE_LEN = 1001
+# The sampler state a step graph carries from one step to the next: input -> its twin output.
+STEP_CARRY = {"latent": "latent_next", "step": "step_next"}
 
 
 @dataclass(frozen=True)
@@ -42,29 +47,45 @@ class ExportSpec:
     text_len: int
     precision: str
     opset: int
+    step: bool = False  # the whole denoising step (ptdit.step.DenoisingStep) instead of the noise prediction
 
     @property
     def stem(self) -> str:
         frames = f"-f{self.frames}" if self.frames else ""
-        return f"ptdit-{self.preset}-{self.res}{frames}-b{self.batch}-{self.precision}"
+        step = "-step" if self.step else ""
+        return f"ptdit-{self.preset}-{self.res}{frames}-b{self.batch}-{self.precision}{step}"
 
-    def latent_shape(self, in_channels: int, latent_side: int) -> tuple[int, ...]:
+    @property
+    def guided(self) -> bool:
+        """A step graph mixes a (cond, uncond) batch with classifier-free guidance; batch 1 is unguided."""
+        return self.step and self.batch == 2
+
+    def latent_shape(self, in_channels: int, latent_side: int, batch: int | None = None) -> tuple[int, ...]:
+        b = self.batch if batch is None else batch
         if self.frames:
-            return (self.batch, in_channels, self.frames, latent_side, latent_side)
-        return (self.batch, in_channels, latent_side, latent_side)
+            return (b, in_channels, self.frames, latent_side, latent_side)
+        return (b, in_channels, latent_side, latent_side)
 
     def inputs(self, in_channels: int, text_dim: int, latent_side: int) -> list[TensorSpec]:
         # Float I/O stays fp32 at every precision: the graph casts on entry and exit, so callers and the
         # sampler never convert, and the fp32 timestep feeds the fp32 sinusoid island.
         b, length = self.batch, self.text_len
-        return [
-            TensorSpec("latent", self.latent_shape(in_channels, latent_side), "float32"),
-            TensorSpec("timestep", (b,), "float32"),
-            TensorSpec("text_embeds", (b, length, text_dim), "float32"),
-            TensorSpec("text_mask", (b, length), "int64"),
-        ]
+        text = [TensorSpec("text_embeds", (b, length, text_dim), "float32"), TensorSpec("text_mask", (b, length), "int64")]
+        if self.step:  # one latent: the guidance pair is formed inside the graph
+            return [
+                TensorSpec("latent", self.latent_shape(in_channels, latent_side, batch=1), "float32"),
+                TensorSpec("step", (1,), "int64"),
+                TensorSpec("schedule", (STEP_SCHEDULE_LEN,), "float32"),
+                *text,
+                *([TensorSpec("guidance", (1,), "float32")] if self.guided else []),
+            ]
+        return [TensorSpec("latent", self.latent_shape(in_channels, latent_side), "float32"),
+                TensorSpec("timestep", (b,), "float32"), *text]
 
-    def outputs(self, out_channels: int, latent_side: int) -> list[TensorSpec]:
+    def outputs(self, out_channels: int, latent_side: int, in_channels: int) -> list[TensorSpec]:
+        if self.step:
+            return [TensorSpec("latent_next", self.latent_shape(in_channels, latent_side, batch=1), "float32"),
+                    TensorSpec("step_next", (1,), "int64")]
         return [TensorSpec("noise_pred", self.latent_shape(out_channels, latent_side), "float32")]
 
 

@@ -51,6 +51,11 @@ class Artifact:
     def batch(self) -> int:
         return int(self.manifest["export"]["batch"])
 
+    @property
+    def is_step(self) -> bool:
+        """A step graph (ptdit-export --step): the whole denoising step, sampler state carried in and out."""
+        return self.manifest["export"].get("graph") == "step"
+
     def spec(self, name: str) -> TensorSpec:
         for t in [*self.inputs, *self.outputs]:
             if t.name == name:

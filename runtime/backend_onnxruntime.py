@@ -12,6 +12,7 @@ import numpy as np
 from .artifact import Artifact
 from .errors import InputError, RuntimeFailure
 from .tensors import HostFeeds
+from .transfers import Transfers
 
 BF16, FLOAT = 16, 1  # onnx.TensorProto element types
 ELEM_TYPES = {"float32": FLOAT, "float16": 10, "bfloat16": BF16}
@@ -74,6 +75,7 @@ class OnnxRuntimeSession:
         self.output_names = [o.name for o in self.session.get_outputs()]
         self._binding = self.session.io_binding()
         self._device = "cuda" if want_cuda else "cpu"
+        self.transfers = Transfers()
 
     def _runnable_path(self, path: Path, extra_outputs: list[str], emulate_bf16: bool) -> Path:
         """The file itself, or a rewritten copy: bf16 on CPU, or extra tensors marked as outputs. Works past
@@ -115,6 +117,7 @@ class OnnxRuntimeSession:
         import onnxruntime as ort
 
         for name, value in self._feeds.update(feeds).items():
+            self.transfers.to_device_bytes += value.nbytes
             if self._device == "cuda":
                 self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
             else:
@@ -124,11 +127,21 @@ class OnnxRuntimeSession:
         self._feeds.complete()
         for name in self.output_names:
             self._binding.bind_output(name, "cpu")
+        self._run(self._binding)
+        outputs = dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+        self.transfers.from_device_bytes += sum(v.nbytes for v in outputs.values())
+        return outputs
+
+    def _run(self, binding: Any) -> None:
         try:
-            self.session.run_with_iobinding(self._binding)
+            self.session.run_with_iobinding(binding)
         except Exception as e:
             raise RuntimeFailure(f"ONNX Runtime failed: {str(e).splitlines()[0]}") from None
-        return dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+        if self._device == "cuda":  # ONNX Runtime's CUDA run returns once the device is done
+            self.transfers.syncs += 1
+
+    def step_loop(self, carry: Mapping[str, str]) -> OnnxRuntimeStepLoop:
+        return OnnxRuntimeStepLoop(self, carry)
 
     def bare_call(self) -> None:
         """The backend call alone: run on what is bound, outputs left in ONNX Runtime's buffers (the baseline
@@ -139,6 +152,57 @@ class OnnxRuntimeSession:
         if self._tmp is not None:
             self._tmp.cleanup()
             self._tmp = None
+
+
+class OnnxRuntimeStepLoop:
+    """Two I/O bindings, one per step parity, over OrtValues that stay in ONNX Runtime's memory (on the GPU with
+    the CUDA provider): parity 0 reads buffer A of each carried pair and writes buffer B, parity 1 the reverse."""
+
+    def __init__(self, session: OnnxRuntimeSession, carry: Mapping[str, str]):
+        self.session, self.carry = session, dict(carry)
+        self.values: dict[str, Any] = {}
+        self.bindings: list[Any] = []
+        self.last = -1
+
+    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
+        import onnxruntime as ort
+
+        s = self.session
+        s._feeds.update(feeds)
+        values = s._feeds.complete()
+        self.values = {name: ort.OrtValue.ortvalue_from_numpy(v, s._device, 0) for name, v in values.items()
+                       if name not in self.carry}
+        for name in self.carry:  # buffers of ONNX Runtime's own, written by the steps: A holds the initial state
+            v = values[name]
+            for buffer in (name, f"{name}:b"):
+                self.values[buffer] = ort.OrtValue.ortvalue_from_shape_and_type(v.shape, v.dtype, s._device, 0)
+            self.values[name].update_inplace(v)
+        s.transfers.to_device_bytes += sum(v.nbytes for v in values.values())
+        for parity in (0, 1):
+            binding = s.session.io_binding()
+            for name, value in self.values.items():
+                if name not in self.carry and not name.endswith(":b"):
+                    binding.bind_ortvalue_input(name, value)
+            for name, output in self.carry.items():
+                read, write = (name, f"{name}:b") if parity == 0 else (f"{name}:b", name)
+                binding.bind_ortvalue_input(name, self.values[read])
+                binding.bind_ortvalue_output(output, self.values[write])
+            self.bindings.append(binding)
+        self.last = -1
+
+    def step(self, index: int) -> None:
+        self.session._run(self.bindings[index % 2])
+        self.last = index
+
+    def finish(self) -> np.ndarray:
+        name = "latent" if self.last % 2 else "latent:b"  # where the last step wrote (A when none ran: -1 % 2 == 1)
+        latent: np.ndarray = self.values[name].numpy()
+        self.session.transfers.from_device_bytes += latent.nbytes
+        return latent
+
+    def close(self) -> None:
+        self.bindings.clear()
+        self.values.clear()
 
 
 def _gpu_visible() -> bool:

@@ -29,6 +29,7 @@ from .tensorrt_flavour import (
     target_of,
 )
 from .tensors import HostFeeds, TensorSpec
+from .transfers import Transfers
 
 # TensorRT DataType member names -> the manifests' dtype names (engines/ keeps its own copy: no shared imports).
 TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32",
@@ -73,6 +74,9 @@ class TensorRTSession:
         self.backend = f"{trt_module.__name__} {trt_module.__version__} ({self.device.name})"
         self.runtime_cache_dir = options.runtime_cache_dir
         self._feeds = HostFeeds(artifact.inputs)
+        self.transfers = Transfers()
+        self.loop_mode: str | None = None  # how step loops run (graphs, or why not); None before the first
+        self.step_graphs: list[cuda.GraphCapture] = []  # one per step parity, kept across step loops
         self._resources: list[Any] = []
         self.runtime: Any = None
         self._base_runtime: Any = None
@@ -132,6 +136,7 @@ class TensorRTSession:
             raise RuntimeFailure(f"TensorRT could not create an execution context ({self._errors()}); the GPU may be "
                                  f"out of memory")
         self.stream = self._own(cuda.Stream())
+        self.stream.transfers = self.transfers
         self.device_buffers: dict[str, cuda.DeviceBuffer] = {}
         self.host_buffers: dict[str, cuda.PinnedArray] = {}
         expected = {s.name: s for s in [*artifact.inputs, *artifact.outputs]}
@@ -226,8 +231,17 @@ class TensorRTSession:
         self.runs += 1
         return {name: self.host_buffers[name].array.copy() for name in self.output_names}
 
+    def step_loop(self, carry: Mapping[str, str]) -> TensorRTStepLoop:
+        return TensorRTStepLoop(self, carry)
+
+    def close_step_graphs(self) -> None:
+        graphs, self.step_graphs = getattr(self, "step_graphs", []), []
+        for graph in graphs:
+            with contextlib.suppress(cuda.CudaError):
+                graph.close()
+
     def close(self) -> None:
-        """Release everything, in dependency order: the runtime cache is written, then the CUDA graph, the
+        """Release everything, in dependency order: the runtime cache is written, then the CUDA graphs, the
         execution context, the engine and the runtime go, then the buffers and the stream. Idempotent."""
         if self.runtime_cache is not None:
             self.runtime_cache.close()
@@ -236,6 +250,7 @@ class TensorRTSession:
         if graph is not None:
             with contextlib.suppress(cuda.CudaError):
                 graph.close()
+        self.close_step_graphs()
         self.context = None
         self.engine = None
         self.runtime = None
@@ -244,3 +259,68 @@ class TensorRTSession:
             with contextlib.suppress(cuda.CudaError):
                 resource.close()
         self._resources.clear()
+
+
+class TensorRTStepLoop:
+    """Ping-pong on the session's own buffers: the input and the output of a carried pair (latent and
+    latent_next, step and step_next) are its two buffers. Even steps read the input buffer and write the output
+    one, odd steps swap the two addresses. The first step of the session's first loop is a plain enqueue
+    (TensorRT's first enqueue initialises, which must stay out of a graph) followed by the only synchronisation
+    before finish(); then each parity is captured once as a CUDA graph, kept by the session for later loops, and
+    every step is one graph launch: no copies and no waits until finish()."""
+
+    def __init__(self, session: TensorRTSession, carry: Mapping[str, str]):
+        self.session, self.carry = session, dict(carry)
+        self.last = -1
+
+    def _bind(self, parity: int) -> None:
+        s = self.session
+        for name, output in self.carry.items():
+            a, b = s.device_buffers[name].ptr, s.device_buffers[output].ptr
+            read, write = (a, b) if parity == 0 else (b, a)
+            if not (s.context.set_tensor_address(name, read) and s.context.set_tensor_address(output, write)):
+                raise RuntimeFailure(f"TensorRT refused the addresses of {name} / {output}")
+
+    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
+        if self.session.graph is None:
+            raise RuntimeFailure("the TensorRT session is closed")
+        self.session.set_inputs(feeds)
+        self.session._feeds.complete()
+        self.last = -1
+
+    def step(self, index: int) -> None:
+        s, parity = self.session, index % 2
+        if s.step_graphs:
+            s.step_graphs[parity].launch()
+        else:
+            self._bind(parity)
+            if not s._enqueue():
+                raise RuntimeFailure(f"TensorRT execution failed: {s._errors()}")
+            if s.loop_mode is None:  # the warm-up has run: what follows may be captured
+                s.stream.synchronize()
+                self._capture()
+        self.last = index
+
+    def _capture(self) -> None:
+        s = self.session
+        for parity in (0, 1):
+            graph = cuda.GraphCapture(s.stream)
+            self._bind(parity)
+            if not graph.capture(s._enqueue):
+                s.close_step_graphs()
+                s.loop_mode = f"step loop, plain enqueue (graph capture failed: {graph.failure})"
+                return
+            s.step_graphs.append(graph)
+        s.loop_mode = "step loop, one CUDA graph per step parity"
+
+    def finish(self) -> np.ndarray:
+        s = self.session
+        holder = "latent" if self.last % 2 else self.carry["latent"]  # odd steps write the input buffer (none: -1)
+        s.stream.copy_to_host(s.host_buffers[holder], s.device_buffers[holder].ptr)
+        s.stream.synchronize()
+        return s.host_buffers[holder].array.copy()
+
+    def close(self) -> None:
+        """The session's own addresses (parity 0) are bound again for plain runs; the graphs stay with it."""
+        if self.session.context is not None:
+            self._bind(0)

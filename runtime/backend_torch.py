@@ -11,6 +11,7 @@ import numpy as np
 from .artifact import Artifact
 from .errors import InputError
 from .tensors import HostFeeds
+from .transfers import Transfers
 
 DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
@@ -43,6 +44,16 @@ def build_reference(artifact: Artifact, precision: str | None = None, device: st
     return model.to(device)
 
 
+def reference_module(artifact: Artifact, precision: str | None = None, device: str = "cpu") -> Any:
+    """build_reference, wrapped in the whole denoising step (ptdit.step.DenoisingStep) for a step artifact."""
+    model = build_reference(artifact, precision, device)
+    if not artifact.is_step:
+        return model
+    from ptdit.step import DenoisingStep
+
+    return DenoisingStep(model)
+
+
 class TorchSession:
     def __init__(self, artifact: Artifact, device: str = "auto", precision: str | None = None):
         import torch
@@ -52,8 +63,10 @@ class TorchSession:
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         self.artifact = artifact
         self.precision = precision or artifact.precision
-        self.model = build_reference(artifact, self.precision, self.device)
+        self.model = reference_module(artifact, self.precision, self.device)
         self.backend = f"torch ({self.device}, {self.precision})"
+        self.output_names = [t.name for t in artifact.outputs]
+        self.transfers = Transfers()
         self._feeds = HostFeeds(artifact.inputs)
         self._staged: dict[str, Any] = {}
 
@@ -62,22 +75,63 @@ class TorchSession:
 
         for name, value in self._feeds.update(feeds).items():
             self._staged[name] = torch.from_numpy(value).to(self.device)
+            self.transfers.to_device_bytes += value.nbytes
 
-    def _forward(self, blocks: bool) -> Any:
+    def _forward(self, blocks: bool) -> tuple[list[Any], list[Any]]:
+        """(outputs in the artifact's order, block outputs) as device tensors."""
         import torch
 
         self._feeds.complete()
         args = [self._staged[t.name] for t in self.artifact.inputs]
         with torch.no_grad():
-            return self.model(*args, return_block_outputs=blocks)
+            out = self.model(*args, return_block_outputs=blocks)
+        if isinstance(out, torch.Tensor):
+            return [out], []
+        if len(out) == 2 and isinstance(out[1], list):  # PTDiT: (noise_pred, blocks)
+            return [out[0]], out[1]
+        n = len(self.output_names)  # DenoisingStep: (latent_next, step_next, *blocks)
+        return list(out[:n]), list(out[n:])
+
+    def _to_host(self, values: list[Any]) -> list[np.ndarray]:
+        host = [v.float().cpu().numpy() if v.is_floating_point() else v.cpu().numpy() for v in values]
+        self.transfers.from_device_bytes += sum(v.nbytes for v in host)
+        if self.device == "cuda":
+            self.transfers.syncs += 1
+        return host
 
     def run(self) -> dict[str, np.ndarray]:
-        return {"noise_pred": self._forward(blocks=False).float().cpu().numpy()}
+        outputs, _ = self._forward(blocks=False)
+        return dict(zip(self.output_names, self._to_host(outputs)))
 
     def run_with_blocks(self) -> tuple[dict[str, np.ndarray], list[np.ndarray]]:
         """The outputs and every transformer block's output (window-major [B, nW, P, C], as fp32)."""
-        noise_pred, blocks = self._forward(blocks=True)
-        return {"noise_pred": noise_pred.float().cpu().numpy()}, [b.float().cpu().numpy() for b in blocks]
+        outputs, blocks = self._forward(blocks=True)
+        return dict(zip(self.output_names, self._to_host(outputs))), [b.float().cpu().numpy() for b in blocks]
+
+    def step_loop(self, carry: Mapping[str, str]) -> TorchStepLoop:
+        return TorchStepLoop(self, carry)
 
     def close(self) -> None:
         self.model = None
+
+
+class TorchStepLoop:
+    """The step module's outputs become its next inputs as device tensors; nothing goes to the host per step."""
+
+    def __init__(self, session: TorchSession, carry: Mapping[str, str]):
+        self.session, self.carry = session, dict(carry)
+
+    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
+        self.session.set_inputs(feeds)
+
+    def step(self, index: int) -> None:
+        outputs, _ = self.session._forward(blocks=False)
+        produced = dict(zip(self.session.output_names, outputs))
+        for name, output in self.carry.items():
+            self.session._staged[name] = produced[output]
+
+    def finish(self) -> np.ndarray:
+        return self.session._to_host([self.session._staged["latent"]])[0]
+
+    def close(self) -> None:
+        pass

@@ -4,6 +4,10 @@ one run on the same session: run_with_iobinding with every input already bound a
 ONNX Runtime's buffer, i.e. the least work one model call can be.
 
     python -m runtime.bench --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --steps 30
+
+With --loops NOISE STEP (a noise-prediction artifact and the step artifact exported next to it): the host loop
+on the first against the device-resident step loop on the second, alternated on the same machine, with the
+host<->device counters of each loop.
 """
 
 from __future__ import annotations
@@ -100,8 +104,72 @@ def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: s
             "ms_per_step": round(statistics.median(timings) * 1000, 2)}
 
 
+def measure_loops(noise_path: Path, step_path: Path, backend: str = "auto", steps: int = 10, rounds: int = 3,
+                  device: str = "auto", tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
+    """Per-step time (wall time of a sampling run / steps, medians over `rounds` alternated runs) and the
+    counters of the host loop (noise-prediction artifact) and of the step loop (step artifact)."""
+    from .sampler import make_conditioning
+    from .session import open_session
+    from .step_sampler import make_sampler
+
+    sessions = [open_session(str(p), backend, device, tensorrt=tensorrt) for p in (noise_path, step_path)]
+    try:
+        if sessions[0].artifact.is_step or not sessions[1].artifact.is_step:
+            from .errors import InputError
+
+            raise InputError(f"--loops takes a noise-prediction artifact and then a step artifact, got "
+                             f"{noise_path.name} and {step_path.name}")
+        text_spec = sessions[0].artifact.spec("text_embeds")
+        text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
+        samplers = [make_sampler(s, steps=steps, guidance=4.0, seed=0) for s in sessions]
+        for sampler in samplers:
+            make_sampler(sampler.session, steps=2).sample(text)  # warm-up (and graph capture on TensorRT)
+        per_step: list[list[float]] = [[], []]
+        results: list[Any] = [None, None]
+        for r in range(rounds):
+            for k in ((0, 1) if r % 2 == 0 else (1, 0)):
+                results[k] = samplers[k].sample(text)
+                per_step[k].append(results[k].seconds / steps)
+        backends = [s.backend for s in sessions]
+    finally:
+        for s in sessions:
+            s.close()
+    host_ms, step_ms = (statistics.median(v) * 1000 for v in per_step)
+    diff = results[0].latent.astype(np.float64) - results[1].latent
+    return {
+        "noise_artifact": noise_path.name, "step_artifact": step_path.name, "backend": backends[1], "steps": steps,
+        "host_loop_ms_per_step": round(host_ms, 3), "step_loop_ms_per_step": round(step_ms, 3),
+        "step_over_host": round(step_ms / host_ms, 4),
+        "latent_rel_l2": float(np.linalg.norm(diff) / max(float(np.linalg.norm(results[0].latent)), 1e-30)),
+        "host_loop_transfers": results[0].transfers(), "step_loop_transfers": results[1].transfers(),
+        "host_backend": backends[0],
+    }
+
+
+def loops_table(rows: list[dict[str, Any]]) -> str:
+    def per_step(t: dict[str, Any]) -> str:
+        after = t["per_step_after_first_max"]
+        return f"{after['to_device_bytes'] + after['from_device_bytes']:,} B, {after['syncs']} syncs"
+
+    lines = ["| step artifact | backend | host loop ms/step | step loop ms/step | step / host | host loop per step "
+             "| step loop per step (after the first) | step loop: final copy | latent rel L2 |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        final = r["step_loop_transfers"]["finish"]
+        lines.append(f"| {r['step_artifact']} | {r['backend']} | {r['host_loop_ms_per_step']:.2f} | "
+                     f"{r['step_loop_ms_per_step']:.2f} | {r['step_over_host']:.3f} | {per_step(r['host_loop_transfers'])} "
+                     f"| {per_step(r['step_loop_transfers'])} | {final['from_device_bytes']:,} B, {final['syncs']} syncs | "
+                     f"{r['latent_rel_l2']:.1e} |")
+    return "\n".join(lines)
+
+
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--artifact", "artifacts", type=click.Path(exists=True, path_type=Path), multiple=True, required=True)
+@click.option("--artifact", "artifacts", type=click.Path(exists=True, path_type=Path), multiple=True)
+@click.option("--loops", "loop_pairs", type=(click.Path(exists=True, path_type=Path), click.Path(exists=True, path_type=Path)),
+              multiple=True, metavar="NOISE STEP", help="Host loop on NOISE against the step loop on STEP.")
+@click.option("--loops-backend", type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]), default="auto",
+              show_default=True)
+@click.option("--loop-steps", type=int, default=30, show_default=True, help="Steps per sampling run of --loops.")
 @click.option("--steps", type=int, default=10, show_default=True, help="Steps per sampling run (and per bare block).")
 @click.option("--rounds", type=int, default=10, show_default=True, help="Sampling runs and bare blocks, alternated.")
 @click.option("--latency", "latency_backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
@@ -109,27 +177,42 @@ def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: s
 @click.option("--latency-steps", type=int, default=5, show_default=True)
 @tensorrt_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
-def main(artifacts: tuple[Path, ...], steps: int, rounds: int, latency_backends: tuple[str, ...], latency_steps: int,
-         runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None,
-         json_path: Path | None) -> None:
-    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU, for .onnx artifacts), and
-    optionally the per-step latency of each backend (a .plan with --latency tensorrt)."""
+def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...], loops_backend: str, loop_steps: int,
+         steps: int,
+         rounds: int, latency_backends: tuple[str, ...], latency_steps: int, runtime_cache_dir: Path | None,
+         lean_runtime: Path | None, weight_budget: int | None, json_path: Path | None) -> None:
+    """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU, for .onnx artifacts),
+    optionally the per-step latency of each backend (a .plan with --latency tensorrt), and the host loop
+    against the step loop with their host<->device counters (--loops)."""
     with exit_codes("python -m runtime.bench", debug=False, nothing_written=False):
+        if not artifacts and not loop_pairs:
+            from .errors import InputError
+
+            raise InputError("nothing to measure: pass --artifact and/or --loops NOISE STEP")
         rows = [measure_overhead(a, steps, rounds) for a in artifacts if a.suffix == ".onnx"]
         plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
         latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options)
                    for a in artifacts for b in latency_backends]
-    click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) | overhead |")
-    click.echo("| --- | --- | --- | --- | --- | --- |")
+        loops = [measure_loops(noise, step, loops_backend, loop_steps, max(rounds // 3, 1), tensorrt=plan_options)
+                 for noise, step in loop_pairs]
+    if rows:
+        click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) "
+                   "| overhead |")
+        click.echo("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         b, s = r["bare_run_p10_p90_ms"], r["sampler_step_p10_p90_ms"]
         click.echo(f"| {r['artifact']} | {r['backend']} | {r['calls']} | {r['bare_run_ms']:.2f} ({b[0]:.2f}-{b[1]:.2f}) | "
                    f"{r['sampler_step_ms']:.2f} ({s[0]:.2f}-{s[1]:.2f}) | {r['overhead_ratio'] * 100:+.2f} % |")
-    click.echo(f"target: overhead < {TARGET_OVERHEAD * 100:.0f} %")
+    if rows:
+        click.echo(f"target: overhead < {TARGET_OVERHEAD * 100:.0f} %")
     for r in latency:
         click.echo(f"{r['artifact']}: {r['backend']} {r['ms_per_step']:.2f} ms/step")
+    if loops:
+        click.echo(loops_table(loops))
+        click.echo("goal: 0 bytes and 0 syncs per step after the first in the step loop; one copy out at the end")
     if json_path:
-        json_path.write_text(json.dumps({"overhead": rows, "latency": latency}, indent=2) + "\n")
+        report = {"overhead": rows, "latency": latency, "loops": loops, "loops_table": loops_table(loops) if loops else None}
+        json_path.write_text(json.dumps(report, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -71,8 +71,9 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
     import numpy as np
 
     from .errors import InputError, RuntimeFailure
-    from .sampler import Sampler, load_text, make_conditioning, save_latents
+    from .sampler import load_text, make_conditioning, save_latents
     from .session import open_session
+    from .step_sampler import make_sampler
 
     if out_path.suffix not in (".npy", ".safetensors"):
         raise InputError(f"--out must end in .npy or .safetensors, got {out_path.name}")
@@ -90,12 +91,14 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
                                  random_seed=seed if random_text else None, source=str(text_path or ""))
-        sampler = Sampler(session, steps, guidance, seed, shift)
-        click.echo(f"ptdit-run: {artifact_path.name} on {session.backend}, {steps} steps, cfg {guidance}, "
+        sampler = make_sampler(session, steps, guidance, seed, shift)
+        step_graph = session.artifact.is_step
+        loop = "the step graph, state on the device" if step_graph else "host loop"
+        click.echo(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg {guidance}, "
                    f"seed {seed}, shift {sampler.shift:.3f}", err=True)
 
-        def progress(i: int, t: float, timing: Any) -> None:
-            click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  {timing.total_s * 1000:8.1f} ms", err=True)
+        def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step is not finished yet
+            click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms", err=True)
 
         result = sampler.sample(text, on_step=progress)
         backend_name = session.backend
@@ -108,5 +111,7 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
     save_latents(out_path, result.latent, metadata)
     seconds = result.seconds
     return {**metadata, "out": str(out_path), "shape": list(result.latent.shape), "seconds": round(seconds, 3),
+            "loop": "step graph" if step_graph else "host",
             "ms_per_step": round(seconds / steps * 1000, 2),
-            "backend_ms_per_step": round(sum(s.backend_s for s in result.steps) / steps * 1000, 2)}
+            "backend_ms_per_step": round(sum(s.backend_s for s in result.steps) / steps * 1000, 2),
+            "transfers": result.transfers()}

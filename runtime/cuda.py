@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InputError, RuntimeFailure
+from .transfers import Transfers
 
 INSTALL_HINT = "pip install cuda-python (cuda-bindings 12.x for CUDA 12 drivers, 13.x for CUDA 13)"
 
@@ -96,26 +97,31 @@ class PinnedArray:
 
 
 class Stream:
-    """A non-blocking stream (never the legacy default stream, which TensorRT and graph capture avoid)."""
+    """A non-blocking stream (never the legacy default stream, which TensorRT and graph capture avoid). Every
+    host<->device copy and every synchronisation through it is counted in `transfers`."""
 
     def __init__(self) -> None:
         rt = cudart()
         self.handle = call("cudaStreamCreateWithFlags", rt.cudaStreamNonBlocking)
+        self.transfers = Transfers()
 
     def __int__(self) -> int:
         return int(self.handle)
 
     def copy_to_device(self, dst: int, src: PinnedArray) -> None:
         call("cudaMemcpyAsync", dst, src.ptr, src.nbytes, cudart().cudaMemcpyKind.cudaMemcpyHostToDevice, self.handle)
+        self.transfers.to_device_bytes += src.nbytes
 
     def copy_to_host(self, dst: PinnedArray, src: int) -> None:
         call("cudaMemcpyAsync", dst.ptr, src, dst.nbytes, cudart().cudaMemcpyKind.cudaMemcpyDeviceToHost, self.handle)
+        self.transfers.from_device_bytes += dst.nbytes
 
     def copy_on_device(self, dst: int, src: int, nbytes: int) -> None:
         call("cudaMemcpyAsync", dst, src, nbytes, cudart().cudaMemcpyKind.cudaMemcpyDeviceToDevice, self.handle)
 
     def synchronize(self) -> None:
         call("cudaStreamSynchronize", self.handle)
+        self.transfers.syncs += 1
 
     def wait(self, event: Event) -> None:
         """Later work on this stream waits for `event` (no host synchronisation)."""

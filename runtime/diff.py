@@ -7,7 +7,7 @@ Element-wise statistics and the rtol/atol verdict come from polygraphy's compari
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -15,7 +15,8 @@ import numpy as np
 
 from .artifact import Artifact, load_artifact
 from .errors import InputError
-from .sampler import Sampler, initial_noise, make_conditioning
+from .sampler import initial_noise, make_conditioning
+from .step_sampler import make_sampler
 from .tensorrt_flavour import TensorRTOptions
 
 REPORT_SCHEMA = "ptdit-diff/1"
@@ -64,19 +65,42 @@ def compare(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: float) 
     }
 
 
+MID_TRAJECTORY_T = 700.0
+
+
 def diff_inputs(artifact: Artifact, seed: int) -> dict[str, np.ndarray]:
     """Seeded inputs in the artifact's shapes: Gaussian latents (one per batch element), a mid-trajectory
-    timestep, and the sampler's random text pair (the unconditional mask has one token)."""
+    timestep, and the sampler's random text pair (the unconditional mask has one token). A step artifact
+    runs step 1 of a schedule from t = 700 to t = -300: dt = 1, so its update is the (guided) velocity."""
     latent = artifact.spec("latent")
     text_spec = artifact.spec("text_embeds")
     text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=seed)
-    batch = latent.shape[0]
-    return {
+    batch = text_spec.shape[0]
+    feeds = {
         "latent": initial_noise(latent.shape, seed),
-        "timestep": np.full(batch, 700.0, dtype=np.float32),
         "text_embeds": np.resize(text.embeds, (batch, *text.embeds.shape[1:])),
         "text_mask": np.resize(text.mask, (batch, text.mask.shape[1])),
     }
+    if not artifact.is_step:
+        return {**feeds, "timestep": np.full(batch, MID_TRAJECTORY_T, dtype=np.float32)}
+    schedule = np.zeros(artifact.spec("schedule").shape, dtype=np.float32)
+    schedule[:3] = (1000.0, MID_TRAJECTORY_T, MID_TRAJECTORY_T - 1000.0)
+    feeds.update(step=np.ones(1, dtype=np.int64), schedule=schedule)
+    if artifact.export["step"]["guidance"]:
+        feeds["guidance"] = np.full(1, 4.0, dtype=np.float32)
+    return feeds
+
+
+def compared_outputs(artifact: Artifact, outputs: dict[str, np.ndarray],
+                     feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """What is compared per output: noise_pred; for a step artifact the update latent_next - latent (with
+    dt = 1, the velocity: the carried latent itself would hide the model's error under its own magnitude)."""
+    if not artifact.is_step:
+        return {"noise_pred": outputs["noise_pred"]}
+    if not np.array_equal(outputs["step_next"], feeds["step"] + 1):
+        raise InputError(f"the step artifact returned step_next {outputs['step_next'].tolist()} for step "
+                         f"{feeds['step'].tolist()}: it is not a ptdit-export --step graph; re-export it")
+    return {"latent_next - latent": outputs["latent_next"].astype(np.float64) - feeds["latent"]}
 
 
 @dataclass
@@ -113,8 +137,11 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, An
     from .backend_torch import TorchSession
 
     artifact = load_artifact(path, verify=options.verify)
+    if artifact.is_step and not artifact.export["step"]["guidance"] and options.guidance != 1.0:
+        report(f"  unguided step artifact: the trajectory runs with cfg 1 (not {options.guidance:g})")
+        options = replace(options, guidance=1.0)
     thresholds = options.thresholds or DEFAULT_THRESHOLDS[artifact.precision]
-    block_names = list(artifact.manifest.get("block_outputs", {}).get("names", []))
+    block_names = list((artifact.manifest.get("block_outputs") or {}).get("names", []))
     check_config(artifact, block_names)
     feeds = diff_inputs(artifact, options.seed)
 
@@ -127,14 +154,16 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, An
         session.set_inputs(feeds)
         got = session.run()
         session.close()
-        if blocks_path != path:  # a diagnostic plan's fusions differ: noise_pred comes from the plan itself
-            del got["noise_pred"]
+        if blocks_path != path:  # a diagnostic plan's fusions differ: the outputs come from the plan itself
+            got = {name: got[name] for name in block_names}
     session = open_artifact_session(path, options, [])
     backend = session.backend
     report(f"ptdit-diff: {path.name} on {backend} against PyTorch ({', '.join(options.references)})")
-    if "noise_pred" not in got:
+    output_names = [t.name for t in artifact.outputs]
+    if any(name not in got for name in output_names):
         session.set_inputs(feeds)
-        got["noise_pred"] = session.run()["noise_pred"]
+        got.update(session.run())
+    got_outputs = compared_outputs(artifact, got, feeds)
     trajectory_latent = _trajectory(session, options) if options.steps else None
     session.close()
 
@@ -152,8 +181,9 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, An
         torch_session.set_inputs(feeds)
         expected, torch_blocks = torch_session.run_with_blocks()
         entry: dict[str, Any] = {"precision": precision}
-        entry["outputs"] = {"noise_pred": compare(got["noise_pred"], expected["noise_pred"], thresholds.rtol,
-                                                  thresholds.atol)}
+        expected_outputs = compared_outputs(artifact, expected, feeds)
+        entry["outputs"] = {name: compare(value, expected_outputs[name], thresholds.rtol, thresholds.atol)
+                            for name, value in got_outputs.items()}
         if blocks_path is not None:
             entry["blocks"] = [compare(got[name], torch_blocks[i], thresholds.rtol, thresholds.atol)
                                for i, name in enumerate(block_names)]
@@ -176,7 +206,7 @@ def check_config(artifact: Artifact, block_names: list[str]) -> None:
     """The manifest's model config must describe the graph it came with (depth and width of the blocks)."""
     config = artifact.manifest["model"]["config"]
     width = int(config["num_heads"]) * int(config["head_dim"])
-    block_shape = artifact.manifest.get("block_outputs", {}).get("shape")
+    block_shape = (artifact.manifest.get("block_outputs") or {}).get("shape")
     if block_names and (len(block_names) != int(config["depth"]) or (block_shape and block_shape[-1] != width)):
         raise InputError(f"the manifest's model config (depth {config['depth']}, width {width}) does not match the "
                          f"artifact ({len(block_names)} blocks of width {block_shape[-1] if block_shape else '?'}): "
@@ -202,7 +232,7 @@ def _blocks_source(artifact: Artifact, options: DiffOptions, names: list[str]) -
 def _trajectory(session: Any, options: DiffOptions) -> np.ndarray:
     text_spec = session.artifact.spec("text_embeds")
     text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=options.seed)
-    return Sampler(session, options.steps, options.guidance, options.seed).sample(text).latent
+    return make_sampler(session, options.steps, options.guidance, options.seed).sample(text).latent
 
 
 def _largest_jump(errors: list[float]) -> int | None:

@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import InputError
 from .session import Session
+from .transfers import Transfers
 
 NUM_TRAIN_TIMESTEPS = 1000
 BASE_PIXELS = 512 * 512
@@ -122,8 +123,9 @@ def make_conditioning(text_len: int, text_dim: int, cond: tuple[np.ndarray, np.n
 
 @dataclass
 class StepTiming:
-    total_s: float
+    total_s: float  # host time of the step (a device-resident loop only launches it: see SampleResult.seconds)
     backend_s: float
+    transfers: Transfers = field(default_factory=Transfers)  # host<->device traffic of this step
 
 
 @dataclass
@@ -131,10 +133,36 @@ class SampleResult:
     latent: np.ndarray
     timesteps: np.ndarray
     steps: list[StepTiming] = field(default_factory=list)
+    wall_s: float = 0.0  # first step to the final latent on the host, every wait included
+    setup: Transfers = field(default_factory=Transfers)  # before the first step (the text, the schedule...)
+    finish: Transfers = field(default_factory=Transfers)  # after the last step (the final latent)
 
     @property
     def seconds(self) -> float:
-        return sum(s.total_s for s in self.steps)
+        return self.wall_s or sum(s.total_s for s in self.steps)
+
+    def transfers(self) -> dict[str, object]:
+        """The counters in the form ptdit-run --json and the benchmark report them."""
+        per_step = [s.transfers for s in self.steps]
+        after_first = per_step[1:]
+        return {
+            "setup": self.setup.to_dict(),
+            "first_step": per_step[0].to_dict() if per_step else None,
+            "per_step_after_first_max": {
+                k: max((getattr(t, k) for t in after_first), default=0) for k in Transfers().to_dict()},
+            "finish": self.finish.to_dict(),
+        }
+
+
+def guided_velocity(cond: np.ndarray, uncond: np.ndarray, guidance: float) -> np.ndarray:
+    """uncond + g (cond - uncond), in fp32 (the step graph's ptdit.step.guided_velocity, operation for operation)."""
+    return uncond + np.float32(guidance) * (cond - uncond)
+
+
+def euler_update(x: np.ndarray, velocity: np.ndarray, t: float, t_next: float) -> np.ndarray:
+    """x + v (t - t_next) / 1000 with fp32 timesteps and fp32 arithmetic, in the step graph's order."""
+    dt = (np.float32(t) - np.float32(t_next)) / np.float32(NUM_TRAIN_TIMESTEPS)
+    return x + velocity * dt
 
 
 def initial_noise(latent_shape: tuple[int, ...], seed: int) -> np.ndarray:
@@ -162,11 +190,14 @@ class Sampler:
         x = initial_noise(shape, self.seed)
         channels = shape[1]
         result = SampleResult(latent=x, timesteps=self.timesteps)
+        transfers = self.session.transfers
+        begin, counted = time.perf_counter(), transfers.snapshot()
         if self.batch == 2:
             self.session.set_inputs({"text_embeds": text.embeds, "text_mask": text.mask})
             pair = np.empty((2, *shape[1:]), dtype=np.float32)
+        result.setup = transfers.since(counted)
         for i, t in enumerate(self.timesteps):
-            start = time.perf_counter()
+            start, counted = time.perf_counter(), transfers.snapshot()
             if self.batch == 2:
                 pair[0], pair[1] = x[0], x[0]
                 backend_start = time.perf_counter()
@@ -176,14 +207,14 @@ class Sampler:
                 cond, uncond = pred[0:1], pred[1:2]
             else:
                 cond, uncond, backend = self._single_batch(x, t, text, channels)
-            velocity = uncond + self.guidance * (cond - uncond)
             t_next = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else 0.0
-            x = x + velocity * np.float32((t - t_next) / NUM_TRAIN_TIMESTEPS)
-            timing = StepTiming(time.perf_counter() - start, backend)
+            x = euler_update(x, guided_velocity(cond, uncond, self.guidance), t, t_next)
+            timing = StepTiming(time.perf_counter() - start, backend, transfers.since(counted))
             result.steps.append(timing)
             if on_step:
                 on_step(i, float(t), timing)
         result.latent = x
+        result.wall_s = time.perf_counter() - begin
         return result
 
     def _single_batch(self, x: np.ndarray, t: float, text: TextConditioning,

@@ -9,13 +9,17 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
 import numpy as np
 
 from .artifact import Artifact, load_artifact
 from .errors import InputError
 from .tensorrt_flavour import TensorRTOptions
+from .transfers import Transfers
+
+if TYPE_CHECKING:
+    from .step_sampler import StepLoop
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 
@@ -23,12 +27,17 @@ BACKENDS = ("tensorrt", "onnxruntime", "torch")
 class Session(Protocol):
     backend: str  # "tensorrt", "onnxruntime (CPUExecutionProvider)", "torch (cuda, fp16)"...
     artifact: Artifact
+    transfers: Transfers  # host<->device bytes and host synchronisations so far
 
     def set_inputs(self, feeds: Mapping[str, Any]) -> None:
         """Check and stage inputs; those not given keep their last value."""
 
     def run(self) -> dict[str, np.ndarray]:
         """Run on the staged inputs; every output, on the host."""
+
+    def step_loop(self, carry: Mapping[str, str]) -> StepLoop:
+        """For a step artifact: a loop that keeps the carried inputs (input name -> output name) on the
+        device between steps."""
 
     def close(self) -> None: ...
 

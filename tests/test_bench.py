@@ -34,11 +34,19 @@ def test_complexity_table_and_json(tmp_path):
     assert len(data["complexity"]) == 5 and data["machine"]["cores"] >= 1
 
 
-def test_runtime_section_measures_both_backends():
-    data = runtime_rows([("tiny", 256, "fp32")], latency_steps=1, report=lambda line: None)
+def test_runtime_section_measures_both_backends_and_both_loops():
+    data = runtime_rows([("tiny", 256, "fp32")], latency_steps=1, report=lambda line: None, loop_steps=4)
     backends = sorted(r["backend"].split(" ")[0] for r in data["latency"])
     assert backends == ["onnxruntime", "torch"] and data["overhead"][0]["calls"] > 0
-    assert "| ptdit-tiny-256-b2-fp32.onnx |" in runtime_table(data)
+    (loops,) = data["loops"]
+    assert loops["step_artifact"] == "ptdit-tiny-256-b2-fp32-step.onnx" and loops["steps"] == 4
+    assert loops["host_loop_ms_per_step"] > 0 and loops["step_loop_ms_per_step"] > 0 and loops["latent_rel_l2"] <= 1e-5
+    nothing = {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0}
+    assert loops["step_loop_transfers"]["per_step_after_first_max"] == nothing
+    assert loops["host_loop_transfers"]["per_step_after_first_max"]["from_device_bytes"] == 2 * 8 * 32 * 32 * 4
+    table = runtime_table(data)
+    assert "| ptdit-tiny-256-b2-fp32.onnx |" in table and "| ptdit-tiny-256-b2-fp32-step.onnx |" in table
+    assert "| 98,312 B, 0 syncs | 0 B, 0 syncs | 16,384 B, 0 syncs |" in table
 
 
 def test_export_section_measures_time_and_rss(tmp_path):

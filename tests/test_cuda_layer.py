@@ -11,6 +11,7 @@ import pytest
 from runtime import cuda
 from runtime.backend_tensorrt import TensorRTSession
 from runtime.tensors import HostFeeds, TensorSpec
+from runtime.transfers import Transfers
 
 SUCCESS, ILLEGAL = "cudaSuccess", "cudaErrorStreamCaptureUnsupported"
 
@@ -148,3 +149,129 @@ def test_close_releases_in_order_and_twice_is_harmless(fake):
     order.clear()
     session.close()
     assert order == [] and session.context is None and session.graph is None and session._resources == []
+
+
+class RecordingContext:
+    """Stands for a TensorRT execution context: keeps the bound addresses and records them at each enqueue."""
+
+    def __init__(self) -> None:
+        self.addresses: dict[str, int] = {}
+        self.enqueued: list[dict[str, int]] = []
+
+    def set_tensor_address(self, name: str, ptr: int) -> bool:
+        self.addresses[name] = ptr
+        return True
+
+    def execute_async_v3(self, stream: int) -> bool:
+        self.enqueued.append(dict(self.addresses))
+        return True
+
+
+STEP_SPECS = [TensorSpec("latent", (1, 4, 2, 2), "float32"), TensorSpec("step", (1,), "int64"),
+              TensorSpec("schedule", (5,), "float32"), TensorSpec("latent_next", (1, 4, 2, 2), "float32"),
+              TensorSpec("step_next", (1,), "int64")]
+CARRY = {"latent": "latent_next", "step": "step_next"}
+BUFFERS = {"latent": 1000, "step": 2000, "schedule": 3000, "latent_next": 4000, "step_next": 5000}
+
+
+def step_session(fake: FakeCudart) -> tuple[TensorRTSession, RecordingContext]:
+    import numpy as np
+
+    session = object.__new__(TensorRTSession)
+    session._feeds = HostFeeds(STEP_SPECS[:3])
+    session.transfers = Transfers()
+    session.stream = cuda.Stream()
+    session.stream.transfers = session.transfers
+    session.graph = cuda.GraphCapture(session.stream)
+    session.loop_mode, session.step_graphs = None, []
+    session.context = context = RecordingContext()
+    session.device_buffers = {name: types.SimpleNamespace(ptr=ptr) for name, ptr in BUFFERS.items()}  # type: ignore[misc]
+    session.host_buffers = {  # type: ignore[misc]
+        s.name: types.SimpleNamespace(array=np.zeros(s.shape, s.numpy_dtype), ptr=BUFFERS[s.name] + 1, nbytes=s.nbytes)
+        for s in STEP_SPECS}
+    session._logger = types.SimpleNamespace(errors=[])
+    fake.calls.clear()
+    return session, context
+
+
+def step_feeds() -> dict:
+    import numpy as np
+
+    return {"latent": np.ones((1, 4, 2, 2), np.float32), "step": np.zeros(1, np.int64),
+            "schedule": np.linspace(1000, 0, 5).astype(np.float32)}
+
+
+def test_the_step_loop_ping_pongs_and_replays_one_graph_per_parity(fake):
+    """Step 0 runs plainly on the session's own addresses and is the loop's one synchronisation; each parity is then
+    captured once with its addresses; later steps are graph launches alone: no copy, no wait until finish(). A
+    second loop on the same session starts from the kept graphs: not even step 0 waits."""
+    session, context = step_session(fake)
+    loop = session.step_loop(CARRY)
+    loop.start(step_feeds())
+    uploads = [args for name, args in fake.calls if name == "cudaMemcpyAsync"]
+    assert [a[0] for a in uploads] == [BUFFERS["latent"], BUFFERS["step"], BUFFERS["schedule"]]
+    assert session.transfers.to_device_bytes == 64 + 8 + 20 and session.transfers.syncs == 0
+    fake.calls.clear()
+
+    loop.step(0)
+    even = {"latent": 1000, "latent_next": 4000, "step": 2000, "step_next": 5000}
+    odd = {"latent": 4000, "latent_next": 1000, "step": 5000, "step_next": 2000}
+    assert [{k: e[k] for k in even} for e in context.enqueued] == [even, even, odd]  # step 0, then the two captures
+    names = fake.names()
+    assert names.count("cudaStreamSynchronize") == 1 and names.count("cudaStreamBeginCapture") == 2
+    assert names.index("cudaStreamSynchronize") < names.index("cudaStreamBeginCapture")
+    assert "cudaGraphLaunch" not in names  # a capture does not run the work: step 0 ran exactly once
+    graph_execs = [g.exec for g in session.step_graphs]
+    assert len(set(graph_execs)) == 2 and session.loop_mode == "step loop, one CUDA graph per step parity"
+
+    before = session.transfers.snapshot()
+    fake.calls.clear()
+    for i in range(1, 6):
+        loop.step(i)
+    assert fake.names() == ["cudaGraphLaunch"] * 5
+    assert [args[0] for _, args in fake.calls] == [graph_execs[i % 2] for i in range(1, 6)]
+    assert session.transfers.since(before) == Transfers() and len(context.enqueued) == 3
+
+    fake.calls.clear()
+    loop.finish()  # after step 5 (odd): the result is in the input buffer
+    (copy,) = [args for name, args in fake.calls if name == "cudaMemcpyAsync"]
+    assert copy[1] == BUFFERS["latent"] and copy[2] == 64
+    assert fake.names()[-1] == "cudaStreamSynchronize"
+    loop.close()
+    assert {k: context.addresses[k] for k in even} == even  # plain runs see the session's own buffers again
+
+    second = session.step_loop(CARRY)
+    second.start(step_feeds())
+    fake.calls.clear()
+    for i in range(4):
+        second.step(i)
+    assert fake.names() == ["cudaGraphLaunch"] * 4 and len(context.enqueued) == 3
+    fake.calls.clear()
+    second.finish()  # after step 3 (odd)
+    assert [args[1] for name, args in fake.calls if name == "cudaMemcpyAsync"] == [BUFFERS["latent"]]
+    second.close()
+    session.close_step_graphs()
+    assert session.step_graphs == [] and fake.names().count("cudaGraphExecDestroy") == 2
+
+
+def test_the_step_loop_falls_back_to_plain_launches_when_capture_fails(fake):
+    fake.failing.add("capture")
+    session, context = step_session(fake)
+    loop = session.step_loop(CARRY)
+    loop.start(step_feeds())
+    for i in range(4):
+        loop.step(i)
+    assert session.step_graphs == [] and session.loop_mode.endswith(f"(graph capture failed: {ILLEGAL})")
+    plain = context.enqueued
+    # step 0, the failed capture of parity 0, then steps 1-3 with alternating addresses
+    assert [e["latent"] for e in plain] == [1000, 1000, 4000, 1000, 4000]
+    assert [e["latent_next"] for e in plain][-3:] == [1000, 4000, 1000]
+    assert fake.names().count("cudaStreamSynchronize") == 1 and fake.names().count("cudaStreamBeginCapture") == 1
+    fake.calls.clear()
+    loop.finish()  # after step 3 (odd): the input buffer
+    assert [args[1] for name, args in fake.calls if name == "cudaMemcpyAsync"] == [BUFFERS["latent"]]
+    second = session.step_loop(CARRY)  # no new capture attempt, no warm-up wait
+    second.start(step_feeds())
+    fake.calls.clear()
+    second.step(0)
+    assert "cudaStreamSynchronize" not in fake.names() and "cudaStreamBeginCapture" not in fake.names()

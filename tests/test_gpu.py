@@ -276,3 +276,91 @@ def test_device_inputs_wait_for_their_producer_stream(tmp_path):
     finally:
         session.close()
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def plan_target_args() -> list[str]:
+    """ptdit-build arguments for a plan this GPU runs: full TensorRT when installed, else TensorRT-RTX on its GPUs."""
+    if importlib.util.find_spec("tensorrt") is not None:
+        return ["--target", "tensorrt"]
+    if importlib.util.find_spec("tensorrt_rtx") is not None and (gpu_compute_capability() or ("", ""))[1] in RTX_GPUS:
+        return ["--target", "rtx", "--compute-capability", "current"]
+    pytest.skip(f"no TensorRT builder for this GPU (tensorrt, or tensorrt_rtx on {', '.join(RTX_GPUS)})")
+
+
+def export_tiny_step(directory: Path, res: int = 256) -> tuple[Path, Path]:
+    """The noise-prediction graph and the step graph of --step, tiny fp16."""
+    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", str(res), "--step", "--out",
+                    str(directory)], check=True, cwd=ROOT)
+    return directory / f"ptdit-tiny-{res}-b2-fp16.onnx", directory / f"ptdit-tiny-{res}-b2-fp16-step.onnx"
+
+
+@needs_gpu
+@pytest.mark.parametrize("res", [256, 1024])
+def test_step_plan_samples_like_the_noise_plan_and_moves_nothing_per_step(tmp_path, res):
+    """The step engine with its latent on the device: after step 0 (the warm-up and the loop's one
+    synchronisation), each step is one CUDA graph launch with no copy and no wait; one copy out at the end."""
+    import numpy as np
+
+    from runtime.sampler import Sampler, make_conditioning
+    from runtime.session import open_session
+    from runtime.step_sampler import StepSampler
+
+    args = plan_target_args()
+    noise_plan, step_plan = (build(p, *args) for p in export_tiny_step(tmp_path, res))
+    text = make_conditioning(200, 4096, random_seed=0)
+    session = open_session(str(noise_plan))
+    host = Sampler(session, steps=30).sample(text)
+    session.close()
+    session = open_session(str(step_plan))
+    result = StepSampler(session, steps=30).sample(text)
+    mode = session.loop_mode
+    session.close()
+    assert mode == "step loop, one CUDA graph per step parity"
+    rel = np.linalg.norm(result.latent - host.latent) / np.linalg.norm(host.latent)
+    assert rel < 2e-2  # two fp16 engines built apart: the fp16 trajectory threshold of ptdit-diff
+    zero = {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0}
+    assert result.steps[0].transfers.to_dict() == {**zero, "syncs": 1}
+    assert all(s.transfers.to_dict() == zero for s in result.steps[1:])
+    assert result.finish.to_dict() == {"to_device_bytes": 0, "from_device_bytes": result.latent.nbytes, "syncs": 1}
+    assert host.transfers()["per_step_after_first_max"]["syncs"] == 1
+
+
+@needs_gpu
+def test_loops_benchmark_row_on_plans(tmp_path):
+    """The GPU benchmark row: step engine against the noise-prediction engine and the host loop, one run."""
+    args = plan_target_args()
+    plans = [build(p, *args) for p in export_tiny_step(tmp_path)]
+    out = tmp_path / "loops.json"
+    result = subprocess.run([sys.executable, "-m", "runtime.bench", "--loops", str(plans[0]), str(plans[1]),
+                             "--loop-steps", "30", "--rounds", "6", "--json", str(out)], cwd=ROOT, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr
+    (row,) = json.loads(out.read_text())["loops"]
+    assert row["host_loop_ms_per_step"] > 0 and row["step_loop_ms_per_step"] > 0 and row["step_over_host"] > 0
+    assert row["step_loop_transfers"]["per_step_after_first_max"] == {"to_device_bytes": 0, "from_device_bytes": 0,
+                                                                      "syncs": 0}
+    print(result.stdout)
+
+
+@needs_gpu
+def test_pytorch_step_loop_keeps_the_latent_on_the_gpu(tmp_path):
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("torch has no CUDA")
+    import numpy as np
+
+    from runtime.sampler import Sampler, make_conditioning
+    from runtime.session import open_session
+    from runtime.step_sampler import StepSampler
+
+    noise, step = export_tiny_step(tmp_path)
+    text = make_conditioning(200, 4096, random_seed=0)
+    host_session, step_session = (open_session(str(p), "torch", "cuda") for p in (noise, step))
+    host = Sampler(host_session, steps=30).sample(text)
+    result = StepSampler(step_session, steps=30).sample(text)
+    assert "cuda" in step_session.backend
+    assert all(s.transfers.to_dict() == {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0} for s in result.steps)
+    assert result.finish.syncs == 1 and result.finish.from_device_bytes == result.latent.nbytes
+    assert np.linalg.norm(result.latent - host.latent) / np.linalg.norm(host.latent) < 1e-5
+    host_session.close()
+    step_session.close()

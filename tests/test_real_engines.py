@@ -27,11 +27,13 @@ import tensorrt_rtx  # noqa: E402
 # (precision, resolution, frames, variant): tiny exports built for real in CI. Variants: None (strided proxies,
 # the resolution table's windows), "mean" (--proxy mean), "qihoo" (the qihoo-t2x preset's settings at tiny size:
 # fixed 8 x 8 attention and proxy windows, mean proxies), "interleaved" (8 x 8 windows holding 4 interleaved
-# strided proxies each: the proxy axes that made rank 9 before).
+# strided proxies each: the proxy axes that made rank 9 before), "step" (the step graph of --step: guidance and
+# the Euler update in the graph), "step-b1" (the unguided step graph of --batch 1 --step).
 MATRIX = [("fp16", 256, None, None), ("fp16", 1024, None, None), ("fp16", 2048, None, None),
           ("fp32", 256, None, None), ("fp32", 1024, None, None), ("fp32", 2048, None, None),
           ("fp16", 256, 4, None), ("bf16", 256, None, None), ("fp16", 512, None, "mean"),
-          ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo"), ("fp16", 256, None, "interleaved")]
+          ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo"), ("fp16", 256, None, "interleaved"),
+          ("fp16", 256, None, "step"), ("fp16", 1024, None, "step"), ("fp16", 256, None, "step-b1")]
 BASE = ("fp16", 256, None, None)
 QIHOO_TINY = {"name": "qihoo-tiny", "depth": 2, "num_heads": 2, "head_dim": 32, "window": [1, 8, 8],
               "proxy_window": [1, 8, 8], "proxy_mode": "mean", "train_proxy_mode": "mean"}
@@ -53,10 +55,13 @@ def export(out: Path, precision: str, res: int, frames: int | None, variant: str
                                                           "proxy_window": [1, 4, 4], "proxy_mode": "strided"}
         (out / "config.json").write_text(json.dumps(config))
         model = ["--config", str(out / "config.json")]
+    elif variant in ("step", "step-b1"):
+        model += ["--step", "--batch", "1" if variant == "step-b1" else "2"]
     result = run("export", *model, "--res", str(res), "--precision", precision, *video, "--out", str(out))
     assert result.returncode == 0, result.stderr
     name = {"qihoo": "qihoo-tiny", "interleaved": "interleaved-tiny"}.get(variant or "", "tiny")
-    return out / f"ptdit-{name}-{res}{f'-f{frames}' if frames else ''}-b2-{precision}.onnx"
+    batch, step = ("b1", "-step") if variant == "step-b1" else ("b2", "-step" if variant == "step" else "")
+    return out / f"ptdit-{name}-{res}{f'-f{frames}' if frames else ''}-{batch}-{precision}{step}.onnx"
 
 
 def key_id(key: tuple) -> str:
@@ -84,6 +89,10 @@ def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
     assert onnx_manifest["checks"]["tensorrt_ops"]["max_rank"] <= 8
     if key[3] == "qihoo":  # fixed windows at every resolution, whatever the table says
         assert onnx_manifest["geometry"]["window"] == onnx_manifest["geometry"]["proxy_window"] == [1, 8, 8]
+    if key[3] in ("step", "step-b1"):  # the step graph's own contract, carried state first
+        assert onnx_manifest["export"]["graph"] == "step"
+        assert [t["name"] for t in onnx_manifest["outputs"]] == ["latent_next", "step_next"]
+        assert onnx_manifest["export"]["step"]["guidance"] == (key[3] == "step")
 
     extra = ["--allow-fp32"] if key[0] == "fp32" else []
     result = run("engines", str(onnx_path), "--target", "rtx", "--json", *extra)

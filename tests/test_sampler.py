@@ -9,6 +9,7 @@ from runtime.artifact import Artifact
 from runtime.errors import InputError
 from runtime.sampler import Sampler, load_text, make_conditioning, schedule, timestep_shift
 from runtime.session import open_session
+from runtime.transfers import Transfers
 from test_runtime import artifact_copy
 
 
@@ -35,6 +36,7 @@ class ConstantVelocity:
                        {"name": "text_mask", "shape": [batch, 3], "dtype": "int64"}],
             "outputs": [{"name": "noise_pred", "shape": [batch, 8, 8, 8], "dtype": "float32"}]})
         self.backend, self.batch, self.values = "constant", batch, (cond, uncond)
+        self.transfers = Transfers()
         self.fed: dict = {}
         self.timesteps: list[float] = []
 
