@@ -44,16 +44,19 @@ class BuildResult:
 
 
 def weights_precision(onnx_path: Path) -> str:
-    """The precision the graph's MatMul weights really have (the weights are not loaded)."""
+    """The precision the graph's weights really have (the weights are not loaded): the type of the MatMul, Gemm
+    and Conv weights, fp32 islands aside (an fp16 graph may keep some weights in fp32, never the reverse)."""
     import onnx
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     initializers = {t.name: t.data_type for t in model.graph.initializer}
-    types = {initializers[i] for n in model.graph.node if n.op_type == "MatMul" for i in n.input if i in initializers}
-    if len(types) != 1 or next(iter(types)) not in ONNX_TO_PRECISION:
-        raise InputError(f"{onnx_path.name} has MatMul weights of types {sorted(types)}; expected one of fp32, "
-                         f"fp16, bf16 as written by ptdit-export")
-    return ONNX_TO_PRECISION[types.pop()]
+    types = {initializers[i] for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+             for i in n.input if i in initializers}
+    low = types - {1}  # onnx.TensorProto.FLOAT
+    if not types or len(low) > 1 or not types <= set(ONNX_TO_PRECISION):
+        raise InputError(f"{onnx_path.name} has weights of types {sorted(types)}; expected one of fp32, fp16, bf16 "
+                         f"(with fp32 islands) as written by ptdit-export")
+    return ONNX_TO_PRECISION[low.pop() if low else 1]
 
 
 def check_io(io: list[dict[str, Any]], manifest: dict[str, Any], mark_blocks: bool) -> None:

@@ -28,6 +28,8 @@ Examples:
       video: 16 latent frames, window (4, 4, 4)
   ptdit-export --res 1024 --checks full
       compare the whole model with PyTorch (minutes on a CPU; the default on a GPU machine)
+  ptdit-export --preset tiny --res 256 --pipeline
+      a folder with everything from prompt to PNG (stand-in T5 and VAE): ptdit-run --artifact FOLDER --prompt ...
   ptdit-export --preset tiny --res 256 --step
       also ptdit-tiny-256-b2-fp16-step.onnx: one whole sampler step (guidance + Euler update) per call
 """
@@ -84,6 +86,16 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--step", is_flag=True,
               help="Also export the whole denoising step (<stem>-step.onnx): guidance and the Euler update inside the "
                    "graph, the latent carried in fp32, so a runtime keeps the sampler state on the device.")
+@click.option("--pipeline", is_flag=True,
+              help="Write a pipeline folder: the transformer, the T5 text encoder, the CausalVAE decoder tiles, the "
+                   "tokenizer and the negative prompt's embedding (ptdit-run --artifact FOLDER --prompt ...).")
+@click.option("--text-encoder", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="With --pipeline: a Hugging Face T5 encoder folder [default: a seeded tiny stand-in].")
+@click.option("--vae", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="With --pipeline: the CausalVAE weights [default: a seeded tiny stand-in].")
+@click.option("--text-encoder-precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True)
+@click.option("--vae-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
+              help="fp16 keeps GroupNorm in fp32 (bf16 convolutions need opset 22: not offered).")
 @click.option("--torch-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the PyTorch references of the parity check run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
@@ -91,7 +103,8 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,
-         check_choice: str, skip_checks: bool, step: bool, torch_device: str, as_json: bool, debug: bool) -> None:
+         check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None, vae: Path | None,
+         text_encoder_precision: str, vae_precision: str, torch_device: str, as_json: bool, debug: bool) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
     Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
@@ -120,6 +133,15 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
         opts = ExportOptions(cfg, [int(r) for r in resolutions], frames, precision, batch, text_len, opset,
                              out_dir, checkpoint, checkpoint_key, seed, force, "none" if skip_checks else check_choice,
                              torch_device, step)
+        if (text_encoder or vae) and not pipeline:
+            raise InputError("--text-encoder and --vae go with --pipeline")
+        if pipeline:
+            from .components import PipelineOptions, export_pipelines
+
+            folders = export_pipelines(opts, PipelineOptions(text_encoder, vae, text_encoder_precision, vae_precision),
+                                       report)
+            click.echo(json.dumps([str(f) for f in folders]) if as_json else "\n".join(f"wrote {f}" for f in folders))
+            return
         results = export_all(opts, report)
     except InputError as e:
         fail(2, str(e))

@@ -80,16 +80,25 @@ def trace(model: PTDiT, spec: ExportSpec, inputs: list[TensorSpec], outputs: lis
 
     module = DenoisingStep(model) if spec.step else model
     output_names = [t.name for t in outputs] + [block_output_name(i) for i in range(model.cfg.depth)]
+    return trace_module(module, inputs, output_names, spec.opset, {"return_block_outputs": True})
+
+
+def trace_module(module: torch.nn.Module, inputs: list[TensorSpec], output_names: list[str], opset: int,
+                 kwargs: dict[str, Any] | None = None) -> onnx_ir.Model:
+    """torch.onnx.export(dynamo=True) with fake tensors of the inputs' static shapes; its optimizer off (see
+    the module docstring), its chatter silenced."""
+    import torch
+
     quiet = io.StringIO()
     with torch.no_grad(), warnings.catch_warnings(), contextlib.redirect_stdout(quiet), _quiet_torch_logs():
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             module,
             example_inputs(inputs),
-            kwargs={"return_block_outputs": True},
+            kwargs=kwargs or {},
             dynamo=True,
             optimize=False,
-            opset_version=spec.opset,
+            opset_version=opset,
             input_names=[t.name for t in inputs],
             output_names=output_names,
             verbose=False,

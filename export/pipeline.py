@@ -230,9 +230,25 @@ def check_level(choice: str) -> str:
 def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[TensorSpec],
                outputs: list[TensorSpec], model: PTDiT, block_names: list[str], level: str,
                stages: Stages) -> dict[str, Any]:
+    results, inferred = structural_checks(path, inputs, outputs, stages)
+    results = {"level": level, **results}
+    if level == "full":
+        with stages.run("onnxruntime_parity", "ONNX Runtime (CPU) against PyTorch, whole model"):
+            results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, outputs, model)
+    else:
+        with stages.run("onnxruntime_parity_first_block", "ONNX Runtime (CPU) against PyTorch, graph cut to block 0"):
+            results["onnxruntime_parity_first_block"] = first_block_parity(path, inferred, opts, spec, inputs, outputs,
+                                                                           model, block_names)
+    return results
+
+
+def structural_checks(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                      stages: Stages) -> tuple[dict[str, Any], onnx.ModelProto]:
+    """Every check but the numerical one: onnx checker, static shapes, no random ops, TensorRT's operator table
+    and rank limit, and the real parse. Returns the results and the shape-inferred graph."""
     from . import checks as c
 
-    results: dict[str, Any] = {"level": level}
+    results: dict[str, Any] = {}
     with stages.run("onnx_checker", "onnx checker (full check)"):
         results["onnx_checker"] = {"passed": True, **c.onnx_checker(path)}
     with stages.run("static_shapes", "shape inference: every dimension static"):
@@ -244,14 +260,7 @@ def run_checks(path: Path, opts: ExportOptions, spec: ExportSpec, inputs: list[T
         results["tensorrt_ops"] = {"passed": True, **c.tensorrt_ops(inferred)}
     with stages.run("tensorrt_parse", "parse with TensorRT's ONNX parser"):
         results["tensorrt_parse"] = tensorrt_parse(path, inputs, outputs)
-    if level == "full":
-        with stages.run("onnxruntime_parity", "ONNX Runtime (CPU) against PyTorch, whole model"):
-            results["onnxruntime_parity"] = onnxruntime_parity(path, inferred, opts, spec, inputs, outputs, model)
-    else:
-        with stages.run("onnxruntime_parity_first_block", "ONNX Runtime (CPU) against PyTorch, graph cut to block 0"):
-            results["onnxruntime_parity_first_block"] = first_block_parity(path, inferred, opts, spec, inputs, outputs,
-                                                                           model, block_names)
-    return results
+    return results, inferred
 
 
 def tensorrt_parse(path: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> dict[str, Any]:

@@ -72,13 +72,8 @@ def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
     if not path.is_file():
         raise InputError(f"{path} does not exist")
     manifest_path = path.with_suffix(".json")
-    try:
-        manifest = json.loads(manifest_path.read_text())
-    except FileNotFoundError:
-        raise InputError(f"{path} has no manifest ({manifest_path.name}); the runtime reads the I/O contract from "
-                         f"it: keep the files ptdit-export / ptdit-build wrote together") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise InputError(f"manifest {manifest_path} is not readable JSON ({e})") from None
+    manifest = read_manifest(manifest_path, f"{path} has no manifest ({manifest_path.name}); the runtime reads the I/O "
+                                            f"contract from it: keep the files ptdit-export / ptdit-build wrote together")
     if not isinstance(manifest, dict) or manifest.get("schema") != SCHEMAS[path.suffix]:
         found = manifest.get("schema") if isinstance(manifest, dict) else None
         rebuild = "; rebuild the plan with ptdit-build" if path.suffix == ".plan" else ""
@@ -87,11 +82,26 @@ def load_artifact(path: str | Path, verify: bool = True) -> Artifact:
     if verify:
         files = ({manifest["plan"]["file"]: manifest["plan"]["sha256"]} if path.suffix == ".plan"
                  else manifest["artifact"]["sha256"])
-        for name, recorded in files.items():
-            f = path.with_name(name)
-            if not f.is_file():
-                raise InputError(f"{f} is missing: the manifest lists it as part of the artifact")
-            if file_sha256(f) != recorded:
-                raise InputError(f"{f} does not match its manifest (sha256 differs): the file is corrupt or was "
-                                 f"replaced; rebuild it")
+        verify_files(path.parent, files, "its manifest", "rebuild it")
     return Artifact(path, manifest)
+
+
+def read_manifest(path: Path, missing: str) -> Any:
+    """The JSON at `path`; `missing` is the one-line error when there is none."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"manifest {path} is not readable JSON ({e})") from None
+
+
+def verify_files(directory: Path, recorded: dict[str, str], manifest: str, fix: str) -> None:
+    """Every file `manifest` lists must be in `directory` with the sha256 recorded there."""
+    for name, sha256 in recorded.items():
+        f = directory / name
+        if not f.is_file():
+            raise InputError(f"{f} is missing: {manifest} lists it as part of the artifact")
+        if file_sha256(f) != sha256:
+            raise InputError(f"{f} does not match {manifest} (sha256 differs): the file is corrupt or was replaced; "
+                             f"{fix}")

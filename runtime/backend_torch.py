@@ -44,8 +44,32 @@ def build_reference(artifact: Artifact, precision: str | None = None, device: st
     return model.to(device)
 
 
+def component_reference(artifact: Artifact, precision: str, device: str) -> Any:
+    """The PyTorch reference of a pipeline component (text encoder or VAE decoder) from its manifest."""
+    import torch
+
+    from ptdit.t5 import T5Config, T5Encoder, load_hf_t5
+    from ptdit.vae import CausalVAEDecoder, VAEConfig, load_vae
+
+    model_info = artifact.manifest["model"]
+    weights = model_info["weights"]
+    if weights["source"] == "checkpoint" and not Path(weights["path"]).exists():
+        raise InputError(f"the manifest's weights {weights['path']} are not available here; copy them there")
+    model: torch.nn.Module
+    if model_info["kind"] == "t5":
+        model = (load_hf_t5(weights["path"]) if weights["source"] == "checkpoint"
+                 else T5Encoder(T5Config.from_dict(model_info["config"]), seed=int(weights.get("seed", 0))))
+    else:
+        model = (load_vae(weights["path"]) if weights["source"] == "checkpoint"
+                 else CausalVAEDecoder(VAEConfig.from_dict(model_info["config"]), seed=int(weights.get("seed", 0))))
+    return model.eval().to(getattr(torch, DTYPES[precision])).to(device)
+
+
 def reference_module(artifact: Artifact, precision: str | None = None, device: str = "cpu") -> Any:
-    """build_reference, wrapped in the whole denoising step (ptdit.step.DenoisingStep) for a step artifact."""
+    """build_reference, wrapped in the whole denoising step (ptdit.step.DenoisingStep) for a step artifact; a
+    pipeline component's own reference."""
+    if artifact.manifest["model"].get("kind", "ptdit") != "ptdit":
+        return component_reference(artifact, precision or artifact.precision, device)
     model = build_reference(artifact, precision, device)
     if not artifact.is_step:
         return model
@@ -84,7 +108,7 @@ class TorchSession:
         self._feeds.complete()
         args = [self._staged[t.name] for t in self.artifact.inputs]
         with torch.no_grad():
-            out = self.model(*args, return_block_outputs=blocks)
+            out = self.model(*args, return_block_outputs=blocks) if blocks else self.model(*args)
         if isinstance(out, torch.Tensor):
             return [out], []
         if len(out) == 2 and isinstance(out[1], list):  # PTDiT: (noise_pred, blocks)

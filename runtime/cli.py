@@ -18,14 +18,18 @@ Examples:
   ptdit-run --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --random-text --steps 4 --out /tmp/l.npy
   ptdit-run --artifact model.onnx --backend torch --random-text --out ref.safetensors   (the PyTorch reference)
 
-There is no text encoder in this toolkit: --text takes T5 features ([L, 4096] .npy, or .npz/.safetensors
-with text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
+  ptdit-run --artifact artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
+      a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
+
+A transformer artifact alone takes T5 features: --text ([L, 4096] .npy, or .npz/.safetensors with
+text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
 --random-text uses seeded Gaussian features, for pipeline tests.
 """
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--artifact", type=click.Path(path_type=Path), required=True, help=".onnx or .plan (with its manifest).")
+@click.option("--artifact", type=click.Path(path_type=Path), required=True,
+              help=".onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline).")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
               show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -38,28 +42,47 @@ with text_embeds and text_mask); --negative-text the unconditional ones (default
 @click.option("--negative-text", "negative_path", type=click.Path(path_type=Path), default=None,
               help="Unconditional text features file.")
 @click.option("--random-text", is_flag=True, help="Seeded Gaussian text features (pipeline tests).")
+@click.option("--prompt", default=None, help="A pipeline folder: the text to draw.")
+@click.option("--negative-prompt", default=None, help="A pipeline folder: the negative prompt [default: \"\"].")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Latents: .npy or .safetensors.")
+              help="Latents: .npy or .safetensors; for a pipeline folder the image, .png.")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @tensorrt_options
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
-         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
-         runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None, no_verify: bool,
-         as_json: bool, debug: bool) -> None:
-    """Sample a latent from an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free guidance).
+         text_path: Path | None, negative_path: Path | None, random_text: bool, prompt: str | None,
+         negative_prompt: str | None, out_path: Path, force: bool, runtime_cache_dir: Path | None,
+         lean_runtime: Path | None, weight_budget: int | None, no_verify: bool, as_json: bool, debug: bool) -> None:
+    """Sample a latent from an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free guidance),
+    or an image from a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder, a PNG).
 
-    Progress per step goes to stderr; the latent is written to --out (the VAE decoder is not part of this
-    toolkit). The sampler is the same whichever backend runs the model.
+    Progress goes to stderr; the latent (or the image) is written to --out. The sampler is the same whichever
+    backend runs the model.
     """
     with exit_codes("ptdit-run", debug):
-        summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
-                      random_text, out_path, force, not no_verify,
-                      TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
+        options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
+        if artifact.is_dir():
+            if text_path or negative_path or random_text:
+                from .errors import InputError
+
+                raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
+            summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
+                                   out_path, force, not no_verify, options)
+        else:
+            if prompt is not None or negative_prompt is not None:
+                from .errors import InputError
+
+                raise InputError(f"--prompt needs a pipeline folder (ptdit-export --pipeline); {artifact.name} takes "
+                                 f"text features: --text FILE or --random-text")
+            summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
+                          random_text, out_path, force, not no_verify, options)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+    elif "image" in summary:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in summary["seconds"].items())
+        click.echo(f"wrote {summary['out']} ({summary['image'][1]} x {summary['image'][0]}): {stages}")
     else:
         click.echo(f"wrote {summary['out']}: {summary['steps']} steps in {summary['seconds']:.2f} s "
                    f"({summary['ms_per_step']:.1f} ms/step) on {summary['backend']}")
@@ -75,12 +98,7 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
     from .session import open_session
     from .step_sampler import make_sampler
 
-    if out_path.suffix not in (".npy", ".safetensors"):
-        raise InputError(f"--out must end in .npy or .safetensors, got {out_path.name}")
-    if out_path.exists() and not force:
-        raise InputError(f"{out_path} already exists; pass --force to overwrite it")
-    if not out_path.parent.is_dir():
-        raise InputError(f"the directory of --out ({out_path.parent}) does not exist")
+    check_out(out_path, force, (".npy", ".safetensors"))
     if random_text and (text_path or negative_path):
         raise InputError("pass either --random-text or --text/--negative-text, not both")
     cond = load_text(text_path) if text_path else None
@@ -115,3 +133,38 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
             "ms_per_step": round(seconds / steps * 1000, 2),
             "backend_ms_per_step": round(sum(s.backend_s for s in result.steps) / steps * 1000, 2),
             "transfers": result.transfers()}
+
+
+def check_out(out_path: Path, force: bool, suffixes: tuple[str, ...]) -> None:
+    from .errors import InputError
+
+    if out_path.suffix not in suffixes:
+        raise InputError(f"--out must end in {' or '.join(suffixes)}, got {out_path.name}")
+    if out_path.exists() and not force:
+        raise InputError(f"{out_path} already exists; pass --force to overwrite it")
+    if not out_path.parent.is_dir():
+        raise InputError(f"the directory of --out ({out_path.parent}) does not exist")
+
+
+def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | None, backend: str, device: str,
+                 steps: int, guidance: float, seed: int, shift: float | None, out_path: Path, force: bool,
+                 verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
+    from .errors import InputError
+    from .pipeline_run import Pipeline, load_pipeline, write_png
+
+    if prompt is None:
+        raise InputError("a pipeline folder needs --prompt \"...\"")
+    check_out(out_path, force, (".png",))
+    folder = load_pipeline(folder_path, verify)
+    pipeline = Pipeline(folder, backend, device, verify, tensorrt)
+    try:
+        click.echo(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}", err=True)
+        result = pipeline(prompt, negative_prompt, steps, guidance, seed, shift,
+                          on_stage=lambda name, s: click.echo(f"  {name}: {s:.2f} s", err=True))
+    finally:
+        pipeline.close()
+    metadata = {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
+                "pipeline": folder_path.name, "steps": steps, "cfg": guidance, "seed": seed}
+    write_png(out_path, result.pixels, metadata)
+    return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.seconds,
+            "backends": result.backends}

@@ -19,6 +19,8 @@ Examples:
   ptdit-diff artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan --reference both --steps 30
       (per block: also build ptdit-build <onnx> --mark-blocks, found next to the plan)
   ptdit-diff model.onnx --max-rel-l2 5e-3 --json > report.json     (exit 1 when a threshold is exceeded)
+  ptdit-diff artifacts/ptdit-tiny-256-pipeline --prompt "a red fox"
+      a pipeline folder: each component, then the image against the PyTorch fp32 pipeline (PSNR)
 """
 
 
@@ -34,6 +36,8 @@ Examples:
 @click.option("--no-blocks", is_flag=True, help="Skip the per-block comparison.")
 @click.option("--blocks-plan", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For a plan: the ptdit-build --mark-blocks plan [default: <plan stem>-blocks.plan].")
+@click.option("--prompt", default="a red fox in the snow", show_default=True,
+              help="For a pipeline folder: the prompt run through both pipelines.")
 @click.option("--rtol", type=float, default=None, help="Element-wise relative tolerance [default: per precision].")
 @click.option("--atol", type=float, default=None, help="Element-wise absolute tolerance [default: per precision].")
 @click.option("--max-rel-l2", type=float, default=None, help="Largest relative L2 error of an output.")
@@ -47,7 +51,7 @@ Examples:
 @click.option("--json", "as_json", is_flag=True, help="Print the report on stdout instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 def main(artifact: Path, reference: str, backend: str, device: str, seed: int, steps: int, guidance: float,
-         no_blocks: bool, blocks_plan: Path | None, rtol: float | None, atol: float | None,
+         no_blocks: bool, blocks_plan: Path | None, prompt: str, rtol: float | None, atol: float | None,
          max_rel_l2: float | None, max_trajectory_rel_l2: float | None, out_dir: Path | None, force: bool,
          runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None, no_verify: bool,
          as_json: bool, debug: bool) -> None:
@@ -72,6 +76,18 @@ def main(artifact: Path, reference: str, backend: str, device: str, seed: int, s
                     raise InputError(f"{p} already exists; pass --force to overwrite it")
         if not directory.is_dir():
             raise InputError(f"output directory {directory} does not exist")
+        if artifact.is_dir():
+            from .pipeline_diff import pipeline_table, run_pipeline_diff
+
+            options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, not no_blocks, None, None,
+                                  not no_verify, TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
+            result = run_pipeline_diff(artifact, prompt, options, lambda line: click.echo(line, err=True))
+            _write_atomically(report_path, (json.dumps(result, indent=2) + "\n").encode())
+    if artifact.is_dir():
+        click.echo(json.dumps(result, indent=2) if as_json else pipeline_table(result))
+        click.echo(f"report {report_path}", err=True)
+        sys.exit(0 if result["passed"] else 1)
+    with exit_codes("ptdit-diff", debug, nothing_written=False):
         from .artifact import load_artifact
 
         precision = load_artifact(artifact, verify=False).precision

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -23,3 +27,14 @@ def model_inputs(batch: int, latent_fhw: tuple[int, int, int], text_len: int = 1
 @pytest.fixture(scope="session")
 def tiny_model() -> PTDiT:
     return PTDiT(preset("tiny")).eval()
+
+
+@pytest.fixture(scope="session")
+def pipelines(tmp_path_factory) -> dict[int, Path]:
+    """Tiny pipeline folders (ptdit-export --pipeline, default checks) at 256 and 1024, made once per run."""
+    out = tmp_path_factory.mktemp("pipelines")
+    result = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--res", "1024",
+                             "--pipeline", "--out", str(out)], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return {res: out / f"ptdit-tiny-{res}-pipeline" for res in (256, 1024)}

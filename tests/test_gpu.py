@@ -364,3 +364,27 @@ def test_pytorch_step_loop_keeps_the_latent_on_the_gpu(tmp_path):
     assert np.linalg.norm(result.latent - host.latent) / np.linalg.norm(host.latent) < 1e-5
     host_session.close()
     step_session.close()
+
+
+@needs_gpu
+def test_pipeline_folder_on_tensorrt_draws_what_onnxruntime_draws(tmp_path):
+    """Every component of a tiny pipeline built into the folder, then prompt to PNG on TensorRT."""
+    import numpy as np
+
+    from runtime.pipeline_diff import psnr
+    from runtime.pipeline_run import Pipeline, load_pipeline
+
+    args = plan_target_args()
+    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "1024", "--pipeline", "--out",
+                    str(tmp_path)], check=True, cwd=ROOT)
+    folder = tmp_path / "ptdit-tiny-1024-pipeline"
+    for onnx_path in sorted(folder.glob("*.onnx")):
+        fp32 = ["--allow-fp32"] if "-fp32" in onnx_path.name else []
+        build(onnx_path, *args, *fp32)
+    images = {}
+    for backend in ("tensorrt", "onnxruntime"):
+        pipeline = Pipeline(load_pipeline(folder), backend)
+        images[backend] = pipeline("a red fox", steps=10, seed=0).pixels
+        pipeline.close()
+    assert images["tensorrt"].shape == (1024, 1024, 3) and images["tensorrt"].dtype == np.uint8
+    assert psnr(images["tensorrt"], images["onnxruntime"]) > 30

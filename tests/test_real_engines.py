@@ -203,3 +203,21 @@ def test_ctrl_c_during_a_build_is_answered_at_once_and_leaves_nothing(tmp_path):
     assert rest.strip().splitlines()[-1] == "ptdit-build: error: interrupted; nothing was written"
     assert answered < 5, answered  # measured 0.1 s; the bound only catches waiting for the build to finish
     assert not out.exists()
+
+
+def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp_path):
+    """ptdit-export --pipeline's text encoder (fp16 with fp32 islands) and VAE decoder tiles (fp32) pass the same
+    real parse and build as the transformer."""
+    folder = pipelines[1024]
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    components = [manifest["text_encoder"]["onnx"], *manifest["vae_decoder"]["tiles"].values()]
+    assert len(components) == 5
+    for name in components:
+        onnx_manifest = json.loads((folder / name).with_suffix(".json").read_text())
+        assert onnx_manifest["checks"]["tensorrt_parse"]["builder"] == f"TensorRT-RTX {tensorrt_rtx.__version__}"
+        extra = ["--allow-fp32"] if onnx_manifest["export"]["precision"] == "fp32" else []
+        built = run("engines", str(folder / name), "--target", "rtx", "--out", str(tmp_path), "--json", *extra)
+        assert built.returncode == 0, built.stderr
+        plan_manifest = json.loads(Path(json.loads(built.stdout)["manifest"]).read_text())
+        assert plan_manifest["inputs"] == onnx_manifest["inputs"] and plan_manifest["outputs"] == onnx_manifest["outputs"]
+        assert plan_manifest["precision"] == onnx_manifest["export"]["precision"]

@@ -388,8 +388,9 @@ def test_non_finite_text_is_refused_before_the_session_opens(tmp_path, monkeypat
 
 def test_ptdit_run_console_script_and_light_imports():
     help_text = subprocess.run(["ptdit-run", "--help"], capture_output=True, text=True, check=True).stdout
-    assert "Examples:" in help_text and "no text encoder" in help_text
-    probe = ("import sys, runtime.cli, runtime.session, runtime.sampler, runtime.backend_tensorrt, runtime.cuda; "
+    assert "Examples:" in help_text and "--prompt" in help_text and "a pipeline folder" in help_text
+    probe = ("import sys, runtime.cli, runtime.session, runtime.sampler, runtime.backend_tensorrt, runtime.cuda, "
+             "runtime.pipeline_run, runtime.step_sampler, runtime.prompt; "
              "print(sorted({'torch', 'ptdit', 'onnxruntime', 'tensorrt'} & set(sys.modules)))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
 

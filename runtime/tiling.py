@@ -1,0 +1,72 @@
+"""Tiled VAE decoding with the published blending (Open-Sora-Plan's CausalVAE tiled_decode2d): latent tiles of
+`tile` x `tile` at a stride of tile (1 - overlap), each decoded on its own; every tile is blended linearly into
+the one above and the one to its left over `blend` pixels, in place and in row-major order as published
+(so a tile blends with neighbours that were already blended themselves), then cropped to `keep` pixels per
+side and the crops concatenated. The plan (starts, sizes) is computed by the export and read from the
+pipeline manifest; this module only carries it out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    starts: tuple[int, ...]  # latent offsets of the tile rows (and columns: square latents)
+    tile: int  # latent tile side
+    factor: int  # pixels per latent pixel
+    blend: int  # pixels blended across a tile border
+    keep: int  # pixels of each tile kept (the last tile: all of it)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> TilePlan:
+        return cls(tuple(int(s) for s in d["starts"]), int(d["tile"]), int(d["factor"]), int(d["blend"]),
+                   int(d["keep"]))
+
+    @property
+    def tiled(self) -> bool:
+        return len(self.starts) > 1
+
+
+def _blend_rows(above: np.ndarray, below: np.ndarray, extent: int) -> None:
+    """below[..., y, :] = above[..., -extent + y, :] (1 - y / extent) + below[..., y, :] y / extent, in place."""
+    extent = min(above.shape[-2], below.shape[-2], extent)
+    for y in range(extent):
+        w = y / extent
+        below[..., y, :] = above[..., -extent + y, :] * (1 - w) + below[..., y, :] * w
+
+
+def _blend_columns(left: np.ndarray, right: np.ndarray, extent: int) -> None:
+    extent = min(left.shape[-1], right.shape[-1], extent)
+    for x in range(extent):
+        w = x / extent
+        right[..., x] = left[..., -extent + x] * (1 - w) + right[..., x] * w
+
+
+def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """latent [1, C, H, W] -> image [1, 3, H f, W f]; `decode` maps a latent tile to its pixels."""
+    if not plan.tiled:
+        return decode(latent)
+    rows = [[decode(np.ascontiguousarray(latent[..., i:i + plan.tile, j:j + plan.tile])).copy()
+             for j in plan.starts] for i in plan.starts]
+    out_rows = []
+    for i, row in enumerate(rows):
+        kept = []
+        for j, tile in enumerate(row):
+            if i > 0:
+                _blend_rows(rows[i - 1][j], tile, plan.blend)
+            if j > 0:
+                _blend_columns(row[j - 1], tile, plan.blend)
+            kept.append(tile[..., :plan.keep, :plan.keep])
+        out_rows.append(np.concatenate(kept, axis=-1))
+    return np.concatenate(out_rows, axis=-2)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[1, 3, H, W] in [-1, 1] -> [H, W, 3] uint8, as published: clamp, (x + 1) / 2, x 255, rounded."""
+    pixels = (np.clip(image[0].astype(np.float32), -1.0, 1.0) + 1.0) / 2.0 * 255.0
+    return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)
