@@ -47,7 +47,6 @@ VAE_TILE, VAE_OVERLAP = 64, 0.125  # latent tile side and overlap of the publish
 # per component and precision. fp32 VAE: convolutions summing 4,608 terms at 512 x 512 pixels reorder enough to
 # reach 2.6e-5 on the full-size decoder's 64 x 64 tile (measured); 1e-4 leaves ~4x.
 COMPONENT_MAX_REL_L2 = {"t5": {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1}, "vae": {"fp32": 1e-4, "fp16": 2e-2}}
-TORCH_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass
@@ -181,9 +180,9 @@ def in_precision(module: Any, precision: str) -> Any:
     copied), else a converted copy."""
     import copy
 
-    import torch
+    from .exporter import torch_dtype
 
-    dtype = getattr(torch, TORCH_DTYPES[precision])
+    dtype = torch_dtype(precision)
     return module if next(module.parameters()).dtype == dtype else copy.deepcopy(module).to(dtype)
 
 

@@ -32,19 +32,14 @@ class TilePlan:
         return len(self.starts) > 1
 
 
-def _blend_rows(above: np.ndarray, below: np.ndarray, extent: int) -> None:
-    """below[..., y, :] = above[..., -extent + y, :] (1 - y / extent) + below[..., y, :] y / extent, in place."""
-    extent = min(above.shape[-2], below.shape[-2], extent)
+def _blend(earlier: np.ndarray, later: np.ndarray, extent: int, axis: int) -> None:
+    """Along `axis` (-2: rows, -1: columns): later[y] = earlier[-extent + y] (1 - y / extent) + later[y] y / extent
+    for y < extent, in place."""
+    earlier, later = np.moveaxis(earlier, axis, 0), np.moveaxis(later, axis, 0)  # views: writes reach the tile
+    extent = min(earlier.shape[0], later.shape[0], extent)
     for y in range(extent):
         w = y / extent
-        below[..., y, :] = above[..., -extent + y, :] * (1 - w) + below[..., y, :] * w
-
-
-def _blend_columns(left: np.ndarray, right: np.ndarray, extent: int) -> None:
-    extent = min(left.shape[-1], right.shape[-1], extent)
-    for x in range(extent):
-        w = x / extent
-        right[..., x] = left[..., -extent + x] * (1 - w) + right[..., x] * w
+        later[y] = earlier[-extent + y] * (1 - w) + later[y] * w
 
 
 def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -58,9 +53,9 @@ def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarra
         kept = []
         for j, tile in enumerate(row):
             if i > 0:
-                _blend_rows(rows[i - 1][j], tile, plan.blend)
+                _blend(rows[i - 1][j], tile, plan.blend, axis=-2)
             if j > 0:
-                _blend_columns(row[j - 1], tile, plan.blend)
+                _blend(row[j - 1], tile, plan.blend, axis=-1)
             kept.append(tile[..., :plan.keep, :plan.keep])
         out_rows.append(np.concatenate(kept, axis=-1))
     return np.concatenate(out_rows, axis=-2)

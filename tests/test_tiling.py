@@ -45,6 +45,9 @@ def test_the_blend_is_linear_across_the_overlap():
     column = image[0, 0, :, 0]  # tiles (0,0)=0, (1,0)=3, (2,0)=6 down the first column
     assert column[447] == 0 and column[448] == 3 * 0 / 64 + 0 and column[448 + 32] == pytest.approx(3 * 32 / 64)
     assert column[448 + 64] == 3 and column[896 + 16] == pytest.approx(3 + 3 * 16 / 64)
+    row = image[0, 0, 0, :]  # tiles (0,0)=0, (0,1)=1, (0,2)=2 along the first row
+    assert row[447] == 0 and row[448 + 16] == pytest.approx(16 / 64) and row[448 + 64] == 1
+    assert row[896 + 32] == pytest.approx(1 + 32 / 64)
 
 
 def test_small_latents_are_decoded_whole_and_pixels_map_to_uint8():
