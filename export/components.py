@@ -288,7 +288,7 @@ def component_parity(stem: str, path: Path, inferred: Any, module: Any, whole: b
 
     name, target, files = outputs[0].name, path, []
     if not whole:
-        target = path.with_name(f".{stem}.first-layer.onnx")
+        target = path.with_name(f"{stem}.first-layer.onnx")  # no leading dot: onnx refuses ".." in data locations
         files = save(traced(module, inputs, outputs, opset), target)
         inferred = onnx.shape_inference.infer_shapes(onnx.load(str(target), load_external_data=False))
     try:

@@ -200,3 +200,25 @@ def test_an_fp16_vae_tile_stays_within_one_level_of_255(tmp_path):
                            PipelineOptions(vae_precision="fp16"), tmp_path, Stages(lambda line: None), "fast")
     parity = json.loads((tmp_path / name).with_suffix(".json").read_text())["checks"]["onnxruntime_parity"]
     assert parity["passed"] and parity["vs_torch_fp32"]["max_abs"] * 127.5 < 1.0  # [-1, 1] maps to 255 levels
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--text-encoder", "{tmp}"], "--text-encoder and --vae go with --pipeline"),
+    (["--pipeline", "--frames", "4"], "--pipeline makes images: drop --frames"),
+    (["--pipeline", "--step"], "--pipeline exports the noise-prediction transformer; drop --step"),
+    (["--pipeline", "--text-encoder", "{tmp}"], "is not a Hugging Face T5 folder (no config.json)"),
+    (["--pipeline", "--vae", "{tmp}/missing.ckpt"], "missing.ckpt does not exist"),
+])
+def test_pipeline_export_refusals_leave_nothing(tmp_path, args, message):
+    out = tmp_path / "out" / "deeper"
+    result = run("export", "--preset", "tiny", "--res", "256", *[a.replace("{tmp}", str(tmp_path)) for a in args],
+                 "--out", str(out))
+    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_existing_pipeline_folder_needs_force(tmp_path):
+    (tmp_path / "ptdit-tiny-256-pipeline").mkdir()
+    result = run("export", "--preset", "tiny", "--res", "256", "--pipeline", "--out", str(tmp_path))
+    assert result.returncode == 2 and "ptdit-tiny-256-pipeline already exists; pass --force" in result.stderr
+    assert [p.name for p in tmp_path.iterdir()] == ["ptdit-tiny-256-pipeline"]

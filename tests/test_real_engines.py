@@ -33,7 +33,8 @@ MATRIX = [("fp16", 256, None, None), ("fp16", 1024, None, None), ("fp16", 2048, 
           ("fp32", 256, None, None), ("fp32", 1024, None, None), ("fp32", 2048, None, None),
           ("fp16", 256, 4, None), ("bf16", 256, None, None), ("fp16", 512, None, "mean"),
           ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo"), ("fp16", 256, None, "interleaved"),
-          ("fp16", 256, None, "step"), ("fp16", 1024, None, "step"), ("fp16", 256, None, "step-b1")]
+          ("fp16", 256, None, "step"), ("fp16", 1024, None, "step"), ("fp16", 256, None, "step-b1"),
+          ("fp16", 256, 4, "step")]
 BASE = ("fp16", 256, None, None)
 QIHOO_TINY = {"name": "qihoo-tiny", "depth": 2, "num_heads": 2, "head_dim": 32, "window": [1, 8, 8],
               "proxy_window": [1, 8, 8], "proxy_mode": "mean", "train_proxy_mode": "mean"}
@@ -221,3 +222,28 @@ def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp
         plan_manifest = json.loads(Path(json.loads(built.stdout)["manifest"]).read_text())
         assert plan_manifest["inputs"] == onnx_manifest["inputs"] and plan_manifest["outputs"] == onnx_manifest["outputs"]
         assert plan_manifest["precision"] == onnx_manifest["export"]["precision"]
+
+
+@pytest.mark.parametrize("component,precision", [("t5", "fp32"), ("t5", "bf16"), ("vae", "fp16")])
+def test_pipeline_component_precisions_are_built_by_tensorrt_rtx(tmp_path, component, precision):
+    """The precisions --text-encoder-precision and --vae-precision offer besides the defaults (built above)."""
+    from export.components import PipelineOptions, export_text_encoder, export_vae_tile
+    from export.pipeline import ExportOptions, Stages
+    from ptdit import preset
+    from ptdit.t5 import T5_PRESETS, T5Encoder
+    from ptdit.vae import VAE_PRESETS, CausalVAEDecoder
+
+    stages, seeded = Stages(lambda line: None), {"source": "seeded", "seed": 0}
+    if component == "t5":
+        opts = ExportOptions(preset("tiny"), [256], out_dir=tmp_path)
+        name = export_text_encoder(T5Encoder(T5_PRESETS["tiny"]).eval(), seeded, opts,
+                                   PipelineOptions(text_encoder_precision=precision), tmp_path, stages)[0]["onnx"]
+    else:
+        name = export_vae_tile(CausalVAEDecoder(VAE_PRESETS["tiny"]).eval(), seeded, (64, 16),
+                               PipelineOptions(vae_precision=precision), tmp_path, stages, "fast")
+    checks = json.loads((tmp_path / name).with_suffix(".json").read_text())["checks"]
+    assert checks["tensorrt_parse"]["passed"] and checks["onnxruntime_parity"]["passed"]
+    extra = ["--allow-fp32"] if precision == "fp32" else []
+    built = run("engines", str(tmp_path / name), "--target", "rtx", "--json", *extra)
+    assert built.returncode == 0, built.stderr
+    assert json.loads(Path(json.loads(built.stdout)["manifest"]).read_text())["precision"] == precision

@@ -226,3 +226,15 @@ def test_export_step_refusals_leave_nothing(tmp_path):
     result = run_cli("export", "--preset", "tiny", "--res", "256", "--step", "--checks", "none", "--out", str(tmp_path / "b"))
     assert result.returncode == 2 and "ptdit-tiny-256-b2-fp16-step.onnx already exists; pass --force" in result.stderr
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["ptdit-tiny-256-b2-fp16-step.onnx"]
+
+
+def test_the_loops_benchmark_takes_the_noise_artifact_first(exports):
+    from runtime.bench import main as bench_main
+    from runtime.bench import measure_loops
+    from runtime.errors import InputError
+
+    noise, step = exports[(256, 2, "fp32")]
+    with pytest.raises(InputError, match="--loops takes a noise-prediction artifact and then a step artifact"):
+        measure_loops(step, noise, "onnxruntime", steps=2, rounds=1)
+    result = CliRunner().invoke(bench_main, [])
+    assert result.exit_code == 2 and "nothing to measure: pass --artifact and/or --loops NOISE STEP" in result.output
