@@ -70,15 +70,18 @@ class Pipeline:
     def __init__(self, folder: PipelineFolder, backend: str = "auto", device: str = "auto", verify: bool = True,
                  tensorrt: TensorRTOptions | None = None, torch_precision: str | None = None):
         self.folder = folder
-        self.open = lambda name: open_session(str(component_path(folder, name, backend)), backend, device,
-                                              verify=verify, torch_precision=torch_precision, tensorrt=tensorrt)
+
+        def open_component(name: str) -> Session:
+            return open_session(str(component_path(folder, name, backend)), backend, device, verify=verify,
+                                torch_precision=torch_precision, tensorrt=tensorrt)
+
         m = folder.manifest
         self.sessions: dict[str, Session] = {}
         try:
-            self.sessions["text_encoder"] = self.open(m["text_encoder"]["onnx"])
-            self.sessions["transformer"] = self.open(m["transformer"])
+            self.sessions["text_encoder"] = open_component(m["text_encoder"]["onnx"])
+            self.sessions["transformer"] = open_component(m["transformer"])
             for shape, name in m["vae_decoder"]["tiles"].items():
-                self.sessions[f"vae {shape}"] = self.open(name)
+                self.sessions[f"vae {shape}"] = open_component(name)
         except BaseException:
             self.close()
             raise

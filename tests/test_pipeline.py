@@ -210,15 +210,23 @@ def test_an_fp16_vae_tile_stays_within_one_level_of_255(tmp_path):
     (["--pipeline", "--vae", "{tmp}/missing.ckpt"], "missing.ckpt does not exist"),
 ])
 def test_pipeline_export_refusals_leave_nothing(tmp_path, args, message):
+    from click.testing import CliRunner
+
+    from export.cli import main
+
     out = tmp_path / "out" / "deeper"
-    result = run("export", "--preset", "tiny", "--res", "256", *[a.replace("{tmp}", str(tmp_path)) for a in args],
-                 "--out", str(out))
-    assert result.returncode == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    result = CliRunner().invoke(main, ["--preset", "tiny", "--res", "256",
+                                       *[a.replace("{tmp}", str(tmp_path)) for a in args], "--out", str(out)])
+    assert result.exit_code == 2 and message in result.stderr and len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
 def test_an_existing_pipeline_folder_needs_force(tmp_path):
+    from click.testing import CliRunner
+
+    from export.cli import main
+
     (tmp_path / "ptdit-tiny-256-pipeline").mkdir()
-    result = run("export", "--preset", "tiny", "--res", "256", "--pipeline", "--out", str(tmp_path))
-    assert result.returncode == 2 and "ptdit-tiny-256-pipeline already exists; pass --force" in result.stderr
+    result = CliRunner().invoke(main, ["--preset", "tiny", "--res", "256", "--pipeline", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "ptdit-tiny-256-pipeline already exists; pass --force" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["ptdit-tiny-256-pipeline"]
