@@ -8,136 +8,33 @@ TensorRT builds only where a GPU exists; TensorRT-RTX builds anywhere.
 from __future__ import annotations
 
 import resource
-import signal
-import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
-from typing import TYPE_CHECKING, Any, BinaryIO, Callable, SupportsInt, cast
+from typing import TYPE_CHECKING, Any, Callable, NamedTuple, cast
+
+from ptdit.contract.dtypes import tensorrt_dtype_name
+from ptdit.contract.onnx_manifest import TensorSpec
+from ptdit.contract.plan_manifest import BuildOptions, Targets
+from ptdit.contract.tensorrt import errors_of, logger_for
 
 from .errors import BuildError
-from .options import BuildOptions
-from .targets import Targets, apply_rtx
-from .tensorrt_api import FLAG_NAMES, Flavour, builder_flag, dtype_name, network_flags
+from .progress import make_file_writer, make_progress_monitor, run_interruptibly
+from .targets import apply_rtx
+from .tensorrt_api import FLAG_NAMES, Flavour, builder_flag, network_flags
 
 if TYPE_CHECKING:
     import tensorrt as trt
     import tensorrt_rtx  # noqa: F401  (named in a cast)
 
 Reporter = Callable[[str], None]
-SHOWN_DEPTH = 2  # build phases nested deeper than this are not printed (TensorRT-RTX nests many small ones)
 
 
-class Interrupted(Exception):
-    """Ctrl-C during a build: the progress monitor cancelled it."""
+class PlanIO(NamedTuple):
+    """The I/O tensors of a network or a plan, as TensorRT sees them."""
 
-
-_LOGGERS: dict[str, Any] = {}
-
-
-def make_logger(trt_module: ModuleType, report: Reporter, verbose: bool = False) -> trt.ILogger:
-    """The logger of this process for a TensorRT module, now reporting to `report` with no errors kept yet.
-    TensorRT keeps the first logger it is given for the whole process, so there is one per module, reused: it
-    keeps the errors and shows warnings."""
-    if TYPE_CHECKING:
-        import tensorrt as trt
-    else:
-        trt = trt_module
-
-    class Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.report: Reporter = report
-            self.verbose = verbose
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            if severity in (trt.ILogger.Severity.INTERNAL_ERROR, trt.ILogger.Severity.ERROR):
-                self.errors.append(msg)
-            elif severity == trt.ILogger.Severity.WARNING or self.verbose:
-                self.report(f"    [TensorRT] {msg}")
-
-    if trt_module.__name__ not in _LOGGERS:
-        _LOGGERS[trt_module.__name__] = Logger()
-    logger = _LOGGERS[trt_module.__name__]
-    logger.errors.clear()
-    logger.report, logger.verbose = report, verbose
-    return logger
-
-
-def run_interruptibly(work: Callable[[], Any], cancel: threading.Event) -> Any:
-    """work() in a worker thread, so that Ctrl-C is seen at once while TensorRT builds: Python runs signal
-    handlers in the main thread only, and not while it is inside a long native call, so the main thread waits
-    in short joins instead. SIGINT sets `cancel`, which also makes the progress monitor stop the build, and
-    Interrupted is raised within a poll interval, without waiting for TensorRT to wind down."""
-    outcome: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            outcome["value"] = work()
-        except BaseException as e:  # handed to the waiting thread
-            outcome["error"] = e
-
-    worker = threading.Thread(target=target, name="tensorrt-build", daemon=True)
-    in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set()) if in_main else None
-    try:
-        worker.start()
-        while worker.is_alive():
-            worker.join(0.1)
-            if cancel.is_set():
-                raise Interrupted()
-    finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
-    if cancel.is_set():
-        raise Interrupted()
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
-def make_progress_monitor(trt_module: ModuleType, report: Reporter) -> tuple[trt.IProgressMonitor, threading.Event]:
-    """TensorRT's build phases as indented lines with their step counts; setting the returned event (Ctrl-C)
-    makes the next step report cancel the build."""
-    if TYPE_CHECKING:
-        import tensorrt as trt
-    else:
-        trt = trt_module
-
-    cancel = threading.Event()
-
-    class Monitor(trt.IProgressMonitor):
-        def __init__(self) -> None:
-            trt.IProgressMonitor.__init__(self)
-            self._lock = threading.Lock()
-            self._phases: dict[str, tuple[int, int, float]] = {}  # name -> (depth, steps, start)
-            self._last_step_report = 0.0
-
-        def phase_start(self, phase_name: str, parent_phase: str | None, num_steps: SupportsInt) -> None:
-            with self._lock:
-                depth = self._phases[parent_phase][0] + 1 if parent_phase in self._phases else 0
-                self._phases[phase_name] = (depth, int(num_steps), time.perf_counter())
-                if depth <= SHOWN_DEPTH:
-                    report(f"    {'  ' * depth}{phase_name} ({num_steps} steps)")
-
-        def step_complete(self, phase_name: str, step: SupportsInt) -> bool:
-            with self._lock:
-                now = time.perf_counter()
-                if phase_name in self._phases and now - self._last_step_report > 5.0:
-                    depth, steps, _ = self._phases[phase_name]
-                    report(f"    {'  ' * depth}  {phase_name}: {int(step) + 1}/{steps}")
-                    self._last_step_report = now
-            return not cancel.is_set()
-
-        def phase_finish(self, phase_name: str) -> None:
-            with self._lock:
-                depth, _, start = self._phases.pop(phase_name, (0, 0, time.perf_counter()))
-                if depth <= SHOWN_DEPTH:
-                    report(f"    {'  ' * depth}{phase_name}: done in {time.perf_counter() - start:.1f} s")
-
-    return Monitor(), cancel
+    inputs: list[TensorSpec]
+    outputs: list[TensorSpec]
 
 
 @dataclass
@@ -149,49 +46,24 @@ class BuiltPlan:
     flags: list[str]
     strongly_typed: bool
     parse_seconds: float
-    network_io: list[dict[str, Any]]  # the parsed network's I/O: what the plan must have
+    network_io: PlanIO  # the parsed network's I/O: what the plan must have
     layers: int
     peak_rss_bytes: int  # of this process, so far
 
 
-def tensor_io(tensor: trt.ITensor, mode: str) -> dict[str, Any]:
+def tensor_spec(tensor: trt.ITensor) -> TensorSpec:
     shape = tensor.shape
-    return {"name": tensor.name, "mode": mode, "shape": [int(shape[k]) for k in range(len(shape))],
-            "dtype": dtype_name(tensor.dtype)}
+    dims = tuple(int(shape[k]) for k in range(len(shape)))
+    return TensorSpec(tensor.name, dims, tensorrt_dtype_name(tensor.dtype.name))
 
 
-def network_io(network: trt.INetworkDefinition) -> list[dict[str, Any]]:
-    return ([tensor_io(network.get_input(i), "input") for i in range(network.num_inputs)] +
-            [tensor_io(network.get_output(i), "output") for i in range(network.num_outputs)])
+def network_io(network: trt.INetworkDefinition) -> PlanIO:
+    return PlanIO([tensor_spec(network.get_input(i)) for i in range(network.num_inputs)],
+                  [tensor_spec(network.get_output(i)) for i in range(network.num_outputs)])
 
 
 def peak_rss_bytes() -> int:
     return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # Linux reports KiB
-
-
-def _errors(logger: trt.ILogger) -> str:
-    errors: list[str] = getattr(logger, "errors", [])
-    return "; ".join(errors[-3:]) or "no error was logged"
-
-
-def make_file_writer(trt_module: ModuleType, f: BinaryIO) -> trt.IStreamWriter:
-    """Streams the serialized plan into `f` as TensorRT produces it: the plan is never held in memory."""
-    if TYPE_CHECKING:
-        import tensorrt as trt
-    else:
-        trt = trt_module
-
-    class FileWriter(trt.IStreamWriter):
-        def __init__(self) -> None:
-            trt.IStreamWriter.__init__(self)
-
-        def write(self, data: Any, size: Any = None) -> int:
-            try:
-                return f.write(data)
-            except (ValueError, OSError):  # closed after Ctrl-C, or the disk is full: a short write stops TensorRT
-                return 0
-
-    return FileWriter()
 
 
 def host_bytes(memory: trt.IHostMemory) -> bytes:
@@ -221,11 +93,11 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
     else:
         trt = flavour.module
 
-    logger = make_logger(trt, report)  # no plugin library: the graph holds standard ONNX operators only
+    logger = logger_for(trt, report)  # no plugin library: the graph holds standard ONNX operators only
     try:
         builder = trt.Builder(logger)
     except TypeError:
-        raise BuildError(f"{flavour.label} could not create a builder ({_errors(logger)}); check the driver and "
+        raise BuildError(f"{flavour.label} could not create a builder ({errors_of(logger, 3)}); check the driver and "
                          f"GPU") from None
     strongly_typed = not options.fp16_weak
     network = builder.create_network(network_flags(trt, strongly_typed))
@@ -234,7 +106,7 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
     parse_start = time.perf_counter()
     if not parser.parse_from_file(str(onnx_path)):
         problems = "; ".join(str(parser.get_error(i)) for i in range(min(parser.num_errors, 3)))
-        raise BuildError(f"{flavour.label}'s ONNX parser rejected {onnx_path.name}: {problems or _errors(logger)}")
+        raise BuildError(f"{flavour.label}'s ONNX parser rejected {onnx_path.name}: {problems or errors_of(logger, 3)}")
     if options.mark_blocks:
         mark_block_outputs(network, block_names)
     parse_seconds = round(time.perf_counter() - parse_start, 1)
@@ -253,7 +125,7 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
             report(f"  the timing cache {options.timing_cache} was rejected (made by another TensorRT or GPU, or "
                    f"corrupt): building with a new one, which replaces it")
             if not config.set_timing_cache(config.create_timing_cache(b""), False):
-                raise BuildError(f"{flavour.label} refused a new timing cache: {_errors(logger)}")
+                raise BuildError(f"{flavour.label} refused a new timing cache: {errors_of(logger, 3)}")
     # Recorded by the names we asked for: on 10.x STRIP_PLAN is an alias whose .name reads WEIGHTLESS.
     flags = {FLAG_NAMES[option]: builder_flag(trt, option) for option in options.flag_options}
     if options.strip_plan and not options.refittable:
@@ -269,7 +141,7 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
         writer = make_file_writer(trt, f)
         built = run_interruptibly(lambda: builder.build_serialized_network_to_stream(network, config, writer), cancel)
     if not built:
-        raise BuildError(f"{flavour.label} could not build the engine: {_errors(logger)}")
+        raise BuildError(f"{flavour.label} could not build the engine: {errors_of(logger, 3)}")
     return BuiltPlan(
         plan=plan_path,
         plan_bytes=plan_path.stat().st_size,
@@ -284,29 +156,28 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
     )
 
 
-def plan_io(flavour: Flavour, plan: bytes, version_compatible: bool, report: Reporter) -> list[dict[str, Any]]:
+def plan_io(flavour: Flavour, plan: bytes, version_compatible: bool, report: Reporter) -> PlanIO:
     """Name, direction, shape and dtype of every I/O tensor of a serialized plan (needs the GPU it is for)."""
     if TYPE_CHECKING:
         import tensorrt as trt
     else:
         trt = flavour.module
 
-    logger = make_logger(trt, report)
+    logger = logger_for(trt, report)
     try:
         runtime = trt.Runtime(logger)
     except TypeError:
-        raise BuildError(f"{flavour.label} could not create a runtime ({_errors(logger)})") from None
+        raise BuildError(f"{flavour.label} could not create a runtime ({errors_of(logger, 3)})") from None
     if version_compatible:
         runtime.engine_host_code_allowed = True
     engine = runtime.deserialize_cuda_engine(plan)
     if engine is None:
-        raise BuildError(f"the new plan does not deserialize: {_errors(logger)}")
-    io = []
+        raise BuildError(f"the new plan does not deserialize: {errors_of(logger, 3)}")
+    io = PlanIO([], [])
     for i in range(engine.num_io_tensors):
         name = engine.get_tensor_name(i)
-        is_input = engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT
         shape = engine.get_tensor_shape(name)
-        io.append({"name": name, "mode": "input" if is_input else "output",
-                   "shape": [int(shape[k]) for k in range(len(shape))],
-                   "dtype": dtype_name(engine.get_tensor_dtype(name))})
+        spec = TensorSpec(name, tuple(int(shape[k]) for k in range(len(shape))),
+                          tensorrt_dtype_name(engine.get_tensor_dtype(name).name))
+        (io.inputs if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT else io.outputs).append(spec)
     return io

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import sys
 from pathlib import Path
-from typing import NoReturn
 
 import click
 
-from .options import DEFAULT_OPT_LEVEL, DEFAULT_WORKSPACE_GIB, TILING_LEVELS, BuildOptions
+from ptdit.contract.errors import exit_codes
+from ptdit.contract.plan_manifest import BuildOptions
+
+from .options import TILING_LEVELS
 from .tensorrt_api import TARGETS
+
+DEFAULTS = BuildOptions()
 
 EXAMPLES = """\b
 Examples:
@@ -28,11 +30,6 @@ Examples:
 """
 
 
-def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"ptdit-build: error: {message}", err=True)
-    sys.exit(code)
-
-
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.argument("onnx_path", metavar="ONNX", type=click.Path(path_type=Path))
 @click.option("--target", type=click.Choice(TARGETS), default="auto", show_default=True,
@@ -43,9 +40,9 @@ def fail(code: int, message: str) -> NoReturn:
                    "portable set 8.0, 8.6, 8.9, 12.x].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory [default: next to the ONNX].")
-@click.option("--workspace", "workspace_gib", type=float, default=DEFAULT_WORKSPACE_GIB, show_default=True,
+@click.option("--workspace", "workspace_gib", type=float, default=DEFAULTS.workspace_gib, show_default=True,
               help="Builder workspace limit, GiB.")
-@click.option("--opt-level", type=int, default=DEFAULT_OPT_LEVEL, show_default=True,
+@click.option("--opt-level", type=int, default=DEFAULTS.opt_level, show_default=True,
               help="Builder optimization level 0-5.")
 @click.option("--tiling-level", type=click.Choice(TILING_LEVELS), default=None,
               help="Tiling optimization level [default: the builder's].")
@@ -76,32 +73,18 @@ def main(onnx_path: Path, target: str, compute_capabilities: tuple[str, ...], ou
     and version, target compute capabilities, flags, build time and peak memory, verified I/O). Full TensorRT
     needs cuda-python and the GPU the engine is for; TensorRT-RTX builds on any machine.
     """
-    from .builder import Interrupted
-    from .errors import BuildError, InputError
-    from .pipeline import build
+    from .build import build
 
     options = BuildOptions(workspace_gib, opt_level, timing_cache, version_compatible, exclude_lean_runtime,
                            refittable, strip_plan, weight_streaming, fp16_weak, allow_fp32, mark_blocks, tiling_level)
-    try:
+    # TensorRT may still be winding down in its worker thread after Ctrl-C: leave at once, without waiting for it.
+    with exit_codes("ptdit-build", debug, leave_at_once=True):
         result = build(onnx_path, options, out_dir, force, triton_repo, lambda line: click.echo(line, err=True),
                        target, compute_capabilities)
-    except InputError as e:
-        fail(2, str(e))
-    except BuildError as e:
-        fail(1, f"{e}; nothing was written")
-    except (KeyboardInterrupt, Interrupted):
-        # TensorRT may still be winding down in its worker thread: leave at once, without waiting for it.
-        click.echo("ptdit-build: error: interrupted; nothing was written", err=True)
-        sys.stderr.flush()
-        os._exit(130)
-    except Exception as e:
-        if debug:
-            raise
-        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
     if as_json:
-        click.echo(json.dumps({"plan": str(result.plan), "manifest": str(result.manifest),
+        click.echo(json.dumps({"plan": str(result.plan), "manifest": str(result.manifest_path),
                                "up_to_date": result.up_to_date, "triton_model": str(result.triton_model or "") or None,
-                               "build": result.manifest_data.get("build")}, indent=2))
+                               "build": result.manifest.build.to_dict()}, indent=2))
     elif not result.up_to_date:
-        click.echo(f"wrote {result.plan} and {result.manifest.name}" +
+        click.echo(f"wrote {result.plan} and {result.manifest_path.name}" +
                    (f"; Triton model {result.triton_model}" if result.triton_model else ""))

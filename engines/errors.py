@@ -1,9 +1,7 @@
-"""Errors of the engines stage (it imports no other stage, so it has its own)."""
+"""The engines stage's own failure; bad input is ptdit.contract.errors.InputError, as in every stage."""
+
+from ptdit.contract.errors import Failure
 
 
-class InputError(ValueError):
-    """Bad input or environment (missing TensorRT, no GPU, wrong file, conflicting options): exit code 2."""
-
-
-class BuildError(RuntimeError):
+class BuildError(Failure):
     """TensorRT could not parse or build the network: exit code 1."""

@@ -1,53 +1,17 @@
-"""Build options and their validation (everything here runs without TensorRT)."""
+"""The rules of ptdit-build's options (everything here runs without TensorRT). The options themselves are
+ptdit.contract.plan_manifest.BuildOptions: the plan manifest records them and the runtime reads them."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import InputError
+from ptdit.contract.errors import InputError
+from ptdit.contract.plan_manifest import BuildOptions
 
 if TYPE_CHECKING:
     from .tensorrt_api import Flavour
 
-DEFAULT_WORKSPACE_GIB = 8.0
-DEFAULT_OPT_LEVEL = 3  # TensorRT's own default; 5 searches longer for faster kernels
 TILING_LEVELS = ("none", "fast", "moderate", "full")  # TilingOptimizationLevel members, lower case
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    workspace_gib: float = DEFAULT_WORKSPACE_GIB
-    opt_level: int = DEFAULT_OPT_LEVEL
-    timing_cache: Path | None = None
-    version_compatible: bool = False
-    exclude_lean_runtime: bool = False
-    refittable: bool = False
-    strip_plan: bool = False
-    weight_streaming: bool = False
-    fp16_weak: bool = False
-    allow_fp32: bool = False
-    mark_blocks: bool = False
-    tiling_level: str | None = None  # None: the builder's default
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["timing_cache"] = str(self.timing_cache) if self.timing_cache else None
-        return d
-
-    @property
-    def flag_options(self) -> list[str]:
-        """The boolean options that map to BuilderFlags, in a fixed order."""
-        names = ["version_compatible", "exclude_lean_runtime", "refittable", "strip_plan", "weight_streaming",
-                 "fp16_weak"]
-        return [n for n in names if getattr(self, n)]
-
-    def comparable(self) -> dict[str, Any]:
-        """What makes two builds of the same ONNX interchangeable (the timing cache only speeds a build up)."""
-        d = self.to_dict()
-        d.pop("timing_cache")
-        return d
 
 
 def validate(options: BuildOptions, onnx_precision: str, flavour: Flavour | None = None, has_gpu: bool = True) -> None:

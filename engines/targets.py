@@ -4,11 +4,12 @@ which compiles ahead of time and needs no GPU to build)."""
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from .errors import InputError
+from ptdit.contract.errors import InputError
+from ptdit.contract.plan_manifest import BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE, Targets
+
 from .gpu import GpuInfo
 
 if TYPE_CHECKING:
@@ -18,25 +19,7 @@ RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 # What a TensorRT-RTX plan runs on when no compute capability is set (its documented portable default:
 # Ampere and later RTX GPUs and A100, not Turing).
 RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")
-# Where a plan's targets came from (recorded in the plan manifest; the runtime reads RTX_DEFAULT_SOURCE).
-BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE = "build GPU", "--compute-capability", "TensorRT-RTX default"
 _CC = re.compile(r"^\d{1,2}\.\d$")
-
-
-@dataclass(frozen=True)
-class Targets:
-    compute_capabilities: tuple[str, ...]
-    source: str  # BUILD_GPU_SOURCE, OPTION_SOURCE or RTX_DEFAULT_SOURCE
-
-    @property
-    def tag(self) -> str:
-        """Part of the plan's name: 'sm90', 'sm86-sm89', or 'portable' for TensorRT-RTX's default set."""
-        if self.source == RTX_DEFAULT_SOURCE:
-            return "portable"
-        return "-".join("sm" + cc.replace(".", "") for cc in self.compute_capabilities)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"compute_capabilities": list(self.compute_capabilities), "source": self.source}
 
 
 def parse_compute_capabilities(values: tuple[str, ...]) -> tuple[str, ...]:

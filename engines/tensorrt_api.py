@@ -8,26 +8,18 @@ and TensorRT is imported only when needed.
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from .errors import InputError
+from ptdit.contract.errors import InputError
+from ptdit.contract.tensorrt import FLAVOURS, import_flavour
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
 TARGETS = ("auto", "tensorrt", "rtx")
-TENSORRT_INSTALL_HINT = (
-    "pip install --extra-index-url https://pypi.nvidia.com tensorrt-cu13  (TensorRT 11.x, CUDA 13 drivers) "
-    "or  'tensorrt-cu12>=10,<11'  (TensorRT 10.x, CUDA 12 drivers)"
-)
-RTX_INSTALL_HINT = "pip install tensorrt-rtx-cu13  (TensorRT-RTX: builds without a GPU, plans for RTX GPUs, A100, Blackwell)"
 SUPPORTED_MAJORS = {"tensorrt": (10, 11), "rtx": (1,)}
-MODULES = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}
-LABELS = {"tensorrt": "TensorRT", "rtx": "TensorRT-RTX"}
-INSTALL_HINTS = {"tensorrt": TENSORRT_INSTALL_HINT, "rtx": RTX_INSTALL_HINT}
 
 # Build options -> BuilderFlag member names.
 FLAG_NAMES = {
@@ -37,11 +29,6 @@ FLAG_NAMES = {
     "strip_plan": "STRIP_PLAN",
     "weight_streaming": "WEIGHT_STREAMING",
     "fp16_weak": "FP16",
-}
-# TensorRT DataType member names -> the dtype names of the manifests.
-DTYPE_NAMES = {
-    "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
-    "BOOL": "bool", "UINT8": "uint8", "FP8": "float8_e4m3fn",
 }
 
 
@@ -60,7 +47,7 @@ class Flavour:
 
     @property
     def label(self) -> str:
-        return f"{LABELS[self.target]} {self.version}"
+        return f"{FLAVOURS[self.target].label} {self.version}"
 
     @property
     def plan_tag(self) -> str:
@@ -79,13 +66,6 @@ class Flavour:
         return hasattr(self.module.BuilderFlag, "FP16")
 
 
-def _import(target: str) -> Flavour | None:
-    try:
-        return Flavour(target, importlib.import_module(MODULES[target]))
-    except ImportError:
-        return None
-
-
 def select(target: str = "auto") -> Flavour:
     """The flavour for --target (auto: full TensorRT when importable, else TensorRT-RTX), or a one-line
     InputError saying what to install."""
@@ -93,17 +73,18 @@ def select(target: str = "auto") -> Flavour:
         raise InputError(f"unknown --target {target!r}: use {', '.join(TARGETS)}")
     candidates = ["tensorrt", "rtx"] if target == "auto" else [target]
     for name in candidates:
-        flavour = _import(name)
-        if flavour is None:
+        module = import_flavour(name)
+        if module is None:
             continue
+        flavour = Flavour(name, module)
         if flavour.major not in SUPPORTED_MAJORS[name]:
             supported = " or ".join(f"{m}.x" for m in SUPPORTED_MAJORS[name])
-            raise InputError(f"{flavour.label} is not supported: use {supported} ({INSTALL_HINTS[name]})")
+            raise InputError(f"{flavour.label} is not supported: use {supported} ({FLAVOURS[name].install})")
         return flavour
     if target == "auto":
-        raise InputError(f"no TensorRT is installed: {RTX_INSTALL_HINT}; or full TensorRT on the GPU machine: "
-                         f"{TENSORRT_INSTALL_HINT}")
-    raise InputError(f"{LABELS[target]} is not installed: {INSTALL_HINTS[target]}")
+        raise InputError(f"no TensorRT is installed: {FLAVOURS['rtx'].install}; or full TensorRT on the GPU machine: "
+                         f"{FLAVOURS['tensorrt'].install}")
+    raise InputError(f"{FLAVOURS[target].label} is not installed: {FLAVOURS[target].install}")
 
 
 def network_flags(trt_module: ModuleType, strongly_typed: bool) -> int:
@@ -120,7 +101,3 @@ def builder_flag(trt_module: ModuleType, option: str) -> trt.BuilderFlag:
         raise InputError(f"--{option.replace('_', '-')} needs BuilderFlag.{name}, which TensorRT "
                          f"{trt_module.__version__} does not have")
     return flag
-
-
-def dtype_name(dtype: trt.DataType) -> str:
-    return DTYPE_NAMES.get(dtype.name, dtype.name.lower())

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
-from typing import Any
 
-from .errors import InputError
+from ptdit.contract.errors import InputError
+from ptdit.contract.onnx_manifest import TensorSpec
 
 TRITON_TYPES = {
     "float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "int64": "TYPE_INT64",
@@ -14,16 +14,16 @@ TRITON_TYPES = {
 }
 
 
-def _tensor(t: dict[str, Any]) -> str:
+def _tensor(t: TensorSpec) -> str:
     try:
-        dtype = TRITON_TYPES[t["dtype"]]
+        dtype = TRITON_TYPES[t.dtype]
     except KeyError:
-        raise InputError(f"tensor {t['name']} has dtype {t['dtype']}, which Triton has no type for") from None
-    dims = ", ".join(str(d) for d in t["shape"])
-    return f'  {{\n    name: "{t["name"]}"\n    data_type: {dtype}\n    dims: [ {dims} ]\n  }}'
+        raise InputError(f"tensor {t.name} has dtype {t.dtype}, which Triton has no type for") from None
+    dims = ", ".join(str(d) for d in t.shape)
+    return f'  {{\n    name: "{t.name}"\n    data_type: {dtype}\n    dims: [ {dims} ]\n  }}'
 
 
-def config_pbtxt(name: str, inputs: list[dict[str, Any]], outputs: list[dict[str, Any]]) -> str:
+def config_pbtxt(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> str:
     """Static shapes, so max_batch_size 0 and the full shape (batch included) in dims."""
     return (
         f'name: "{name}"\n'
@@ -35,8 +35,7 @@ def config_pbtxt(name: str, inputs: list[dict[str, Any]], outputs: list[dict[str
     )
 
 
-def write_repository(repo: Path, name: str, plan: Path, inputs: list[dict[str, Any]],
-                     outputs: list[dict[str, Any]]) -> Path:
+def write_repository(repo: Path, name: str, plan: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Path:
     model_dir = repo / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(plan, model_dir / "1" / "model.plan")

@@ -3,19 +3,21 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ptdit.config import PRESETS
+from ptdit.contract.errors import InputError, exit_codes
 from ptdit.resolution import SUPPORTED_RESOLUTIONS
+
+from .spec import CHECK_LEVELS, DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
 
 if TYPE_CHECKING:
     from ptdit.config import PTDiTConfig
 
-from .spec import CHECK_LEVELS, DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
+    from .run import ExportResult
 
 EXAMPLES = """\b
 Examples:
@@ -33,13 +35,6 @@ Examples:
   ptdit-export --preset tiny --res 256 --step
       also ptdit-tiny-256-b2-fp16-step.onnx: one whole sampler step (guidance + Euler update) per call
 """
-PIP_NAMES = {"onnxruntime": "onnxruntime-gpu", "onnxscript": "onnxscript", "onnx_ir": "onnx-ir", "onnx": "onnx",
-             "safetensors": "safetensors", "torch": "torch"}
-
-
-def fail(code: int, message: str) -> NoReturn:
-    click.echo(f"ptdit-export: error: {message}", err=True)
-    sys.exit(code)
 
 
 def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) -> tuple[int, int, int] | None:
@@ -112,15 +107,13 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
     real parse by TensorRT's ONNX parser (TensorRT-RTX works on a CPU) and an ONNX Runtime vs PyTorch
     comparison. Nothing is written under the final name unless every check passes.
     """
-    from ptdit.errors import InputError
-
-    from .checks import CheckFailed
-    from .pipeline import ExportOptions, export_all
+    from .options import ExportOptions, PipelineOptions
+    from .run import export_all
 
     def report(line: str) -> None:
         click.echo(line, err=True)
 
-    try:
+    with exit_codes("ptdit-export", debug):
         if preset and config_file:
             raise InputError("pass either --preset or --config, not both")
         cfg = load_config(preset, config_file)
@@ -136,26 +129,13 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
         if (text_encoder or vae) and not pipeline:
             raise InputError("--text-encoder and --vae go with --pipeline")
         if pipeline:
-            from .components import PipelineOptions, export_pipelines
+            from .pipeline.folder import export_pipelines
 
             folders = export_pipelines(opts, PipelineOptions(text_encoder, vae, text_encoder_precision, vae_precision),
                                        report)
             click.echo(json.dumps([str(f) for f in folders]) if as_json else "\n".join(f"wrote {f}" for f in folders))
             return
         results = export_all(opts, report)
-    except InputError as e:
-        fail(2, str(e))
-    except CheckFailed as e:
-        fail(1, f"{e}; nothing was written")
-    except ModuleNotFoundError as e:
-        name = (e.name or "").split(".")[0]
-        fail(2, f"missing package '{name}': install it with pip install {PIP_NAMES.get(name, name)}")
-    except KeyboardInterrupt:
-        fail(130, "interrupted; nothing was written")
-    except Exception as e:  # unexpected: one line unless --debug
-        if debug:
-            raise
-        fail(1, f"{type(e).__name__}: {e} (rerun with --debug for the traceback)")
 
     if as_json:
         click.echo(json.dumps([summary(r) for r in results], indent=2))
@@ -171,7 +151,7 @@ def load_config(preset: str | None, config_file: Path | None) -> PTDiTConfig:
     return PTDiTConfig.from_json_file(config_file) if config_file else get_preset(preset or "xl")
 
 
-def summary(result: Any) -> dict[str, Any]:
+def summary(result: ExportResult) -> dict[str, Any]:
     return {
         "onnx": str(result.onnx_path),
         "manifest": str(result.manifest_path),
@@ -182,7 +162,7 @@ def summary(result: Any) -> dict[str, Any]:
     }
 
 
-def describe(result: Any) -> str:
+def describe(result: ExportResult) -> str:
     size = sum(f.stat().st_size for f in result.files) / 1e9
     lines = [f"wrote {result.onnx_path} ({size:.2f} GB in {len(result.files)} files, manifest {result.manifest_path.name})"]
     checks = result.checks

@@ -14,11 +14,13 @@ import contextlib
 import io
 import logging
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterator
 
-from .spec import ExportSpec, TensorSpec, block_output_name
+from ptdit.contract.dtypes import PRECISION_DTYPES
+from ptdit.contract.onnx_manifest import TensorSpec, Weights
+
+from .spec import ExportSpec, block_output_name
 
 if TYPE_CHECKING:
     import onnx_ir
@@ -33,21 +35,8 @@ EXTERNAL_DATA_THRESHOLD = 1 << 30
 def torch_dtype(precision: str) -> torch.dtype:
     import torch
 
-    return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
-
-
-@dataclass
-class Weights:
-    """Where the weights came from, for the manifest."""
-
-    source: str  # "seeded" or "checkpoint"
-    seed: int | None = None
-    path: str | None = None
-    sha256: str | None = None  # of the checkpoint file
-    state_dict_sha256: str | None = None  # of the weights as exported (names and bytes, see ptdit.checkpoint)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in vars(self).items() if v is not None}
+    dtype: torch.dtype = getattr(torch, PRECISION_DTYPES[precision])
+    return dtype
 
 
 def build_model(cfg: PTDiTConfig, precision: str, checkpoint: str | None = None,
@@ -66,21 +55,27 @@ def build_model(cfg: PTDiTConfig, precision: str, checkpoint: str | None = None,
 def example_inputs(inputs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:
     import torch
 
-    dtypes = {"float32": torch.float32, "int64": torch.int64}
-    return tuple(torch.zeros(t.shape, dtype=dtypes[t.dtype]) for t in inputs)
+    return tuple(torch.zeros(t.shape, dtype=getattr(torch, t.dtype)) for t in inputs)
 
 
 def trace(model: PTDiT, spec: ExportSpec, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> onnx_ir.Model:
     """Trace to an ONNX IR model whose outputs are the contract's (noise_pred, or latent_next and step_next for
     a step graph) and the per-block outputs block_NN (kept as named tensors so that the accuracy diff can mark
     them as outputs again; see strip_block_outputs)."""
-    import torch
 
     from ptdit.step import DenoisingStep
 
     module = DenoisingStep(model) if spec.step else model
     output_names = [t.name for t in outputs] + [block_output_name(i) for i in range(model.cfg.depth)]
     return trace_module(module, inputs, output_names, spec.opset, {"return_block_outputs": True})
+
+
+def trace_component(module: torch.nn.Module, inputs: list[TensorSpec], outputs: list[TensorSpec],
+                    opset: int) -> onnx_ir.Model:
+    """A pipeline component (or a cut of one) traced and cleaned: its outputs are the contract's."""
+    graph = trace_module(module, inputs, [t.name for t in outputs], opset)
+    clean(graph, set(module.state_dict()))
+    return graph
 
 
 def trace_module(module: torch.nn.Module, inputs: list[TensorSpec], output_names: list[str], opset: int,

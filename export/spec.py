@@ -7,9 +7,11 @@ them from there.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
-PRECISIONS = ("fp32", "fp16", "bf16")
+from ptdit.contract.dtypes import PRECISION_DTYPES
+from ptdit.contract.onnx_manifest import TensorSpec
+
+PRECISIONS = tuple(PRECISION_DTYPES)
 DEFAULT_OPSET = 18
 SUPPORTED_OPSETS = range(18, 24)  # what torch.onnx's exporter emits; LayerNormalization needs >= 17
 DEFAULT_BATCH = 2  # the classifier-free guidance pair
@@ -24,16 +26,6 @@ CHECK_LEVELS = ("auto", "fast", "full", "none")
 STEP_SCHEDULE_LEN = 1001
 # The sampler state a step graph carries from one step to the next: input -> its twin output.
 STEP_CARRY = {"latent": "latent_next", "step": "step_next"}
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    shape: tuple[int, ...]
-    dtype: str  # numpy-style name: float32, float16, bfloat16, int64
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "shape": list(self.shape), "dtype": self.dtype}
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
-"""PT-DiT in PyTorch: the reference model every other stage exports, builds and compares against.
+"""PT-DiT in PyTorch: the reference model every other stage exports, builds and compares against; and, in
+ptdit.contract, the facts every stage shares (docs/ARCHITECTURE.md).
 
-Names are imported on first use, so that `ptdit.config` and `ptdit.resolution` (no torch) stay cheap for
-command-line tools that only need the presets and the resolution table.
+Names are imported on first use, so that `ptdit.config`, `ptdit.resolution` and `ptdit.contract` (no torch) stay
+cheap for command-line tools that only need the presets, the resolution table or the manifests.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 _EXPORTS = {
-    "InputError": "errors",
+    "InputError": "contract.errors",
     "PRESETS": "config",
     "PTDiTConfig": "config",
     "preset": "config",
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from .checkpoint import load_checkpoint, read_state_dict, save_checkpoint
     from .complexity import MacCount, attention_cost_ratio, count_macs
     from .config import PRESETS, PTDiTConfig, preset
-    from .errors import InputError
+    from .contract.errors import InputError
     from .model import PTDiT
     from .resolution import SUPPORTED_RESOLUTIONS, Geometry, geometry, window_for
 

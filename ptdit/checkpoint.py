@@ -8,20 +8,13 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .errors import InputError
+from .contract.errors import InputError
+from .contract.files import file_sha256
 
 NESTING_KEYS = ("state_dict", "model", "module", "ema", "model_state_dict")
 # Derived constants that may be absent from a checkpoint: they are recomputed from the config.
 DERIVED_KEYS = ("pos_embed.pos_embed",)
 _REPORT_LIMIT = 8
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 24), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def state_dict_sha256(model: nn.Module) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .errors import InputError
+from .contract.errors import InputError
 
 ProxyMode = Literal["random", "strided", "mean"]
 PROXY_MODES: tuple[str, ...] = ("random", "strided", "mean")

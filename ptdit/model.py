@@ -14,7 +14,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import PTDiTConfig
-from .errors import InputError
+from .contract.errors import InputError
 from .layers import (
     AdaLayerNormSingle,
     Attention,

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .errors import InputError
+from .contract.errors import InputError
 
 VAE_FACTOR = 8
 TEMPORAL_WINDOW = 4

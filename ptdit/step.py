@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
-from .errors import InputError
+from .contract.errors import InputError
 from .model import PTDiT
 
 NUM_TRAIN_TIMESTEPS = 1000.0

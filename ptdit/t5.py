@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .errors import InputError
+from .contract.errors import InputError
 
 MASK_VALUE = -1e9  # added to the attention logits (fp32) of padded keys
 

@@ -226,7 +226,7 @@ def decoder_state(state: dict[str, Tensor]) -> dict[str, Tensor]:
 def load_vae(path: str | Path) -> CausalVAEDecoder:
     """The published CausalVAE's decoder from its checkpoint (the whole VAE's state dict, possibly nested)."""
     from .checkpoint import read_state_dict
-    from .errors import InputError
+    from .contract.errors import InputError
 
     decoder = CausalVAEDecoder(VAE_PRESETS["causalvae-v1.2"]).eval()
     missing, _ = decoder.load_state_dict(decoder_state(read_state_dict(path)), strict=False)

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .errors import InputError
+from .contract.errors import InputError
 from .layers import shape_of
 from .resolution import Geometry, Triple
 

@@ -12,6 +12,7 @@ host<->device counters of each loop.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import statistics
 import time
@@ -21,8 +22,10 @@ from typing import Any
 import click
 import numpy as np
 
-from .cli_errors import exit_codes, tensorrt_options
-from .tensorrt_flavour import TensorRTOptions
+from ptdit.contract.errors import InputError, exit_codes
+
+from .backends.tensorrt.flavour import TensorRTOptions
+from .cli.options import tensorrt_options
 
 TARGET_OVERHEAD = 0.02
 
@@ -30,13 +33,13 @@ TARGET_OVERHEAD = 0.02
 def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, device: str = "cpu") -> dict[str, Any]:
     """Alternates blocks of `steps` bare calls with sampling runs of `steps` steps, `rounds` times each, so
     that both see the same machine state; compares the medians."""
-    from .backend_onnxruntime import OnnxRuntimeSession
-    from .sampler import Sampler, make_conditioning
+    from .backends.onnxruntime_session import OnnxRuntimeSession
+    from .sampling.host_loop import Sampler
+    from .sampling.text import make_conditioning
     from .session import open_session
 
-    session = open_session(str(artifact_path), "onnxruntime", device)
-    assert isinstance(session, OnnxRuntimeSession)
-    try:
+    with open_session(str(artifact_path), "onnxruntime", device) as session:
+        assert isinstance(session, OnnxRuntimeSession)
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
         latent_spec = session.artifact.spec("latent")
@@ -66,8 +69,6 @@ def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, devi
             for block in blocks:
                 (bare_s if block is bare_block else step_s).extend(block())
         backend = session.backend
-    finally:
-        session.close()
     bare_median, step_median = statistics.median(bare_s), statistics.median(step_s)
 
     def spread(values: list[float]) -> list[float]:  # p10, p90 in ms: the machine's noise, next to the medians
@@ -88,18 +89,16 @@ def measure_overhead(artifact_path: Path, steps: int = 10, rounds: int = 4, devi
 def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: str = "cpu",
                     tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
     """Per-step latency of a sampling run (after one warm-up step) on one backend."""
-    from .sampler import Sampler, make_conditioning
+    from .sampling.host_loop import Sampler
+    from .sampling.text import make_conditioning
     from .session import open_session
 
-    session = open_session(str(artifact_path), backend, device, tensorrt=tensorrt)
-    try:
+    with open_session(str(artifact_path), backend, device, tensorrt=tensorrt) as session:
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
         Sampler(session, steps=1).sample(text)  # warm-up
         timings = [s.total_s for s in Sampler(session, steps=steps).sample(text).steps]
         name = session.backend
-    finally:
-        session.close()
     return {"artifact": artifact_path.name, "backend": name, "steps": steps,
             "ms_per_step": round(statistics.median(timings) * 1000, 2)}
 
@@ -108,15 +107,14 @@ def measure_loops(noise_path: Path, step_path: Path, backend: str = "auto", step
                   device: str = "auto", tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
     """Per-step time (wall time of a sampling run / steps, medians over `rounds` alternated runs) and the
     counters of the host loop (noise-prediction artifact) and of the step loop (step artifact)."""
-    from .sampler import make_conditioning
+    from .sampling.step_sampler import make_sampler
+    from .sampling.text import make_conditioning
     from .session import open_session
-    from .step_sampler import make_sampler
 
-    sessions = [open_session(str(p), backend, device, tensorrt=tensorrt) for p in (noise_path, step_path)]
-    try:
+    with contextlib.ExitStack() as stack:
+        sessions = [stack.enter_context(open_session(str(p), backend, device, tensorrt=tensorrt))
+                    for p in (noise_path, step_path)]
         if sessions[0].artifact.is_step or not sessions[1].artifact.is_step:
-            from .errors import InputError
-
             raise InputError(f"--loops takes a noise-prediction artifact and then a step artifact, got "
                              f"{noise_path.name} and {step_path.name}")
         text_spec = sessions[0].artifact.spec("text_embeds")
@@ -131,9 +129,6 @@ def measure_loops(noise_path: Path, step_path: Path, backend: str = "auto", step
                 results[k] = samplers[k].sample(text)
                 per_step[k].append(results[k].seconds / steps)
         backends = [s.backend for s in sessions]
-    finally:
-        for s in sessions:
-            s.close()
     host_ms, step_ms = (statistics.median(v) * 1000 for v in per_step)
     diff = results[0].latent.astype(np.float64) - results[1].latent
     return {
@@ -186,8 +181,6 @@ def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...],
     against the step loop with their host<->device counters (--loops)."""
     with exit_codes("python -m runtime.bench", debug=False, nothing_written=False):
         if not artifacts and not loop_pairs:
-            from .errors import InputError
-
             raise InputError("nothing to measure: pass --artifact and/or --loops NOISE STEP")
         rows = [measure_overhead(a, steps, rounds) for a in artifacts if a.suffix == ".onnx"]
         plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)

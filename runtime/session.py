@@ -1,45 +1,23 @@
-"""One small interface over every backend; the sampler and the CLIs never know which one they drive.
+"""Opening a session on an artifact, whichever backend runs it; the samplers and the CLIs never know which one
+they drive (the interface: runtime.backends.interface.Session).
 
-    session = open_session("artifacts/ptdit-xl-1024-b2-fp16.onnx", backend="auto")
-    session.set_inputs({"text_embeds": text, "text_mask": mask})      # once: stays where the backend keeps it
-    session.set_inputs({"latent": x, "timestep": t})                  # every step
-    noise_pred = session.run()["noise_pred"]                          # numpy, on the host
+    with open_session("artifacts/ptdit-xl-1024-b2-fp16.onnx") as session:
+        session.set_inputs({"text_embeds": text, "text_mask": mask})      # once: stays where the backend keeps it
+        session.set_inputs({"latent": x, "timestep": t})                  # every step
+        noise_pred = session.run()["noise_pred"]                          # numpy, on the host
 """
 
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING, Any, Mapping, Protocol
 
-import numpy as np
+from ptdit.contract.errors import InputError
 
 from .artifact import Artifact, load_artifact
-from .errors import InputError
-from .tensorrt_flavour import TensorRTOptions
-from .transfers import Transfers
-
-if TYPE_CHECKING:
-    from .step_sampler import StepLoop
+from .backends.interface import Session
+from .backends.tensorrt.flavour import TensorRTOptions
 
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
-
-
-class Session(Protocol):
-    backend: str  # "tensorrt", "onnxruntime (CPUExecutionProvider)", "torch (cuda, fp16)"...
-    artifact: Artifact
-    transfers: Transfers  # host<->device bytes and host synchronisations so far
-
-    def set_inputs(self, feeds: Mapping[str, Any]) -> None:
-        """Check and stage inputs; those not given keep their last value."""
-
-    def run(self) -> dict[str, np.ndarray]:
-        """Run on the staged inputs; every output, on the host."""
-
-    def step_loop(self, carry: Mapping[str, str]) -> StepLoop:
-        """For a step artifact: a loop that keeps the carried inputs (input name -> output name) on the
-        device between steps."""
-
-    def close(self) -> None: ...
 
 
 def resolve_backend(artifact: Artifact, backend: str) -> str:
@@ -70,15 +48,15 @@ def open_session(path: str, backend: str = "auto", device: str = "auto", verify:
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
     if chosen == "tensorrt":
-        from .backend_tensorrt import TensorRTSession
+        from .backends.tensorrt.session import TensorRTSession
 
         return TensorRTSession(artifact, tensorrt or TensorRTOptions())
     if chosen == "onnxruntime":
         require("onnxruntime", "pip install onnxruntime-gpu (or onnxruntime)")
-        from .backend_onnxruntime import OnnxRuntimeSession
+        from .backends.onnxruntime_session import OnnxRuntimeSession
 
         return OnnxRuntimeSession(artifact, device)
     require("torch", "pip install torch")
-    from .backend_torch import TorchSession
+    from .backends.torch_session import TorchSession
 
     return TorchSession(artifact, device, torch_precision)

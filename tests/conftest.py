@@ -38,3 +38,31 @@ def pipelines(tmp_path_factory) -> dict[int, Path]:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return {res: out / f"ptdit-tiny-{res}-pipeline" for res in (256, 1024)}
+
+
+def plan_manifest_for(onnx_path: Path, plan: Path, target: str = "tensorrt", version: str = "10.13.3.9",
+                      targets: tuple[tuple[str, ...], str] = (("9.0",), "build GPU"), identity: dict | None = None,
+                      **options: bool):
+    """A valid plan manifest for `plan` (any bytes: no engine is built) made from the ONNX manifest next to
+    `onnx_path`, as ptdit-build would record it; `options` are BuildOptions fields."""
+    from ptdit.contract.files import file_sha256
+    from ptdit.contract.manifests import read_artifact_manifest
+    from ptdit.contract.plan_manifest import (
+        BuilderInfo,
+        BuildOptions,
+        BuildRecord,
+        PlanFile,
+        PlanManifest,
+        PlanSource,
+        Targets,
+    )
+
+    onnx = read_artifact_manifest(onnx_path)
+    module = {"tensorrt": "tensorrt", "rtx": "tensorrt_rtx"}[target]
+    return PlanManifest(
+        plan=PlanFile(plan.name, file_sha256(plan), plan.stat().st_size),
+        onnx=PlanSource(onnx_path.name, onnx.artifact.sha256[onnx_path.name], onnx_path.with_suffix(".json").name),
+        builder=BuilderInfo(target, module, version, True), targets=Targets(*targets), build_gpu=None,
+        build=BuildRecord([], BuildOptions(**options), 0.0, 0.0, 0, 0, "network", identity or {}),
+        precision=onnx.precision, inputs=onnx.inputs, outputs=onnx.outputs, model=onnx.model, export=onnx.export,
+        geometry=onnx.geometry, block_outputs=onnx.block_outputs)

@@ -8,7 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.benchmarks import complexity_rows, complexity_table, graph_counts, main, runtime_rows, runtime_table
+from export.benchmarks.cli import main
+from export.benchmarks.complexity import complexity_rows, complexity_table, graph_counts
+from export.benchmarks.runtime_cost import runtime_rows, runtime_table
 from ptdit import count_macs, preset
 
 
@@ -77,16 +79,14 @@ def test_build_section_builds_for_real_with_tensorrt_rtx(tmp_path):
 
 def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
     """`all` composes the five sections (each replaced by a quick stand-in: the sections are tested above)."""
-    import export.bench
-    import export.benchmarks as b
-    import export.build_bench
+    from export.benchmarks import build_cost, complexity, export_cost, gpu, runtime_cost
 
-    monkeypatch.setattr(b, "complexity_rows", lambda *a: complexity_rows("tiny", False, lambda line: None))
-    monkeypatch.setattr(export.bench, "run_export", lambda args: {
+    monkeypatch.setattr(complexity, "complexity_rows", lambda *a: complexity_rows("tiny", False, lambda line: None))
+    monkeypatch.setattr(export_cost, "run_export", lambda args: {
         "seconds": 1.0, "stage_seconds": {"trace": 0.5}, "peak_rss_bytes": 2e9, "artifact_bytes": 1, "fp16_weight_bytes": 1e9})
-    monkeypatch.setattr(export.build_bench, "build_rows", lambda *a: [])
-    monkeypatch.setattr(b, "runtime_rows", lambda *a: {"overhead": [], "latency": []})
-    monkeypatch.setattr(b, "gpu_rows", lambda *a: {"skipped": "stand-in"})
+    monkeypatch.setattr(build_cost, "build_rows", lambda *a: [])
+    monkeypatch.setattr(runtime_cost, "runtime_rows", lambda *a: {"overhead": [], "latency": []})
+    monkeypatch.setattr(gpu, "gpu_rows", lambda *a: {"skipped": "stand-in"})
     result = CliRunner().invoke(main, ["all", "--json", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())

@@ -13,7 +13,7 @@ import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
 
-from runtime.diff_cli import main
+from runtime.cli.diff import main
 from test_runtime import artifact_copy
 
 
@@ -139,7 +139,7 @@ def test_bad_input(tmp_path, setup, args, message):
 
 def with_external_data(path: Path) -> None:
     """Re-save a (small) artifact the way large ones are stored: weights in <name>.onnx.data; manifest updated."""
-    from runtime.artifact import file_sha256
+    from ptdit.contract.files import file_sha256
 
     model = onnx.load(str(path))
     onnx.save(model, str(path), save_as_external_data=True, location=path.name + ".data", size_threshold=1024)

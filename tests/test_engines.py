@@ -7,21 +7,29 @@ import shutil
 import subprocess
 import sys
 import types
+from dataclasses import replace
 from functools import lru_cache
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
-from engines.artifacts import existing_plan_state, file_sha256, load_onnx, plan_stem, write_json
+from conftest import plan_manifest_for
+from engines.build import check_io, preflight, weights_precision
+from engines.builder import PlanIO
 from engines.cli import main
-from engines.errors import BuildError, InputError
-from engines.options import BuildOptions, validate
-from engines.pipeline import check_io, preflight, weights_precision
+from engines.errors import BuildError
 from engines.gpu import GpuInfo
-from engines.targets import RTX_DEFAULT, Targets, parse_compute_capabilities, resolve
+from engines.options import validate
+from engines.plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem
+from engines.targets import RTX_DEFAULT, parse_compute_capabilities, resolve
 from engines.tensorrt_api import Flavour
 from engines.triton import config_pbtxt, write_repository
+from ptdit.contract.errors import InputError
+from ptdit.contract.files import write_json
+from ptdit.contract.manifests import write_manifest
+from ptdit.contract.onnx_manifest import TensorSpec
+from ptdit.contract.plan_manifest import BuildOptions, Targets
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -224,42 +232,39 @@ def test_stale_and_current_plans(tmp_path):
     assert existing_plan_state(plan, artifact, identity) is None
     plan.write_bytes(b"plan bytes")
     assert "has no manifest" in existing_plan_state(plan, artifact, identity)
-    manifest = {"onnx": {"sha256": artifact.sha256}, "build": {"identity": identity},
-                "plan": {"sha256": file_sha256(plan)}}
-    write_json(plan.with_suffix(".json"), manifest)
+    manifest = plan_manifest_for(artifact.path, plan, identity=identity)
+    write_manifest(plan.with_suffix(".json"), manifest)
     assert existing_plan_state(plan, artifact, identity) == "current"
     assert "another builder" in existing_plan_state(plan, artifact, {**identity, "builder": "TensorRT 11.4.0.106"})
     plan.write_bytes(b"tampered")
     assert "does not match its manifest" in existing_plan_state(plan, artifact, identity)
-    manifest["onnx"]["sha256"] = "0" * 64
-    write_json(plan.with_suffix(".json"), manifest)
+    write_manifest(plan.with_suffix(".json"), replace(manifest, onnx=replace(manifest.onnx, sha256="0" * 64)))
     assert "built from a different ONNX" in existing_plan_state(plan, artifact, identity)
 
 
-def manifest_io(tmp_path: Path) -> tuple[dict, list[dict]]:
-    manifest = load_onnx(exported(tmp_path, "fp16")).manifest
-    io = [{**t, "mode": "input"} for t in manifest["inputs"]] + [{**t, "mode": "output"} for t in manifest["outputs"]]
-    return manifest, io
+def manifest_io(tmp_path: Path) -> tuple[OnnxArtifact, PlanIO]:
+    artifact = load_onnx(exported(tmp_path, "fp16"))
+    return artifact, PlanIO(list(artifact.manifest.inputs), list(artifact.manifest.outputs))
 
 
 def test_plan_io_must_match_the_manifest(tmp_path):
-    manifest, io = manifest_io(tmp_path)
-    check_io(io, manifest, mark_blocks=False)
-    fp32_output_lost = [dict(t, dtype="float16") if t["name"] == "noise_pred" else t for t in io]
+    artifact, io = manifest_io(tmp_path)
+    check_io(io, artifact, mark_blocks=False)
+    fp32_output_lost = PlanIO(io.inputs, [replace(t, dtype="float16") if t.name == "noise_pred" else t for t in io.outputs])
     with pytest.raises(BuildError, match="noise_pred dtype is float16, the manifest says float32"):
-        check_io(fp32_output_lost, manifest, mark_blocks=False)
+        check_io(fp32_output_lost, artifact, mark_blocks=False)
     with pytest.raises(BuildError, match="text_mask missing"):
-        check_io([t for t in io if t["name"] != "text_mask"], manifest, mark_blocks=False)
+        check_io(PlanIO([t for t in io.inputs if t.name != "text_mask"], io.outputs), artifact, mark_blocks=False)
     with pytest.raises(BuildError, match="block_00 missing"):
-        check_io(io, manifest, mark_blocks=True)
-    blocks = manifest["block_outputs"]
-    marked = io + [{"name": n, "mode": "output", "shape": blocks["shape"], "dtype": "float16"} for n in blocks["names"]]
-    check_io(marked, manifest, mark_blocks=True)
+        check_io(io, artifact, mark_blocks=True)
+    blocks = artifact.manifest.block_outputs
+    marked = PlanIO(io.inputs, io.outputs + [TensorSpec(n, tuple(blocks.shape), "float16") for n in blocks.names])
+    check_io(marked, artifact, mark_blocks=True)
 
 
 def test_triton_config_is_valid_for_tritons_schema(tmp_path):
-    manifest, io = manifest_io(tmp_path)
-    text = config_pbtxt("ptdit-tiny", [t for t in io if t["mode"] == "input"], [t for t in io if t["mode"] == "output"])
+    _, io = manifest_io(tmp_path)
+    text = config_pbtxt("ptdit-tiny", io.inputs, io.outputs)
     model_config = pytest.importorskip("tritonclient.grpc.model_config_pb2")
     from google.protobuf import text_format
 
@@ -271,15 +276,16 @@ def test_triton_config_is_valid_for_tritons_schema(tmp_path):
     assert model_config.DataType.Name(parsed.output[0].data_type) == "TYPE_FP32"
     plan = tmp_path / "x.plan"
     plan.write_bytes(b"plan")
-    model_dir = write_repository(tmp_path / "repo", "ptdit-tiny", plan, io[:4], io[4:])
+    model_dir = write_repository(tmp_path / "repo", "ptdit-tiny", plan, io.inputs, io.outputs)
     assert (model_dir / "1" / "model.plan").read_bytes() == b"plan"
-    assert (model_dir / "config.pbtxt").read_text() == config_pbtxt("ptdit-tiny", io[:4], io[4:])
+    assert (model_dir / "config.pbtxt").read_text() == config_pbtxt("ptdit-tiny", io.inputs, io.outputs)
 
 
 def test_help_is_instant_and_has_examples():
     result = subprocess.run(["ptdit-build", "--help"], capture_output=True, text=True, check=True)
     assert "Examples:" in result.stdout and "--fp16-weak" in result.stdout and "--timing-cache" in result.stdout
-    probe = "import sys, engines.cli, engines.pipeline, engines.builder; print(sorted({'torch', 'tensorrt', 'ptdit'} & set(sys.modules)))"
+    probe = ("import sys, engines.cli, engines.build, engines.builder; print(sorted(m for m in sys.modules if m in "
+             "('torch', 'tensorrt') or m.startswith('ptdit.') and not m.startswith('ptdit.contract')))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
 
 
@@ -287,12 +293,12 @@ def test_one_tensorrt_logger_per_module_and_process():
     """TensorRT keeps the first logger it is given for the whole process: every build reuses one per module,
     reporting to the current build and with the previous build's errors cleared."""
     trt = pytest.importorskip("tensorrt_rtx")
-    from engines.builder import make_logger
+    from ptdit.contract.tensorrt import logger_for
 
     first_lines: list[str] = []
     second_lines: list[str] = []
-    first = make_logger(trt, first_lines.append)
+    first = logger_for(trt, first_lines.append)
     first.log(trt.ILogger.Severity.ERROR, "an old error")
-    second = make_logger(trt, second_lines.append)
+    second = logger_for(trt, second_lines.append)
     second.log(trt.ILogger.Severity.WARNING, "a warning")
     assert second is first and first.errors == [] and first_lines == [] and second_lines == ["    [TensorRT] a warning"]

@@ -10,10 +10,11 @@ import pytest
 import torch
 from onnx import TensorProto, helper, numpy_helper
 
-from export import checks
-from export.parity import emulate_bf16, error_metrics, parity_inputs, run_onnxruntime
-from export.spec import TensorSpec
-from export.trt_ops import support_table, unsupported_ops
+from export.checks import structural as checks
+from export.checks.operator_table import support_table, unsupported_ops
+from export.checks.runs import error_metrics, parity_inputs, run_onnxruntime
+from ptdit.contract.bf16 import emulate_bf16
+from ptdit.contract.onnx_manifest import TensorSpec
 
 
 def model_of(nodes, inputs, outputs, initializers=(), opset=18) -> onnx.ModelProto:
@@ -103,7 +104,7 @@ def test_values_above_tensorrts_rank_are_caught(tmp_path):
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is None, reason="TensorRT-RTX not installed")
 def test_the_real_parse_reports_the_parsers_own_errors(tmp_path):
     """TensorRT-RTX's parser on this CPU: the rank-9 graph is rejected with the parser's message, verbatim."""
-    from export.tensorrt_parse import ParseFailed, parse
+    from export.checks.tensorrt_parse import ParseFailed, parse
 
     with pytest.raises(ParseFailed, match=r"TensorRT-RTX 1\.\d+\.\S+'s ONNX parser rejected m.onnx: .*Number of "
                                           r"dimensions \(9\)"):
@@ -115,9 +116,9 @@ def test_the_real_parse_reports_the_parsers_own_errors(tmp_path):
 
 
 def test_without_a_builder_the_parse_is_reported_as_not_run(tmp_path, monkeypatch):
-    import export.tensorrt_parse as tensorrt_parse
+    import export.checks.tensorrt_parse as tensorrt_parse
 
-    monkeypatch.setattr(tensorrt_parse, "_import", lambda name: None)  # as if neither were installed
+    monkeypatch.setattr(tensorrt_parse, "import_flavour", lambda name: None)  # as if neither were installed
     assert tensorrt_parse.parse(save(good_model(), tmp_path)) == {
         "ran": False, "reason": "no TensorRT builder is installed (pip install tensorrt-rtx-cu13 (parses and builds "
                                 "on a CPU))"}

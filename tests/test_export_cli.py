@@ -77,7 +77,7 @@ def test_artifact_and_manifest(fp16_artifact):
                                              parity_check))
     assert checks["tensorrt_ops"]["max_rank"] == 8
     assert 0 < checks[parity_check]["vs_torch_fp32"]["rel_l2"] < 2e-2
-    from ptdit.checkpoint import file_sha256
+    from ptdit.contract.files import file_sha256
 
     assert manifest["artifact"]["sha256"] == {fp16_artifact.name: file_sha256(fp16_artifact)}
     assert manifest["artifact"]["external_data"] is None
@@ -178,7 +178,7 @@ def test_checkpoint_and_mean_proxies(tmp_path):
     assert code == 0, stderr
     path = tmp_path / "out" / "ptdit-tiny-256-b2-fp32.onnx"
     manifest = json.loads(path.with_suffix(".json").read_text())
-    from ptdit.checkpoint import file_sha256
+    from ptdit.contract.files import file_sha256
 
     assert manifest["model"]["weights"]["sha256"] == file_sha256(tmp_path / "w.safetensors")
     assert manifest["geometry"]["proxy_mode"] == "mean"
@@ -268,9 +268,9 @@ def test_a_bad_checkpoint_is_one_line_and_leaves_no_directory(tmp_path, case):
 
 
 def test_a_failing_check_publishes_nothing(tmp_path, monkeypatch):
-    import export.pipeline as pipeline
+    import export.checks.parity as parity
 
-    monkeypatch.setitem(pipeline.MAX_REL_L2, "fp32", 1e-12)  # no real export can meet this
+    monkeypatch.setitem(parity.MAX_REL_L2, "fp32", 1e-12)  # no real export can meet this
     for level in ("fast", "full"):
         code, _, stderr = run("--preset", "tiny", "--res", "256", "--precision", "fp32", "--out", str(tmp_path),
                               "--checks", level)
@@ -282,7 +282,7 @@ def test_a_failing_check_publishes_nothing(tmp_path, monkeypatch):
 def test_the_first_block_check_sees_an_error_inside_block_0(tmp_path, monkeypatch):
     """Fault injection: the PyTorch reference of the cut graph gets one block-0 weight scaled by 1.05, as if the
     export had mangled it; the cheap check must see it (and passes without the fault, above)."""
-    import export.parity as parity
+    import export.checks.parity as parity
 
     real = parity.first_block_model
 
@@ -313,7 +313,7 @@ def test_check_levels(tmp_path):
 
 
 def test_a_parser_rejection_publishes_nothing(tmp_path, monkeypatch):
-    import export.tensorrt_parse as tensorrt_parse
+    import export.checks.tensorrt_parse as tensorrt_parse
 
     def rejecting(path):
         raise tensorrt_parse.ParseFailed(f"TensorRT-RTX 1.7.1.116's ONNX parser rejected {path.name}: a reason")
@@ -326,7 +326,7 @@ def test_a_parser_rejection_publishes_nothing(tmp_path, monkeypatch):
 
 
 def test_an_interrupted_export_leaves_nothing(tmp_path, monkeypatch):
-    import export.checks as checks
+    import export.checks.structural as checks
 
     def interrupt(*_args, **_kwargs):
         raise KeyboardInterrupt

@@ -33,7 +33,7 @@ RTX_GPUS = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")  # compute capabilities 
 def gpu_compute_capability() -> tuple[str, str] | None:
     if gpu_count() == 0:
         return None
-    from runtime import cuda
+    from runtime.backends.tensorrt import cuda
 
     device = cuda.current_device()
     return device.name, device.compute_capability
@@ -68,7 +68,8 @@ def sample_rel_l2(plan: Path, onnx_path: Path, steps: int = 4) -> tuple[float, l
     plan session's backend descriptions of two consecutive sessions."""
     import numpy as np
 
-    from runtime.sampler import Sampler, make_conditioning
+    from runtime.sampling.host_loop import Sampler
+    from runtime.sampling.text import make_conditioning
     from runtime.session import open_session
 
     text = make_conditioning(200, 4096, random_seed=0)
@@ -105,7 +106,7 @@ def test_build_a_tiny_fp16_plan(tmp_path):
 def test_cuda_device_buffers_and_pinned_round_trip():
     import numpy as np
 
-    from runtime import cuda
+    from runtime.backends.tensorrt import cuda
 
     device = cuda.current_device()
     assert device.name and "." in device.compute_capability
@@ -127,7 +128,7 @@ def test_cuda_device_buffers_and_pinned_round_trip():
 def test_cuda_graph_capture_replays_and_falls_back():
     import numpy as np
 
-    from runtime import cuda
+    from runtime.backends.tensorrt import cuda
 
     stream = cuda.Stream()
     host = cuda.PinnedArray((1024,), np.dtype(np.float32))
@@ -187,7 +188,7 @@ def test_rtx_plan_samples_like_onnxruntime_and_keeps_its_runtime_cache(tmp_path)
 @needs_gpu
 @needs_rtx
 def test_an_rtx_plan_for_other_gpus_is_refused_in_one_line(tmp_path):
-    from runtime.errors import InputError
+    from ptdit.contract.errors import InputError
     from runtime.session import open_session
 
     found = gpu_compute_capability()
@@ -204,7 +205,7 @@ def test_gpu_benchmark_runs_on_tiny():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA")
-    from export.benchmarks import gpu_rows, gpu_table
+    from export.benchmarks.gpu import gpu_rows, gpu_table
 
     data = gpu_rows("tiny", (256,), compile_model=False, report=lambda line: None)
     assert {r["attention"] for r in data["rows"]} == {"proxy", "full"}
@@ -214,7 +215,8 @@ def test_gpu_benchmark_runs_on_tiny():
 
 def plan_latent(plan: Path, options: Any = None) -> Any:
     """The latent of a 2-step sampling run on a plan."""
-    from runtime.sampler import Sampler, make_conditioning
+    from runtime.sampling.host_loop import Sampler
+    from runtime.sampling.text import make_conditioning
     from runtime.session import open_session
 
     session = open_session(str(plan), tensorrt=options)
@@ -231,7 +233,7 @@ def test_weightless_plans_are_refit_and_budgets_are_set(tmp_path):
     sample what the plain plan samples."""
     import numpy as np
 
-    from runtime.tensorrt_flavour import TensorRTOptions
+    from runtime.backends.tensorrt.flavour import TensorRTOptions
 
     onnx_path = export_tiny(tmp_path)
     plain = plan_latent(build(onnx_path, "--target", "tensorrt"))
@@ -301,9 +303,10 @@ def test_step_plan_samples_like_the_noise_plan_and_moves_nothing_per_step(tmp_pa
     synchronisation), each step is one CUDA graph launch with no copy and no wait; one copy out at the end."""
     import numpy as np
 
-    from runtime.sampler import Sampler, make_conditioning
+    from runtime.sampling.host_loop import Sampler
+    from runtime.sampling.step_sampler import StepSampler
+    from runtime.sampling.text import make_conditioning
     from runtime.session import open_session
-    from runtime.step_sampler import StepSampler
 
     args = plan_target_args()
     noise_plan, step_plan = (build(p, *args) for p in export_tiny_step(tmp_path, res))
@@ -349,9 +352,10 @@ def test_pytorch_step_loop_keeps_the_latent_on_the_gpu(tmp_path):
         pytest.skip("torch has no CUDA")
     import numpy as np
 
-    from runtime.sampler import Sampler, make_conditioning
+    from runtime.sampling.host_loop import Sampler
+    from runtime.sampling.step_sampler import StepSampler
+    from runtime.sampling.text import make_conditioning
     from runtime.session import open_session
-    from runtime.step_sampler import StepSampler
 
     noise, step = export_tiny_step(tmp_path)
     text = make_conditioning(200, 4096, random_seed=0)
@@ -371,8 +375,9 @@ def test_pipeline_folder_on_tensorrt_draws_what_onnxruntime_draws(tmp_path):
     """Every component of a tiny pipeline built into the folder, then prompt to PNG on TensorRT."""
     import numpy as np
 
-    from runtime.pipeline_diff import psnr
-    from runtime.pipeline_run import Pipeline, load_pipeline
+    from runtime.diff.metrics import psnr
+    from runtime.pipeline.folder import load_pipeline
+    from runtime.pipeline.text_to_image import Pipeline
 
     args = plan_target_args()
     subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "1024", "--pipeline", "--out",

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from ptdit.contract.onnx_manifest import Weights
 from ptdit.vae import VAE_PRESETS, CausalVAEDecoder
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -88,8 +89,9 @@ def test_prompt_to_png_is_deterministic(pipelines, tmp_path, res):
 
 
 def test_the_pytorch_backend_draws_the_same_image(pipelines):
-    from runtime.pipeline_diff import psnr
-    from runtime.pipeline_run import Pipeline, load_pipeline
+    from runtime.diff.metrics import psnr
+    from runtime.pipeline.folder import load_pipeline
+    from runtime.pipeline.text_to_image import Pipeline
 
     folder = load_pipeline(pipelines[256])
     images = []
@@ -103,7 +105,7 @@ def test_the_pytorch_backend_draws_the_same_image(pipelines):
 def test_ptdit_diff_on_a_pipeline_folder(pipelines, tmp_path):
     from click.testing import CliRunner
 
-    from runtime.diff_cli import main
+    from runtime.cli.diff import main
 
     result = CliRunner().invoke(main, [str(pipelines[256]), "--steps", "4", "--out", str(tmp_path), "--json"])
     assert result.exit_code == 0, result.output
@@ -145,7 +147,7 @@ def test_a_hugging_face_t5_folder_and_a_vae_checkpoint_are_loaded(tmp_path):
     as transformers writes it, loaded on the meta device; a whole-VAE checkpoint, encoder entries ignored."""
     from safetensors.torch import save_file
 
-    from export.tokenizer import standin_tokenizer
+    from export.pipeline.tokenizer import standin_tokenizer
     from ptdit.t5 import T5_PRESETS, T5Encoder, load_hf_t5
     from ptdit.vae import load_vae
 
@@ -166,7 +168,7 @@ def test_a_hugging_face_t5_folder_and_a_vae_checkpoint_are_loaded(tmp_path):
     assert manifest["model"]["weights"] == {"source": "checkpoint", "path": str(tmp_path)}
 
     torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(1)}}, tmp_path / "vae.ckpt")
-    from ptdit.errors import InputError
+    from ptdit.contract.errors import InputError
 
     with pytest.raises(InputError, match="not the Open-Sora-Plan v1.2 CausalVAE"):
         load_vae(tmp_path / "vae.ckpt")
@@ -175,12 +177,12 @@ def test_a_hugging_face_t5_folder_and_a_vae_checkpoint_are_loaded(tmp_path):
 def test_the_tensorrt_backend_takes_the_plans_built_into_the_folder(pipelines, tmp_path):
     import shutil
 
-    from runtime.errors import InputError
-    from runtime.pipeline_run import component_path, load_pipeline
+    from ptdit.contract.errors import InputError
+    from runtime.pipeline.folder import component_path, load_pipeline
 
     shutil.copytree(pipelines[256], tmp_path / "p")
     folder = load_pipeline(tmp_path / "p")
-    name = folder.manifest["text_encoder"]["onnx"]
+    name = folder.manifest.text_encoder.onnx
     assert component_path(folder, name, "onnxruntime") == tmp_path / "p" / name
     with pytest.raises(InputError, match=f"no plan of {name} .*: build one with ptdit-build"):
         component_path(folder, name, "tensorrt")
@@ -193,10 +195,11 @@ def test_the_tensorrt_backend_takes_the_plans_built_into_the_folder(pipelines, t
 def test_an_fp16_vae_tile_stays_within_one_level_of_255(tmp_path):
     """--vae-precision fp16 (GroupNorm kept fp32): the tile's pixels through ONNX Runtime within 1/255 of the
     fp32 decoder with the same weights."""
-    from export.components import PipelineOptions, export_vae_tile
-    from export.pipeline import Stages
+    from export.options import PipelineOptions
+    from export.pipeline.components import export_vae_tile
+    from export.progress import Stages
 
-    name = export_vae_tile(CausalVAEDecoder(VAE_PRESETS["tiny"]).eval(), {"source": "seeded", "seed": 0}, (32, 32),
+    name = export_vae_tile(CausalVAEDecoder(VAE_PRESETS["tiny"]).eval(), Weights("seeded", seed=0), (32, 32),
                            PipelineOptions(vae_precision="fp16"), tmp_path, Stages(lambda line: None), "fast")
     parity = json.loads((tmp_path / name).with_suffix(".json").read_text())["checks"]["onnxruntime_parity"]
     assert parity["passed"] and parity["vs_torch_fp32"]["max_abs"] * 127.5 < 1.0  # [-1, 1] maps to 255 levels

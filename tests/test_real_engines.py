@@ -111,7 +111,7 @@ def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
     assert manifest["build_gpu"] is None and manifest["precision"] == key[0]
     # The plan holds the weights; its recorded size and hash are the file's.
     assert manifest["plan"]["bytes"] == plan.stat().st_size >= weight_bytes(onnx_path)
-    from engines.artifacts import file_sha256
+    from ptdit.contract.files import file_sha256
 
     assert manifest["plan"]["sha256"] == file_sha256(plan)
     # The built network's I/O is the export's contract; the builder saw the same network as the export's parse.
@@ -227,17 +227,19 @@ def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp
 @pytest.mark.parametrize("component,precision", [("t5", "fp32"), ("t5", "bf16"), ("vae", "fp16")])
 def test_pipeline_component_precisions_are_built_by_tensorrt_rtx(tmp_path, component, precision):
     """The precisions --text-encoder-precision and --vae-precision offer besides the defaults (built above)."""
-    from export.components import PipelineOptions, export_text_encoder, export_vae_tile
-    from export.pipeline import ExportOptions, Stages
+    from export.options import ExportOptions, PipelineOptions
+    from export.pipeline.components import export_text_encoder, export_vae_tile
+    from export.progress import Stages
     from ptdit import preset
+    from ptdit.contract.onnx_manifest import Weights
     from ptdit.t5 import T5_PRESETS, T5Encoder
     from ptdit.vae import VAE_PRESETS, CausalVAEDecoder
 
-    stages, seeded = Stages(lambda line: None), {"source": "seeded", "seed": 0}
+    stages, seeded = Stages(lambda line: None), Weights("seeded", seed=0)
     if component == "t5":
         opts = ExportOptions(preset("tiny"), [256], out_dir=tmp_path)
         name = export_text_encoder(T5Encoder(T5_PRESETS["tiny"]).eval(), seeded, opts,
-                                   PipelineOptions(text_encoder_precision=precision), tmp_path, stages)[0]["onnx"]
+                                   PipelineOptions(text_encoder_precision=precision), tmp_path, stages)[0].onnx
     else:
         name = export_vae_tile(CausalVAEDecoder(VAE_PRESETS["tiny"]).eval(), seeded, (64, 16),
                                PipelineOptions(vae_precision=precision), tmp_path, stages, "fast")

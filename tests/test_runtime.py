@@ -10,20 +10,23 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
-import numpy as np
 import click
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime import cuda
-from runtime.artifact import file_sha256, load_artifact
-from runtime.tensorrt_flavour import check_compatible
+from conftest import plan_manifest_for
+from ptdit.contract.errors import InputError
+from ptdit.contract.manifests import write_manifest
+from ptdit.contract.plan_manifest import BuilderInfo, BuildOptions, Targets
+from runtime.artifact import load_artifact
+from runtime.backends.tensorrt import cuda
+from runtime.backends.tensorrt.flavour import check_compatible
+from runtime.cli.run import main as run_main
+from runtime.session import open_session, require
 
 RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")  # engines.targets.RTX_DEFAULT (runtime tests import no engines)
-from runtime.cli import main as run_main
-from runtime.errors import InputError
-from runtime.session import open_session, require
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -143,17 +146,11 @@ def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", 
               target: str = "tensorrt", **options: bool) -> Path:
     """A plan file and a manifest of the plan schema (not an engine: for the checks before deserializing)."""
     onnx_path = artifact_copy(directory)
-    onnx_manifest = json.loads(onnx_path.with_suffix(".json").read_text())
     plan = directory / "m.plan"
     plan.write_bytes(b"not really a plan")
-    manifest = {"schema": "ptdit-plan/2", "plan": {"file": plan.name, "sha256": file_sha256(plan)},
-                "builder": {"target": target, "version": trt_version},
-                "targets": {"compute_capabilities": [cc], "source": "build GPU"},
-                "build": {"options": {"version_compatible": vc, **options}}, "precision": "fp16",
-                "onnx": {"file": onnx_path.name},
-                "inputs": onnx_manifest["inputs"], "outputs": onnx_manifest["outputs"],
-                "model": onnx_manifest["model"], "export": onnx_manifest["export"]}
-    plan.with_suffix(".json").write_text(json.dumps(manifest))
+    manifest = plan_manifest_for(onnx_path, plan, target, trt_version, ((cc,), "build GPU"), version_compatible=vc,
+                                 **options)
+    write_manifest(plan.with_suffix(".json"), manifest)
     return plan
 
 
@@ -199,17 +196,17 @@ def test_torch_backend_rebuilds_the_model_from_the_manifest(tmp_path):
      ("11.4.0.106", "10.13.3.9", True, False), ("10.8.0.43", "10.13.3.9", True, True)],
 )
 def test_plan_compatibility_rules(built, running, vc, ok):
-    manifest = {"builder": {"target": "tensorrt", "version": built}, "build": {"options": {"version_compatible": vc}},
-                "targets": {"compute_capabilities": ["9.0"], "source": "build GPU"}}
+    plan = (BuilderInfo("tensorrt", "tensorrt", built, True), BuildOptions(version_compatible=vc),
+            Targets(("9.0",), "build GPU"))
     if ok:
-        check_compatible(manifest, running, "NVIDIA H100", "9.0")
+        check_compatible(*plan, running, "NVIDIA H100", "9.0")
     else:
         with pytest.raises(InputError, match=f"built with TensorRT {built}; this machine runs TensorRT {running}: "
                                              f"rebuild it here with ptdit-build"):
-            check_compatible(manifest, running, "NVIDIA H100", "9.0")
-    same_version = {**manifest, "builder": {"target": "tensorrt", "version": running}}
+            check_compatible(*plan, running, "NVIDIA H100", "9.0")
+    same_version = (BuilderInfo("tensorrt", "tensorrt", running, True), *plan[1:])
     with pytest.raises(InputError, match=r"built for compute capability 9.0; this GPU is NVIDIA L4 \(8.9\): rebuild"):
-        check_compatible(same_version, running, "NVIDIA L4", "8.9")
+        check_compatible(*same_version, running, "NVIDIA L4", "8.9")
 
 
 @pytest.mark.parametrize(
@@ -221,15 +218,14 @@ def test_plan_compatibility_rules(built, running, vc, ok):
 )
 def test_rtx_plans_run_on_the_compute_capabilities_they_target(targets, cc, ok):
     ccs, source = targets
-    manifest = {"builder": {"target": "rtx", "version": "1.7.1.116"}, "build": {"options": {}},
-                "targets": {"compute_capabilities": ccs, "source": source}}
+    plan = (BuilderInfo("rtx", "tensorrt_rtx", "1.7.1.116", True), BuildOptions(), Targets(tuple(ccs), source))
     if ok:
-        check_compatible(manifest, "1.7.1.116", "GPU", cc)
+        check_compatible(*plan, "1.7.1.116", "GPU", cc)
     else:
         with pytest.raises(InputError, match=f"built for compute capability {', '.join(ccs)}; this GPU is GPU \\({cc}\\)"):
-            check_compatible(manifest, "1.7.1.116", "GPU", cc)
+            check_compatible(*plan, "1.7.1.116", "GPU", cc)
     with pytest.raises(InputError, match="built with TensorRT-RTX 1.7.1.116; this machine runs TensorRT-RTX 1.8.0.1"):
-        check_compatible(manifest, "1.8.0.1", "GPU", ccs[0])
+        check_compatible(*plan, "1.8.0.1", "GPU", ccs[0])
 
 
 @pytest.mark.parametrize(
@@ -271,7 +267,7 @@ def test_the_plan_options_reach_the_session_from_every_command(tmp_path, command
 
 
 def test_byte_sizes():
-    from runtime.cli_errors import ByteSize
+    from runtime.cli.options import ByteSize
 
     assert [ByteSize().convert(v, None, None) for v in ("1024", "512M", "2G", "1.5GiB", "64k")] == \
         [1024, 512 << 20, 2 << 30, 3 << 29, 64 << 10]
@@ -379,7 +375,7 @@ def test_non_finite_text_is_refused_before_the_session_opens(tmp_path, monkeypat
     code, _, stderr = run_cli("--artifact", str(tmp_path / "any.onnx"), "--text", str(tmp_path / "inf.npy"),
                               "--out", str(tmp_path / "x.npy"))
     assert code == 2 and "hold 1 NaN or infinite values" in stderr
-    from runtime.sampler import make_conditioning
+    from runtime.sampling.text import make_conditioning
 
     with pytest.raises(InputError, match="negative text features hold 1 NaN"):
         make_conditioning(200, 4096, (np.zeros((1, 200, 4096), np.float32), np.ones((1, 200), np.int64)),
@@ -389,9 +385,11 @@ def test_non_finite_text_is_refused_before_the_session_opens(tmp_path, monkeypat
 def test_ptdit_run_console_script_and_light_imports():
     help_text = subprocess.run(["ptdit-run", "--help"], capture_output=True, text=True, check=True).stdout
     assert "Examples:" in help_text and "--prompt" in help_text and "a pipeline folder" in help_text
-    probe = ("import sys, runtime.cli, runtime.session, runtime.sampler, runtime.backend_tensorrt, runtime.cuda, "
-             "runtime.pipeline_run, runtime.step_sampler, runtime.prompt; "
-             "print(sorted({'torch', 'ptdit', 'onnxruntime', 'tensorrt'} & set(sys.modules)))")
+    probe = ("import sys, runtime.cli.run, runtime.cli.diff, runtime.session, runtime.sampling.host_loop, "
+             "runtime.sampling.step_sampler, runtime.backends.tensorrt.session, runtime.backends.tensorrt.cuda, "
+             "runtime.pipeline.text_to_image, runtime.pipeline.prompt, runtime.diff.artifact_diff; "
+             "print(sorted(m for m in sys.modules if m in ('torch', 'onnxruntime', 'tensorrt') "
+             "or m.startswith('ptdit.') and not m.startswith('ptdit.contract')))")
     assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
 
 

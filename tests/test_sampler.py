@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+from pathlib import Path
+
 import numpy as np
 import pytest
 
+from ptdit.contract.errors import InputError
+from ptdit.contract.onnx_manifest import (
+    ArtifactFiles,
+    BlockOutputs,
+    ExportInfo,
+    ModelInfo,
+    OnnxManifest,
+    TensorSpec,
+    Weights,
+)
 from runtime.artifact import Artifact
-from runtime.errors import InputError
-from runtime.sampler import Sampler, load_text, make_conditioning, schedule, timestep_shift
+from runtime.backends.transfers import Transfers
+from runtime.sampling.host_loop import Sampler
+from runtime.sampling.schedule import schedule, timestep_shift
+from runtime.sampling.text import load_text, make_conditioning
 from runtime.session import open_session
-from runtime.transfers import Transfers
 from test_runtime import artifact_copy
 
 
@@ -27,14 +41,14 @@ class ConstantVelocity:
     for the unconditional one, in every channel, and records what it was given."""
 
     def __init__(self, batch: int, cond: float = 1.0, uncond: float = -1.0):
-        shape = [batch, 4, 8, 8]
-        self.artifact = Artifact(path=__import__("pathlib").Path("fake.onnx"), manifest={
-            "export": {"batch": batch, "resolution": 512, "frames": None, "precision": "fp32"},
-            "inputs": [{"name": "latent", "shape": shape, "dtype": "float32"},
-                       {"name": "timestep", "shape": [batch], "dtype": "float32"},
-                       {"name": "text_embeds", "shape": [batch, 3, 5], "dtype": "float32"},
-                       {"name": "text_mask", "shape": [batch, 3], "dtype": "int64"}],
-            "outputs": [{"name": "noise_pred", "shape": [batch, 8, 8, 8], "dtype": "float32"}]})
+        inputs = [TensorSpec("latent", (batch, 4, 8, 8), "float32"), TensorSpec("timestep", (batch,), "float32"),
+                  TensorSpec("text_embeds", (batch, 3, 5), "float32"), TensorSpec("text_mask", (batch, 3), "int64")]
+        manifest = OnnxManifest(
+            artifact=ArtifactFiles("fake.onnx", None, {}), model=ModelInfo({}, 0, Weights("seeded", seed=0)),
+            export=ExportInfo("noise_prediction", "fp32", batch, 18, None, None, "", {}, resolution=512),
+            geometry=None, inputs=inputs, outputs=[TensorSpec("noise_pred", (batch, 8, 8, 8), "float32")],
+            block_outputs=BlockOutputs([]), checks={})
+        self.artifact = Artifact(Path("fake.onnx"), manifest)
         self.backend, self.batch, self.values = "constant", batch, (cond, uncond)
         self.transfers = Transfers()
         self.fed: dict = {}
@@ -87,7 +101,8 @@ def test_sampling_is_deterministic_and_backends_agree(tmp_path):
 
 def test_batch_must_be_a_guidance_pair_or_one():
     model = ConstantVelocity(2)
-    model.artifact.manifest["export"]["batch"] = 4
+    manifest = model.artifact.manifest
+    model.artifact = replace(model.artifact, manifest=replace(manifest, export=replace(manifest.export, batch=4)))
     with pytest.raises(InputError, match="batch 2 .* or 1; this one has batch 4"):
         Sampler(model)
 

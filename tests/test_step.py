@@ -14,13 +14,17 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.pipeline import ExportOptions, export_all
+from export.options import ExportOptions
+from export.run import export_all
 from ptdit import preset
 from ptdit.step import DenoisingStep
-from runtime.diff import DEFAULT_THRESHOLDS
-from runtime.sampler import Sampler, euler_update, guided_velocity, make_conditioning
+from runtime.backends.feeds import nbytes
+from runtime.diff.metrics import DEFAULT_THRESHOLDS
+from runtime.sampling.host_loop import Sampler
+from runtime.sampling.schedule import euler_update, guided_velocity
+from runtime.sampling.step_sampler import StepSampler, make_sampler
+from runtime.sampling.text import make_conditioning
 from runtime.session import open_session
-from runtime.step_sampler import StepSampler, make_sampler
 
 ROOT = Path(__file__).resolve().parent.parent
 STEPS = 30
@@ -66,7 +70,7 @@ def test_the_step_module_is_the_host_samplers_step(tiny_model):
     np.testing.assert_array_equal(latent_next.numpy(), expected)
     assert step_next.tolist() == [2] and step_next.dtype == torch.int64
     np.testing.assert_array_equal(unguided.numpy(), euler_update(latent.numpy(), cond_only, 812.5, 640.25))
-    from ptdit.errors import InputError
+    from ptdit.contract.errors import InputError
 
     with pytest.raises(InputError, match="guidance goes with a \\(cond, uncond\\) text pair"):
         DenoisingStep(tiny_model)(latent, step, schedule, text[:1], mask[:1], torch.tensor([4.0]))
@@ -131,7 +135,7 @@ def test_the_step_loop_moves_nothing_between_steps(exports):
     text = make_conditioning(200, 4096, random_seed=0)
     session = open_session(str(step), "onnxruntime", "cpu")
     result = make_sampler(session, 4, 4.0).sample(text)
-    inputs = {t.name: t.nbytes for t in session.artifact.inputs}
+    inputs = {t.name: nbytes(t) for t in session.artifact.inputs}
     session.close()
     latent_bytes = 4 * 128 * 128 * 4
     assert result.setup.to_device_bytes == sum(inputs.values()) and result.setup.from_device_bytes == 0
@@ -170,7 +174,7 @@ def run_cli(module: str, *args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ptdit_run_writes_the_same_latent_from_either_artifact(exports, tmp_path):
-    from runtime.cli import main
+    from runtime.cli.run import main
 
     noise, step = exports[(256, 2, "fp32")]
     latents, summaries = {}, {}
@@ -193,7 +197,7 @@ def test_ptdit_run_writes_the_same_latent_from_either_artifact(exports, tmp_path
     (["--cfg", "1", "--steps", "1001"], "--steps 1001 is more than this step artifact's schedule holds \\(1000\\)"),
 ])
 def test_ptdit_run_refuses_what_a_step_artifact_cannot_do(exports, tmp_path, args, message):
-    from runtime.cli import main
+    from runtime.cli.run import main
 
     out = tmp_path / "x.npy"
     result = CliRunner().invoke(main, ["--artifact", str(exports[(256, 1, "fp32")][1]), "--random-text",
@@ -205,7 +209,7 @@ def test_ptdit_run_refuses_what_a_step_artifact_cannot_do(exports, tmp_path, arg
 
 
 def test_ptdit_diff_accepts_step_artifacts(exports, tmp_path):
-    from runtime.diff_cli import main
+    from runtime.cli.diff import main
 
     step = exports[(256, 2, "fp32")][1]
     result = CliRunner().invoke(main, [str(step), "--steps", "4", "--out", str(tmp_path), "--json"])
@@ -229,9 +233,9 @@ def test_export_step_refusals_leave_nothing(tmp_path):
 
 
 def test_the_loops_benchmark_takes_the_noise_artifact_first(exports):
+    from ptdit.contract.errors import InputError
     from runtime.bench import main as bench_main
     from runtime.bench import measure_loops
-    from runtime.errors import InputError
 
     noise, step = exports[(256, 2, "fp32")]
     with pytest.raises(InputError, match="--loops takes a noise-prediction artifact and then a step artifact"):

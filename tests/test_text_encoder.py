@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ptdit.errors import InputError
+from ptdit.contract.errors import InputError
 from ptdit.t5 import T5_PRESETS, T5Config, T5Encoder, relative_position_buckets
 
 TINY = T5_PRESETS["tiny"]
@@ -90,8 +90,8 @@ def test_t5_config_from_a_hugging_face_folder(tmp_path):
 
 def test_the_standin_tokenizer_has_t5s_conventions(tmp_path):
     pytest.importorskip("tokenizers")
-    from export.tokenizer import load_tokenizer, standin_tokenizer
-    from runtime.prompt import PromptTokenizer
+    from export.pipeline.tokenizer import load_tokenizer, standin_tokenizer
+    from runtime.pipeline.prompt import PromptTokenizer
 
     tokenizer = standin_tokenizer(TINY.vocab_size)
     assert tokenizer.get_vocab_size() <= TINY.vocab_size
@@ -113,7 +113,7 @@ def test_the_standin_tokenizer_has_t5s_conventions(tmp_path):
 
 def test_tokenizer_files_are_checked(tmp_path):
     pytest.importorskip("tokenizers")
-    from export.tokenizer import load_tokenizer, standin_tokenizer
+    from export.pipeline.tokenizer import load_tokenizer, standin_tokenizer
 
     with pytest.raises(InputError, match="has no tokenizer.json"):
         load_tokenizer(tmp_path, 512)
@@ -126,7 +126,7 @@ def test_tokenizer_files_are_checked(tmp_path):
 
 
 def test_caption_cleaning():
-    from runtime.prompt import clean_prompt
+    from runtime.pipeline.prompt import clean_prompt
 
     assert clean_prompt("  A Red&amp;Blue  <b>Fox</b> \u2014 see https://example.com/x @someone ") == "a red&blue fox - see"
     assert clean_prompt("\u201cquoted\u201d \u2018single\u2019") == "\"quoted\" 'single'"
@@ -158,17 +158,19 @@ def test_the_text_encoder_onnx_matches_pytorch(tmp_path, precision, level, limit
     """The exported T5 (whole, or cut to its first layer as --checks fast does) through ONNX Runtime against
     PyTorch fp32 with the same weights; the parse and structural checks ran too."""
     pytest.importorskip("tokenizers")
-    from export.components import PipelineOptions, export_text_encoder
-    from export.pipeline import ExportOptions, Stages
+    from export.options import ExportOptions, PipelineOptions
+    from export.pipeline.components import export_text_encoder
+    from export.progress import Stages
     from ptdit import preset
+    from ptdit.contract.onnx_manifest import Weights
 
     opts = ExportOptions(preset("tiny"), [256], checks=level, out_dir=tmp_path)
-    entry, exported = export_text_encoder(T5Encoder(TINY).eval(), {"source": "seeded", "seed": 0}, opts,
+    entry, exported = export_text_encoder(T5Encoder(TINY).eval(), Weights("seeded", seed=0), opts,
                                           PipelineOptions(text_encoder_precision=precision), tmp_path,
                                           Stages(lambda line: None))
-    manifest = json.loads((tmp_path / entry["manifest"]).read_text())
+    manifest = json.loads((tmp_path / entry.manifest).read_text())
     parity = manifest["checks"]["onnxruntime_parity"]
     assert parity["scope"] == ("whole component" if level == "full" else "cut to its first layer")
-    assert parity["passed"] and 0 < entry["rel_l2"] < limit and exported.dtype == getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision])
+    assert parity["passed"] and 0 < entry.rel_l2 < limit and exported.dtype == getattr(torch, {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}[precision])
     assert manifest["checks"]["tensorrt_ops"]["max_rank"] <= 8 and manifest["inputs"][0]["shape"] == [1, 200]
-    assert sorted(p.name for p in tmp_path.iterdir()) == [entry["manifest"], entry["onnx"]]  # the cut's files are gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == [entry.manifest, entry.onnx]  # the cut's files are gone

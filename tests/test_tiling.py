@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.tiling import TilePlan, decode_tiled, to_uint8
+from ptdit.contract.pipeline_manifest import TilePlan
+from runtime.pipeline.tiling import decode_tiled, to_uint8
 
 PUBLISHED_1024 = {"starts": [0, 56, 112], "tile": 64, "factor": 8, "blend": 64, "keep": 448}
 

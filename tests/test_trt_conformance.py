@@ -23,7 +23,7 @@ import trt_stubs
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ["10.13.3.9", "11.4.0.106"]
 CONFIGURATIONS = [*VERSIONS, "rtx"]
-TRT_CODE = ["engines", "runtime"]
+TRT_CODE = ["engines", "runtime", "ptdit/contract"]
 
 
 @pytest.fixture(scope="session", params=VERSIONS)

@@ -15,11 +15,23 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from engines import builder
+from engines import builder, progress
 from engines import tensorrt_api as api
-from engines.errors import BuildError, InputError
-from engines.options import BuildOptions
-from engines.targets import Targets, apply_rtx
+from engines.errors import BuildError
+from engines.targets import apply_rtx
+from ptdit.contract.dtypes import tensorrt_dtype_name
+from ptdit.contract.errors import InputError
+from ptdit.contract.onnx_manifest import BlockOutputs, ExportInfo, ModelInfo, Weights
+from ptdit.contract.plan_manifest import (
+    BuilderInfo,
+    BuildOptions,
+    BuildRecord,
+    PlanFile,
+    PlanManifest,
+    PlanSource,
+    Targets,
+)
+from ptdit.contract.tensorrt import logger_for
 
 
 def main(onnx_path: str, target: str) -> None:
@@ -44,7 +56,7 @@ def main(onnx_path: str, target: str) -> None:
             flags[option] = str(e)
     result["flags"] = flags
 
-    monitor, cancel = builder.make_progress_monitor(trt, lines.append)
+    monitor, cancel = progress.make_progress_monitor(trt, lines.append)
     result["monitor_is_progress_monitor"] = isinstance(monitor, trt.IProgressMonitor)
     monitor.phase_start("Building engine", None, 3)
     monitor.phase_start("Tactic selection", "Building engine", 10)
@@ -54,21 +66,21 @@ def main(onnx_path: str, target: str) -> None:
     monitor.phase_finish("Tactic selection")
     monitor.phase_finish("Building engine")
 
-    logger = builder.make_logger(trt, lines.append)
+    logger = logger_for(trt, lines.append)
     result["logger_is_ilogger"] = isinstance(logger, trt.ILogger)
     logger.log(trt.ILogger.Severity.ERROR, "an error")
     logger.log(trt.ILogger.Severity.WARNING, "a warning")
     logger.log(trt.ILogger.Severity.VERBOSE, "verbose detail")
     result["logged_errors"] = list(getattr(logger, "errors"))  # a copy: later builds reuse (and clear) the logger
 
-    result["dtype_names"] = {name: api.dtype_name(member) for name, member in trt.DataType.__members__.items()}
+    result["dtype_names"] = {name: tensorrt_dtype_name(member.name) for name, member in trt.DataType.__members__.items()}
     if flavour.ahead_of_time:
         targets = Targets(("8.6", "8.9"), "--compute-capability")
         result["compute_capabilities"] = rtx_targets(flavour.module, targets)
     else:
         targets = Targets(("9.0",), "build GPU")
     with open(Path(onnx_path).with_name("writer.bin"), "wb") as f:
-        writer = builder.make_file_writer(trt, f)
+        writer = progress.make_file_writer(trt, f)
         result["writer_is_stream_writer"] = isinstance(writer, trt.IStreamWriter)
         result["writer_wrote"] = writer.write(b"abc")
     plan_path = Path(onnx_path).with_suffix(".plan")
@@ -85,47 +97,55 @@ def main(onnx_path: str, target: str) -> None:
 
 def rtx_targets(module: ModuleType, targets: Targets) -> list[str]:
     """apply_rtx on a real TensorRT-RTX builder config (its builder needs no GPU): the members it set."""
-    config = module.Builder(builder.make_logger(module, lambda _: None)).create_builder_config()
+    config = module.Builder(logger_for(module, lambda _: None)).create_builder_config()
     apply_rtx(config, module, targets)
     return [config.get_compute_capability(i).name for i in range(config.num_compute_capabilities)]
 
 
 def runtime_probe(onnx_path: str, target: str) -> dict[str, object]:
-    """The runtime's TensorRT session with the module each kind of plan selects, up to creating the runtime (full
-    TensorRT on stand-ins) or deserializing the plan (TensorRT-RTX)."""
+    """The runtime's TensorRT loader with the module each kind of plan selects, up to creating the runtime (full
+    TensorRT on stand-ins) or deserializing the plan (TensorRT-RTX). The GPU query is stood in for: there is none."""
+    from ptdit.contract.errors import InputError as RuntimeInputError
     from runtime.artifact import Artifact
-    from runtime.backend_tensorrt import TensorRTSession, logger_for
-    from runtime.errors import InputError as RuntimeInputError
+    from runtime.backends.tensorrt import cuda
+    from runtime.backends.tensorrt.engine import TensorRTEngine
+    from runtime.backends.tensorrt.flavour import TensorRTOptions, import_runtime_module
     from runtime.errors import RuntimeFailure
-    from runtime.tensorrt_flavour import import_runtime_module
 
-    def manifest(vc: bool) -> dict[str, object]:
-        return {"builder": {"target": target}, "build": {"options": {"version_compatible": vc}},
-                "inputs": [], "outputs": []}
-
-    probe: dict[str, object] = {"full": import_runtime_module(manifest(False)).__name__}
+    cuda.current_device = lambda: cuda.Device(0, "probe GPU", "9.0")  # type: ignore[assignment]
+    probe: dict[str, object] = {"full": import_runtime_module(target, False).__name__}
     kinds = ["full", "lean"] if target == "tensorrt" else ["full"]
     for name in kinds:
-        module = import_runtime_module(manifest(name == "lean"))
+        saved = sys.modules.get("tensorrt")
         if name == "lean":
-            saved = sys.modules.pop("tensorrt")
+            sys.modules.pop("tensorrt")
             sys.modules["tensorrt"] = None  # type: ignore[assignment]  # as if only tensorrt_lean were installed
-            module = import_runtime_module(manifest(True))
             try:
-                import_runtime_module(manifest(False))
+                import_runtime_module(target, False)
             except RuntimeInputError as e:
                 probe["lean_only_non_vc"] = str(e)
-            sys.modules["tensorrt"] = saved
-        artifact = Artifact(Path(onnx_path), manifest(name == "lean"))
-        session = object.__new__(TensorRTSession)  # past __init__'s device check: there is no GPU here
-        session._resources, session._logger, session.backend = [], logger_for(module), ""
-        session.runtime_cache_dir, session.runtime_cache = None, None
+        module = import_runtime_module(target, name == "lean")
+        artifact = Artifact(Path(onnx_path), plan_manifest(target, module.__version__, name == "lean"))
         try:
-            session._open(module, artifact, None, None)
+            TensorRTEngine(artifact, TensorRTOptions()).close()
             probe[name] = [module.__name__, "opened"]
         except (RuntimeFailure, RuntimeInputError) as e:
             probe[name] = [module.__name__, str(e)]
+        finally:
+            if name == "lean":
+                sys.modules["tensorrt"] = saved  # type: ignore[assignment]
     return probe
+
+
+def plan_manifest(target: str, version: str, version_compatible: bool) -> PlanManifest:
+    """The manifest of a plan with no I/O, built by `version` of `target`'s TensorRT for compute capability 9.0."""
+    return PlanManifest(
+        plan=PlanFile("m.onnx", "", 0), onnx=PlanSource("m.onnx", "", ""),
+        builder=BuilderInfo(target, "", version, True), targets=Targets(("9.0",), "build GPU"), build_gpu=None,
+        build=BuildRecord([], BuildOptions(version_compatible=version_compatible), 0.0, 0.0, 0, 0, "", {}),
+        precision="fp16", inputs=[], outputs=[], model=ModelInfo({}, 0, Weights("seeded")),
+        export=ExportInfo("noise_prediction", "fp16", 1, 18, None, None, "", {}), geometry=None,
+        block_outputs=BlockOutputs([]))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,75 @@
+"""Complexity: multiply-adds of PT-DiT and of the full-attention DiT of the same size, counted from the model
+(ptdit.count_macs) and from the traced ONNX graph (graph_macs), and the paper's analytic attention ratio."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+PAPER_RATIOS = {256: 0.343, 512: 0.097, 1024: 0.047, 2048: 0.023}  # Qihoo-T2X, attention cost vs full attention
+RESOLUTIONS = (256, 512, 1024, 2048)
+VIDEO = (512, 16)  # res, latent frames
+
+
+def complexity_rows(preset_name: str, onnx: bool, report: Callable[[str], None]) -> list[dict[str, Any]]:
+    from ptdit import attention_cost_ratio, count_macs, preset
+
+    cfg = preset(preset_name)
+    shapes: list[tuple[int, int | None]] = [(r, None) for r in RESOLUTIONS] + [VIDEO]
+    rows = []
+    counted = graph_counts(cfg, shapes, report) if onnx else {}
+    for res, frames in shapes:
+        row: dict[str, Any] = {"res": res, "frames": frames, "analytic_ratio": attention_cost_ratio(res, frames),
+                               "paper_ratio": PAPER_RATIOS.get(res) if frames is None else None}
+        for attention in ("proxy", "full"):
+            macs = count_macs(cfg.replace(attention=attention), res, frames, batch=2)
+            row[attention] = {"linear": macs.linear, "attention": macs.attention}
+            graph = counted.get((attention, res, frames))
+            if graph is not None:
+                row[attention]["onnx"] = graph
+                row[attention]["agree"] = graph == {"linear": macs.linear, "attention": macs.attention}
+        rows.append(row)
+    return rows
+
+
+def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Callable[[str], None]) -> dict[Any, Any]:
+    """Trace the real model (seeded weights; nothing written) at each shape and count its graph."""
+    import gc
+
+    from ..exporter import build_model, clean, strip_block_outputs, trace
+    from ..spec import ExportSpec
+    from .graph_macs import graph_macs
+
+    counts = {}
+    for attention in ("proxy", "full"):
+        variant = cfg.replace(attention=attention)
+        model, _ = build_model(variant, "fp16")
+        names = set(model.state_dict())
+        for res, frames in shapes:
+            report(f"  counting the ONNX graph of {variant.name} ({attention} attention) at {res}"
+                   + (f", {frames} frames" if frames else ""))
+            spec = ExportSpec(variant.name, res, frames, 2, 200, "fp16", 18)
+            outputs = spec.outputs(variant.out_channels, res // 8, variant.in_channels)
+            graph = trace(model, spec, spec.inputs(variant.in_channels, variant.text_dim, res // 8), outputs)
+            clean(graph, names)
+            strip_block_outputs(graph, len(outputs))
+            counts[(attention, res, frames)] = graph_macs(graph)
+            del graph
+        del model
+        gc.collect()
+    return counts
+
+
+def complexity_table(rows: list[dict[str, Any]]) -> str:
+    lines = ["| shape | analytic attention ratio (paper) | PT-DiT GMAC (attention) | full-attention GMAC (attention) | "
+             "PT-DiT / full, total | attention | ONNX graph agrees |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        shape = f"{r['res']}" + (f" x {r['frames']} frames" if r["frames"] else "")
+        paper = f" ({r['paper_ratio'] * 100:.1f} %)" if r["paper_ratio"] else ""
+        p, f = r["proxy"], r["full"]
+        p_total, f_total = p["linear"] + p["attention"], f["linear"] + f["attention"]
+        agree = "n/a" if "agree" not in p else ("yes" if p["agree"] and f["agree"] else "NO")
+        lines.append(f"| {shape} | {r['analytic_ratio'] * 100:.2f} %{paper} | {p_total / 1e9:,.1f} ({p['attention'] / 1e9:,.1f}) | "
+                     f"{f_total / 1e9:,.1f} ({f['attention'] / 1e9:,.1f}) | {p_total / f_total:.3f} | "
+                     f"{p['attention'] / f['attention']:.4f} | {agree} |")
+    return "\n".join(lines)

@@ -1,0 +1,114 @@
+"""What one ptdit-export run is asked for, and the check of all of it before any work starts."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from ptdit.config import PTDiTConfig
+from ptdit.contract.errors import InputError
+from ptdit.resolution import Geometry, geometry, latent_hw, window_for
+from ptdit.windows import strided_offset
+
+from .spec import CHECK_LEVELS, DEFAULT_OPSET, SUPPORTED_OPSETS, ExportSpec
+
+
+@dataclass
+class ExportOptions:
+    cfg: PTDiTConfig
+    resolutions: list[int]
+    frames: int | None = None
+    precision: str = "fp16"
+    batch: int = 2
+    text_len: int = 200
+    opset: int = DEFAULT_OPSET
+    out_dir: Path = Path("artifacts")
+    checkpoint: str | None = None
+    checkpoint_key: str | None = None
+    seed: int = 0
+    force: bool = False
+    checks: str = "auto"  # one of CHECK_LEVELS
+    torch_device: str = "auto"  # where the PyTorch references of the parity check run
+    step: bool = False  # also export the whole denoising step (guidance and Euler update in the graph)
+
+
+@dataclass
+class PipelineOptions:
+    """What ptdit-export --pipeline adds: the text encoder's and the VAE's weights and precisions."""
+
+    text_encoder: Path | None = None  # a Hugging Face T5 encoder folder (config.json, weights, tokenizer.json)
+    vae: Path | None = None  # CausalVAE weights
+    text_encoder_precision: str = "fp16"
+    vae_precision: str = "fp32"
+
+
+def spec_for(opts: ExportOptions, res: int, step: bool = False) -> ExportSpec:
+    return ExportSpec(opts.cfg.name, res, opts.frames, opts.batch, opts.text_len, opts.precision, opts.opset, step)
+
+
+def specs_for(opts: ExportOptions, res: int) -> list[ExportSpec]:
+    """The graphs one resolution gets: the noise prediction, and with --step the denoising step next to it."""
+    return [spec_for(opts, res), *([spec_for(opts, res, step=True)] if opts.step else [])]
+
+
+def geometry_for(opts: ExportOptions, res: int) -> Geometry:
+    side = latent_hw(res)
+    return geometry((opts.frames or 1, side, side), opts.cfg.patch_size, opts.cfg.window)
+
+
+def artifact_files(out_dir: Path, stem: str) -> list[Path]:
+    return [out_dir / f"{stem}.onnx", out_dir / f"{stem}.onnx.data", out_dir / f"{stem}.json"]
+
+
+def check_export_options(opts: ExportOptions) -> None:
+    """Every bad input is reported before any work starts."""
+    if not opts.resolutions:
+        raise InputError("no resolution given: pass --res (e.g. --res 1024)")
+    for res in opts.resolutions:
+        window_for(res, opts.frames)
+        strided_offset(geometry_for(opts, res), opts.cfg.proxy_window, opts.cfg.proxy_offset)
+    if opts.opset not in SUPPORTED_OPSETS:
+        raise InputError(f"opset {opts.opset} is not supported: the exporter writes opsets "
+                         f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (LayerNormalization needs >= 17)")
+    if opts.batch < 1 or opts.text_len < 1:
+        raise InputError(f"--batch and --text-len must be positive, got {opts.batch} and {opts.text_len}")
+    if opts.step and opts.batch not in (1, 2):
+        raise InputError(f"--step needs --batch 2 (the guidance pair) or 1 (unguided), got {opts.batch}")
+    if opts.torch_device not in ("auto", "cpu", "cuda"):
+        raise InputError(f"--torch-device must be auto, cpu or cuda, got {opts.torch_device!r}")
+    if opts.checks not in CHECK_LEVELS:
+        raise InputError(f"--checks must be one of {', '.join(CHECK_LEVELS)}, got {opts.checks!r}")
+    if opts.checks != "none":
+        torch_device(opts.torch_device)
+    if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
+        raise InputError(f"checkpoint {opts.checkpoint} does not exist")
+    existing_dir = next(p for p in [opts.out_dir, *opts.out_dir.parents] if p.exists())  # created only after checks
+    if not existing_dir.is_dir() or not os.access(existing_dir, os.W_OK | os.X_OK):
+        raise InputError(f"output directory {opts.out_dir} is not writable ({existing_dir} is not a writable "
+                         f"directory); choose another with --out")
+    if not opts.force:
+        existing = [str(p) for res in opts.resolutions for spec in specs_for(opts, res)
+                    for p in artifact_files(opts.out_dir, spec.stem) if p.exists()]
+        if existing:
+            raise InputError(f"{existing[0]} already exists; pass --force to overwrite it")
+
+
+def check_level(choice: str) -> str:
+    """--checks auto: full where torch sees a CUDA GPU, fast elsewhere."""
+    if choice != "auto":
+        return choice
+    import torch
+
+    return "full" if torch.cuda.is_available() else "fast"
+
+
+def torch_device(choice: str) -> str:
+    """--torch-device: where the PyTorch references of the checks run."""
+    import torch
+
+    if choice == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise InputError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
+    return choice

@@ -1,0 +1,32 @@
+"""Dtype names: manifests name every tensor's element type the numpy way (float32, float16, bfloat16, int64...);
+these tables map the other vocabularies onto those names."""
+
+from __future__ import annotations
+
+# Export precision (--precision) -> the dtype of the weights and activations.
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+# TensorRT DataType member names -> dtype names.
+TENSORRT_DTYPES = {
+    "FLOAT": "float32", "HALF": "float16", "BF16": "bfloat16", "INT8": "int8", "INT32": "int32", "INT64": "int64",
+    "BOOL": "bool", "UINT8": "uint8", "FP8": "float8_e4m3fn",
+}
+
+# dtype names -> ONNX element types (onnx.TensorProto.DataType: fixed by the ONNX standard).
+ONNX_ELEMENT_TYPES = {
+    "float32": 1, "uint8": 2, "int8": 3, "int32": 6, "int64": 7, "bool": 9, "float16": 10, "bfloat16": 16,
+    "float8_e4m3fn": 17,
+}
+
+
+def tensorrt_dtype_name(member_name: str) -> str:
+    """The dtype name of a TensorRT DataType (by its member name: the enum values differ between versions)."""
+    return TENSORRT_DTYPES.get(member_name, member_name.lower())
+
+
+def precision_of_element_type(element_type: int) -> str | None:
+    """fp32 / fp16 / bf16 for an ONNX element type of those precisions, else None."""
+    for precision, dtype in PRECISION_DTYPES.items():
+        if ONNX_ELEMENT_TYPES[dtype] == element_type:
+            return precision
+    return None

@@ -1,0 +1,79 @@
+"""Files between the stages: sha256 of what a manifest lists, JSON read and written one way, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from .errors import InputError
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_files(directory: Path, recorded: dict[str, str], manifest: str, fix: str) -> None:
+    """Every file `manifest` lists must be in `directory` with the sha256 recorded there."""
+    for name, sha256 in recorded.items():
+        f = directory / name
+        if not f.is_file():
+            raise InputError(f"{f} is missing: {manifest} lists it as part of the artifact; {fix}")
+        if file_sha256(f) != sha256:
+            raise InputError(f"{f} does not match {manifest} (sha256 differs): the file is corrupt or was replaced; "
+                             f"{fix}")
+
+
+def read_json(path: Path, missing: str) -> dict[str, Any]:
+    """The JSON object at `path`; `missing` is the one-line error when there is no file."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise InputError(missing) from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise InputError(f"manifest {path} is not readable JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"manifest {path} is not a JSON object")
+    return data
+
+
+def json_text(data: Any) -> str:
+    """Sorted keys, two-space indent, a final newline: the same data gives the same bytes."""
+    return json.dumps(data, indent=2, sort_keys=True) + "\n"
+
+
+def write_json(path: Path, data: Any) -> None:
+    path.write_text(json_text(data))
+
+
+def publish(files: list[Path], out_dir: Path, replaces: tuple[Path, ...] = ()) -> list[Path]:
+    """Move finished files into `out_dir` in the order given (the manifest last, so that a reader who finds the
+    manifest finds everything it lists); the files in `replaces` that the new ones do not overwrite (a stale
+    external-data file of an older artifact of the same name) are removed first."""
+    names = {f.name for f in files}
+    for stale in replaces:
+        if stale.name not in names:
+            stale.unlink(missing_ok=True)
+    published = []
+    for f in files:
+        target = out_dir / f.name
+        os.replace(f, target)
+        published.append(target)
+    return published
+
+
+def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
+    """write(temporary path) next to `path`, then renamed onto it: a reader never sees a partial file, and a
+    failed or interrupted write leaves nothing (the temporary file is removed)."""
+    tmp = path.with_name(f".{path.name}.partial")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,186 @@
+"""ONNX Runtime backend: CPU, or CUDA when onnxruntime-gpu sees a GPU. Inputs that are set once (the text)
+are bound once; on CUDA they stay on the device. A bf16 artifact runs on the CPU provider as its fp32 twin
+(ptdit.contract.bf16), as the export's check runs it."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any, Mapping
+
+import numpy as np
+
+from ptdit.contract.bf16 import emulate_bf16
+from ptdit.contract.dtypes import ONNX_ELEMENT_TYPES
+from ptdit.contract.errors import InputError
+
+from ..artifact import Artifact
+from ..errors import RuntimeFailure
+from .feeds import HostFeeds
+from .interface import Session, StepLoop
+from .transfers import Transfers
+
+
+class OnnxRuntimeSession(Session):
+    def __init__(self, artifact: Artifact, device: str = "auto", extra_outputs: list[str] | None = None):
+        import onnxruntime as ort
+
+        available = ort.get_available_providers()
+        want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available and _gpu_visible()
+        if device == "cuda" and not want_cuda:
+            raise InputError("device cuda needs onnxruntime-gpu and a visible CUDA GPU; use --device cpu")
+        self.provider = "CUDAExecutionProvider" if want_cuda else "CPUExecutionProvider"
+        self.device = "cuda" if want_cuda else "cpu"
+        self.artifact = artifact
+        self.backend = f"onnxruntime ({self.provider})"
+        self.feeds = HostFeeds(artifact.inputs)
+        self.transfers = Transfers()
+        self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        options = ort.SessionOptions()
+        options.log_severity_level = 3
+        bf16_twin = self.provider == "CPUExecutionProvider" and artifact.precision == "bf16"
+        path = self._runnable_path(artifact.path, extra_outputs or [], bf16_twin)
+        try:
+            self.ort_session = ort.InferenceSession(str(path), options, providers=[self.provider])
+        except Exception as e:  # ORT raises its own exception types for corrupt or unsupported files
+            self.close()
+            raise InputError(f"ONNX Runtime cannot load {artifact.path.name} ({str(e).splitlines()[0]})") from None
+        self.output_names = [o.name for o in self.ort_session.get_outputs()]
+        self._binding = self.ort_session.io_binding()
+
+    def _runnable_path(self, path: Path, extra_outputs: list[str], bf16_twin: bool) -> Path:
+        """The file itself, or a rewritten copy: bf16 on CPU, or extra tensors marked as outputs. Works past
+        protobuf's 2 GiB limit: shapes are inferred file to file and the weights are attached afterwards."""
+        if not bf16_twin and not extra_outputs:
+            return path
+        import onnx
+        from onnx.external_data_helper import load_external_data_for_model
+
+        self._tmp = tempfile.TemporaryDirectory(prefix="ptdit-ort-")
+        work = Path(self._tmp.name)
+        try:
+            model = onnx.load(str(path), load_external_data=False)
+            if bf16_twin:
+                inferred = work / "inferred.onnx"
+                onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+                model.graph.ClearField("value_info")
+                model.graph.value_info.extend(onnx.load(str(inferred), load_external_data=False).graph.value_info)
+                inferred.unlink()
+            load_external_data_for_model(model, str(path.parent))
+        except Exception as e:  # protobuf's DecodeError and friends
+            raise InputError(f"ONNX Runtime cannot load {path.name} ({e})") from None
+        if extra_outputs:
+            blocks = self.artifact.block_outputs
+            produced = {o for node in model.graph.node for o in node.output}
+            missing = [n for n in extra_outputs if n not in produced]
+            if missing:
+                raise InputError(f"tensors {missing[:3]} are not in {path.name}")
+            elem = ONNX_ELEMENT_TYPES[str(blocks.dtype)]
+            model.graph.output.extend(onnx.helper.make_tensor_value_info(n, elem, blocks.shape) for n in extra_outputs)
+        if bf16_twin:
+            model = emulate_bf16(model)
+        target = work / path.name
+        # onnx checks whether `location` exists relative to the working directory, so it gets a unique name.
+        onnx.save(model, str(target), save_as_external_data=True, location=f"{work.name}.data", size_threshold=1024)
+        return target
+
+    def set_inputs(self, feeds: Mapping[str, Any]) -> None:
+        import onnxruntime as ort
+
+        for name, value in self.feeds.update(feeds).items():
+            self.transfers.to_device_bytes += value.nbytes
+            if self.device == "cuda":
+                self._binding.bind_ortvalue_input(name, ort.OrtValue.ortvalue_from_numpy(value, "cuda", 0))
+            else:
+                self._binding.bind_cpu_input(name, value)
+
+    def run(self) -> dict[str, np.ndarray]:
+        self.feeds.complete()
+        for name in self.output_names:
+            self._binding.bind_output(name, "cpu")
+        self.run_binding(self._binding)
+        outputs = dict(zip(self.output_names, self._binding.copy_outputs_to_cpu()))
+        self.transfers.from_device_bytes += sum(v.nbytes for v in outputs.values())
+        return outputs
+
+    def run_binding(self, binding: Any) -> None:
+        """One run on an I/O binding of this session's."""
+        try:
+            self.ort_session.run_with_iobinding(binding)
+        except Exception as e:
+            raise RuntimeFailure(f"ONNX Runtime failed: {str(e).splitlines()[0]}") from None
+        if self.device == "cuda":  # ONNX Runtime's CUDA run returns once the device is done
+            self.transfers.syncs += 1
+
+    def step_loop(self, carry: Mapping[str, str]) -> OnnxRuntimeStepLoop:
+        return OnnxRuntimeStepLoop(self, carry)
+
+    def bare_call(self) -> None:
+        """The backend call alone: run on what is bound, outputs left in ONNX Runtime's buffers (the baseline
+        of the overhead benchmark)."""
+        self.ort_session.run_with_iobinding(self._binding)
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            self._tmp.cleanup()
+            self._tmp = None
+
+
+class OnnxRuntimeStepLoop(StepLoop):
+    """Two I/O bindings, one per step parity, over OrtValues that stay in ONNX Runtime's memory (on the GPU with
+    the CUDA provider): parity 0 reads buffer A of each carried pair and writes buffer B, parity 1 the reverse."""
+
+    def __init__(self, session: OnnxRuntimeSession, carry: Mapping[str, str]):
+        self.session, self.carry = session, dict(carry)
+        self.values: dict[str, Any] = {}
+        self.bindings: list[Any] = []
+        self.last = -1
+
+    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
+        import onnxruntime as ort
+
+        s = self.session
+        s.feeds.update(feeds)
+        values = s.feeds.complete()
+        self.values = {name: ort.OrtValue.ortvalue_from_numpy(v, s.device, 0) for name, v in values.items()
+                       if name not in self.carry}
+        for name in self.carry:  # buffers of ONNX Runtime's own, written by the steps: A holds the initial state
+            v = values[name]
+            for buffer in (name, f"{name}:b"):
+                self.values[buffer] = ort.OrtValue.ortvalue_from_shape_and_type(v.shape, v.dtype, s.device, 0)
+            self.values[name].update_inplace(v)
+        s.transfers.to_device_bytes += sum(v.nbytes for v in values.values())
+        for parity in (0, 1):
+            binding = s.ort_session.io_binding()
+            for name, value in self.values.items():
+                if name not in self.carry and not name.endswith(":b"):
+                    binding.bind_ortvalue_input(name, value)
+            for name, output in self.carry.items():
+                read, write = (name, f"{name}:b") if parity == 0 else (f"{name}:b", name)
+                binding.bind_ortvalue_input(name, self.values[read])
+                binding.bind_ortvalue_output(output, self.values[write])
+            self.bindings.append(binding)
+        self.last = -1
+
+    def step(self, index: int) -> None:
+        self.session.run_binding(self.bindings[index % 2])
+        self.last = index
+
+    def finish(self) -> np.ndarray:
+        name = "latent" if self.last % 2 else "latent:b"  # where the last step wrote (A when none ran: -1 % 2 == 1)
+        latent: np.ndarray = self.values[name].numpy()
+        self.session.transfers.from_device_bytes += latent.nbytes
+        return latent
+
+    def close(self) -> None:
+        self.bindings.clear()
+        self.values.clear()
+
+
+def _gpu_visible() -> bool:
+    try:
+        from cuda.bindings import runtime as cudart
+    except ImportError:
+        return False
+    err, count = cudart.cudaGetDeviceCount()
+    return err == cudart.cudaError_t.cudaSuccess and count > 0

@@ -1,0 +1,116 @@
+"""ptdit-diff: how far an artifact is from PyTorch, per output, per block and over a sampling run."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from ptdit.contract.errors import InputError, exit_codes
+from ptdit.contract.files import write_atomically
+
+from ..backends.tensorrt.flavour import TensorRTOptions
+from .options import tensorrt_options
+
+EXAMPLES = """\b
+Examples:
+  ptdit-diff artifacts/ptdit-tiny-256-b2-fp16.onnx
+      table on screen; report (.diff.json) and per-block plot (.diff.png) next to the artifact
+  ptdit-diff artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan --reference both --steps 30
+      (per block: also build ptdit-build <onnx> --mark-blocks, found next to the plan)
+  ptdit-diff model.onnx --max-rel-l2 5e-3 --json > report.json     (exit 1 when a threshold is exceeded)
+  ptdit-diff artifacts/ptdit-tiny-256-pipeline --prompt "a red fox"
+      a pipeline folder: each component, then the image against the PyTorch fp32 pipeline (PSNR)
+"""
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.argument("artifact", type=click.Path(path_type=Path))
+@click.option("--reference", type=click.Choice(["fp32", "same", "both"]), default="fp32", show_default=True,
+              help="PyTorch fp32, PyTorch in the artifact's own precision policy, or both.")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and of the sampling run.")
+@click.option("--steps", type=int, default=10, show_default=True, help="Sampling steps compared (0: skip).")
+@click.option("--cfg", "guidance", type=float, default=4.0, show_default=True)
+@click.option("--no-blocks", is_flag=True, help="Skip the per-block comparison.")
+@click.option("--blocks-plan", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="For a plan: the ptdit-build --mark-blocks plan [default: <plan stem>-blocks.plan].")
+@click.option("--prompt", default="a red fox in the snow", show_default=True,
+              help="For a pipeline folder: the prompt run through both pipelines.")
+@click.option("--rtol", type=float, default=None, help="Element-wise relative tolerance [default: per precision].")
+@click.option("--atol", type=float, default=None, help="Element-wise absolute tolerance [default: per precision].")
+@click.option("--max-rel-l2", type=float, default=None, help="Largest relative L2 error of an output.")
+@click.option("--max-trajectory-rel-l2", type=float, default=None,
+              help="Largest relative L2 error of the latent after the sampling run.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Where the report and plot go [default: next to the artifact].")
+@click.option("--force", is_flag=True, help="Overwrite an existing report and plot.")
+@tensorrt_options
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report on stdout instead of the table.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(artifact: Path, reference: str, backend: str, device: str, seed: int, steps: int, guidance: float,
+         no_blocks: bool, blocks_plan: Path | None, prompt: str, rtol: float | None, atol: float | None,
+         max_rel_l2: float | None, max_trajectory_rel_l2: float | None, out_dir: Path | None, force: bool,
+         runtime_cache_dir: Path | None, lean_runtime: Path | None, weight_budget: int | None, no_verify: bool,
+         as_json: bool, debug: bool) -> None:
+    """Compare an artifact (.onnx via ONNX Runtime, .plan via TensorRT) with the PyTorch model it came from.
+
+    Identical seeded inputs go through both; reported per output (max abs, mean abs, relative L2, cosine,
+    share of elements outside atol/rtol), per transformer block (to find where error enters) and for the
+    latent after a sampling run. Exit 1 when a threshold is exceeded.
+    """
+    from ..diff.artifact_diff import DiffOptions, run_diff
+    from ..diff.metrics import DEFAULT_THRESHOLDS, Thresholds
+    from ..diff.report import has_blocks, plot, table
+
+    with exit_codes("ptdit-diff", debug, nothing_written=False):
+        if steps < 0:
+            raise InputError(f"--steps must be 0 or more, got {steps}")
+        directory = out_dir or artifact.parent
+        report_path = directory / f"{artifact.stem}.diff.json"
+        plot_path = directory / f"{artifact.stem}.diff.png"
+        if not force:
+            for p in (report_path, plot_path):
+                if p.exists():
+                    raise InputError(f"{p} already exists; pass --force to overwrite it")
+        if not directory.is_dir():
+            raise InputError(f"output directory {directory} does not exist")
+        if artifact.is_dir():
+            from ..diff.pipeline_diff import run_pipeline_diff
+            from ..diff.report import pipeline_table
+
+            options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, not no_blocks, None, None,
+                                  not no_verify, TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
+            result = run_pipeline_diff(artifact, prompt, options, lambda line: click.echo(line, err=True))
+            write_atomically(report_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+    if artifact.is_dir():
+        click.echo(json.dumps(result, indent=2) if as_json else pipeline_table(result))
+        click.echo(f"report {report_path}", err=True)
+        sys.exit(0 if result["passed"] else 1)
+    with exit_codes("ptdit-diff", debug, nothing_written=False):
+        from ..artifact import load_artifact
+
+        precision = load_artifact(artifact, verify=False).precision
+        base = DEFAULT_THRESHOLDS[precision]
+        thresholds = Thresholds(
+            rtol=base.rtol if rtol is None else rtol,
+            atol=base.atol if atol is None else atol,
+            max_rel_l2=base.max_rel_l2 if max_rel_l2 is None else max_rel_l2,
+            max_trajectory_rel_l2=base.max_trajectory_rel_l2 if max_trajectory_rel_l2 is None else max_trajectory_rel_l2,
+        )
+        references = ("fp32", "same") if reference == "both" else (reference,)
+        options = DiffOptions(references, backend, device, seed, steps, guidance, not no_blocks, blocks_plan,
+                              thresholds, not no_verify, TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
+        result = run_diff(artifact, options, lambda line: click.echo(line, err=True))
+        write_atomically(report_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+        if has_blocks(result):
+            write_atomically(plot_path, lambda tmp: plot(result, tmp))
+    click.echo(json.dumps(result, indent=2) if as_json else table(result))
+    written = f"report {report_path}" + (f", plot {plot_path}" if plot_path.exists() else "")
+    click.echo(written, err=True)
+    if not result["passed"]:
+        sys.exit(1)

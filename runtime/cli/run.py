@@ -1,0 +1,151 @@
+"""ptdit-run: sample latents from an artifact with the rectified-flow Euler sampler."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from ptdit.contract.errors import InputError, exit_codes
+
+from ..backends.tensorrt.flavour import TensorRTOptions
+from .options import check_out, tensorrt_options
+
+EXAMPLES = """\b
+Examples:
+  ptdit-run --artifact artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan --text prompt.safetensors \\
+            --steps 30 --cfg 4.0 --seed 7 --out latents.npy
+  ptdit-run --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --random-text --steps 4 --out /tmp/l.npy
+  ptdit-run --artifact model.onnx --backend torch --random-text --out ref.safetensors   (the PyTorch reference)
+
+  ptdit-run --artifact artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
+      a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
+
+A transformer artifact alone takes T5 features: --text ([L, 4096] .npy, or .npz/.safetensors with
+text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
+--random-text uses seeded Gaussian features, for pipeline tests.
+"""
+
+
+@click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--artifact", type=click.Path(path_type=Path), required=True,
+              help=".onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline).")
+@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
+              show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
+              help="For onnxruntime and torch.")
+@click.option("--steps", type=int, default=30, show_default=True)
+@click.option("--cfg", "guidance", type=float, default=4.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial noise.")
+@click.option("--shift", type=float, default=None, help="Timestep shift [default: sqrt(H*W)/512, as published].")
+@click.option("--text", "text_path", type=click.Path(path_type=Path), default=None, help="Text features file.")
+@click.option("--negative-text", "negative_path", type=click.Path(path_type=Path), default=None,
+              help="Unconditional text features file.")
+@click.option("--random-text", is_flag=True, help="Seeded Gaussian text features (pipeline tests).")
+@click.option("--prompt", default=None, help="A pipeline folder: the text to draw.")
+@click.option("--negative-prompt", default=None, help="A pipeline folder: the negative prompt [default: \"\"].")
+@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
+              help="Latents: .npy or .safetensors; for a pipeline folder the image, .png.")
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@tensorrt_options
+@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
+         text_path: Path | None, negative_path: Path | None, random_text: bool, prompt: str | None,
+         negative_prompt: str | None, out_path: Path, force: bool, runtime_cache_dir: Path | None,
+         lean_runtime: Path | None, weight_budget: int | None, no_verify: bool, as_json: bool, debug: bool) -> None:
+    """Sample a latent from an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free guidance),
+    or an image from a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder, a PNG).
+
+    Progress goes to stderr; the latent (or the image) is written to --out. The sampler is the same whichever
+    backend runs the model.
+    """
+    with exit_codes("ptdit-run", debug):
+        options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
+        if artifact.is_dir():
+            if text_path or negative_path or random_text:
+                raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
+            summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
+                                   out_path, force, not no_verify, options)
+        else:
+            if prompt is not None or negative_prompt is not None:
+                raise InputError(f"--prompt needs a pipeline folder (ptdit-export --pipeline); {artifact.name} takes "
+                                 f"text features: --text FILE or --random-text")
+            summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
+                          random_text, out_path, force, not no_verify, options)
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    elif "image" in summary:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in summary["seconds"].items())
+        click.echo(f"wrote {summary['out']} ({summary['image'][1]} x {summary['image'][0]}): {stages}")
+    else:
+        click.echo(f"wrote {summary['out']}: {summary['steps']} steps in {summary['seconds']:.2f} s "
+                   f"({summary['ms_per_step']:.1f} ms/step) on {summary['backend']}")
+
+
+def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
+        text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
+        verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
+    import numpy as np
+
+    from ..errors import RuntimeFailure
+    from ..sampling.latents import save_latents
+    from ..sampling.step_sampler import make_sampler
+    from ..sampling.text import load_text, make_conditioning
+    from ..session import open_session
+
+    check_out(out_path, force, (".npy", ".safetensors"))
+    if random_text and (text_path or negative_path):
+        raise InputError("pass either --random-text or --text/--negative-text, not both")
+    cond = load_text(text_path) if text_path else None
+    uncond = load_text(negative_path) if negative_path else None
+
+    with open_session(str(artifact_path), backend, device, verify=verify, tensorrt=tensorrt) as session:
+        text_spec = session.artifact.spec("text_embeds")
+        text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
+                                 random_seed=seed if random_text else None, source=str(text_path or ""))
+        sampler = make_sampler(session, steps, guidance, seed, shift)
+        step_graph = session.artifact.is_step
+        loop = "the step graph, state on the device" if step_graph else "host loop"
+        click.echo(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg {guidance}, "
+                   f"seed {seed}, shift {sampler.shift:.3f}", err=True)
+
+        def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step is not finished yet
+            click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms", err=True)
+
+        result = sampler.sample(text, on_step=progress)
+        backend_name = session.backend
+    if not np.isfinite(result.latent).all():
+        raise RuntimeFailure("the sampled latent has NaN or inf values")
+    metadata = {"artifact": artifact_path.name, "backend": backend_name, "steps": steps, "cfg": guidance,
+                "seed": seed, "shift": sampler.shift, "text": text.source or "none"}
+    save_latents(out_path, result.latent, metadata)
+    seconds = result.seconds
+    return {**metadata, "out": str(out_path), "shape": list(result.latent.shape), "seconds": round(seconds, 3),
+            "loop": "step graph" if step_graph else "host",
+            "ms_per_step": round(seconds / steps * 1000, 2),
+            "backend_ms_per_step": round(sum(s.backend_s for s in result.steps) / steps * 1000, 2),
+            "transfers": result.transfers()}
+
+
+def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | None, backend: str, device: str,
+                 steps: int, guidance: float, seed: int, shift: float | None, out_path: Path, force: bool,
+                 verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
+    from ..pipeline.folder import load_pipeline
+    from ..pipeline.text_to_image import Pipeline, write_png
+
+    if prompt is None:
+        raise InputError("a pipeline folder needs --prompt \"...\"")
+    check_out(out_path, force, (".png",))
+    with Pipeline(load_pipeline(folder_path, verify), backend, device, verify, tensorrt) as pipeline:
+        click.echo(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}", err=True)
+        result = pipeline(prompt, negative_prompt, steps, guidance, seed, shift,
+                          on_stage=lambda name, s: click.echo(f"  {name}: {s:.2f} s", err=True))
+    metadata = {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
+                "pipeline": folder_path.name, "steps": steps, "cfg": guidance, "seed": seed}
+    write_png(out_path, result.pixels, metadata)
+    return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.seconds,
+            "backends": result.backends}

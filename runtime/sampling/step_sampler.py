@@ -1,0 +1,81 @@
+"""The sampler for step artifacts (ptdit-export --step): the whole denoising step is one call of the backend.
+
+The loop state (the fp32 latent and the step index) lives in the backend: each backend's StepLoop holds two
+buffers per carried tensor and swaps their roles after every step (ping-pong), so a step moves no data
+between host and device. The schedule, the text and the guidance scale go up once, the final latent comes
+back once. On TensorRT each parity is one CUDA graph, replayed; nothing waits for the GPU until the end.
+
+Same seed, text and options -> the latent of the host loop (host_loop.Sampler) on a noise-prediction artifact:
+the graph evaluates ptdit.step.DenoisingStep, whose guidance and Euler update are schedule.guided_velocity and
+schedule.euler_update, operation for operation.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import numpy as np
+
+from ptdit.contract.errors import InputError
+
+from ..backends.interface import Session
+from .host_loop import Sampler, SampleResult, StepTiming
+from .schedule import initial_noise
+from .text import TextConditioning
+
+
+def make_sampler(session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
+                 shift: float | None = None) -> Sampler:
+    """The step loop for a step artifact, the host loop for a noise-prediction artifact."""
+    cls = StepSampler if session.artifact.is_step else Sampler
+    return cls(session, steps, guidance, seed, shift)
+
+
+class StepSampler(Sampler):
+    def __init__(self, session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
+                 shift: float | None = None):
+        super().__init__(session, steps, guidance, seed, shift)
+        info = session.artifact.export.step
+        if info is None:
+            raise InputError(f"{session.artifact.path.name} is not a step artifact (ptdit-export --step)")
+        self.carry = dict(info.carry)
+        self.guided = info.guidance
+        schedule_len = session.artifact.spec("schedule").shape[0]
+        if steps > schedule_len - 1:
+            raise InputError(f"--steps {steps} is more than this step artifact's schedule holds ({schedule_len - 1})")
+        if not self.guided and guidance != 1.0:
+            raise InputError(f"this step artifact is unguided (exported with --batch 1): pass --cfg 1, not {guidance:g}, "
+                             f"or export with --batch 2 --step for classifier-free guidance")
+        self.schedule = np.zeros(schedule_len, dtype=np.float32)
+        self.schedule[:steps] = self.timesteps  # then 0: the end of the last step
+
+    def feeds(self, text: TextConditioning) -> dict[str, np.ndarray]:
+        batch = self.session.artifact.spec("text_embeds").shape[0]
+        feeds = {"latent": initial_noise(self.latent_spec.shape, self.seed), "step": np.zeros(1, dtype=np.int64),
+                 "schedule": self.schedule, "text_embeds": text.embeds[:batch], "text_mask": text.mask[:batch]}
+        if self.guided:
+            feeds["guidance"] = np.full(1, self.guidance, dtype=np.float32)
+        return feeds
+
+    def sample(self, text: TextConditioning,
+               on_step: Callable[[int, float, StepTiming], None] | None = None) -> SampleResult:
+        result = SampleResult(latent=np.empty(0), timesteps=self.timesteps)
+        transfers = self.session.transfers
+        with self.session.step_loop(self.carry) as loop:
+            begin, counted = time.perf_counter(), transfers.snapshot()
+            loop.start(self.feeds(text))
+            result.setup = transfers.since(counted)
+            for i, t in enumerate(self.timesteps):
+                start, counted = time.perf_counter(), transfers.snapshot()
+                loop.step(i)
+                elapsed = time.perf_counter() - start
+                timing = StepTiming(elapsed, elapsed, transfers.since(counted))
+                result.steps.append(timing)
+                if on_step:
+                    on_step(i, float(t), timing)
+            counted = transfers.snapshot()
+            result.latent = loop.finish()
+            result.finish = transfers.since(counted)
+            result.wall_s = time.perf_counter() - begin
+        return result
