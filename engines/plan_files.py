@@ -58,8 +58,8 @@ def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dic
         return f"{plan_path.name} has no manifest, so its origin is unknown"
     try:
         manifest = read_manifest(PlanManifest, manifest_path, "this plan", f"{manifest_path} does not exist")
-    except InputError as e:
-        return f"{plan_path.name} has a manifest that is not this version's ({e})"
+    except InputError as e:  # unreadable, foreign or incomplete: the plan cannot be shown to be current
+        return f"{plan_path.name}'s manifest cannot be used ({e})"
     if manifest.onnx.sha256 != onnx.sha256:
         return (f"{plan_path.name} was built from a different ONNX (sha256 {manifest.onnx.sha256[:12]}, now "
                 f"{onnx.sha256[:12]})")

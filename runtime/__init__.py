@@ -1,6 +1,6 @@
 """The runtime stage: sessions over a plan or an ONNX, the samplers, prompt to image, and the accuracy diff.
 
 One stack, from the commands down to the tensors (docs/ARCHITECTURE.md; tests/test_layering.py keeps it so):
-cli/ (ptdit-run, ptdit-diff) > diff/ and pipeline/ (prompt to image) > sampling/ > session.py (open_session)
+cli/ (ptdit-run, ptdit-diff) > diff/ > pipeline/ (prompt to image) > sampling/ > session.py (open_session)
 > backends/ (TensorRT, ONNX Runtime, PyTorch) > artifact.py (an artifact and its manifest).
 """

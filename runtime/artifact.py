@@ -49,7 +49,7 @@ class Artifact:
 
     @property
     def block_outputs(self) -> BlockOutputs:
-        return self.manifest.block_outputs
+        return self.manifest.block_outputs or BlockOutputs(names=[])
 
     @property
     def batch(self) -> int:

@@ -22,6 +22,7 @@ from ptdit.contract.pipeline_manifest import PipelineManifest
 from ptdit.contract.plan_manifest import BuildOptions
 from ptdit.contract.records import Record, RecordError, optional
 from ptdit.contract.tensorrt import import_flavour, logger_for
+from runtime.artifact import load_artifact
 from test_runtime import artifact_copy
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,6 +94,20 @@ def test_every_reader_names_a_missing_or_mistyped_field(tmp_path, edit, message)
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
         assert "re-export it with ptdit-export" in lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == before
+
+
+def test_manifests_of_earlier_versions_are_still_read(tmp_path):
+    """Exports made before step graphs have no export.graph / export.step; plans built then without --mark-blocks
+    have "block_outputs": null. The schemas are the same: they are read as noise-prediction artifacts."""
+    onnx_path = artifact_copy(tmp_path)
+    edit_manifest(onnx_path.with_suffix(".json"), lambda m: [m["export"].pop(k) for k in ("graph", "step")])
+    artifact = load_artifact(onnx_path)
+    assert not artifact.is_step and artifact.export.graph == "noise_prediction"
+    plan = tmp_path / "m.plan"
+    plan.write_bytes(b"plan bytes")
+    write_manifest(plan.with_suffix(".json"), plan_manifest_for(onnx_path, plan))
+    edit_manifest(plan.with_suffix(".json"), lambda m: m.update(block_outputs=None))
+    assert load_artifact(plan).block_outputs.names == []
 
 
 def test_a_pipeline_manifest_without_its_tiles_is_refused_in_one_line(tmp_path, pipelines):

@@ -45,7 +45,7 @@ class ConstantVelocity:
                   TensorSpec("text_embeds", (batch, 3, 5), "float32"), TensorSpec("text_mask", (batch, 3), "int64")]
         manifest = OnnxManifest(
             artifact=ArtifactFiles("fake.onnx", None, {}), model=ModelInfo({}, 0, Weights("seeded", seed=0)),
-            export=ExportInfo("noise_prediction", "fp32", batch, 18, None, None, "", {}, resolution=512),
+            export=ExportInfo("fp32", batch, 18, None, "", {}, resolution=512),
             geometry=None, inputs=inputs, outputs=[TensorSpec("noise_pred", (batch, 8, 8, 8), "float32")],
             block_outputs=BlockOutputs([]), checks={})
         self.artifact = Artifact(Path("fake.onnx"), manifest)

@@ -144,7 +144,7 @@ def plan_manifest(target: str, version: str, version_compatible: bool) -> PlanMa
         builder=BuilderInfo(target, "", version, True), targets=Targets(("9.0",), "build GPU"), build_gpu=None,
         build=BuildRecord([], BuildOptions(version_compatible=version_compatible), 0.0, 0.0, 0, 0, "", {}),
         precision="fp16", inputs=[], outputs=[], model=ModelInfo({}, 0, Weights("seeded")),
-        export=ExportInfo("noise_prediction", "fp16", 1, 18, None, None, "", {}), geometry=None,
+        export=ExportInfo("fp16", 1, 18, None, "", {}), geometry=None,
         block_outputs=BlockOutputs([]))
 
 

@@ -62,14 +62,15 @@ class StepGraph(Record):
 
 @dataclass(frozen=True)
 class ExportInfo(Record):
-    graph: str  # "noise_prediction", "step", "text_encoder", "vae_decoder"
     precision: str  # fp32, fp16, bf16
     batch: int
     opset: int
     frames: int | None
-    step: StepGraph | None
     exporter: str
     tools: dict[str, str]
+    # Exports made before step graphs (2026-11-25) lack the next two: they read as noise-prediction graphs.
+    graph: str = "noise_prediction"  # "noise_prediction", "step", "text_encoder", "vae_decoder"
+    step: StepGraph | None = None
     resolution: int | None = optional()  # the transformer's
     text_len: int | None = optional()  # the transformer's and the text encoder's
     latent: list[int] | None = optional()  # a VAE decoder tile's latent [h, w]

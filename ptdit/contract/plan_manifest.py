@@ -117,7 +117,7 @@ class PlanManifest(Record):
     model: ModelInfo
     export: ExportInfo
     geometry: ExportGeometry | None
-    block_outputs: BlockOutputs
+    block_outputs: BlockOutputs | None  # None in plans built before 2026-11-25 without --mark-blocks
     schema: str = PLAN_SCHEMA
 
     @property

@@ -39,9 +39,12 @@ class OnnxRuntimeSession(Session):
         options = ort.SessionOptions()
         options.log_severity_level = 3
         bf16_twin = self.provider == "CPUExecutionProvider" and artifact.precision == "bf16"
-        path = self._runnable_path(artifact.path, extra_outputs or [], bf16_twin)
         try:
+            path = self._runnable_path(artifact.path, extra_outputs or [], bf16_twin)
             self.ort_session = ort.InferenceSession(str(path), options, providers=[self.provider])
+        except InputError:
+            self.close()
+            raise
         except Exception as e:  # ORT raises its own exception types for corrupt or unsupported files
             self.close()
             raise InputError(f"ONNX Runtime cannot load {artifact.path.name} ({str(e).splitlines()[0]})") from None
