@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Callable
 from ptdit.contract.dtypes import precision_of_element_type
 from ptdit.contract.errors import InputError
 from ptdit.contract.files import file_sha256, publish, write_atomically
-from ptdit.contract.manifests import read_manifest, write_manifest
+from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import TensorSpec
 from ptdit.contract.plan_manifest import (
     BuilderInfo,
@@ -27,7 +27,7 @@ from ptdit.contract.plan_manifest import (
 
 from .errors import BuildError
 from .options import validate
-from .plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem
+from .plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem, read_plan_manifest
 
 if TYPE_CHECKING:
     from .builder import BuiltPlan, PlanIO
@@ -119,9 +119,7 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     state = existing_plan_state(plan_path, onnx, identity)
     if state == "current" and not force:
         report(f"ptdit-build: {plan_path} is up to date (same ONNX, options, builder and targets); --force rebuilds it")
-        manifest_path = plan_path.with_suffix(".json")
-        return BuildResult(plan_path, manifest_path, True, read_manifest(PlanManifest, manifest_path, "this plan",
-                                                                        f"{manifest_path} does not exist"))
+        return BuildResult(plan_path, plan_path.with_suffix(".json"), True, read_plan_manifest(plan_path))
     if state is not None and not force:
         raise InputError(f"{state}: it is stale and is not reused; pass --force to rebuild it")
 

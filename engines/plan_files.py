@@ -48,6 +48,12 @@ def plan_stem(onnx_stem: str, targets_tag: str, builder_tag: str, mark_blocks: b
     return f"{onnx_stem}-{targets_tag}-{builder_tag}{blocks}"
 
 
+def read_plan_manifest(plan_path: Path) -> PlanManifest:
+    """The manifest next to a plan this stage wrote (<plan stem>.json)."""
+    manifest_path = plan_path.with_suffix(".json")
+    return read_manifest(PlanManifest, manifest_path, "this plan", f"{plan_path} has no manifest ({manifest_path.name})")
+
+
 def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dict[str, Any]) -> str | None:
     """None if nothing is there; "current" if the plan was built from this ONNX with the same options;
     otherwise a sentence saying why it is stale."""
@@ -57,7 +63,7 @@ def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dic
     if not manifest_path.exists():
         return f"{plan_path.name} has no manifest, so its origin is unknown"
     try:
-        manifest = read_manifest(PlanManifest, manifest_path, "this plan", f"{manifest_path} does not exist")
+        manifest = read_plan_manifest(plan_path)
     except InputError as e:  # unreadable, foreign or incomplete: the plan cannot be shown to be current
         return f"{plan_path.name}'s manifest cannot be used ({e})"
     if manifest.onnx.sha256 != onnx.sha256:

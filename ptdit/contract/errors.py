@@ -24,7 +24,7 @@ class Failure(RuntimeError):
 
 # Import names whose pip package is called otherwise (ModuleNotFoundError names the import).
 PIP_NAMES = {"onnxruntime": "onnxruntime-gpu", "onnx_ir": "onnx-ir", "tensorrt_rtx": "tensorrt-rtx-cu13",
-             "cuda": "cuda-python", "PIL": "pillow", "yaml": "pyyaml"}
+             "cuda": "cuda-python", "PIL": "pillow"}
 
 
 def fail(prog: str, code: int, message: str) -> NoReturn:

@@ -28,7 +28,8 @@ from .flavour import TensorRTOptions
 class TensorRTSession(Session):
     def __init__(self, artifact: Artifact, options: TensorRTOptions | None = None,
                  engine: TensorRTEngine | None = None):
-        """`engine`: an engine loaded already (default: load the artifact's plan with `options`)."""
+        """`engine`: an engine loaded already (default: load the artifact's plan with `options`); the session owns
+        it from then on and closes it."""
         self.artifact = artifact
         self.engine = engine or TensorRTEngine(artifact, options or TensorRTOptions())
         self.backend = self.engine.description
