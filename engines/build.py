@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import contextlib
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ptdit.contract.dtypes import precision_of_element_type
 from ptdit.contract.errors import InputError
-from ptdit.contract.files import file_sha256, publish, write_atomically
+from ptdit.contract.files import file_sha256, write_atomically
+from ptdit.contract.graph_check import check_onnx, mismatches
 from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import TensorSpec
+from ptdit.contract.outputs import Outputs
 from ptdit.contract.plan_manifest import (
     BuilderInfo,
     BuildGpu,
@@ -28,8 +27,11 @@ from ptdit.contract.plan_manifest import (
 from .errors import BuildError
 from .options import validate
 from .plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem, read_plan_manifest
+from .triton import write_model
 
 if TYPE_CHECKING:
+    import onnx
+
     from .builder import BuiltPlan, PlanIO
     from .gpu import GpuInfo
     from .tensorrt_api import Flavour
@@ -46,19 +48,16 @@ class BuildResult:
     triton_model: Path | None = None
 
 
-def weights_precision(onnx_path: Path) -> str:
+def weights_precision(model: onnx.ModelProto, name: str) -> str:
     """The precision the graph's weights really have (the weights are not loaded): the type of the MatMul, Gemm
     and Conv weights, fp32 islands aside (an fp16 graph may keep some weights in fp32, never the reverse)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
     initializers = {t.name: t.data_type for t in model.graph.initializer}
     types = {initializers[i] for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
              for i in n.input if i in initializers}
     precisions = {t: precision_of_element_type(t) for t in types}
     low = {p for p in precisions.values() if p not in (None, "fp32")}
     if not types or len(low) > 1 or None in precisions.values():
-        raise InputError(f"{onnx_path.name} has weights of types {sorted(types)}; expected one of fp32, fp16, bf16 "
+        raise InputError(f"{name} has weights of types {sorted(types)}; expected one of fp32, fp16, bf16 "
                          f"(with fp32 islands) as written by ptdit-export")
     return low.pop() if low else "fp32"
 
@@ -70,16 +69,9 @@ def check_io(io: PlanIO, onnx: OnnxArtifact, mark_blocks: bool) -> None:
     if mark_blocks:
         blocks = manifest.block_outputs
         expected_outputs += [TensorSpec(n, tuple(blocks.shape or ()), str(blocks.dtype)) for n in blocks.names]
-    got = {t.name: ("input", t) for t in io.inputs} | {t.name: ("output", t) for t in io.outputs}
-    want = {t.name: ("input", t) for t in manifest.inputs} | {t.name: ("output", t) for t in expected_outputs}
-    problems = [f"{n} missing" for n in want if n not in got] + [f"unexpected {n}" for n in got if n not in want]
-    for name in want.keys() & got.keys():
-        (got_mode, got_spec), (want_mode, want_spec) = got[name], want[name]
-        pairs = {"mode": (got_mode, want_mode), "shape": (list(got_spec.shape), list(want_spec.shape)),
-                 "dtype": (got_spec.dtype, want_spec.dtype)}
-        problems += [f"{name} {key} is {a}, the manifest says {b}" for key, (a, b) in pairs.items() if a != b]
+    problems = mismatches(manifest.inputs, expected_outputs, io.inputs, io.outputs)
     if problems:
-        raise BuildError("the plan's I/O does not match the ONNX manifest: " + "; ".join(sorted(problems)))
+        raise BuildError("the plan's I/O does not match the ONNX manifest: " + "; ".join(problems))
 
 
 def preflight(onnx_path: Path, options: BuildOptions, triton_repo: Path | None = None) -> OnnxArtifact:
@@ -88,7 +80,7 @@ def preflight(onnx_path: Path, options: BuildOptions, triton_repo: Path | None =
         raise InputError("--triton-repo with --strip-plan would ship a weightless plan that Triton Inference Server "
                          "cannot refit: drop --strip-plan for the Triton repository")
     onnx = load_onnx(onnx_path)
-    real = weights_precision(onnx.path)
+    real = weights_precision(check_onnx(onnx.path, onnx.manifest), onnx.path.name)  # before TensorRT sees it
     if real != onnx.precision:
         raise InputError(f"{onnx.path.name}: the manifest says {onnx.precision} but the weights are {real}; re-export")
     validate(options, onnx.precision)
@@ -119,45 +111,41 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     state = existing_plan_state(plan_path, onnx, identity)
     if state == "current" and not force:
         report(f"ptdit-build: {plan_path} is up to date (same ONNX, options, builder and targets); --force rebuilds it")
-        return BuildResult(plan_path, plan_path.with_suffix(".json"), True, read_plan_manifest(plan_path))
+        manifest = read_plan_manifest(plan_path)
+        triton_model = None
+        if triton_repo is not None:  # the plan is there: its repository is written all the same
+            with Outputs() as outputs:
+                model_dir = outputs.claim(triton_repo / stem, folder=True, may_exist=True)
+                write_model(model_dir, stem, plan_path, manifest.inputs, manifest.outputs)
+                triton_model, = outputs.commit()
+        return BuildResult(plan_path, plan_path.with_suffix(".json"), True, manifest, triton_model)
     if state is not None and not force:
         raise InputError(f"{state}: it is stale and is not reused; pass --force to rebuild it")
 
-    where = f"on {gpu.name}" if gpu else "without a GPU (ahead of time)"
-    report(f"ptdit-build: {onnx.path.name} -> {plan_path} ({flavour.label}, {where}, for compute capability "
-           f"{', '.join(targets.compute_capabilities)})")
-    created = [d for d in [out_dir, *out_dir.parents] if not d.exists()]  # deepest first
-    out_dir.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(dir=out_dir, prefix=f".{stem}.partial."))
-    published = False
-    try:
-        built = build_plan(flavour, onnx.path, options, targets, onnx.manifest.block_outputs.names,
-                           work / plan_path.name, report)
+    with Outputs(force) as outputs:  # claimed before the build: locked, writable (ptdit.contract.outputs)
+        staged_plan = outputs.claim(plan_path)
+        staged_manifest = outputs.claim(plan_path.with_suffix(".json"))
+        staged_model = outputs.claim(triton_repo / stem, folder=True, may_exist=True) if triton_repo else None
+        where = f"on {gpu.name}" if gpu else "without a GPU (ahead of time)"
+        report(f"ptdit-build: {onnx.path.name} -> {plan_path} ({flavour.label}, {where}, for compute capability "
+               f"{', '.join(targets.compute_capabilities)})")
+        built = build_plan(flavour, onnx.path, options, targets, onnx.manifest.block_outputs.names, staged_plan,
+                           report)
         report(f"  built in {built.seconds:.1f} s ({built.plan_bytes / 1e6:.1f} MB); checking its I/O against the "
                f"manifest")
         if gpu is not None and gpu.compute_capability in targets.compute_capabilities:
-            io, io_source = plan_io(flavour, built.plan.read_bytes(), options.version_compatible, report), "plan"
+            io, io_source = plan_io(flavour, staged_plan.read_bytes(), options.version_compatible, report), "plan"
         else:
             io, io_source = built.network_io, "network (a plan is deserialized only on a GPU it targets)"
         check_io(io, onnx, options.mark_blocks)
-        manifest = plan_manifest(onnx, built, io, io_source, flavour, gpu, targets, options, identity,
-                                 work / plan_path.name)
-        write_manifest(work / f"{stem}.json", manifest)
-        if options.timing_cache is not None:  # next to its destination: the rename stays on one file system
-            write_atomically(options.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
-        publish([work / plan_path.name, work / f"{stem}.json"], out_dir)
-        published = True
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if not published:  # nothing on failure: not even the directories this run made
-            for directory in created:
-                with contextlib.suppress(OSError):
-                    directory.rmdir()
-    triton_model = None
-    if triton_repo is not None:
-        from .triton import write_repository
-
-        triton_model = write_repository(triton_repo, stem, plan_path, io.inputs, io.outputs)
+        manifest = plan_manifest(onnx, built, io, io_source, flavour, gpu, targets, options, identity, staged_plan)
+        write_manifest(staged_manifest, manifest)
+        if staged_model is not None:
+            write_model(staged_model, stem, staged_plan, io.inputs, io.outputs)
+        outputs.commit()
+    if options.timing_cache is not None:  # a cache builds may share: not locked, replaced whole by the last one
+        write_atomically(options.timing_cache, lambda tmp: tmp.write_bytes(built.timing_cache))
+    triton_model = triton_repo / stem if triton_repo is not None else None
     return BuildResult(plan_path, plan_path.with_suffix(".json"), False, manifest, triton_model)
 
 

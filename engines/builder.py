@@ -138,8 +138,10 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
 
     start = time.perf_counter()
     with open(plan_path, "wb") as f:
-        writer = make_file_writer(trt, f)
+        writer, write_errors = make_file_writer(trt, f)
         built = run_interruptibly(lambda: builder.build_serialized_network_to_stream(network, config, writer), cancel)
+    if write_errors:
+        raise write_errors[0]
     if not built:
         raise BuildError(f"{flavour.label} could not build the engine: {errors_of(logger, 3)}")
     return BuiltPlan(

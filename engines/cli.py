@@ -7,10 +7,11 @@ from pathlib import Path
 
 import click
 
-from ptdit.contract.errors import exit_codes
+from ptdit.contract.cli_types import Number
+from ptdit.contract.commands import exit_codes
 from ptdit.contract.plan_manifest import BuildOptions
 
-from .options import TILING_LEVELS
+from .options import OPT_LEVEL, TILING_LEVELS, WORKSPACE_GIB
 from .tensorrt_api import TARGETS
 
 DEFAULTS = BuildOptions()
@@ -40,9 +41,10 @@ Examples:
                    "portable set 8.0, 8.6, 8.9, 12.x].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory [default: next to the ONNX].")
-@click.option("--workspace", "workspace_gib", type=float, default=DEFAULTS.workspace_gib, show_default=True,
+@click.option("--workspace", "workspace_gib", type=Number(WORKSPACE_GIB),
+              default=DEFAULTS.workspace_gib, show_default=True,
               help="Builder workspace limit, GiB.")
-@click.option("--opt-level", type=int, default=DEFAULTS.opt_level, show_default=True,
+@click.option("--opt-level", type=Number(OPT_LEVEL), default=DEFAULTS.opt_level, show_default=True,
               help="Builder optimization level 0-5.")
 @click.option("--tiling-level", type=click.Choice(TILING_LEVELS), default=None,
               help="Tiling optimization level [default: the builder's].")
@@ -57,7 +59,8 @@ Examples:
 @click.option("--allow-fp32", is_flag=True, help="Build an fp32 ONNX as an fp32 engine instead of refusing it.")
 @click.option("--mark-blocks", is_flag=True, help="Also output every block's tensor (diagnostic plan for ptdit-diff).")
 @click.option("--triton-repo", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Also write a Triton Inference Server model repository here.")
+              help="Also write a Triton Inference Server model repository here (its model of this plan is replaced; "
+                   "written also when the plan is up to date).")
 @click.option("--force", is_flag=True, help="Rebuild even if a plan is there (stale or current).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")

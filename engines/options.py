@@ -6,22 +6,23 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import Range
 from ptdit.contract.plan_manifest import BuildOptions
 
 if TYPE_CHECKING:
     from .tensorrt_api import Flavour
 
 TILING_LEVELS = ("none", "fast", "moderate", "full")  # TilingOptimizationLevel members, lower case
+WORKSPACE_GIB = Range(0, 4096, low_open=True)
+OPT_LEVEL = Range(0, 5, integer=True)
 
 
 def validate(options: BuildOptions, onnx_precision: str, flavour: Flavour | None = None, has_gpu: bool = True) -> None:
     """Option conflicts, and the rules of the TensorRT in use (None: not loaded yet, only what holds for all):
     weakly typed fp16 exists on 10.x alone (BuilderFlag.FP16); TensorRT-RTX has no lean runtime and refits
     only with a GPU."""
-    if options.workspace_gib <= 0:
-        raise InputError(f"--workspace must be positive (GiB), got {options.workspace_gib}")
-    if not 0 <= options.opt_level <= 5:
-        raise InputError(f"--opt-level must be 0..5, got {options.opt_level}")
+    WORKSPACE_GIB.check("the workspace (GiB)", options.workspace_gib)
+    OPT_LEVEL.check("the optimization level", options.opt_level)
     if options.tiling_level is not None and options.tiling_level not in TILING_LEVELS:
         raise InputError(f"--tiling-level must be one of {', '.join(TILING_LEVELS)}, got {options.tiling_level!r}")
     if options.exclude_lean_runtime and not options.version_compatible:

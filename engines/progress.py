@@ -9,6 +9,8 @@ import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, SupportsInt
 
+from ptdit.contract.interrupts import Terminated
+
 if TYPE_CHECKING:
     import tensorrt as trt
 
@@ -21,11 +23,20 @@ class Interrupted(KeyboardInterrupt):
 
 
 def run_interruptibly(work: Callable[[], Any], cancel: threading.Event) -> Any:
-    """work() in a worker thread, so that Ctrl-C is seen at once while TensorRT builds: Python runs signal
-    handlers in the main thread only, and not while it is inside a long native call, so the main thread waits
-    in short joins instead. SIGINT sets `cancel`, which also makes the progress monitor stop the build, and
-    Interrupted is raised within a poll interval, without waiting for TensorRT to wind down."""
+    """work() in a worker thread, so that Ctrl-C and SIGTERM are seen at once while TensorRT builds: Python runs
+    signal handlers in the main thread only, and not while it is inside a long native call, so the main thread
+    waits in short joins instead. Either signal sets `cancel`, which also makes the progress monitor stop the
+    build, and Interrupted (or Terminated, for SIGTERM) is raised within a poll interval, without waiting for
+    TensorRT to wind down."""
     outcome: dict[str, Any] = {}
+    received: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        received.append(signum)
+        cancel.set()
+
+    def interrupted() -> KeyboardInterrupt:
+        return Terminated() if signal.SIGTERM in received else Interrupted()
 
     def target() -> None:
         try:
@@ -35,18 +46,18 @@ def run_interruptibly(work: Callable[[], Any], cancel: threading.Event) -> Any:
 
     worker = threading.Thread(target=target, name="tensorrt-build", daemon=True)
     in_main = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGINT, lambda *_: cancel.set()) if in_main else None
+    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
     try:
         worker.start()
         while worker.is_alive():
             worker.join(0.1)
             if cancel.is_set():
-                raise Interrupted()
+                raise interrupted()
     finally:
-        if in_main:
-            signal.signal(signal.SIGINT, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
     if cancel.is_set():
-        raise Interrupted()
+        raise interrupted()
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -94,12 +105,15 @@ def make_progress_monitor(trt_module: ModuleType, report: Reporter) -> tuple[trt
     return Monitor(), cancel
 
 
-def make_file_writer(trt_module: ModuleType, f: BinaryIO) -> trt.IStreamWriter:
-    """Streams the serialized plan into `f` as TensorRT produces it: the plan is never held in memory."""
+def make_file_writer(trt_module: ModuleType, f: BinaryIO) -> tuple[trt.IStreamWriter, list[OSError]]:
+    """Streams the serialized plan into `f` as TensorRT produces it: the plan is never held in memory. The list
+    receives the write error that stopped it (a full disk), for the caller to report instead of TensorRT's."""
     if TYPE_CHECKING:
         import tensorrt as trt
     else:
         trt = trt_module
+
+    errors: list[OSError] = []
 
     class FileWriter(trt.IStreamWriter):
         def __init__(self) -> None:
@@ -108,7 +122,10 @@ def make_file_writer(trt_module: ModuleType, f: BinaryIO) -> trt.IStreamWriter:
         def write(self, data: Any, size: Any = None) -> int:
             try:
                 return f.write(data)
-            except (ValueError, OSError):  # closed after Ctrl-C, or the disk is full: a short write stops TensorRT
+            except OSError as e:  # the disk is full: a short write stops TensorRT
+                errors.append(e)
+                return 0
+            except ValueError:  # closed after Ctrl-C
                 return 0
 
-    return FileWriter()
+    return FileWriter(), errors

@@ -35,9 +35,8 @@ def config_pbtxt(name: str, inputs: list[TensorSpec], outputs: list[TensorSpec])
     )
 
 
-def write_repository(repo: Path, name: str, plan: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> Path:
-    model_dir = repo / name
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+def write_model(model_dir: Path, name: str, plan: Path, inputs: list[TensorSpec], outputs: list[TensorSpec]) -> None:
+    """The model `name` of a repository, made at `model_dir` (a temporary name: the caller publishes it)."""
+    (model_dir / "1").mkdir(parents=True)
     shutil.copyfile(plan, model_dir / "1" / "model.plan")
     (model_dir / "config.pbtxt").write_text(config_pbtxt(name, inputs, outputs))
-    return model_dir

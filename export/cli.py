@@ -9,10 +9,23 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ptdit.config import PRESETS
-from ptdit.contract.errors import InputError, exit_codes
+from ptdit.contract.cli_types import Number
+from ptdit.contract.commands import exit_codes
+from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import SEED
 from ptdit.resolution import SUPPORTED_RESOLUTIONS
 
-from .spec import CHECK_LEVELS, DEFAULT_BATCH, DEFAULT_OPSET, DEFAULT_TEXT_LEN, PRECISIONS
+from .spec import (
+    BATCH,
+    CHECK_LEVELS,
+    DEFAULT_BATCH,
+    DEFAULT_OPSET,
+    DEFAULT_TEXT_LEN,
+    FRAMES,
+    OPSETS,
+    PRECISIONS,
+    TEXT_LEN,
+)
 
 if TYPE_CHECKING:
     from ptdit.config import PTDiTConfig
@@ -52,7 +65,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--res", "resolutions", type=click.Choice([str(r) for r in SUPPORTED_RESOLUTIONS]), multiple=True,
               default=["1024"], show_default=True, help="Image resolution in pixels; repeat for several artifacts.")
-@click.option("--frames", type=int, default=None, help="Video: latent frame count (a multiple of 4).")
+@click.option("--frames", type=Number(FRAMES), default=None, help="Video: latent frame count (a multiple of 4).")
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
               help="Model preset [default: xl]; qihoo-t2x for the published weights.")
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -62,14 +75,16 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--checkpoint-key", default=None, help="Key of the state dict inside a nested checkpoint (a.b).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
               help="Weights and activations; LayerNorm and the timestep sinusoids stay fp32.")
-@click.option("--batch", type=int, default=DEFAULT_BATCH, show_default=True, help="Static batch (2 = CFG pair).")
-@click.option("--text-len", type=int, default=DEFAULT_TEXT_LEN, show_default=True, help="Static text length.")
+@click.option("--batch", type=Number(BATCH),
+              default=DEFAULT_BATCH, show_default=True, help="Static batch (2 = CFG pair).")
+@click.option("--text-len", type=Number(TEXT_LEN),
+              default=DEFAULT_TEXT_LEN, show_default=True, help="Static text length.")
 @click.option("--proxy", type=click.Choice(["strided", "mean"]), default=None,
               help="Proxy tokens [default: the preset's: strided, mean for qihoo-t2x].")
 @click.option("--proxy-offset", default=None, metavar="T,H,W", callback=parse_triple,
               help="Strided proxy offset inside each window.")
-@click.option("--opset", type=int, default=DEFAULT_OPSET, show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the synthetic weights.")
+@click.option("--opset", type=Number(OPSETS), default=DEFAULT_OPSET, show_default=True)
+@click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the synthetic weights.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Output directory.")
 @click.option("--force", is_flag=True, help="Overwrite existing artifacts.")

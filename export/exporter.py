@@ -155,11 +155,13 @@ def initializer_bytes(model: onnx_ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 
-def save(model: onnx_ir.Model, path: Path) -> list[Path]:
-    """Write the model (with `<name>.data` external weights when large); returns the files written."""
+def save(model: onnx_ir.Model, path: Path, records: dict[str, str]) -> list[Path]:
+    """Write the model (with `<name>.data` external weights when large), with `records` (what the manifest says
+    of it: ptdit.contract.graph_check.graph_records) in its metadata; returns the files written."""
     import onnx_ir
 
     model.producer_name = "ptdit-export"
+    model.metadata_props.update(records)
     if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         data = path.with_name(path.name + ".data")
         onnx_ir.save(model, path, external_data=data.name)

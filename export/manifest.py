@@ -68,7 +68,7 @@ def transformer_manifest(cfg: PTDiTConfig, spec: ExportSpec, geo: Geometry, mode
         artifact=artifact_section(files),
         model=ModelInfo(cfg.to_dict(), model.num_parameters(), weights, preset=cfg.name),
         export=ExportInfo(
-            graph="step" if spec.step else "noise_prediction", precision=spec.precision, batch=spec.batch,
+            graph=spec.graph, precision=spec.precision, batch=spec.batch,
             opset=spec.opset, frames=spec.frames, step=step_graph(spec), exporter=EXPORTER, tools=tool_versions(),
             resolution=spec.res, text_len=spec.text_len),
         geometry=ExportGeometry(

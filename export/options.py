@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 from ptdit.config import PTDiTConfig
 from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import SEED
 from ptdit.resolution import Geometry, geometry, latent_hw, window_for
 from ptdit.windows import strided_offset
 
-from .spec import CHECK_LEVELS, DEFAULT_OPSET, SUPPORTED_OPSETS, ExportSpec
+from .spec import BATCH, CHECK_LEVELS, DEFAULT_OPSET, FRAMES, SUPPORTED_OPSETS, TEXT_LEN, ExportSpec
 
 
 @dataclass
@@ -58,6 +58,8 @@ def geometry_for(opts: ExportOptions, res: int) -> Geometry:
 
 
 def artifact_files(out_dir: Path, stem: str) -> list[Path]:
+    """The files of one graph, in the order they are published: the graph, its weights (when external), the
+    manifest last (a reader who finds the manifest finds everything it lists)."""
     return [out_dir / f"{stem}.onnx", out_dir / f"{stem}.onnx.data", out_dir / f"{stem}.json"]
 
 
@@ -71,8 +73,11 @@ def check_export_options(opts: ExportOptions) -> None:
     if opts.opset not in SUPPORTED_OPSETS:
         raise InputError(f"opset {opts.opset} is not supported: the exporter writes opsets "
                          f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (LayerNormalization needs >= 17)")
-    if opts.batch < 1 or opts.text_len < 1:
-        raise InputError(f"--batch and --text-len must be positive, got {opts.batch} and {opts.text_len}")
+    BATCH.check("the batch", opts.batch)
+    TEXT_LEN.check("the text length", opts.text_len)
+    SEED.check("the seed", opts.seed)
+    if opts.frames is not None:
+        FRAMES.check("the frame count", opts.frames)
     if opts.step and opts.batch not in (1, 2):
         raise InputError(f"--step needs --batch 2 (the guidance pair) or 1 (unguided), got {opts.batch}")
     if opts.torch_device not in ("auto", "cpu", "cuda"):
@@ -83,15 +88,8 @@ def check_export_options(opts: ExportOptions) -> None:
         torch_device(opts.torch_device)
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
         raise InputError(f"checkpoint {opts.checkpoint} does not exist")
-    existing_dir = next(p for p in [opts.out_dir, *opts.out_dir.parents] if p.exists())  # created only after checks
-    if not existing_dir.is_dir() or not os.access(existing_dir, os.W_OK | os.X_OK):
-        raise InputError(f"output directory {opts.out_dir} is not writable ({existing_dir} is not a writable "
-                         f"directory); choose another with --out")
-    if not opts.force:
-        existing = [str(p) for res in opts.resolutions for spec in specs_for(opts, res)
-                    for p in artifact_files(opts.out_dir, spec.stem) if p.exists()]
-        if existing:
-            raise InputError(f"{existing[0]} already exists; pass --force to overwrite it")
+    if opts.checkpoint_key is not None and opts.checkpoint is None:
+        raise InputError("--checkpoint-key names a state dict inside --checkpoint: pass --checkpoint too, or drop it")
 
 
 def check_level(choice: str) -> str:

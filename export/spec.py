@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ptdit.contract.dtypes import PRECISION_DTYPES
+from ptdit.contract.numbers import Range
 from ptdit.contract.onnx_manifest import TensorSpec
 
 PRECISIONS = tuple(PRECISION_DTYPES)
@@ -16,6 +17,10 @@ DEFAULT_OPSET = 18
 SUPPORTED_OPSETS = range(18, 24)  # what torch.onnx's exporter emits; LayerNormalization needs >= 17
 DEFAULT_BATCH = 2  # the classifier-free guidance pair
 DEFAULT_TEXT_LEN = 200  # model_max_length of the published Qihoo-T2X config
+OPSETS = Range(SUPPORTED_OPSETS.start, SUPPORTED_OPSETS.stop - 1, integer=True)
+BATCH = Range(1, 64, integer=True)
+TEXT_LEN = Range(1, 4096, integer=True)
+FRAMES = Range(4, 1024, integer=True)  # latent frames, a multiple of 4 (ptdit.resolution)
 BLOCK_OUTPUT_PREFIX = "block_"
 # --checks: "fast" runs every structural check, TensorRT's own parser and ONNX Runtime against PyTorch on the
 # graph cut to its first block (cheap on a CPU); "full" compares the whole model, in the export precision too;
@@ -46,6 +51,11 @@ class ExportSpec:
         frames = f"-f{self.frames}" if self.frames else ""
         step = "-step" if self.step else ""
         return f"ptdit-{self.preset}-{self.res}{frames}-b{self.batch}-{self.precision}{step}"
+
+    @property
+    def graph(self) -> str:
+        """The manifest's name of this kind of graph."""
+        return "step" if self.step else "noise_prediction"
 
     @property
     def guided(self) -> bool:

@@ -22,7 +22,11 @@ from typing import Any
 import click
 import numpy as np
 
-from ptdit.contract.errors import InputError, exit_codes
+from ptdit.contract.cli_types import Number
+from ptdit.contract.commands import exit_codes
+from ptdit.contract.errors import InputError
+from ptdit.contract.files import write_atomically
+from ptdit.contract.numbers import ROUNDS, STEPS
 
 from .backends.tensorrt.flavour import TensorRTOptions
 from .cli.options import tensorrt_options
@@ -93,7 +97,8 @@ def measure_latency(artifact_path: Path, backend: str, steps: int = 5, device: s
     from .sampling.text import make_conditioning
     from .session import open_session
 
-    with open_session(str(artifact_path), backend, device, tensorrt=tensorrt) as session:
+    on = "auto" if backend == "tensorrt" else device  # a plan runs on the GPU: the device is for the others
+    with open_session(str(artifact_path), backend, on, tensorrt=tensorrt) as session:
         text_spec = session.artifact.spec("text_embeds")
         text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=0)
         Sampler(session, steps=1).sample(text)  # warm-up
@@ -164,12 +169,15 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
               multiple=True, metavar="NOISE STEP", help="Host loop on NOISE against the step loop on STEP.")
 @click.option("--loops-backend", type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]), default="auto",
               show_default=True)
-@click.option("--loop-steps", type=int, default=30, show_default=True, help="Steps per sampling run of --loops.")
-@click.option("--steps", type=int, default=10, show_default=True, help="Steps per sampling run (and per bare block).")
-@click.option("--rounds", type=int, default=10, show_default=True, help="Sampling runs and bare blocks, alternated.")
+@click.option("--loop-steps", type=Number(STEPS), default=30, show_default=True,
+              help="Steps per sampling run of --loops.")
+@click.option("--steps", type=Number(STEPS), default=10, show_default=True,
+              help="Steps per sampling run (and per bare block).")
+@click.option("--rounds", type=Number(ROUNDS), default=10, show_default=True,
+              help="Sampling runs and bare blocks, alternated.")
 @click.option("--latency", "latency_backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
               help="Also time sampling steps on these backends (same artifact and inputs).")
-@click.option("--latency-steps", type=int, default=5, show_default=True)
+@click.option("--latency-steps", type=Number(STEPS), default=5, show_default=True)
 @tensorrt_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
 def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...], loops_backend: str, loop_steps: int,
@@ -179,12 +187,12 @@ def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...],
     """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU, for .onnx artifacts),
     optionally the per-step latency of each backend (a .plan with --latency tensorrt), and the host loop
     against the step loop with their host<->device counters (--loops)."""
-    with exit_codes("python -m runtime.bench", debug=False, nothing_written=False):
+    with exit_codes("python -m runtime.bench", debug=False, writes=False):
         if not artifacts and not loop_pairs:
             raise InputError("nothing to measure: pass --artifact and/or --loops NOISE STEP")
         rows = [measure_overhead(a, steps, rounds) for a in artifacts if a.suffix == ".onnx"]
         plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
-        latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options)
+        latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options if b == "tensorrt" else None)
                    for a in artifacts for b in latency_backends]
         loops = [measure_loops(noise, step, loops_backend, loop_steps, max(rounds // 3, 1), tensorrt=plan_options)
                  for noise, step in loop_pairs]
@@ -205,7 +213,7 @@ def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...],
         click.echo("goal: 0 bytes and 0 syncs per step after the first in the step loop; one copy out at the end")
     if json_path:
         report = {"overhead": rows, "latency": latency, "loops": loops, "loops_table": loops_table(loops) if loops else None}
-        json_path.write_text(json.dumps(report, indent=2) + "\n")
+        write_atomically(json_path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

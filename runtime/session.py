@@ -20,7 +20,18 @@ from .backends.tensorrt.flavour import TensorRTOptions
 BACKENDS = ("tensorrt", "onnxruntime", "torch")
 
 
-def resolve_backend(artifact: Artifact, backend: str) -> str:
+def resolve_backend(artifact: Artifact, backend: str, tensorrt: TensorRTOptions | None = None) -> str:
+    """The backend that runs `artifact`; options of a TensorRT plan's run given for another are refused (they
+    would be silently ignored)."""
+    chosen = _backend_for(artifact, backend)
+    given = tensorrt.given() if tensorrt is not None else []
+    if given and chosen != "tensorrt":
+        raise InputError(f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a TensorRT plan "
+                         f"only, and {artifact.path.name} runs on {chosen}: drop {'them' if len(given) > 1 else 'it'}")
+    return chosen
+
+
+def _backend_for(artifact: Artifact, backend: str) -> str:
     if backend == "auto":
         return "tensorrt" if artifact.kind == "plan" else "onnxruntime"
     if backend not in BACKENDS:
@@ -44,9 +55,12 @@ def open_session(path: str, backend: str = "auto", device: str = "auto", verify:
     precision policy (default: the artifact's). tensorrt: what a plan needs from the run (runtime cache
     directory, lean runtime, weight-streaming budget)."""
     artifact = load_artifact(path, verify=verify)
-    chosen = resolve_backend(artifact, backend)
+    chosen = resolve_backend(artifact, backend, tensorrt)
     if device not in ("auto", "cpu", "cuda"):
         raise InputError(f"unknown device {device!r}: use auto, cpu or cuda")
+    if chosen == "tensorrt" and device == "cpu":
+        raise InputError(f"{artifact.path.name} is a TensorRT plan, which runs on the GPU only: drop device cpu, or "
+                         f"run the ONNX it was built from")
     if chosen == "tensorrt":
         from .backends.tensorrt.session import TensorRTSession
 

@@ -4,6 +4,7 @@ flavours and logger."""
 
 from __future__ import annotations
 
+import errno
 import json
 import shutil
 import subprocess
@@ -14,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from conftest import plan_manifest_for
+from ptdit.contract.commands import exit_codes
 from ptdit.contract.dtypes import precision_of_element_type, tensorrt_dtype_name
-from ptdit.contract.errors import Failure, InputError, exit_codes
+from ptdit.contract.errors import Failure, InputError
 from ptdit.contract.files import json_text
+from ptdit.contract.interrupts import Terminated
 from ptdit.contract.manifests import read_artifact_manifest, read_manifest, write_manifest
 from ptdit.contract.pipeline_manifest import PipelineManifest
 from ptdit.contract.plan_manifest import BuildOptions
@@ -127,6 +130,9 @@ def test_a_pipeline_manifest_without_its_tiles_is_refused_in_one_line(tmp_path, 
     (InputError("bad --steps"), 2, "prog: error: bad --steps"),
     (Failure("the build failed"), 1, "prog: error: the build failed; nothing was written"),
     (KeyboardInterrupt(), 130, "prog: error: interrupted; nothing was written"),
+    (Terminated(), 143, "prog: error: terminated; nothing was written"),
+    (OSError(errno.ENOSPC, "No space left on device", "/big/x.onnx"), 1,
+     "prog: error: /big/x.onnx: No space left on device; nothing was written"),
     (ModuleNotFoundError("no onnxruntime", name="onnxruntime"), 2,
      "prog: error: missing package 'onnxruntime': install it with pip install onnxruntime-gpu"),
     (ValueError("odd"), 1, "prog: error: ValueError: odd (rerun with --debug for the traceback)"),

@@ -176,34 +176,55 @@ def test_running_an_rtx_plan_needs_a_gpu(exports, tmp_path):
     assert not (tmp_path / "l.npy").exists()
 
 
-def test_ctrl_c_during_a_build_is_answered_at_once_and_leaves_nothing(tmp_path):
-    """SIGINT while TensorRT-RTX builds (it holds the build in native code): exit 130 promptly, no plan, no
-    manifest, no partial directory, not even the output directory this run created. A 6-block model keeps the
-    builder busy for seconds, so the signal lands mid-build."""
+@pytest.fixture(scope="module")
+def mid_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 6-block model: it keeps the builder busy for seconds, so a signal lands mid-build."""
+    out = tmp_path_factory.mktemp("mid")
+    (out / "cfg.json").write_text('{"name": "mid", "depth": 6, "num_heads": 8, "head_dim": 64}')
+    result = run("export", "--config", str(out / "cfg.json"), "--res", "1024", "--checks", "none", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    return out / "ptdit-mid-1024-b2-fp16.onnx"
+
+
+@pytest.mark.parametrize("signum", ["SIGINT", "SIGTERM"])
+def test_a_signal_during_a_build_is_answered_at_once_and_leaves_nothing(mid_onnx, tmp_path, signum):
+    """Ctrl-C or SIGTERM while TensorRT-RTX builds (it holds the build in native code): exit 130 or 143
+    promptly, no plan, no manifest, no partial directory, not even the output directory this run created."""
     import signal
     import time
 
-    (tmp_path / "cfg.json").write_text('{"name": "mid", "depth": 6, "num_heads": 8, "head_dim": 64}')
-    result = run("export", "--config", str(tmp_path / "cfg.json"), "--res", "1024", "--checks", "none",
-                 "--out", str(tmp_path))
-    assert result.returncode == 0, result.stderr
     out = tmp_path / "plans"
-    process = subprocess.Popen([sys.executable, "-m", "engines", str(tmp_path / "ptdit-mid-1024-b2-fp16.onnx"),
-                                "--target", "rtx", "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen([sys.executable, "-m", "engines", str(mid_onnx), "--target", "rtx", "--out", str(out)],
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     for line in process.stderr:
         if "Building engine" in line:
             break
     time.sleep(0.5)
     sent = time.perf_counter()
-    process.send_signal(signal.SIGINT)
+    process.send_signal(getattr(signal, signum))
     rest = process.stderr.read()
     code = process.wait(timeout=30)
     answered = time.perf_counter() - sent
-    assert code == 130, rest
-    assert rest.strip().splitlines()[-1] == "ptdit-build: error: interrupted; nothing was written"
+    assert code == 128 + getattr(signal, signum), rest
+    word = "interrupted" if signum == "SIGINT" else "terminated"
+    assert rest.strip().splitlines()[-1] == f"ptdit-build: error: {word}; nothing was written"
     assert answered < 5, answered  # measured 0.1 s; the bound only catches waiting for the build to finish
     assert not out.exists()
+
+
+def test_a_triton_repository_is_written_for_a_plan_already_up_to_date(exports, tmp_path):
+    onnx_path = exports[BASE]
+    first = run("engines", str(onnx_path), "--target", "rtx", "--out", str(tmp_path), "--json")
+    assert first.returncode == 0, first.stderr
+    plan = Path(json.loads(first.stdout)["plan"])
+    again = run("engines", str(onnx_path), "--target", "rtx", "--out", str(tmp_path), "--triton-repo",
+                str(tmp_path / "repo"), "--json")
+    assert again.returncode == 0 and "is up to date" in again.stderr, again.stderr
+    model = Path(json.loads(again.stdout)["triton_model"])
+    assert model == tmp_path / "repo" / plan.stem
+    assert (model / "1" / "model.plan").read_bytes() == plan.read_bytes()
+    assert f'name: "{plan.stem}"' in (model / "config.pbtxt").read_text()
 
 
 def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp_path):

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
@@ -52,12 +53,18 @@ def configuration(request) -> str:
     return request.param
 
 
+CACHES = tempfile.TemporaryDirectory(prefix="ptdit-mypy-")  # one mypy cache per configuration, for this run only
+
+
 def mypy(configuration: str, *targets: str) -> subprocess.CompletedProcess[str]:
+    """mypy with the stubs of `configuration`. Incremental, with a cache of its own per configuration (so that the
+    stubs of one never stand in for another's), made fresh for each test run."""
     env = dict(os.environ)
     env["MYPYPATH"] = os.pathsep.join(str(p) for p in stub_path(configuration))
     env.pop("PYTHONPATH", None)  # types come from the stubs, not from the importable modules
-    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "setup.cfg"), "--no-incremental",
-                           *targets], cwd=ROOT, env=env, capture_output=True, text=True)
+    cache = Path(CACHES.name) / configuration
+    return subprocess.run([sys.executable, "-m", "mypy", "--config-file", str(ROOT / "setup.cfg"), "--cache-dir",
+                           str(cache), *targets], cwd=ROOT, env=env, capture_output=True, text=True)
 
 
 def test_our_tensorrt_code_conforms(configuration):

@@ -80,7 +80,7 @@ def main(onnx_path: str, target: str) -> None:
     else:
         targets = Targets(("9.0",), "build GPU")
     with open(Path(onnx_path).with_name("writer.bin"), "wb") as f:
-        writer = progress.make_file_writer(trt, f)
+        writer, _ = progress.make_file_writer(trt, f)
         result["writer_is_stream_writer"] = isinstance(writer, trt.IStreamWriter)
         result["writer_wrote"] = writer.write(b"abc")
     plan_path = Path(onnx_path).with_suffix(".plan")

@@ -15,7 +15,13 @@ from typing import Any
 
 import click
 
+from ptdit.contract.cli_types import Number
+from ptdit.contract.files import write_atomically
+from ptdit.contract.numbers import ROUNDS, STEPS, Range
+
 from . import build_cost, complexity, export_cost, gpu, runtime_cost
+
+RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
 
 
 def machine() -> dict[str, Any]:
@@ -39,7 +45,7 @@ def add_to_json(path: Path | None, section: str, rows: Any) -> None:
     data = json.loads(path.read_text()) if path.exists() else {}
     data[section] = rows
     data["machine"] = machine()
-    path.write_text(json.dumps(data, indent=2) + "\n")
+    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))  # never left half written
 
 
 def report(line: str) -> None:
@@ -79,7 +85,8 @@ def complexity_command(preset_name: str, onnx: bool, json_path: Path | None) -> 
 
 @main.command("export")
 @click.option("--preset", "preset_name", default="xl", show_default=True)
-@click.option("--res", "resolutions", type=int, multiple=True, default=[256, 512, 1024], show_default=True)
+@click.option("--res", "resolutions", type=Number(RESOLUTION),
+              multiple=True, default=[256, 512, 1024], show_default=True)
 @click.option("--precision", default="fp16", show_default=True)
 @click.option("--checks", type=click.Choice(["none", "fast", "full"]), default="none", show_default=True,
               help="Also time ptdit-export's checks at this level.")
@@ -101,7 +108,7 @@ def export_command(preset_name: str, resolutions: tuple[int, ...], precision: st
 
 @main.command("build")
 @click.option("--preset", "preset_name", default="xl", show_default=True)
-@click.option("--res", "resolutions", type=int, multiple=True, default=[256, 1024], show_default=True)
+@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[256, 1024], show_default=True)
 @click.option("--precision", default="fp16", show_default=True)
 @click.option("--target", default="rtx", show_default=True, help="ptdit-build --target (rtx builds on a CPU).")
 @click.option("--config", "configs", multiple=True, default=build_cost.DEFAULT_CONFIGS, show_default=True,
@@ -120,12 +127,13 @@ def build_command(preset_name: str, resolutions: tuple[int, ...], precision: str
 @main.command("runtime")
 @click.option("--artifact", "artifacts", multiple=True, default=["tiny:256:fp32", "tiny:1024:fp32"],
               show_default=True, help="preset:res:precision to export and time (xl:256:fp32 takes minutes).")
-@click.option("--steps", type=int, default=3, show_default=True, help="Sampling steps timed per backend.")
-@click.option("--overhead-steps", type=int, default=10, show_default=True)
-@click.option("--overhead-rounds", type=int, default=10, show_default=True)
+@click.option("--steps", type=Number(STEPS), default=3, show_default=True, help="Sampling steps timed per backend.")
+@click.option("--overhead-steps", type=Number(STEPS), default=10, show_default=True)
+@click.option("--overhead-rounds", type=Number(ROUNDS), default=10, show_default=True)
 @click.option("--loops-backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
               show_default=True, help="Where the host loop and the step loop are compared (tensorrt: plans, on a GPU).")
-@click.option("--loop-steps", type=int, default=30, show_default=True, help="Steps per sampling run of that comparison.")
+@click.option("--loop-steps", type=Number(STEPS),
+              default=30, show_default=True, help="Steps per sampling run of that comparison.")
 @JSON_OPTION
 def runtime_command(artifacts: tuple[str, ...], steps: int, overhead_steps: int, overhead_rounds: int,
                     loops_backend: str, loop_steps: int, json_path: Path | None) -> None:
@@ -140,7 +148,7 @@ def runtime_command(artifacts: tuple[str, ...], steps: int, overhead_steps: int,
 
 @main.command("gpu")
 @click.option("--preset", "preset_name", default="xl", show_default=True)
-@click.option("--res", "resolutions", type=int, multiple=True, default=[1024, 2048], show_default=True)
+@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[1024, 2048], show_default=True)
 @click.option("--compile/--no-compile", "compile_model", default=True, show_default=True)
 @JSON_OPTION
 def gpu_command(preset_name: str, resolutions: tuple[int, ...], compile_model: bool, json_path: Path | None) -> None:

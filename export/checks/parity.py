@@ -132,7 +132,7 @@ def component_parity(stem: str, path: Path, inferred: onnx.ModelProto, module: t
     if cut is not None:
         reference = cut
         target = path.with_name(f"{stem}.first-layer.onnx")  # no leading dot: onnx refuses ".." in data locations
-        files = save(trace_component(cut, inputs, outputs, opset), target)
+        files = save(trace_component(cut, inputs, outputs, opset), target, {})
         inferred = onnx.shape_inference.infer_shapes(onnx.load(str(target), load_external_data=False))
     try:
         got = run_onnxruntime(target, feeds, inferred)[name]

@@ -32,14 +32,11 @@ def onnx_checker(path: Path) -> dict[str, Any]:
 
 
 def infer_shapes(path: Path) -> onnx.ModelProto:
-    """Shape-inferred graph (weights not loaded). Works past 2 GiB by inferring file to file next to the
-    model, so external data references stay valid."""
-    inferred = path.with_name(path.name + ".inferred")
-    try:
-        onnx.shape_inference.infer_shapes_path(str(path), str(inferred), strict_mode=True, data_prop=True)
-        return onnx.load(str(inferred), load_external_data=False)
-    finally:
-        inferred.unlink(missing_ok=True)
+    """Shape-inferred graph, in memory with the weights not loaded (a graph past 2 GiB keeps them in external
+    data). Not inferred file to file: onnx writes that file natively and, on a full disk, cuts it short without
+    an error."""
+    return onnx.shape_inference.infer_shapes(onnx.load(str(path), load_external_data=False), strict_mode=True,
+                                             data_prop=True)
 
 
 def static_shapes(model: onnx.ModelProto) -> dict[str, Any]:

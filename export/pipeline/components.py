@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from ptdit.contract.files import file_sha256
+from ptdit.contract.graph_check import graph_records
 from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import ModelInfo, TensorSpec, Weights
 from ptdit.contract.pipeline_manifest import NegativePrompt, TextEncoderEntry
@@ -109,7 +110,8 @@ def export_component(stem: str, module: torch.nn.Module, cut: torch.nn.Module | 
     stages.report(f"  {stem}")
     path = work / f"{stem}.onnx"
     with stages.run(f"{stem}:trace", "trace to ONNX (torch.export, static shapes) and write"):
-        files = save(trace_component(module, inputs, outputs, opset), path)
+        graph_file = trace_component(module, inputs, outputs, opset)
+        files = save(graph_file, path, graph_records(model.config, precision, graph))
     checks: dict[str, Any] = {"skipped": True}
     rel_l2 = None
     if level != "none":

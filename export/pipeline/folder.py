@@ -1,7 +1,7 @@
 """ptdit-export --pipeline: the pipeline folder of a resolution. The transformer artifact as a plain export writes
 it, the T5 text encoder, the CausalVAE decoder (one ONNX per latent tile shape the resolution's tiled decode
 needs), tokenizer.json, the negative prompt's embedding, and pipeline.json tying them together with the sha256 of
-every file. The folder is made under a temporary name and renamed into place when complete.
+every file. The folders are made under temporary names and published together when all are complete.
 
 Without --text-encoder / --vae the components are seeded stand-ins of the published architectures at test
 size (ptdit.t5 "tiny", ptdit.vae "tiny") and an offline tokenizer, so the pipeline runs with no download.
@@ -9,22 +9,19 @@ size (ptdit.t5 "tiny", ptdit.vae "tiny") and an offline tokenizer, so the pipeli
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from ptdit.contract.errors import InputError
 from ptdit.contract.files import file_sha256
 from ptdit.contract.manifests import write_manifest
+from ptdit.contract.outputs import Outputs
 from ptdit.contract.pipeline_manifest import PipelineManifest, TilePlan, VaeDecoderEntry
 from ptdit.resolution import latent_hw
 
-from ..options import ExportOptions, PipelineOptions, check_level
+from ..options import ExportOptions, PipelineOptions, check_export_options, check_level
 from ..progress import Reporter, Stages
-from ..run import export_all
+from ..run import export_graphs
 from .components import (
     COMPONENT_MAX_REL_L2,
     export_text_encoder,
@@ -70,56 +67,43 @@ def check_pipeline_options(opts: ExportOptions, pipe: PipelineOptions) -> None:
         raise InputError(f"--text-encoder {pipe.text_encoder} is not a Hugging Face T5 folder (no config.json)")
     if pipe.vae is not None and not pipe.vae.is_file():
         raise InputError(f"--vae {pipe.vae} does not exist")
-    if not opts.force:
-        for res in opts.resolutions:
-            if pipeline_dir(opts, res).exists():
-                raise InputError(f"{pipeline_dir(opts, res)} already exists; pass --force to overwrite it")
 
 
 def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporter) -> list[Path]:
+    """One folder per resolution, all published together at the end (ptdit.contract.outputs)."""
     check_pipeline_options(opts, pipe)
-    created = [d for d in [opts.out_dir, *opts.out_dir.parents] if not d.exists()]  # deepest first
-    opts.out_dir.mkdir(parents=True, exist_ok=True)
-    try:
-        return [export_pipeline(opts, pipe, res, report) for res in opts.resolutions]
-    except BaseException:
-        for directory in created:  # nothing on failure: not even the directories this run made
-            with contextlib.suppress(OSError):
-                directory.rmdir()
-        raise
+    check_export_options(opts)
+    with Outputs(opts.force) as outputs:
+        staged = {res: outputs.claim(pipeline_dir(opts, res), folder=True) for res in opts.resolutions}
+        for res in opts.resolutions:
+            export_pipeline(opts, pipe, res, staged[res], report)
+        outputs.commit()
+    return [pipeline_dir(opts, res) for res in opts.resolutions]
 
 
-def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, report: Reporter) -> Path:
-    target = pipeline_dir(opts, res)
-    work = Path(tempfile.mkdtemp(dir=opts.out_dir, prefix=f".{target.name}.partial."))
-    try:
-        report(f"ptdit-export --pipeline: {target}")
-        transformer = export_all(dataclasses.replace(opts, resolutions=[res], out_dir=work, force=True), report)[0]
-        stages = Stages(report)
-        encoder, tokenizer, encoder_weights = text_encoder(pipe)
-        tokenizer.save(str(work / "tokenizer.json"))
-        text, exported_encoder = export_text_encoder(encoder, encoder_weights, opts, pipe, work, stages)
-        del encoder
-        with stages.run("negative_prompt", "encode the negative prompt \"\" in fp32, one layer at a time"):
-            negative = negative_embedding(exported_encoder, tokenizer, opts.text_len, work / "negative.npz")
-        del exported_encoder
-        decoder, vae_weights = vae_decoder(pipe)
-        side = latent_hw(res)
-        plan = vae_tile_plan(side)
-        level = check_level(opts.checks)
-        tiles = {f"{a}x{b}": export_vae_tile(decoder, vae_weights, (a, b), pipe, work, stages, level)
-                 for a in tile_sides(plan, side) for b in tile_sides(plan, side)}
-        manifest = PipelineManifest(
-            resolution=res, transformer=transformer.onnx_path.name, text_encoder=text, tokenizer="tokenizer.json",
-            negative_prompt=negative,
-            vae_decoder=VaeDecoderEntry(tiles, plan, latent_scale="applied inside the decoder (1 / 0.18215)",
-                                        output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8"),
-            sha256={f.name: file_sha256(f) for f in sorted(work.iterdir()) if f.is_file()})
-        write_manifest(work / "pipeline.json", manifest)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(work, target)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    report(f"wrote {target} (pipeline.json, {len(manifest.sha256)} files)")
-    return target
+def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: Path, report: Reporter) -> None:
+    """The folder of one resolution, made at `work`."""
+    work.mkdir()
+    report(f"ptdit-export --pipeline: {pipeline_dir(opts, res)}")
+    transformer = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)[0]
+    stages = Stages(report)
+    encoder, tokenizer, encoder_weights = text_encoder(pipe)
+    tokenizer.save(str(work / "tokenizer.json"))
+    text, exported_encoder = export_text_encoder(encoder, encoder_weights, opts, pipe, work, stages)
+    del encoder
+    with stages.run("negative_prompt", "encode the negative prompt \"\" in fp32, one layer at a time"):
+        negative = negative_embedding(exported_encoder, tokenizer, opts.text_len, work / "negative.npz")
+    del exported_encoder
+    decoder, vae_weights = vae_decoder(pipe)
+    side = latent_hw(res)
+    plan = vae_tile_plan(side)
+    level = check_level(opts.checks)
+    tiles = {f"{a}x{b}": export_vae_tile(decoder, vae_weights, (a, b), pipe, work, stages, level)
+             for a in tile_sides(plan, side) for b in tile_sides(plan, side)}
+    manifest = PipelineManifest(
+        resolution=res, transformer=transformer.onnx_path.name, text_encoder=text, tokenizer="tokenizer.json",
+        negative_prompt=negative,
+        vae_decoder=VaeDecoderEntry(tiles, plan, latent_scale="applied inside the decoder (1 / 0.18215)",
+                                    output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8"),
+        sha256={f.name: file_sha256(f) for f in sorted(work.iterdir()) if f.is_file()})
+    write_manifest(work / "pipeline.json", manifest)

@@ -30,3 +30,18 @@ def precision_of_element_type(element_type: int) -> str | None:
         if ONNX_ELEMENT_TYPES[dtype] == element_type:
             return precision
     return None
+
+# ONNX Runtime's type strings ("tensor(float16)") -> dtype names, where they differ.
+ONNXRUNTIME_DTYPES = {"float": "float32", "double": "float64", "float8e4m3fn": "float8_e4m3fn"}
+
+
+def onnxruntime_dtype_name(type_string: str) -> str:
+    name = type_string.removeprefix("tensor(").removesuffix(")")
+    return ONNXRUNTIME_DTYPES.get(name, name)
+
+
+def dtype_of_element_type(element_type: int) -> str:
+    for name, value in ONNX_ELEMENT_TYPES.items():
+        if value == element_type:
+            return name
+    return f"onnx element type {element_type}"

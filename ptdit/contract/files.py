@@ -1,10 +1,12 @@
-"""Files between the stages: sha256 of what a manifest lists, JSON read and written one way, atomic writes."""
+"""Files between the stages: sha256 of what a manifest lists, JSON read and written one way, a cache written
+atomically."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -52,28 +54,22 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json_text(data))
 
 
-def publish(files: list[Path], out_dir: Path, replaces: tuple[Path, ...] = ()) -> list[Path]:
-    """Move finished files into `out_dir` in the order given (the manifest last, so that a reader who finds the
-    manifest finds everything it lists); the files in `replaces` that the new ones do not overwrite (a stale
-    external-data file of an older artifact of the same name) are removed first."""
-    names = {f.name for f in files}
-    for stale in replaces:
-        if stale.name not in names:
-            stale.unlink(missing_ok=True)
-    published = []
-    for f in files:
-        target = out_dir / f.name
-        os.replace(f, target)
-        published.append(target)
-    return published
-
-
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
-    """write(temporary path) next to `path`, then renamed onto it: a reader never sees a partial file, and a
-    failed or interrupted write leaves nothing (the temporary file is removed)."""
-    tmp = path.with_name(f".{path.name}.partial")
+    """write(temporary path) next to `path`, then renamed onto it: a reader never sees a partial file, two writers
+    never share a temporary name, and a failed or interrupted write leaves nothing. For a cache that any run may
+    replace; a command's outputs are published with ptdit.contract.outputs."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
+    os.close(fd)
+    tmp = Path(name)
     try:
         write(tmp)
+        os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp makes it 0600
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

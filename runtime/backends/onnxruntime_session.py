@@ -5,14 +5,17 @@ are bound once; on CUDA they stay on the device. A bf16 artifact runs on the CPU
 from __future__ import annotations
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Mapping
 
 import numpy as np
 
 from ptdit.contract.bf16 import emulate_bf16
-from ptdit.contract.dtypes import ONNX_ELEMENT_TYPES
+from ptdit.contract.dtypes import ONNX_ELEMENT_TYPES, onnxruntime_dtype_name
 from ptdit.contract.errors import InputError
+from ptdit.contract.graph_check import check_io, check_recorded
+from ptdit.contract.onnx_manifest import OnnxManifest, TensorSpec
 
 from ..artifact import Artifact
 from ..errors import RuntimeFailure
@@ -48,12 +51,31 @@ class OnnxRuntimeSession(Session):
         except Exception as e:  # ORT raises its own exception types for corrupt or unsupported files
             self.close()
             raise InputError(f"ONNX Runtime cannot load {artifact.path.name} ({str(e).splitlines()[0]})") from None
+        self._check_graph(set(extra_outputs or []), bf16_twin)
         self.output_names = [o.name for o in self.ort_session.get_outputs()]
         self._binding = self.ort_session.io_binding()
 
+    def _check_graph(self, extra_outputs: set[str], bf16_twin: bool) -> None:
+        """The graph ONNX Runtime loaded must be the one the manifest describes (ptdit.contract.graph_check)."""
+        def spec(t: Any) -> TensorSpec:
+            return TensorSpec(t.name, tuple(t.shape), onnxruntime_dtype_name(t.type))
+
+        def wanted(specs: list[TensorSpec]) -> list[TensorSpec]:  # the bf16 twin runs in fp32
+            return [replace(t, dtype="float32") if bf16_twin and t.dtype == "bfloat16" else t for t in specs]
+
+        session, path, manifest = self.ort_session, self.artifact.path, self.artifact.manifest
+        assert isinstance(manifest, OnnxManifest)
+        try:
+            check_io(path, wanted(manifest.inputs), wanted(manifest.outputs), [spec(t) for t in session.get_inputs()],
+                     [spec(t) for t in session.get_outputs() if t.name not in extra_outputs])
+            check_recorded(path, manifest, dict(session.get_modelmeta().custom_metadata_map))
+        except InputError:
+            self.close()
+            raise
+
     def _runnable_path(self, path: Path, extra_outputs: list[str], bf16_twin: bool) -> Path:
         """The file itself, or a rewritten copy: bf16 on CPU, or extra tensors marked as outputs. Works past
-        protobuf's 2 GiB limit: shapes are inferred file to file and the weights are attached afterwards."""
+        protobuf's 2 GiB limit: shapes are inferred without the weights, which are attached afterwards."""
         if not bf16_twin and not extra_outputs:
             return path
         import onnx
@@ -63,12 +85,10 @@ class OnnxRuntimeSession(Session):
         work = Path(self._tmp.name)
         try:
             model = onnx.load(str(path), load_external_data=False)
-            if bf16_twin:
-                inferred = work / "inferred.onnx"
-                onnx.shape_inference.infer_shapes_path(str(path), str(inferred))
+            if bf16_twin:  # inferred in memory (the weights stay external): a file could be cut short unnoticed
+                inferred = onnx.shape_inference.infer_shapes(model)
                 model.graph.ClearField("value_info")
-                model.graph.value_info.extend(onnx.load(str(inferred), load_external_data=False).graph.value_info)
-                inferred.unlink()
+                model.graph.value_info.extend(inferred.graph.value_info)
             load_external_data_for_model(model, str(path.parent))
         except Exception as e:  # protobuf's DecodeError and friends
             raise InputError(f"ONNX Runtime cannot load {path.name} ({e})") from None

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
 import click
 
-from ptdit.contract.errors import InputError, exit_codes
-from ptdit.contract.files import write_atomically
+from ptdit.contract.cli_types import Number
+from ptdit.contract.commands import exit_codes
+from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.outputs import Outputs
 
 from ..backends.tensorrt.flavour import TensorRTOptions
+from ..diff.metrics import GATE, TOLERANCE
 from .options import tensorrt_options
+
+COMPARED_STEPS = Range(0, STEPS.high, integer=True)  # 0: no sampling run
 
 EXAMPLES = """\b
 Examples:
@@ -32,18 +37,22 @@ Examples:
               help="PyTorch fp32, PyTorch in the artifact's own precision policy, or both.")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime"]), default="auto", show_default=True)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True)
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the inputs and of the sampling run.")
-@click.option("--steps", type=int, default=10, show_default=True, help="Sampling steps compared (0: skip).")
-@click.option("--cfg", "guidance", type=float, default=4.0, show_default=True)
+@click.option("--seed", type=Number(SEED), default=0, show_default=True,
+              help="Seed of the inputs and of the sampling run.")
+@click.option("--steps", type=Number(COMPARED_STEPS), default=10, show_default=True,
+              help="Sampling steps compared (0: skip).")
+@click.option("--cfg", "guidance", type=Number(GUIDANCE), default=4.0, show_default=True)
 @click.option("--no-blocks", is_flag=True, help="Skip the per-block comparison.")
 @click.option("--blocks-plan", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="For a plan: the ptdit-build --mark-blocks plan [default: <plan stem>-blocks.plan].")
 @click.option("--prompt", default="a red fox in the snow", show_default=True,
               help="For a pipeline folder: the prompt run through both pipelines.")
-@click.option("--rtol", type=float, default=None, help="Element-wise relative tolerance [default: per precision].")
-@click.option("--atol", type=float, default=None, help="Element-wise absolute tolerance [default: per precision].")
-@click.option("--max-rel-l2", type=float, default=None, help="Largest relative L2 error of an output.")
-@click.option("--max-trajectory-rel-l2", type=float, default=None,
+@click.option("--rtol", type=Number(TOLERANCE), default=None,
+              help="Element-wise relative tolerance [default: per precision].")
+@click.option("--atol", type=Number(TOLERANCE), default=None,
+              help="Element-wise absolute tolerance [default: per precision].")
+@click.option("--max-rel-l2", type=Number(GATE), default=None, help="Largest relative L2 error of an output.")
+@click.option("--max-trajectory-rel-l2", type=Number(GATE), default=None,
               help="Largest relative L2 error of the latent after the sampling run.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Where the report and plot go [default: next to the artifact].")
@@ -65,52 +74,54 @@ def main(artifact: Path, reference: str, backend: str, device: str, seed: int, s
     """
     from ..diff.artifact_diff import DiffOptions, run_diff
     from ..diff.metrics import DEFAULT_THRESHOLDS, Thresholds
-    from ..diff.report import has_blocks, plot, table
+    from ..diff.report import has_blocks, pipeline_table, plot, report_json, table
 
-    with exit_codes("ptdit-diff", debug, nothing_written=False):
-        if steps < 0:
-            raise InputError(f"--steps must be 0 or more, got {steps}")
+    with exit_codes("ptdit-diff", debug):
         directory = out_dir or artifact.parent
         report_path = directory / f"{artifact.stem}.diff.json"
         plot_path = directory / f"{artifact.stem}.diff.png"
-        if not force:
-            for p in (report_path, plot_path):
-                if p.exists():
-                    raise InputError(f"{p} already exists; pass --force to overwrite it")
-        if not directory.is_dir():
-            raise InputError(f"output directory {directory} does not exist")
-        if artifact.is_dir():
-            from ..diff.pipeline_diff import run_pipeline_diff
-            from ..diff.report import pipeline_table
+        tensorrt = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
+        with Outputs(force) as outputs:  # the report and the plot: published together once the diff has run
+            staged_report, staged_plot = outputs.claim(report_path), outputs.claim(plot_path)
+            if artifact.is_dir():
+                from ..diff.pipeline_diff import run_pipeline_diff
 
-            options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, not no_blocks, None, None,
-                                  not no_verify, TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
-            result = run_pipeline_diff(artifact, prompt, options, lambda line: click.echo(line, err=True))
-            write_atomically(report_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
+                given = [name for name, value in (("--rtol", rtol), ("--atol", atol), ("--max-rel-l2", max_rel_l2),
+                                                  ("--max-trajectory-rel-l2", max_trajectory_rel_l2),
+                                                  ("--blocks-plan", blocks_plan)) if value is not None]
+                if reference != "fp32":
+                    given.append("--reference")
+                if given:
+                    raise InputError(f"{', '.join(given)} apply to an .onnx or .plan; a pipeline folder is judged "
+                                     f"against the PyTorch fp32 pipeline by its own limits (README, \"Accuracy "
+                                     f"diff\"): drop them")
+                options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, not no_blocks, None, None,
+                                      not no_verify, tensorrt)
+                result = run_pipeline_diff(artifact, prompt, options, lambda line: click.echo(line, err=True))
+            else:
+                from ..artifact import load_artifact
+
+                precision = load_artifact(artifact, verify=False).precision
+                base = DEFAULT_THRESHOLDS[precision]
+                thresholds = Thresholds(
+                    rtol=base.rtol if rtol is None else rtol,
+                    atol=base.atol if atol is None else atol,
+                    max_rel_l2=base.max_rel_l2 if max_rel_l2 is None else max_rel_l2,
+                    max_trajectory_rel_l2=(base.max_trajectory_rel_l2 if max_trajectory_rel_l2 is None
+                                           else max_trajectory_rel_l2),
+                )
+                references = ("fp32", "same") if reference == "both" else (reference,)
+                options = DiffOptions(references, backend, device, seed, steps, guidance, not no_blocks, blocks_plan,
+                                      thresholds, not no_verify, tensorrt)
+                result = run_diff(artifact, options, lambda line: click.echo(line, err=True))
+                if has_blocks(result):
+                    plot(result, staged_plot)
+            staged_report.write_text(report_json(result))
+            written = outputs.commit()
     if artifact.is_dir():
-        click.echo(json.dumps(result, indent=2) if as_json else pipeline_table(result))
-        click.echo(f"report {report_path}", err=True)
-        sys.exit(0 if result["passed"] else 1)
-    with exit_codes("ptdit-diff", debug, nothing_written=False):
-        from ..artifact import load_artifact
-
-        precision = load_artifact(artifact, verify=False).precision
-        base = DEFAULT_THRESHOLDS[precision]
-        thresholds = Thresholds(
-            rtol=base.rtol if rtol is None else rtol,
-            atol=base.atol if atol is None else atol,
-            max_rel_l2=base.max_rel_l2 if max_rel_l2 is None else max_rel_l2,
-            max_trajectory_rel_l2=base.max_trajectory_rel_l2 if max_trajectory_rel_l2 is None else max_trajectory_rel_l2,
-        )
-        references = ("fp32", "same") if reference == "both" else (reference,)
-        options = DiffOptions(references, backend, device, seed, steps, guidance, not no_blocks, blocks_plan,
-                              thresholds, not no_verify, TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget))
-        result = run_diff(artifact, options, lambda line: click.echo(line, err=True))
-        write_atomically(report_path, lambda tmp: tmp.write_text(json.dumps(result, indent=2) + "\n"))
-        if has_blocks(result):
-            write_atomically(plot_path, lambda tmp: plot(result, tmp))
-    click.echo(json.dumps(result, indent=2) if as_json else table(result))
-    written = f"report {report_path}" + (f", plot {plot_path}" if plot_path.exists() else "")
-    click.echo(written, err=True)
+        click.echo(report_json(result).rstrip("\n") if as_json else pipeline_table(result))
+    else:
+        click.echo(report_json(result).rstrip("\n") if as_json else table(result))
+    click.echo(f"wrote {', '.join(str(p) for p in written)}", err=True)
     if not result["passed"]:
         sys.exit(1)

@@ -24,9 +24,12 @@ class ByteSize(click.ParamType):
         text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
         unit = text[-1] if text and text[-1] in _UNITS else ""
         try:
-            return int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
-        except ValueError:
-            self.fail(f"{value!r} is not a byte count (e.g. 2147483648, 512M, 2G)", param, ctx)
+            count = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except (ValueError, OverflowError):  # not a number, NaN, inf
+            count = 0
+        if count < 1:
+            self.fail(f"{value!r} is not a positive byte count (e.g. 2147483648, 512M, 2G)", param, ctx)
+        return count
 
 
 TENSORRT_OPTIONS = [
@@ -48,11 +51,7 @@ def tensorrt_options(command: Any) -> Any:
     return command
 
 
-def check_out(out_path: Path, force: bool, suffixes: tuple[str, ...]) -> None:
-    """--out: one of `suffixes`, not there already unless --force, in a directory that exists."""
+def check_out(out_path: Path, suffixes: tuple[str, ...]) -> None:
+    """--out ends in one of `suffixes` (whether it may be written: ptdit.contract.outputs, when it is claimed)."""
     if out_path.suffix not in suffixes:
         raise InputError(f"--out must end in {' or '.join(suffixes)}, got {out_path.name}")
-    if out_path.exists() and not force:
-        raise InputError(f"{out_path} already exists; pass --force to overwrite it")
-    if not out_path.parent.is_dir():
-        raise InputError(f"the directory of --out ({out_path.parent}) does not exist")

@@ -8,7 +8,11 @@ from typing import Any
 
 import click
 
-from ptdit.contract.errors import InputError, exit_codes
+from ptdit.contract.cli_types import Number
+from ptdit.contract.commands import exit_codes
+from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
+from ptdit.contract.outputs import Outputs
 
 from ..backends.tensorrt.flavour import TensorRTOptions
 from .options import check_out, tensorrt_options
@@ -36,10 +40,12 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
               show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="For onnxruntime and torch.")
-@click.option("--steps", type=int, default=30, show_default=True)
-@click.option("--cfg", "guidance", type=float, default=4.0, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial noise.")
-@click.option("--shift", type=float, default=None, help="Timestep shift [default: sqrt(H*W)/512, as published].")
+@click.option("--steps", type=Number(STEPS), default=30, show_default=True)
+@click.option("--cfg", "guidance", type=Number(GUIDANCE), default=4.0, show_default=True,
+              help="Classifier-free guidance scale.")
+@click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the initial noise.")
+@click.option("--shift", type=Number(SHIFT), default=None,
+              help="Timestep shift [default: sqrt(H*W)/512, as published].")
 @click.option("--text", "text_path", type=click.Path(path_type=Path), default=None, help="Text features file.")
 @click.option("--negative-text", "negative_path", type=click.Path(path_type=Path), default=None,
               help="Unconditional text features file.")
@@ -89,40 +95,37 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
         verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
-    import numpy as np
-
-    from ..errors import RuntimeFailure
     from ..sampling.latents import save_latents
     from ..sampling.step_sampler import make_sampler
     from ..sampling.text import load_text, make_conditioning
     from ..session import open_session
 
-    check_out(out_path, force, (".npy", ".safetensors"))
+    check_out(out_path, (".npy", ".safetensors"))
     if random_text and (text_path or negative_path):
         raise InputError("pass either --random-text or --text/--negative-text, not both")
     cond = load_text(text_path) if text_path else None
     uncond = load_text(negative_path) if negative_path else None
 
-    with open_session(str(artifact_path), backend, device, verify=verify, tensorrt=tensorrt) as session:
-        text_spec = session.artifact.spec("text_embeds")
-        text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
-                                 random_seed=seed if random_text else None, source=str(text_path or ""))
-        sampler = make_sampler(session, steps, guidance, seed, shift)
-        step_graph = session.artifact.is_step
-        loop = "the step graph, state on the device" if step_graph else "host loop"
-        click.echo(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg {guidance}, "
-                   f"seed {seed}, shift {sampler.shift:.3f}", err=True)
+    with Outputs(force) as outputs:
+        staged = outputs.claim(out_path)  # before any work: locked, writable, not there yet
+        with open_session(str(artifact_path), backend, device, verify=verify, tensorrt=tensorrt) as session:
+            text_spec = session.artifact.spec("text_embeds")
+            text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
+                                     random_seed=seed if random_text else None, source=str(text_path or ""))
+            sampler = make_sampler(session, steps, guidance, seed, shift)
+            step_graph = session.artifact.is_step
+            loop = "the step graph, state on the device" if step_graph else "host loop"
+            click.echo(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg {guidance}, "
+                       f"seed {seed}, shift {sampler.shift:.3f}", err=True)
 
-        def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step is not finished yet
-            click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms", err=True)
+            def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step is not finished yet
+                click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms", err=True)
 
-        result = sampler.sample(text, on_step=progress)
-        backend_name = session.backend
-    if not np.isfinite(result.latent).all():
-        raise RuntimeFailure("the sampled latent has NaN or inf values")
-    metadata = {"artifact": artifact_path.name, "backend": backend_name, "steps": steps, "cfg": guidance,
-                "seed": seed, "shift": sampler.shift, "text": text.source or "none"}
-    save_latents(out_path, result.latent, metadata)
+            result = sampler.sample(text, on_step=progress)
+            metadata = {"artifact": artifact_path.name, "backend": session.backend, "steps": steps, "cfg": guidance,
+                        "seed": seed, "shift": sampler.shift, "text": text.source or "none"}
+            save_latents(staged, result.latent, metadata)
+        outputs.commit()
     seconds = result.seconds
     return {**metadata, "out": str(out_path), "shape": list(result.latent.shape), "seconds": round(seconds, 3),
             "loop": "step graph" if step_graph else "host",
@@ -139,13 +142,16 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
 
     if prompt is None:
         raise InputError("a pipeline folder needs --prompt \"...\"")
-    check_out(out_path, force, (".png",))
-    with Pipeline(load_pipeline(folder_path, verify), backend, device, verify, tensorrt) as pipeline:
-        click.echo(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}", err=True)
-        result = pipeline(prompt, negative_prompt, steps, guidance, seed, shift,
-                          on_stage=lambda name, s: click.echo(f"  {name}: {s:.2f} s", err=True))
-    metadata = {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
-                "pipeline": folder_path.name, "steps": steps, "cfg": guidance, "seed": seed}
-    write_png(out_path, result.pixels, metadata)
+    check_out(out_path, (".png",))
+    with Outputs(force) as outputs:
+        staged = outputs.claim(out_path)  # before any work: locked, writable, not there yet
+        with Pipeline(load_pipeline(folder_path, verify), backend, device, verify, tensorrt) as pipeline:
+            click.echo(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}", err=True)
+            result = pipeline(prompt, negative_prompt, steps, guidance, seed, shift,
+                              on_stage=lambda name, s: click.echo(f"  {name}: {s:.2f} s", err=True))
+            metadata = {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
+                        "pipeline": folder_path.name, "steps": steps, "cfg": guidance, "seed": seed}
+            write_png(staged, result.pixels, metadata)
+        outputs.commit()
     return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.seconds,
             "backends": result.backends}

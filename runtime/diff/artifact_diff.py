@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ptdit.contract.errors import InputError
+from ptdit.contract.graph_check import FIX
 
 from ..artifact import Artifact, load_artifact
 from ..backends.interface import Session
@@ -17,7 +18,7 @@ from ..backends.tensorrt.flavour import TensorRTOptions
 from ..sampling.schedule import initial_noise
 from ..sampling.step_sampler import make_sampler
 from ..sampling.text import make_conditioning
-from .metrics import DEFAULT_THRESHOLDS, Thresholds, diff_metrics
+from .metrics import DEFAULT_THRESHOLDS, Thresholds, diff_metrics, within
 
 REPORT_SCHEMA = "ptdit-diff/1"
 Reporter = Callable[[str], None]
@@ -79,11 +80,12 @@ def open_artifact_session(path: Path, options: DiffOptions, extra_outputs: list[
     from ..session import open_session, resolve_backend
 
     artifact = load_artifact(path, verify=options.verify)
-    if extra_outputs and resolve_backend(artifact, options.backend) == "onnxruntime":
+    if extra_outputs and resolve_backend(artifact, options.backend, options.tensorrt) == "onnxruntime":
         from ..backends.onnxruntime_session import OnnxRuntimeSession
 
         return OnnxRuntimeSession(artifact, options.device, extra_outputs=extra_outputs)
-    return open_session(str(path), options.backend, options.device, verify=options.verify, tensorrt=options.tensorrt)
+    device = "auto" if artifact.kind == "plan" else options.device  # --device also places the PyTorch reference
+    return open_session(str(path), options.backend, device, verify=options.verify, tensorrt=options.tensorrt)
 
 
 def reference_precision(artifact: Artifact, reference: str) -> str:
@@ -94,6 +96,10 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, An
     from ..backends.torch_session import TorchSession
 
     artifact = load_artifact(path, verify=options.verify)
+    if options.blocks_plan is not None and (artifact.kind != "plan" or not options.blocks):
+        raise InputError("a blocks plan (--blocks-plan) is for the per-block comparison of a plan artifact; "
+                         f"{artifact.path.name} {'is not a plan' if artifact.kind != 'plan' else 'has it turned off'}"
+                         f": drop it")
     if artifact.export.step and not artifact.export.step.guidance and options.guidance != 1.0:
         report(f"  unguided step artifact: the trajectory runs with cfg 1 (not {options.guidance:g})")
         options = replace(options, guidance=1.0)
@@ -163,9 +169,9 @@ def check_config(artifact: Artifact, block_names: list[str]) -> None:
     width = int(config["num_heads"]) * int(config["head_dim"])
     block_shape = artifact.block_outputs.shape
     if block_names and (len(block_names) != int(config["depth"]) or (block_shape and block_shape[-1] != width)):
-        raise InputError(f"the manifest's model config (depth {config['depth']}, width {width}) does not match the "
-                         f"artifact ({len(block_names)} blocks of width {block_shape[-1] if block_shape else '?'}): "
-                         f"re-export it")
+        raise InputError(f"{artifact.path.name} is not the graph its manifest describes (the manifest's model "
+                         f"config has depth {config['depth']}, width {width}; the graph {len(block_names)} blocks of "
+                         f"width {block_shape[-1] if block_shape else '?'}): {FIX}")
 
 
 def _blocks_source(artifact: Artifact, options: DiffOptions, names: list[str]) -> tuple[Path | None, str | None]:
@@ -200,13 +206,13 @@ def _largest_jump(errors: list[float]) -> int | None:
 def _failures(reference: str, entry: dict[str, Any], t: Thresholds) -> list[str]:
     failures = []
     for name, m in entry["outputs"].items():
-        if m["rel_l2"] > t.max_rel_l2:
+        if not within(m["rel_l2"], t.max_rel_l2):
             failures.append(f"{name} vs {reference}: relative L2 {m['rel_l2']:.3g} > {t.max_rel_l2:g}")
-        if not m["within_tolerance"]:
+        if not m["within_tolerance"] or not within(m["max_abs"], float("inf")):  # NaN is never within tolerance
             failures.append(f"{name} vs {reference}: {m['outside_tolerance']:.3%} of the elements are outside "
                             f"atol {t.atol:g} + rtol {t.rtol:g} |ref| (max abs {m['max_abs']:.3g})")
     trajectory = entry.get("trajectory")
-    if trajectory and trajectory["rel_l2"] > t.max_trajectory_rel_l2:
+    if trajectory and not within(trajectory["rel_l2"], t.max_trajectory_rel_l2):
         failures.append(f"latent after {trajectory['steps']} steps vs {reference}: relative L2 "
                         f"{trajectory['rel_l2']:.3g} > {t.max_trajectory_rel_l2:g}")
     return failures

@@ -11,6 +11,11 @@ from typing import Any
 
 import numpy as np
 
+from ptdit.contract.numbers import Range
+
+TOLERANCE = Range(0, 1e6)  # rtol, atol
+GATE = Range(0, 1e6, low_open=True)  # a largest accepted error: finite and positive, or the gate would be off
+
 
 @dataclass(frozen=True)
 class Thresholds:
@@ -18,6 +23,17 @@ class Thresholds:
     atol: float
     max_rel_l2: float  # of each output
     max_trajectory_rel_l2: float  # of the final latent after the sampling run
+
+    def __post_init__(self) -> None:
+        TOLERANCE.check("rtol", self.rtol)
+        TOLERANCE.check("atol", self.atol)
+        GATE.check("max_rel_l2", self.max_rel_l2)
+        GATE.check("max_trajectory_rel_l2", self.max_trajectory_rel_l2)
+
+
+def within(value: float, limit: float) -> bool:
+    """value <= limit; a NaN or infinite metric never is, so it fails every gate."""
+    return math.isfinite(value) and value <= limit
 
 
 # Defaults per artifact precision, from measurement (README, "Accuracy diff"): 3-10x the largest errors

@@ -13,7 +13,7 @@ import numpy as np
 from ..pipeline.folder import component_path, load_pipeline
 from ..pipeline.text_to_image import Pipeline
 from .artifact_diff import DiffOptions, open_artifact_session, run_diff
-from .metrics import DEFAULT_THRESHOLDS, diff_metrics, psnr
+from .metrics import DEFAULT_THRESHOLDS, diff_metrics, psnr, within
 
 PIPELINE_REPORT_SCHEMA = "ptdit-diff-pipeline/1"
 # Smallest PSNR (dB) of the artifact pipeline's image against the PyTorch fp32 pipeline, per transformer
@@ -62,7 +62,7 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions,
             report(f"ptdit-diff: {folder_path.name}: {label}")
             entry = component_diff(component_path(folder, name, backend), feeds, options)
             result["components"][label] = entry
-            if entry["rel_l2"] > entry["max_rel_l2"]:
+            if not within(entry["rel_l2"], entry["max_rel_l2"]):
                 failures.append(f"{label}: relative L2 {entry['rel_l2']:.3g} > {entry['max_rel_l2']:g}")
         report(f"ptdit-diff: {folder_path.name}: the whole pipeline, prompt to pixels")
         steps = options.steps or 10
@@ -75,7 +75,7 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions,
                        "max_abs": int(np.abs(got.pixels.astype(np.int16) - expected.pixels).max()),
                        "mean_abs": float(np.abs(got.pixels.astype(np.float64) - expected.pixels).mean()),
                        "backends": got.backends}
-    if value < least:
+    if not value >= least:  # NaN fails
         failures.append(f"image: PSNR {value:.1f} dB < {least:g} dB")
     result["failures"] = failures
     result["passed"] = not failures

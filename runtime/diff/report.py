@@ -1,7 +1,10 @@
-"""What ptdit-diff shows: the table on screen (an artifact's or a pipeline folder's) and the error-per-block plot."""
+"""What ptdit-diff shows: the table on screen (an artifact's or a pipeline folder's), the error-per-block plot, and
+the report as strict JSON."""
 
 from __future__ import annotations
 
+import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -83,3 +86,18 @@ def pipeline_table(result: dict[str, Any]) -> str:
                   f"(min {image['min_psnr_db']:g}), max abs {image['max_abs']} / 255, mean abs {image['mean_abs']:.3f}",
               "", "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["failures"])]
     return "\n".join(lines)
+
+
+def report_json(result: Any) -> str:
+    """The report as strict JSON: a NaN or infinite metric is written as the string "nan", "inf" or "-inf" (JSON
+    has no such numbers; Python would write bare NaN tokens that other parsers refuse)."""
+    def strict(value: Any) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            return str(value)
+        if isinstance(value, dict):
+            return {k: strict(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [strict(v) for v in value]
+        return value
+
+    return json.dumps(strict(result), indent=2, allow_nan=False) + "\n"

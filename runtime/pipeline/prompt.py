@@ -45,6 +45,17 @@ def clean_prompt(text: str) -> str:
     return _SPACES.sub(" ", text).strip()
 
 
+def check_text(prompt: str) -> None:
+    """A prompt is text: bytes that are not UTF-8 (a command line in another encoding; Python hands them on as
+    lone surrogates) are refused, not guessed at."""
+    if not isinstance(prompt, str):
+        raise InputError(f"a prompt is a str, got {type(prompt).__name__}")
+    try:
+        prompt.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise InputError(f"the prompt is not valid UTF-8 text (at character {e.start}); pass it in UTF-8") from None
+
+
 class PromptTokenizer:
     """ids and mask [1, length] int64 for a prompt: cleaned, tokenized, "</s>" appended, truncated to `length`
     (the last kept token is "</s>") and padded with id 0 (mask 0), as the published pipeline calls T5's
@@ -64,6 +75,7 @@ class PromptTokenizer:
         self.length = length
 
     def __call__(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
+        check_text(prompt)
         encoding = self.tokenizer.encode(clean_prompt(prompt))
         ids = np.asarray(encoding.ids, dtype=np.int64)[None]
         mask = np.asarray(encoding.attention_mask, dtype=np.int64)[None]

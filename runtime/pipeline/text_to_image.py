@@ -14,16 +14,15 @@ from typing import Any, Callable
 import numpy as np
 
 from ptdit.contract.errors import InputError
-from ptdit.contract.files import write_atomically
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
 from ..sampling.step_sampler import make_sampler
-from ..sampling.text import TextConditioning, check_finite
+from ..sampling.text import TextConditioning, check_finite, read_arrays
 from ..session import open_session
 from .folder import PipelineFolder, component_path
 from .prompt import PromptTokenizer
-from .tiling import decode_tiled, to_uint8
+from .tiling import decode_tiled, needed_tiles, to_uint8
 
 
 @dataclass
@@ -54,10 +53,43 @@ class Pipeline:
                 self.sessions[f"vae {shape}"] = open_component(name)
             self.text_len = self.sessions["text_encoder"].artifact.spec("input_ids").shape[1]
             self.tokenizer = PromptTokenizer(folder.file(m.tokenizer), self.text_len)
+            self.plan = m.vae_decoder.plan
+            self.stored_negative = read_arrays(folder.file(m.negative_prompt.file))
+            self._check_fit()
         except BaseException:
             self.close()
             raise
-        self.plan = m.vae_decoder.plan
+
+    def _check_fit(self) -> None:
+        """The components must fit each other (a folder's files can be swapped and its manifest re-stamped): the
+        text encoder's features, the stored negative prompt and the transformer's text input; the transformer's
+        resolution and latent and the VAE decoder tiles its decode needs. Checked before any component runs."""
+        transformer = self.sessions["transformer"].artifact
+        text_in = list(transformer.spec("text_embeds").shape[1:])  # [L, D]
+        latent = transformer.spec("latent").shape  # [B, C, H, W]
+        problems = []
+        if transformer.export.resolution != self.folder.manifest.resolution:
+            problems.append(f"the transformer is for {transformer.export.resolution} px, pipeline.json says "
+                            f"{self.folder.manifest.resolution} px")
+        encoded = list(self.sessions["text_encoder"].artifact.spec("text_embeds").shape[1:])
+        if encoded != text_in:
+            problems.append(f"the text encoder gives features {encoded}, the transformer takes {text_in}")
+        stored = self.stored_negative
+        if "text_embeds" not in stored or list(stored["text_embeds"].shape) != text_in or \
+                "text_mask" not in stored or list(stored["text_mask"].shape) != text_in[:1]:
+            shapes = {k: list(v.shape) for k, v in stored.items()}
+            problems.append(f"the stored negative prompt holds {shapes}, the transformer takes text_embeds "
+                            f"{text_in} and text_mask {text_in[:1]}")
+        for h, w in sorted(needed_tiles(self.plan, latent[-2], latent[-1])):
+            session = self.sessions.get(f"vae {h}x{w}")
+            want = [1, latent[1], h, w]
+            got = list(session.artifact.spec("latent").shape) if session else None
+            if got != want:
+                problems.append(f"the decode needs a VAE decoder of latent {want}, the folder has "
+                                f"{'none' if got is None else got}")
+        if problems:
+            raise InputError(f"the components of {self.folder.path} do not fit each other: {'; '.join(problems)}; "
+                             f"re-export the folder with ptdit-export --pipeline")
 
     def encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = self.tokenizer(prompt)
@@ -68,7 +100,7 @@ class Pipeline:
     def negative(self, prompt: str | None) -> tuple[np.ndarray, np.ndarray]:
         if prompt is not None:
             return self.encode(prompt)
-        stored = np.load(self.folder.file(self.folder.manifest.negative_prompt.file))
+        stored = self.stored_negative
         return stored["text_embeds"].astype(np.float32), stored["text_mask"].astype(np.int64)
 
     def decode(self, latent: np.ndarray) -> np.ndarray:
@@ -118,7 +150,7 @@ class Pipeline:
 
 
 def write_png(path: Path, pixels: np.ndarray, metadata: dict[str, Any]) -> None:
-    """The image with the run's settings as PNG text chunks; written to a temporary name first."""
+    """The image with the run's settings as PNG text chunks (`path` may be the output's temporary name)."""
     try:
         from PIL import Image, PngImagePlugin
     except ImportError:
@@ -126,4 +158,4 @@ def write_png(path: Path, pixels: np.ndarray, metadata: dict[str, Any]) -> None:
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_text(key, str(value))
-    write_atomically(path, lambda tmp: Image.fromarray(pixels, "RGB").save(tmp, format="PNG", pnginfo=info))
+    Image.fromarray(pixels, "RGB").save(path, format="PNG", pnginfo=info)

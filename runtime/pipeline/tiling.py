@@ -14,6 +14,8 @@ import numpy as np
 
 from ptdit.contract.pipeline_manifest import TilePlan
 
+from ..errors import RuntimeFailure
+
 
 def _blend(earlier: np.ndarray, later: np.ndarray, extent: int, axis: int) -> None:
     """Along `axis` (-2: rows, -1: columns): later[y] = earlier[-extent + y] (1 - y / extent) + later[y] y / extent
@@ -23,6 +25,13 @@ def _blend(earlier: np.ndarray, later: np.ndarray, extent: int, axis: int) -> No
     for y in range(extent):
         w = y / extent
         later[y] = earlier[-extent + y] * (1 - w) + later[y] * w
+
+
+def needed_tiles(plan: TilePlan, height: int, width: int) -> set[tuple[int, int]]:
+    """The latent tile shapes the decode of a [.., height, width] latent calls the decoder with."""
+    if not plan.tiled:
+        return {(height, width)}
+    return {(min(plan.tile, height - i), min(plan.tile, width - j)) for i in plan.starts for j in plan.starts}
 
 
 def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
@@ -45,6 +54,10 @@ def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarra
 
 
 def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[1, 3, H, W] in [-1, 1] -> [H, W, 3] uint8, as published: clamp, (x + 1) / 2, x 255, rounded."""
+    """[1, 3, H, W] in [-1, 1] -> [H, W, 3] uint8, as published: clamp, (x + 1) / 2, x 255, rounded. NaN or inf
+    is refused: it would become a valid-looking (black) image."""
+    if not np.isfinite(image).all():
+        raise RuntimeFailure(f"the decoded image has {int(image.size - np.isfinite(image).sum())} NaN or infinite "
+                             f"values; nothing is written from it")
     pixels = (np.clip(image[0].astype(np.float32), -1.0, 1.0) + 1.0) / 2.0 * 255.0
     return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)

@@ -13,9 +13,11 @@ from typing import Callable
 import numpy as np
 
 from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
 
 from ..backends.interface import Session
 from ..backends.transfers import Transfers
+from ..errors import RuntimeFailure
 from .schedule import euler_update, guided_velocity, initial_noise, schedule, timestep_shift
 from .text import TextConditioning
 
@@ -53,11 +55,23 @@ class SampleResult:
         }
 
 
+def finite(result: SampleResult) -> SampleResult:
+    """A latent with NaN or inf is never handed on as if it were an image."""
+    if not np.isfinite(result.latent).all():
+        bad = int(result.latent.size - np.isfinite(result.latent).sum())
+        raise RuntimeFailure(f"the sampled latent has {bad} NaN or infinite values (the model or its inputs "
+                             f"overflowed); nothing is written from it")
+    return result
+
+
 class Sampler:
     def __init__(self, session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
                  shift: float | None = None):
-        if steps < 1:
-            raise InputError(f"--steps must be at least 1, got {steps}")
+        STEPS.check("the number of steps", steps)
+        GUIDANCE.check("the guidance scale", guidance)
+        SEED.check("the seed", seed)
+        if shift is not None:
+            SHIFT.check("the timestep shift", shift)
         export = session.artifact.export
         if export.resolution is None:
             raise InputError(f"{session.artifact.path.name} is a {export.graph} artifact; the sampler drives the "
@@ -102,7 +116,7 @@ class Sampler:
                 on_step(i, float(t), timing)
         result.latent = x
         result.wall_s = time.perf_counter() - begin
-        return result
+        return finite(result)
 
     def _single_batch(self, x: np.ndarray, t: float, text: TextConditioning,
                       channels: int) -> tuple[np.ndarray, np.ndarray, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from ptdit.contract.errors import InputError
 
 from ..backends.interface import Session
-from .host_loop import Sampler, SampleResult, StepTiming
+from .host_loop import Sampler, SampleResult, StepTiming, finite
 from .schedule import initial_noise
 from .text import TextConditioning
 
@@ -78,4 +78,4 @@ class StepSampler(Sampler):
             result.latent = loop.finish()
             result.finish = transfers.since(counted)
             result.wall_s = time.perf_counter() - begin
-        return result
+        return finite(result)

@@ -25,25 +25,17 @@ def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     .npy holds the features (mask all ones), .npz or .safetensors the keys text_embeds and optionally
     text_mask."""
     path = Path(path)
+    if path.suffix not in (".npy", ".npz", ".safetensors"):
+        raise InputError(f"text features must be .npy, .npz or .safetensors, got {path.name}")
     if not path.is_file():
         raise InputError(f"text features file {path} does not exist")
-    try:
-        if path.suffix == ".npy":
-            embeds, mask = np.load(path), None
-        elif path.suffix in (".npz", ".safetensors"):
-            if path.suffix == ".npz":
-                data = dict(np.load(path))
-            else:
-                from safetensors.numpy import load_file
-
-                data = load_file(str(path))
-            if "text_embeds" not in data:
-                raise InputError(f"{path} has no 'text_embeds' entry (found {sorted(data)})")
-            embeds, mask = data["text_embeds"], data.get("text_mask")
-        else:
-            raise InputError(f"text features must be .npy, .npz or .safetensors, got {path.name}")
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read text features from {path} ({e})") from None
+    data = read_arrays(path)
+    if path.suffix == ".npy":
+        embeds, mask = data[""], None
+    else:
+        if "text_embeds" not in data:
+            raise InputError(f"{path} has no 'text_embeds' entry (found {sorted(data)})")
+        embeds, mask = data["text_embeds"], data.get("text_mask")
     check_finite(embeds, f"text features in {path}")
     if embeds.ndim == 2:
         embeds = embeds[None]
@@ -55,6 +47,23 @@ def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if mask.size != n * length:
         raise InputError(f"text mask in {path} has shape {list(mask.shape)}, the features need {[n, length]}")
     return embeds.astype(np.float32), mask.reshape(n, length).astype(np.int64)
+
+
+def read_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of an .npy (under the key ""), .npz or .safetensors file. A file cut short, or of another kind
+    under that name, is refused in one line (numpy and safetensors raise a different error for each)."""
+    try:
+        if path.suffix == ".npy":
+            return {"": np.load(path, allow_pickle=False)}
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as archive:
+                return {k: archive[k] for k in archive.files}
+        from safetensors.numpy import load_file
+
+        return load_file(str(path))
+    except Exception as e:  # BadZipFile, EOFError, ValueError, OSError, SafetensorError...
+        raise InputError(f"{path} is not a readable {path.suffix} file ({type(e).__name__}: {e}); write it again, "
+                         f"or re-export the artifact it belongs to") from None
 
 
 def check_finite(values: np.ndarray, what: str) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import Range
 from ptdit.contract.plan_manifest import RTX_DEFAULT_SOURCE, BuilderInfo, BuildOptions, Targets
 from ptdit.contract.tensorrt import FLAVOURS, import_flavour
 
@@ -25,6 +26,16 @@ class TensorRTOptions:
     runtime_cache_dir: Path | None = None  # TensorRT-RTX: where the JIT runtime cache is kept (default: next to the plan)
     lean_runtime: Path | None = None  # version-compatible plans built with --exclude-lean-runtime need it loaded
     weight_budget: int | None = None  # bytes of weights kept on the GPU, for plans built with --weight-streaming
+
+    def __post_init__(self) -> None:
+        if self.weight_budget is not None:
+            Range(1, None, integer=True).check("the weight budget (bytes)", self.weight_budget)
+
+    def given(self) -> list[str]:
+        """What was set, in words (for the refusal of options given to another backend)."""
+        words = {"runtime_cache_dir": "a runtime cache directory", "lean_runtime": "a lean runtime",
+                 "weight_budget": "a weight budget"}
+        return [words[name] for name in words if getattr(self, name) is not None]
 
 
 def import_runtime_module(target: str, version_compatible: bool) -> ModuleType:

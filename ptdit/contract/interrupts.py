@@ -1,0 +1,64 @@
+"""Stopping on a signal. SIGINT (Ctrl-C) and SIGTERM (kill, systemd, Kubernetes, CI) stop a command the same way:
+an exception unwinds the work, so every cleanup runs (temporary names, the directories the run made, locks),
+and the command exits 130 or 143 (docs/ARCHITECTURE.md, "Command-line conventions")."""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import threading
+from types import FrameType
+from typing import Iterator
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled as Ctrl-C is. Exit code 143 (128 + 15)."""
+
+
+def exit_code_of(interrupt: KeyboardInterrupt) -> int:
+    return 128 + (signal.SIGTERM if isinstance(interrupt, Terminated) else signal.SIGINT)
+
+
+def interrupt_for(signum: int) -> KeyboardInterrupt:
+    return Terminated() if signum == signal.SIGTERM else KeyboardInterrupt()
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """SIGTERM raises Terminated in the main thread while the body runs (Python raises KeyboardInterrupt for
+    SIGINT by itself)."""
+    if not in_main_thread():  # signal handlers can only be set from the main thread
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def signals_deferred() -> Iterator[None]:
+    """A SIGINT or SIGTERM that arrives while the body runs (a publish: a few renames) is acted on when the body
+    has finished, so that it runs whole."""
+    if not in_main_thread():
+        yield
+        return
+    pending: list[int] = []
+    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
+                for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if pending:
+        raise interrupt_for(pending[0])
