@@ -58,6 +58,6 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     is refused: it would become a valid-looking (black) image."""
     if not np.isfinite(image).all():
         raise RuntimeFailure(f"the decoded image has {int(image.size - np.isfinite(image).sum())} NaN or infinite "
-                             f"values; nothing is written from it")
+                             f"values")
     pixels = (np.clip(image[0].astype(np.float32), -1.0, 1.0) + 1.0) / 2.0 * 255.0
     return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)

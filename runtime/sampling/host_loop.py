@@ -60,7 +60,7 @@ def finite(result: SampleResult) -> SampleResult:
     if not np.isfinite(result.latent).all():
         bad = int(result.latent.size - np.isfinite(result.latent).sum())
         raise RuntimeFailure(f"the sampled latent has {bad} NaN or infinite values (the model or its inputs "
-                             f"overflowed); nothing is written from it")
+                             f"overflowed)")
     return result
 
 
