@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ptdit.contract.cli_types import Number
+from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.plan_manifest import BuildOptions
 
@@ -64,6 +64,7 @@ Examples:
 @click.option("--force", is_flag=True, help="Rebuild even if a plan is there (stale or current).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@version_option
 def main(onnx_path: Path, target: str, compute_capabilities: tuple[str, ...], out_dir: Path | None,
          workspace_gib: float, opt_level: int, tiling_level: str | None, timing_cache: Path | None,
          version_compatible: bool, exclude_lean_runtime: bool, refittable: bool, strip_plan: bool,

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ptdit.config import PRESETS
-from ptdit.contract.cli_types import Number
+from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import SEED
@@ -110,6 +110,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Where the PyTorch references of the parity check run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@version_option
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,

@@ -22,7 +22,7 @@ from typing import Any
 import click
 import numpy as np
 
-from ptdit.contract.cli_types import Number
+from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.files import write_atomically
@@ -180,6 +180,7 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
 @click.option("--latency-steps", type=Number(STEPS), default=5, show_default=True)
 @tensorrt_options
 @click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@version_option
 def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...], loops_backend: str, loop_steps: int,
          steps: int,
          rounds: int, latency_backends: tuple[str, ...], latency_steps: int, runtime_cache_dir: Path | None,

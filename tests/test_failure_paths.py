@@ -253,6 +253,23 @@ def commands() -> list[tuple[str, click.Command]]:
     return found + [(f"ptdit-bench {name}", command) for name, command in bench.commands.items()]
 
 
+def test_every_command_says_its_version_and_the_versions_it_drives():
+    from importlib import metadata
+
+    import torch
+
+    from ptdit.contract.cli_types import DRIVEN
+
+    tops = [(prog, command) for prog, command in commands() if not prog.startswith("ptdit-bench ")]
+    from export.benchmarks.cli import main as bench
+
+    for prog, command in [*tops, ("ptdit-bench", bench)]:
+        result = CliRunner().invoke(command, ["--version"])
+        lines = result.output.splitlines()
+        assert result.exit_code == 0 and lines[0] == f"ptdit-deploy {metadata.version('ptdit-deploy')}", prog
+        assert f"  torch: {torch.__version__}" in lines and len(lines) == 1 + len(DRIVEN), result.output
+
+
 def test_every_numeric_option_declares_its_range_and_refuses_what_is_outside_it():
     """Every int or float option of every command is a Number with its range, and nan, inf and the values just
     outside the range are refused while the command line is read (exit 2, the range named)."""

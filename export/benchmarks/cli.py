@@ -15,7 +15,7 @@ from typing import Any
 
 import click
 
-from ptdit.contract.cli_types import Number
+from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import ROUNDS, STEPS, Range
 
@@ -61,6 +61,7 @@ Examples:
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
   ptdit-bench all --json bench.json
 """, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@version_option
 def main() -> None:
     """Benchmarks of PT-DiT and of this toolkit; tables on stdout, --json to keep the numbers."""
 

@@ -29,3 +29,38 @@ class Number(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return f"{self.name} {self.accepted.interval().removeprefix('in ')}".strip()
+
+
+# What --version reports besides ptdit-deploy: the packages the stages drive, by their import names.
+DRIVEN = ("torch", "onnx", "onnxruntime", "tensorrt", "tensorrt_lean", "tensorrt_rtx", "polygraphy", "cuda")
+
+
+def version_text() -> str:
+    """ptdit-deploy's version, then each package it drives with the version installed (read from the
+    installed packages' metadata: nothing is imported, so this is instant)."""
+    from importlib import metadata
+
+    def version(distribution: str) -> str:
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            return "not installed"
+
+    found = metadata.packages_distributions()
+    lines = [f"ptdit-deploy {version('ptdit-deploy')}"]
+    for name in DRIVEN:
+        distribution = found.get(name, [name])[0]
+        shown = name if distribution == name else f"{name} ({distribution})"
+        lines.append(f"  {shown}: {version(distribution)}")
+    return "\n".join(lines)
+
+
+def version_option(command: Any) -> Any:
+    """--version on a command: what version_text() says, then exit 0."""
+    def show(ctx: click.Context, param: click.Parameter, value: bool) -> None:
+        if value and not ctx.resilient_parsing:
+            click.echo(version_text())
+            ctx.exit()
+
+    return click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=show,
+                        help="Show the versions of ptdit-deploy and of the packages it drives, then exit.")(command)

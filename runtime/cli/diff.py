@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ptdit.contract.cli_types import Number
+from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
@@ -61,6 +61,7 @@ Examples:
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report on stdout instead of the table.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@version_option
 def main(artifact: Path, reference: str, backend: str, device: str, seed: int, steps: int, guidance: float,
          no_blocks: bool, blocks_plan: Path | None, prompt: str, rtol: float | None, atol: float | None,
          max_rel_l2: float | None, max_trajectory_rel_l2: float | None, out_dir: Path | None, force: bool,

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ptdit.contract.cli_types import Number
+from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
@@ -59,6 +59,7 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@version_option
 def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
          text_path: Path | None, negative_path: Path | None, random_text: bool, prompt: str | None,
          negative_prompt: str | None, out_path: Path, force: bool, runtime_cache_dir: Path | None,
