@@ -15,6 +15,7 @@ import numpy as np
 from ptdit.contract.pipeline_manifest import TilePlan
 
 from ..errors import RuntimeFailure
+from ..sampling.text import non_finite
 
 
 def _blend(earlier: np.ndarray, later: np.ndarray, extent: int, axis: int) -> None:
@@ -56,8 +57,8 @@ def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarra
 def to_uint8(image: np.ndarray) -> np.ndarray:
     """[1, 3, H, W] in [-1, 1] -> [H, W, 3] uint8, as published: clamp, (x + 1) / 2, x 255, rounded. NaN or inf
     is refused: it would become a valid-looking (black) image."""
-    if not np.isfinite(image).all():
-        raise RuntimeFailure(f"the decoded image has {int(image.size - np.isfinite(image).sum())} NaN or infinite "
-                             f"values")
+    bad = non_finite(image)
+    if bad:
+        raise RuntimeFailure(f"the decoded image has {bad} NaN or infinite values")
     pixels = (np.clip(image[0].astype(np.float32), -1.0, 1.0) + 1.0) / 2.0 * 255.0
     return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)

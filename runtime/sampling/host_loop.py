@@ -19,7 +19,7 @@ from ..backends.interface import Session
 from ..backends.transfers import Transfers
 from ..errors import RuntimeFailure
 from .schedule import euler_update, guided_velocity, initial_noise, schedule, timestep_shift
-from .text import TextConditioning
+from .text import TextConditioning, non_finite
 
 
 @dataclass
@@ -57,8 +57,8 @@ class SampleResult:
 
 def finite(result: SampleResult) -> SampleResult:
     """A latent with NaN or inf is never handed on as if it were an image."""
-    if not np.isfinite(result.latent).all():
-        bad = int(result.latent.size - np.isfinite(result.latent).sum())
+    bad = non_finite(result.latent)
+    if bad:
         raise RuntimeFailure(f"the sampled latent has {bad} NaN or infinite values (the model or its inputs "
                              f"overflowed)")
     return result

@@ -66,10 +66,17 @@ def read_arrays(path: Path) -> dict[str, np.ndarray]:
                          f"or re-export the artifact it belongs to") from None
 
 
+def non_finite(values: np.ndarray) -> int:
+    """How many of `values` are NaN or infinite (0 for integer arrays)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return 0
+    return int(values.size - np.isfinite(values).sum())
+
+
 def check_finite(values: np.ndarray, what: str) -> None:
     """NaN or inf in the conditioning would run the whole sampler and fail at the end: refuse it up front."""
-    if np.issubdtype(values.dtype, np.floating) and not np.isfinite(values).all():
-        bad = int(values.size - np.isfinite(values).sum())
+    bad = non_finite(values)
+    if bad:
         raise InputError(f"{what} hold {bad} NaN or infinite values; the model needs finite features")
 
 
