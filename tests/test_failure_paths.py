@@ -467,3 +467,23 @@ def test_export_options_that_do_not_apply_are_refused(tmp_path):
     result = CliRunner().invoke(main, [*TINY, "--checkpoint-key", "ema", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--checkpoint-key names a state dict inside --checkpoint" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("case,message", [
+    ("blocks_plan_on_onnx", "a blocks plan (--blocks-plan) is for the per-block comparison of a plan artifact"),
+    ("gates_on_a_folder", "--rtol, --max-rel-l2 apply to an .onnx or .plan"),
+    ("cpu_for_a_plan", "is a TensorRT plan, which runs on the GPU only: drop device cpu"),
+])
+def test_diff_and_run_options_that_do_not_apply_are_refused(folder, tmp_path, case, message):
+    if case == "blocks_plan_on_onnx":
+        result = run("diff", str(folder / f"{STEM}.onnx"), "--blocks-plan", "x.plan", "--out", str(tmp_path))
+    elif case == "gates_on_a_folder":
+        result = run("diff", str(folder), "--rtol", "0.1", "--max-rel-l2", "0.1", "--out", str(tmp_path))
+    else:
+        from test_runtime import fake_plan
+
+        result = run("runtime", "--artifact", str(fake_plan(tmp_path)), "--random-text", "--device", "cpu", "--out",
+                     str(tmp_path / "l.npy"))
+    assert result.returncode == 2 and message in one_error_line(result, "ptdit-diff" if case != "cpu_for_a_plan"
+                                                                 else "ptdit-run")
+    assert not list(tmp_path.glob("*.diff.*")) and not (tmp_path / "l.npy").exists()
