@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable
 
 from ptdit.contract.dtypes import precision_of_element_type
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.files import file_sha256, write_atomically
 from ptdit.contract.graph_check import check_onnx, mismatches
 from ptdit.contract.manifests import write_manifest
@@ -47,6 +47,10 @@ class BuildResult:
     manifest: PlanManifest
     triton_model: Path | None = None
 
+    @property
+    def path(self) -> Path:
+        return self.plan
+
 
 def weights_precision(model: onnx.ModelProto, name: str) -> str:
     """The precision the graph's weights really have (the weights are not loaded): the type of the MatMul, Gemm
@@ -77,8 +81,9 @@ def check_io(io: PlanIO, onnx: OnnxArtifact, mark_blocks: bool) -> None:
 def preflight(onnx_path: Path, options: BuildOptions, triton_repo: Path | None = None) -> OnnxArtifact:
     """Everything that needs neither TensorRT nor a GPU."""
     if triton_repo is not None and options.strip_plan:
-        raise InputError("--triton-repo with --strip-plan would ship a weightless plan that Triton Inference Server "
-                         "cannot refit: drop --strip-plan for the Triton repository")
+        strip = option("strip_plan")
+        raise InputError(f"{option('triton_repo')} with {strip} would ship a weightless plan that Triton Inference "
+                         f"Server cannot refit: drop {strip} for the Triton repository")
     onnx = load_onnx(onnx_path)
     real = weights_precision(check_onnx(onnx.path, onnx.manifest), onnx.path.name)  # before TensorRT sees it
     if real != onnx.precision:
@@ -86,7 +91,7 @@ def preflight(onnx_path: Path, options: BuildOptions, triton_repo: Path | None =
     validate(options, onnx.precision)
     cache = options.timing_cache
     if cache is not None and ((cache.exists() and not cache.is_file()) or not cache.parent.is_dir()):
-        raise InputError(f"--timing-cache {cache} must be a file in an existing directory")
+        raise InputError(f"{option('timing_cache')} {cache} must be a file in an existing directory")
     return onnx
 
 
@@ -120,7 +125,7 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
                 triton_model, = outputs.commit()
         return BuildResult(plan_path, plan_path.with_suffix(".json"), True, manifest, triton_model)
     if state is not None and not force:
-        raise InputError(f"{state}: it is stale and is not reused; pass --force to rebuild it")
+        raise InputError(f"{state}: it is stale and is not reused; pass {option('force', True)} to rebuild it")
 
     with Outputs(force) as outputs:  # claimed before the build: locked, writable (ptdit.contract.outputs)
         staged_plan = outputs.claim(plan_path)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ptdit.contract.cli_types import Number, version_option
+from ptdit.contract.cli_types import Console, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.plan_manifest import BuildOptions
 
@@ -15,6 +15,7 @@ from .options import OPT_LEVEL, TILING_LEVELS, WORKSPACE_GIB
 from .tensorrt_api import TARGETS
 
 DEFAULTS = BuildOptions()
+FLAGS = {"compute_capabilities": "--compute-capability", "workspace_gib": "--workspace", "out_dir": "--out"}
 
 EXAMPLES = """\b
 Examples:
@@ -64,12 +65,13 @@ Examples:
 @click.option("--force", is_flag=True, help="Rebuild even if a plan is there (stale or current).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
 @version_option
 def main(onnx_path: Path, target: str, compute_capabilities: tuple[str, ...], out_dir: Path | None,
          workspace_gib: float, opt_level: int, tiling_level: str | None, timing_cache: Path | None,
          version_compatible: bool, exclude_lean_runtime: bool, refittable: bool, strip_plan: bool,
          weight_streaming: bool, fp16_weak: bool, allow_fp32: bool, mark_blocks: bool, triton_repo: Path | None,
-         force: bool, as_json: bool, debug: bool) -> None:
+         force: bool, as_json: bool, debug: bool, console: Console) -> None:
     """Build a TensorRT engine from an ONNX written by ptdit-export.
 
     Strongly typed: the types come from the ONNX, so an fp16 ONNX gives an fp16 engine on TensorRT 10.x,
@@ -82,9 +84,8 @@ def main(onnx_path: Path, target: str, compute_capabilities: tuple[str, ...], ou
     options = BuildOptions(workspace_gib, opt_level, timing_cache, version_compatible, exclude_lean_runtime,
                            refittable, strip_plan, weight_streaming, fp16_weak, allow_fp32, mark_blocks, tiling_level)
     # TensorRT may still be winding down in its worker thread after Ctrl-C: leave at once, without waiting for it.
-    with exit_codes("ptdit-build", debug, leave_at_once=True):
-        result = build(onnx_path, options, out_dir, force, triton_repo, lambda line: click.echo(line, err=True),
-                       target, compute_capabilities)
+    with exit_codes("ptdit-build", debug, leave_at_once=True, flags=FLAGS):
+        result = build(onnx_path, options, out_dir, force, triton_repo, console.line, target, compute_capabilities)
     if as_json:
         click.echo(json.dumps({"plan": str(result.plan), "manifest": str(result.manifest_path),
                                "up_to_date": result.up_to_date, "triton_model": str(result.triton_model or "") or None,

@@ -7,7 +7,7 @@ import re
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.plan_manifest import BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE, Targets
 
 from .gpu import GpuInfo
@@ -27,11 +27,12 @@ def parse_compute_capabilities(values: tuple[str, ...]) -> tuple[str, ...]:
     items = [v.strip() for value in values for v in value.split(",") if v.strip()]
     if "current" in items:
         if len(items) > 1:
-            raise InputError("--compute-capability current names the visible GPU alone; do not combine it with others")
+            raise InputError(f"{option('compute_capabilities', 'current')} names the visible GPU alone; do not "
+                             "combine it with others")
         return ("current",)
     bad = [v for v in items if not _CC.match(v)]
     if bad:
-        raise InputError(f"--compute-capability {bad[0]!r} is not MAJOR.MINOR (e.g. 8.9): accepted are "
+        raise InputError(f"{option('compute_capabilities')} {bad[0]!r} is not MAJOR.MINOR (e.g. 8.9): accepted are "
                          f"{', '.join(RTX_COMPUTE_CAPABILITIES)} or current")
     return tuple(sorted(set(items), key=lambda v: tuple(int(p) for p in v.split("."))))
 
@@ -41,21 +42,23 @@ def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None) -> Tar
     capabilities ('current' = the visible GPU's), or its portable default."""
     if target == "tensorrt":
         if requested:
-            raise InputError("--compute-capability chooses TensorRT-RTX targets; full TensorRT builds for the GPU it "
-                             "runs on (build on that GPU, or use --target rtx)")
+            raise InputError(f"{option('compute_capabilities')} chooses TensorRT-RTX targets; full TensorRT builds "
+                             f"for the GPU it runs on (build on that GPU, or use {option('target', 'rtx')})")
         if gpu is None:
             raise InputError("no CUDA GPU is visible: full TensorRT builds on the GPU the engine will run on "
-                             "(TensorRT-RTX builds without one: --target rtx)")
+                             f"(TensorRT-RTX builds without one: {option('target', 'rtx')})")
         return Targets((gpu.compute_capability,), BUILD_GPU_SOURCE)
     if not requested:
         return Targets(RTX_DEFAULT, RTX_DEFAULT_SOURCE)
     if requested == ("current",):
         if gpu is None:
-            raise InputError("--compute-capability current needs a visible GPU; name the targets instead (e.g. 8.9)")
+            raise InputError(f"{option('compute_capabilities', 'current')} needs a visible GPU; name the targets "
+                             "instead (e.g. 8.9)")
         requested = (gpu.compute_capability,)
     for cc in requested:
         if cc not in RTX_COMPUTE_CAPABILITIES:
-            hopper = " (Hopper: build with full TensorRT on the GPU, --target tensorrt)" if cc == "9.0" else ""
+            full = option("target", "tensorrt")
+            hopper = f" (Hopper: build with full TensorRT on the GPU, {full})" if cc == "9.0" else ""
             raise InputError(f"TensorRT-RTX cannot build for compute capability {cc}{hopper}: it builds for "
                              f"{', '.join(RTX_COMPUTE_CAPABILITIES)}")
     return Targets(requested, OPTION_SOURCE)

@@ -12,13 +12,13 @@ from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING
 
-from ptdit.contract.errors import InputError
-from ptdit.contract.tensorrt import FLAVOURS, import_flavour
+from ptdit.contract.errors import InputError, option
+from ptdit.contract.tensorrt import BUILD_TARGETS, FLAVOURS, import_flavour
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-TARGETS = ("auto", "tensorrt", "rtx")
+TARGETS = BUILD_TARGETS
 SUPPORTED_MAJORS = {"tensorrt": (10, 11), "rtx": (1,)}
 
 # Build options -> BuilderFlag member names.
@@ -70,7 +70,7 @@ def select(target: str = "auto") -> Flavour:
     """The flavour for --target (auto: full TensorRT when importable, else TensorRT-RTX), or a one-line
     InputError saying what to install."""
     if target not in TARGETS:
-        raise InputError(f"unknown --target {target!r}: use {', '.join(TARGETS)}")
+        raise InputError(f"unknown {option('target')} {target!r}: use {', '.join(TARGETS)}")
     candidates = ["tensorrt", "rtx"] if target == "auto" else [target]
     for name in candidates:
         module = import_flavour(name)

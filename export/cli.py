@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ptdit.config import PRESETS
-from ptdit.contract.cli_types import Number, version_option
+from ptdit.contract.cli_types import Console, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import SEED
@@ -28,7 +28,6 @@ from .spec import (
 )
 
 if TYPE_CHECKING:
-    from ptdit.config import PTDiTConfig
 
     from .run import ExportResult
 
@@ -44,7 +43,7 @@ Examples:
   ptdit-export --res 1024 --checks full
       compare the whole model with PyTorch (minutes on a CPU; the default on a GPU machine)
   ptdit-export --preset tiny --res 256 --pipeline
-      a folder with everything from prompt to PNG (stand-in T5 and VAE): ptdit-run --artifact FOLDER --prompt ...
+      a folder with everything from prompt to PNG (stand-in T5 and VAE): ptdit-run FOLDER --prompt ...
   ptdit-export --preset tiny --res 256 --step
       also ptdit-tiny-256-b2-fp16-step.onnx: one whole sampler step (guidance + Euler update) per call
 """
@@ -83,7 +82,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Proxy tokens [default: the preset's: strided, mean for qihoo-t2x].")
 @click.option("--proxy-offset", default=None, metavar="T,H,W", callback=parse_triple,
               help="Strided proxy offset inside each window.")
-@click.option("--opset", type=Number(OPSETS), default=DEFAULT_OPSET, show_default=True)
+@click.option("--opset", type=Number(OPSETS), default=DEFAULT_OPSET, show_default=True, help="ONNX opset written.")
 @click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the synthetic weights.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Output directory.")
@@ -98,24 +97,27 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
                    "graph, the latent carried in fp32, so a runtime keeps the sampler state on the device.")
 @click.option("--pipeline", is_flag=True,
               help="Write a pipeline folder: the transformer, the T5 text encoder, the CausalVAE decoder tiles, the "
-                   "tokenizer and the negative prompt's embedding (ptdit-run --artifact FOLDER --prompt ...).")
+                   "tokenizer and the negative prompt's embedding (ptdit-run FOLDER --prompt ...).")
 @click.option("--text-encoder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --pipeline: a Hugging Face T5 encoder folder [default: a seeded tiny stand-in].")
 @click.option("--vae", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --pipeline: the CausalVAE weights [default: a seeded tiny stand-in].")
-@click.option("--text-encoder-precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True)
+@click.option("--text-encoder-precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
+              help="With --pipeline: the text encoder's precision (fp16 keeps fp32 islands where T5 overflows).")
 @click.option("--vae-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 keeps GroupNorm in fp32 (bf16 convolutions need opset 22: not offered).")
 @click.option("--torch-device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="Where the PyTorch references of the parity check run (auto: cuda when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
 @version_option
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,
          check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None, vae: Path | None,
-         text_encoder_precision: str, vae_precision: str, torch_device: str, as_json: bool, debug: bool) -> None:
+         text_encoder_precision: str, vae_precision: str, torch_device: str, as_json: bool, debug: bool,
+         console: Console) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
     Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
@@ -123,48 +125,36 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
     real parse by TensorRT's ONNX parser (TensorRT-RTX works on a CPU) and an ONNX Runtime vs PyTorch
     comparison. Nothing is written under the final name unless every check passes.
     """
-    from .options import ExportOptions, PipelineOptions
+    from .api import export_options
+    from .options import PipelineOptions
     from .run import export_all
 
-    def report(line: str) -> None:
-        click.echo(line, err=True)
-
-    with exit_codes("ptdit-export", debug):
-        if preset and config_file:
-            raise InputError("pass either --preset or --config, not both")
-        cfg = load_config(preset, config_file)
-        changes: dict[str, Any] = {}
-        if proxy:
-            changes["proxy_mode"] = proxy
-        if proxy_offset:
-            changes["proxy_offset"] = proxy_offset
-        cfg = cfg.replace(**changes) if changes else cfg
-        opts = ExportOptions(cfg, [int(r) for r in resolutions], frames, precision, batch, text_len, opset,
-                             out_dir, checkpoint, checkpoint_key, seed, force, "none" if skip_checks else check_choice,
-                             torch_device, step)
+    report = console.line
+    with exit_codes("ptdit-export", debug, flags={"resolution": "--res", "out_dir": "--out", "config": "--config"}):
         if (text_encoder or vae) and not pipeline:
             raise InputError("--text-encoder and --vae go with --pipeline")
+        opts = export_options([int(r) for r in resolutions], preset=preset, config=config_file, checkpoint=checkpoint,
+                              checkpoint_key=checkpoint_key, precision=precision, batch=batch, text_len=text_len,
+                              frames=frames, proxy=proxy, proxy_offset=proxy_offset, opset=opset, seed=seed,
+                              out_dir=out_dir, force=force, checks="none" if skip_checks else check_choice,
+                              torch_device=torch_device, step=step)
         if pipeline:
             from .pipeline.folder import export_pipelines
 
             folders = export_pipelines(opts, PipelineOptions(text_encoder, vae, text_encoder_precision, vae_precision),
-                                       report)
-            click.echo(json.dumps([str(f) for f in folders]) if as_json else "\n".join(f"wrote {f}" for f in folders))
+                                       report, console.counter)
+            if as_json:
+                click.echo(json.dumps([{"folder": str(f.path), "up_to_date": f.up_to_date} for f in folders], indent=2))
+            for f in [] if as_json else folders:
+                click.echo(f"up to date: {f.path}; --force re-exports it" if f.up_to_date else f"wrote {f.path}")
             return
-        results = export_all(opts, report)
+        results = export_all(opts, report, console.counter)
 
     if as_json:
         click.echo(json.dumps([summary(r) for r in results], indent=2))
         return
     for r in results:
         click.echo(describe(r))
-
-
-def load_config(preset: str | None, config_file: Path | None) -> PTDiTConfig:
-    from ptdit.config import PTDiTConfig
-    from ptdit.config import preset as get_preset
-
-    return PTDiTConfig.from_json_file(config_file) if config_file else get_preset(preset or "xl")
 
 
 def summary(result: ExportResult) -> dict[str, Any]:
@@ -175,11 +165,15 @@ def summary(result: ExportResult) -> dict[str, Any]:
         "bytes": sum(f.stat().st_size for f in result.files),
         "checks": result.checks,
         "seconds": result.seconds,
+        "up_to_date": result.up_to_date,
     }
 
 
 def describe(result: ExportResult) -> str:
     size = sum(f.stat().st_size for f in result.files) / 1e9
+    if result.up_to_date:
+        level = result.checks.get("level", "none")
+        return f"up to date: {result.onnx_path} ({size:.2f} GB, checks {level}); --force re-exports it"
     lines = [f"wrote {result.onnx_path} ({size:.2f} GB in {len(result.files)} files, manifest {result.manifest_path.name})"]
     checks = result.checks
     if checks.get("skipped"):

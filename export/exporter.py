@@ -49,7 +49,7 @@ def build_model(cfg: PTDiTConfig, precision: str, checkpoint: str | None = None,
     if checkpoint is None:
         return model, Weights("seeded", seed=seed)
     sha = load_checkpoint(model, checkpoint, key=checkpoint_key)
-    return model, Weights("checkpoint", path=str(checkpoint), sha256=sha)
+    return model, Weights("checkpoint", path=str(checkpoint), sha256=sha, key=checkpoint_key)
 
 
 def example_inputs(inputs: list[TensorSpec]) -> tuple[torch.Tensor, ...]:

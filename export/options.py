@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ptdit.config import PTDiTConfig
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import SEED
 from ptdit.resolution import Geometry, geometry, latent_hw, window_for
 from ptdit.windows import strided_offset
@@ -66,30 +66,33 @@ def artifact_files(out_dir: Path, stem: str) -> list[Path]:
 def check_export_options(opts: ExportOptions) -> None:
     """Every bad input is reported before any work starts."""
     if not opts.resolutions:
-        raise InputError("no resolution given: pass --res (e.g. --res 1024)")
+        raise InputError(f"no resolution given: pass {option('resolution', 1024)}")
     for res in opts.resolutions:
         window_for(res, opts.frames)
         strided_offset(geometry_for(opts, res), opts.cfg.proxy_window, opts.cfg.proxy_offset)
     if opts.opset not in SUPPORTED_OPSETS:
-        raise InputError(f"opset {opts.opset} is not supported: the exporter writes opsets "
+        raise InputError(f"{option('opset')} {opts.opset} is not supported: the exporter writes opsets "
                          f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (LayerNormalization needs >= 17)")
-    BATCH.check("the batch", opts.batch)
-    TEXT_LEN.check("the text length", opts.text_len)
-    SEED.check("the seed", opts.seed)
+    BATCH.check(option("batch"), opts.batch)
+    TEXT_LEN.check(option("text_len"), opts.text_len)
+    SEED.check(option("seed"), opts.seed)
     if opts.frames is not None:
-        FRAMES.check("the frame count", opts.frames)
+        FRAMES.check(option("frames"), opts.frames)
     if opts.step and opts.batch not in (1, 2):
-        raise InputError(f"--step needs --batch 2 (the guidance pair) or 1 (unguided), got {opts.batch}")
+        raise InputError(f"{option('step')} needs {option('batch', 2)} (the guidance pair) or 1 (unguided), got "
+                         f"{opts.batch}")
     if opts.torch_device not in ("auto", "cpu", "cuda"):
-        raise InputError(f"--torch-device must be auto, cpu or cuda, got {opts.torch_device!r}")
+        raise InputError(f"{option('torch_device')} must be auto, cpu or cuda, got {opts.torch_device!r}")
     if opts.checks not in CHECK_LEVELS:
-        raise InputError(f"--checks must be one of {', '.join(CHECK_LEVELS)}, got {opts.checks!r}")
+        raise InputError(f"{option('checks')} must be one of {', '.join(CHECK_LEVELS)}, got {opts.checks!r}")
     if opts.checks != "none":
         torch_device(opts.torch_device)
     if opts.checkpoint is not None and not Path(opts.checkpoint).is_file():
-        raise InputError(f"checkpoint {opts.checkpoint} does not exist")
+        raise InputError(f"{option('checkpoint')} {opts.checkpoint} does not exist")
     if opts.checkpoint_key is not None and opts.checkpoint is None:
-        raise InputError("--checkpoint-key names a state dict inside --checkpoint: pass --checkpoint too, or drop it")
+        checkpoint = option("checkpoint")
+        raise InputError(f"{option('checkpoint_key')} names a state dict inside {checkpoint}: pass {checkpoint} too, "
+                         f"or drop it")
 
 
 def check_level(choice: str) -> str:
@@ -108,5 +111,6 @@ def torch_device(choice: str) -> str:
     if choice == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if choice == "cuda" and not torch.cuda.is_available():
-        raise InputError("--torch-device cuda needs a CUDA build of torch and a GPU; use --torch-device cpu")
+        raise InputError(f"{option('torch_device', 'cuda')} needs a CUDA build of torch and a GPU; use "
+                         f"{option('torch_device', 'cpu')}")
     return choice

@@ -11,9 +11,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
 from ptdit.checkpoint import state_dict_sha256
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.graph_check import graph_records
 from ptdit.contract.manifests import write_manifest
+from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
+from ptdit.contract.progress import Advance, Counter, no_counter
 from ptdit.resolution import latent_hw
 
 from .options import ExportOptions, artifact_files, check_export_options, check_level, geometry_for, specs_for
@@ -34,20 +37,57 @@ class ExportResult:
     files: list[Path]
     checks: dict[str, Any]
     seconds: dict[str, float] = field(default_factory=dict)
+    up_to_date: bool = False  # it was there, exported with the same options and weights, and was reused
+
+    @property
+    def path(self) -> Path:
+        return self.onnx_path
+
+    @property
+    def manifest(self) -> OnnxManifest:
+        """The manifest as written (read when asked for)."""
+        from ptdit.contract.manifests import read_manifest
+
+        return read_manifest(OnnxManifest, self.manifest_path, "this export", f"{self.manifest_path} is missing")
 
 
-def export_all(opts: ExportOptions, report: Reporter) -> list[ExportResult]:
+def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_counter) -> list[ExportResult]:
+    """Every graph the options ask for. Graphs already there and up to date are reused (export.existing); stale
+    ones are refused unless `opts.force`; the rest are exported and published together."""
+    from .existing import Wanted, existing_state
+
     check_export_options(opts)
-    with Outputs(opts.force) as outputs:
-        staged = {p: outputs.claim(p) for res in opts.resolutions for spec in specs_for(opts, res)
-                  for p in artifact_files(opts.out_dir, spec.stem)}
-        results = export_graphs(opts, report, staged.__getitem__)
-        outputs.commit()
-    return results
+    wanted = Wanted(opts)
+    specs = [spec for res in opts.resolutions for spec in specs_for(opts, res)]
+    reused: dict[str, ExportResult] = {}
+    for spec in specs:
+        state = None if opts.force else existing_state(opts.out_dir, spec, wanted)
+        if state is None:
+            continue
+        what, manifest = state
+        if manifest is None:
+            raise InputError(f"{what}: it is stale and is not reused; pass {option('force', True)} to replace it")
+        data = manifest.artifact.external_data
+        names = [manifest.artifact.onnx, *([data] if data else [])]
+        files = [opts.out_dir / name for name in [*names, f"{spec.stem}.json"]]
+        reused[spec.stem] = ExportResult(files[0], files[-1], files, manifest.checks, up_to_date=True)
+        report(f"ptdit-export: {files[0]} is up to date (same model, weights and options); it is reused")
+    todo = [spec for spec in specs if spec.stem not in reused]
+    results: dict[str, ExportResult] = {}
+    if todo:
+        with Outputs(opts.force) as outputs:
+            staged = {p: outputs.claim(p) for spec in todo for p in artifact_files(opts.out_dir, spec.stem)}
+            with counter("exporting", len(todo), "graph") as advance:
+                exported = export_graphs(opts, report, staged.__getitem__, todo, advance)
+            outputs.commit()
+        results = {spec.stem: result for spec, result in zip(todo, exported)}
+    return [reused.get(spec.stem) or results[spec.stem] for spec in specs]
 
 
-def export_graphs(opts: ExportOptions, report: Reporter, place: Place) -> list[ExportResult]:
-    """Every graph the options ask for, written where `place` says; the results name the final paths."""
+def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: list[ExportSpec] | None = None,
+                  advance: Advance | None = None) -> list[ExportResult]:
+    """The graphs `specs` name (default: every graph the options ask for), written where `place` says (`advance`
+    after each); the results name the final paths."""
     from .exporter import build_model
 
     stages = Stages(report)
@@ -56,11 +96,12 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place) -> list[E
         model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
         weights = dataclasses.replace(weights, state_dict_sha256=state_dict_sha256(model))
     results = []
-    for res in opts.resolutions:
-        for spec in specs_for(opts, res):
-            result = export_one(opts, spec, model, weights, report, place)
-            result.seconds = {**stages.seconds, **result.seconds}
-            results.append(result)
+    for spec in specs if specs is not None else [s for res in opts.resolutions for s in specs_for(opts, res)]:
+        result = export_one(opts, spec, model, weights, report, place)
+        result.seconds = {**stages.seconds, **result.seconds}
+        results.append(result)
+        if advance:
+            advance(spec.stem)
     return results
 
 

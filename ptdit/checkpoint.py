@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .contract.errors import InputError
+from .contract.errors import InputError, option
 from .contract.files import file_sha256
 
 NESTING_KEYS = ("state_dict", "model", "module", "ema", "model_state_dict")
@@ -63,7 +63,7 @@ def read_state_dict(path: str | Path, key: str | None = None) -> dict[str, Tenso
             obj = obj[nested[0]]
     if not _is_state_dict(obj):
         raise InputError(f"checkpoint {path} does not hold a state dict of tensors; if it is nested, pass the "
-                         f"key that holds it (e.g. --checkpoint-key state_dict)")
+                         f"key that holds it (e.g. {option('checkpoint_key', 'state_dict')})")
     return obj  # type: ignore[return-value]
 
 
@@ -88,7 +88,7 @@ def check_state_dict(model: nn.Module, state: dict[str, Tensor]) -> None:
         problems.append(f"{len(misshaped)} with the wrong shape: {_listing(misshaped)}")
     if problems:
         raise InputError("checkpoint does not match the model config (" + "; ".join(problems) +
-                         "); check --preset/--config against the checkpoint")
+                         f"); check {option('preset')}/{option('config')} against the checkpoint")
 
 
 def without_wrapper_prefix(state: dict[str, Tensor], expected: set[str]) -> dict[str, Tensor]:

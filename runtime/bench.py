@@ -3,7 +3,7 @@ copying the prediction out, guidance and the Euler update) against the bare back
 one run on the same session: run_with_iobinding with every input already bound and the output left in
 ONNX Runtime's buffer, i.e. the least work one model call can be.
 
-    python -m runtime.bench --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --steps 30
+    python -m runtime.bench artifacts/ptdit-tiny-256-b2-fp16.onnx --steps 30
 
 With --loops NOISE STEP (a noise-prediction artifact and the step artifact exported next to it): the host loop
 on the first against the device-resident step loop on the second, alternated on the same machine, with the
@@ -25,7 +25,6 @@ import numpy as np
 from ptdit.contract.cli_types import Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
-from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import ROUNDS, STEPS
 
 from .backends.tensorrt.flavour import TensorRTOptions
@@ -164,11 +163,13 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
 
 
 @click.command(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--artifact", "artifacts", type=click.Path(exists=True, path_type=Path), multiple=True)
+@click.argument("artifacts", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("--artifact", "artifact_options", type=click.Path(exists=True, path_type=Path), multiple=True,
+              help="Deprecated spelling of the ARTIFACTS arguments.")
 @click.option("--loops", "loop_pairs", type=(click.Path(exists=True, path_type=Path), click.Path(exists=True, path_type=Path)),
               multiple=True, metavar="NOISE STEP", help="Host loop on NOISE against the step loop on STEP.")
 @click.option("--loops-backend", type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]), default="auto",
-              show_default=True)
+              show_default=True, help="What runs the --loops comparison (auto: by the artifacts' kind).")
 @click.option("--loop-steps", type=Number(STEPS), default=30, show_default=True,
               help="Steps per sampling run of --loops.")
 @click.option("--steps", type=Number(STEPS), default=10, show_default=True,
@@ -177,26 +178,35 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
               help="Sampling runs and bare blocks, alternated.")
 @click.option("--latency", "latency_backends", multiple=True, type=click.Choice(["onnxruntime", "torch", "tensorrt"]),
               help="Also time sampling steps on these backends (same artifact and inputs).")
-@click.option("--latency-steps", type=Number(STEPS), default=5, show_default=True)
+@click.option("--latency-steps", type=Number(STEPS), default=5, show_default=True,
+              help="Sampling steps timed per --latency backend.")
 @tensorrt_options
-@click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON on stdout instead of the tables.")
 @version_option
-def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...], loops_backend: str, loop_steps: int,
+def main(artifacts: tuple[Path, ...], artifact_options: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...],
+         loops_backend: str, loop_steps: int,
          steps: int,
          rounds: int, latency_backends: tuple[str, ...], latency_steps: int, runtime_cache_dir: Path | None,
-         lean_runtime: Path | None, weight_budget: int | None, json_path: Path | None) -> None:
+         lean_runtime: Path | None, weight_budget: int | None, as_json: bool) -> None:
     """Per-step overhead of the runtime around the backend call (ONNX Runtime, CPU, for .onnx artifacts),
     optionally the per-step latency of each backend (a .plan with --latency tensorrt), and the host loop
     against the step loop with their host<->device counters (--loops)."""
     with exit_codes("python -m runtime.bench", debug=False, writes=False):
+        if artifact_options:
+            click.echo("note: --artifact is deprecated; pass the artifacts as arguments", err=True)
+            artifacts = artifacts + artifact_options
         if not artifacts and not loop_pairs:
-            raise InputError("nothing to measure: pass --artifact and/or --loops NOISE STEP")
+            raise InputError("nothing to measure: pass ARTIFACTS and/or --loops NOISE STEP")
         rows = [measure_overhead(a, steps, rounds) for a in artifacts if a.suffix == ".onnx"]
         plan_options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
         latency = [measure_latency(a, b, latency_steps, tensorrt=plan_options if b == "tensorrt" else None)
                    for a in artifacts for b in latency_backends]
         loops = [measure_loops(noise, step, loops_backend, loop_steps, max(rounds // 3, 1), tensorrt=plan_options)
                  for noise, step in loop_pairs]
+    if as_json:
+        report = {"overhead": rows, "latency": latency, "loops": loops, "loops_table": loops_table(loops) if loops else None}
+        click.echo(json.dumps(report, indent=2))
+        return
     if rows:
         click.echo("| artifact | backend | calls | bare call ms, median (p10-p90) | sampler step ms, median (p10-p90) "
                    "| overhead |")
@@ -212,9 +222,6 @@ def main(artifacts: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...],
     if loops:
         click.echo(loops_table(loops))
         click.echo("goal: 0 bytes and 0 syncs per step after the first in the step loop; one copy out at the end")
-    if json_path:
-        report = {"overhead": rows, "latency": latency, "loops": loops, "loops_table": loops_table(loops) if loops else None}
-        write_atomically(json_path, lambda tmp: tmp.write_text(json.dumps(report, indent=2) + "\n"))
 
 
 if __name__ == "__main__":

@@ -30,10 +30,17 @@ def test_complexity_table_and_json(tmp_path):
     assert rows[2]["paper_ratio"] == 0.047 and abs(rows[2]["analytic_ratio"] - 0.0471) < 1e-4
     table = complexity_table(rows)
     assert "| 1024 | 4.71 % (4.7 %) |" in table and "n/a |" in table
-    result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--json", str(tmp_path / "b.json")])
+    result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--results", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
     assert len(data["complexity"]) == 5 and data["machine"]["cores"] >= 1
+    assert "| 1024 | 4.71 % (4.7 %) |" in result.stdout
+    # --json means what it means on every command: the results on stdout (the table then goes to stderr)
+    result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--json"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["complexity"] == data["complexity"] and "| 1024 |" in result.stderr
+    result = CliRunner().invoke(main, ["complexity", "--preset", "xxl"])
+    assert result.exit_code == 2 and "'xxl' is not one of" in result.output
 
 
 def test_runtime_section_measures_both_backends_and_both_loops():
@@ -52,7 +59,7 @@ def test_runtime_section_measures_both_backends_and_both_loops():
 
 
 def test_export_section_measures_time_and_rss(tmp_path):
-    result = CliRunner().invoke(main, ["export", "--preset", "tiny", "--res", "256", "--json", str(tmp_path / "b.json")])
+    result = CliRunner().invoke(main, ["export", "--preset", "tiny", "--res", "256", "--results", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     measured = json.loads((tmp_path / "b.json").read_text())["export"][0]["measured"]
     assert measured["seconds"] > 0 and measured["peak_rss_bytes"] > 100e6 and measured["fp16_weight_bytes"] > 0
@@ -67,7 +74,7 @@ def test_gpu_section_is_skipped_without_cuda():
 def test_build_section_builds_for_real_with_tensorrt_rtx(tmp_path):
     pytest.importorskip("tensorrt_rtx")
     result = CliRunner().invoke(main, ["build", "--preset", "tiny", "--res", "256", "--config", "",
-                                       "--config", "--opt-level 0", "--json", str(tmp_path / "b.json")])
+                                       "--config", "--opt-level 0", "--results", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     rows = json.loads((tmp_path / "b.json").read_text())["build"]
     assert [r["options"] for r in rows] == ["(defaults)", "--opt-level 0"]
@@ -87,7 +94,7 @@ def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
     monkeypatch.setattr(build_cost, "build_rows", lambda *a: [])
     monkeypatch.setattr(runtime_cost, "runtime_rows", lambda *a: {"overhead": [], "latency": []})
     monkeypatch.setattr(gpu, "gpu_rows", lambda *a: {"skipped": "stand-in"})
-    result = CliRunner().invoke(main, ["all", "--json", str(tmp_path / "b.json")])
+    result = CliRunner().invoke(main, ["all", "--results", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"complexity", "export", "build", "runtime", "gpu", "machine"}

@@ -95,7 +95,7 @@ def test_every_stage_refuses_a_manifest_with_a_missing_field_in_one_line(tmp_pat
     onnx_path = artifact_copy(tmp_path)
     edit_manifest(onnx_path.with_suffix(".json"), lambda m: m["export"].pop("batch"))
     before = sorted(p.name for p in tmp_path.iterdir())
-    for command in (["runtime", "--artifact", str(onnx_path), "--random-text", "--out", str(tmp_path / "l.npy")],
+    for command in (["runtime", str(onnx_path), "--random-text", "--out", str(tmp_path / "l.npy")],
                     ["engines", str(onnx_path), "--target", "rtx"]):
         result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, capture_output=True, text=True)
         lines = result.stderr.strip().splitlines()

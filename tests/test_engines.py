@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from conftest import plan_manifest_for
 from engines.build import check_io, preflight, weights_precision
 from engines.builder import PlanIO
-from engines.cli import main
+from engines.cli import FLAGS, main
 from engines.errors import BuildError
 from engines.gpu import GpuInfo
 from engines.options import validate
@@ -27,7 +27,7 @@ from engines.plan_files import OnnxArtifact, existing_plan_state, load_onnx, pla
 from engines.targets import RTX_DEFAULT, parse_compute_capabilities, resolve
 from engines.tensorrt_api import Flavour
 from engines.triton import config_pbtxt, write_model
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, flag_of
 from ptdit.contract.files import write_json
 from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import TensorSpec
@@ -76,8 +76,8 @@ def flavour(kind: str) -> Flavour | None:
 @pytest.mark.parametrize(
     "options,precision,kind,has_gpu,message",
     [
-        (BuildOptions(workspace_gib=0), "fp16", "none", True, "the workspace (GiB) must be a finite number in (0, 4096]"),
-        (BuildOptions(opt_level=6), "fp16", "none", True, "the optimization level must be an integer in [0, 5]"),
+        (BuildOptions(workspace_gib=0), "fp16", "none", True, "--workspace must be a finite number in (0, 4096]"),
+        (BuildOptions(opt_level=6), "fp16", "none", True, "--opt-level must be an integer in [0, 5]"),
         (BuildOptions(tiling_level="max"), "fp16", "none", True, "--tiling-level must be one of none, fast"),
         (BuildOptions(exclude_lean_runtime=True), "fp16", "none", True, "only applies with --version-compatible"),
         (BuildOptions(fp16_weak=True), "fp32", "trt11", True, "--fp16-weak needs TensorRT 10.x"),
@@ -93,8 +93,12 @@ def flavour(kind: str) -> Flavour | None:
     ],
 )
 def test_option_rules(options, precision, kind, has_gpu, message):
-    with pytest.raises(InputError, match=re.escape(message)):
+    """`message` as ptdit-build shows it (its flags); a Python caller reads the parameters (build_engine's)."""
+    with pytest.raises(InputError) as raised:
         validate(options, precision, flavour(kind), has_gpu)
+    assert message in raised.value.render(lambda name: FLAGS.get(name) or flag_of(name))
+    python = str(raised.value)
+    assert not re.search(r"(?<!ptdit-export )--(?!precision)[a-z]", python), python
 
 
 @pytest.mark.parametrize(
@@ -211,7 +215,7 @@ def test_compute_capability_targets():
     assert resolve("rtx", ("current",), GpuInfo("RTX 4090", "8.9")) == Targets(("8.9",), "--compute-capability")
     assert resolve("tensorrt", (), GpuInfo("NVIDIA H100", "9.0")) == Targets(("9.0",), "build GPU")
     for requested, gpu, message in [
-        (("current",), None, "--compute-capability current needs a visible GPU"),
+        (("current",), None, "compute_capabilities='current' needs a visible GPU"),
         (("9.0",), None, r"cannot build for compute capability 9.0 \(Hopper: build with full TensorRT"),
         (("10.0",), None, "cannot build for compute capability 10.0"),
     ]:

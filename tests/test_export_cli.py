@@ -194,8 +194,11 @@ def test_force_overwrites_and_existing_output_is_refused(tmp_path):
     args = ["--preset", "tiny", "--res", "256", "--precision", "fp32", "--out", str(tmp_path), "--skip-checks"]
     assert run(*args)[0] == 0
     before = (tmp_path / "ptdit-tiny-256-b2-fp32.onnx").read_bytes()
-    code, _, stderr = run(*args)
-    assert code == 2 and "already exists; pass --force" in stderr and one_error_line(stderr)
+    code, stdout, _ = run(*args)  # the same again: up to date, reused
+    assert code == 0 and "up to date: " in stdout
+    code, _, stderr = run(*args, "--seed", "3")  # other weights: stale, refused
+    assert code == 2 and "(weights differ): it is stale and is not reused; pass --force" in stderr
+    assert one_error_line(stderr)
     code, _, _ = run(*args, "--force", "--seed", "3")
     assert code == 0 and (tmp_path / "ptdit-tiny-256-b2-fp32.onnx").read_bytes() != before
 

@@ -333,12 +333,10 @@ def test_loops_benchmark_row_on_plans(tmp_path):
     """The GPU benchmark row: step engine against the noise-prediction engine and the host loop, one run."""
     args = plan_target_args()
     plans = [build(p, *args) for p in export_tiny_step(tmp_path)]
-    out = tmp_path / "loops.json"
     result = subprocess.run([sys.executable, "-m", "runtime.bench", "--loops", str(plans[0]), str(plans[1]),
-                             "--loop-steps", "30", "--rounds", "6", "--json", str(out)], cwd=ROOT, capture_output=True,
-                            text=True)
+                             "--loop-steps", "30", "--rounds", "6", "--json"], cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    (row,) = json.loads(out.read_text())["loops"]
+    (row,) = json.loads(result.stdout)["loops"]
     assert row["host_loop_ms_per_step"] > 0 and row["step_loop_ms_per_step"] > 0 and row["step_over_host"] > 0
     assert row["step_loop_transfers"]["per_step_after_first_max"] == {"to_device_bytes": 0, "from_device_bytes": 0,
                                                                       "syncs": 0}
@@ -375,9 +373,8 @@ def test_pipeline_folder_on_tensorrt_draws_what_onnxruntime_draws(tmp_path):
     """Every component of a tiny pipeline built into the folder, then prompt to PNG on TensorRT."""
     import numpy as np
 
+    from runtime import PTDiTPipeline
     from runtime.diff.metrics import psnr
-    from runtime.pipeline.folder import load_pipeline
-    from runtime.pipeline.text_to_image import Pipeline
 
     args = plan_target_args()
     subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "1024", "--pipeline", "--out",
@@ -388,8 +385,7 @@ def test_pipeline_folder_on_tensorrt_draws_what_onnxruntime_draws(tmp_path):
         build(onnx_path, *args, *fp32)
     images = {}
     for backend in ("tensorrt", "onnxruntime"):
-        pipeline = Pipeline(load_pipeline(folder), backend)
-        images[backend] = pipeline("a red fox", steps=10, seed=0).pixels
-        pipeline.close()
+        with PTDiTPipeline.from_folder(folder, backend) as pipe:
+            images[backend] = np.asarray(pipe("a red fox", num_inference_steps=10, seed=0).images[0])
     assert images["tensorrt"].shape == (1024, 1024, 3) and images["tensorrt"].dtype == np.uint8
     assert psnr(images["tensorrt"], images["onnxruntime"]) > 30

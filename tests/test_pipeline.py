@@ -74,7 +74,7 @@ def test_prompt_to_png_is_deterministic(pipelines, tmp_path, res):
 
     outs = [tmp_path / "a.png", tmp_path / "b.png"]
     for out in outs:
-        result = run("runtime", "--artifact", str(pipelines[res]), "--prompt", "a red fox", "--steps", "6", "--out",
+        result = run("runtime", str(pipelines[res]), "--prompt", "a red fox", "--steps", "6", "--out",
                      str(out), "--json")
         assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -83,22 +83,20 @@ def test_prompt_to_png_is_deterministic(pipelines, tmp_path, res):
     image = Image.open(outs[0])
     assert image.size == (res, res) and image.mode == "RGB" and image.text["prompt"] == "a red fox"
     other = tmp_path / "c.png"
-    assert run("runtime", "--artifact", str(pipelines[res]), "--prompt", "a blue fox", "--steps", "6", "--out",
+    assert run("runtime", str(pipelines[res]), "--prompt", "a blue fox", "--steps", "6", "--out",
                str(other)).returncode == 0
     assert other.read_bytes() != outs[0].read_bytes()
 
 
 def test_the_pytorch_backend_draws_the_same_image(pipelines):
+    from runtime import PTDiTPipeline
     from runtime.diff.metrics import psnr
-    from runtime.pipeline.folder import load_pipeline
-    from runtime.pipeline.text_to_image import Pipeline
 
-    folder = load_pipeline(pipelines[256])
     images = []
     for backend in ("onnxruntime", "torch"):
-        pipeline = Pipeline(folder, backend, "cpu", torch_precision="fp32" if backend == "torch" else None)
-        images.append(pipeline("a red fox", None, steps=4, seed=1).pixels)
-        pipeline.close()
+        with PTDiTPipeline.from_folder(pipelines[256], backend, "cpu",
+                                       torch_precision="fp32" if backend == "torch" else None) as pipe:
+            images.append(np.asarray(pipe("a red fox", num_inference_steps=4, seed=1).images[0]))
     assert psnr(images[0], images[1]) > 40
 
 
@@ -124,7 +122,7 @@ def test_ptdit_diff_on_a_pipeline_folder(pipelines, tmp_path):
 def test_pipeline_run_refusals(pipelines, tmp_path, args, message):
     out = tmp_path / ("x.npy" if "--out-npy" in args else "x.png")
     args = [a for a in args if a != "--out-npy"]
-    result = run("runtime", "--artifact", str(pipelines[256]), *args, "--out", str(out))
+    result = run("runtime", str(pipelines[256]), *args, "--out", str(out))
     assert result.returncode == 2 and message in result.stderr and not out.exists()
     assert len(result.stderr.strip().splitlines()) == 1
 
@@ -135,10 +133,10 @@ def test_a_tampered_pipeline_and_prompts_for_plain_artifacts_are_refused(pipelin
     folder = tmp_path / "copy"
     shutil.copytree(pipelines[256], folder)
     (folder / "tokenizer.json").write_text("{}")
-    result = run("runtime", "--artifact", str(folder), "--prompt", "x", "--out", str(tmp_path / "x.png"))
+    result = run("runtime", str(folder), "--prompt", "x", "--out", str(tmp_path / "x.png"))
     assert result.returncode == 2 and "tokenizer.json does not match pipeline.json" in result.stderr
     onnx_path = pipelines[256] / "ptdit-tiny-256-b2-fp16.onnx"
-    result = run("runtime", "--artifact", str(onnx_path), "--prompt", "x", "--out", str(tmp_path / "x.npy"))
+    result = run("runtime", str(onnx_path), "--prompt", "x", "--out", str(tmp_path / "x.npy"))
     assert result.returncode == 2 and "--prompt needs a pipeline folder" in result.stderr
 
 
@@ -165,7 +163,17 @@ def test_a_hugging_face_t5_folder_and_a_vae_checkpoint_are_loaded(tmp_path):
                  "--checks", "none", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
     manifest = json.loads(next((tmp_path / "out").glob("*/text-encoder-*.json")).read_text())
-    assert manifest["model"]["weights"] == {"source": "checkpoint", "path": str(tmp_path)}
+    from export.pipeline.components import folder_sha256
+
+    assert manifest["model"]["weights"] == {"source": "checkpoint", "path": str(tmp_path),
+                                            "sha256": folder_sha256(tmp_path)}
+    again = run("export", "--preset", "tiny", "--res", "256", "--pipeline", "--text-encoder", str(tmp_path),
+                "--checks", "none", "--out", str(tmp_path / "out"))
+    assert again.returncode == 0 and "up to date: " in again.stdout
+    save_file({k: v + 1 for k, v in state.items()}, str(tmp_path / "model.safetensors"))  # new weights, same path
+    changed = run("export", "--preset", "tiny", "--res", "256", "--pipeline", "--text-encoder", str(tmp_path),
+                  "--checks", "none", "--out", str(tmp_path / "out"))
+    assert changed.returncode == 2 and "was exported from other weights: it is stale" in changed.stderr
 
     torch.save({"state_dict": {"encoder.conv_in.weight": torch.zeros(1)}}, tmp_path / "vae.ckpt")
     from ptdit.contract.errors import InputError
@@ -231,5 +239,6 @@ def test_an_existing_pipeline_folder_needs_force(tmp_path):
 
     (tmp_path / "ptdit-tiny-256-pipeline").mkdir()
     result = CliRunner().invoke(main, ["--preset", "tiny", "--res", "256", "--pipeline", "--out", str(tmp_path)])
-    assert result.exit_code == 2 and "ptdit-tiny-256-pipeline already exists; pass --force" in result.stderr
+    assert result.exit_code == 2 and "ptdit-tiny-256-pipeline cannot be used (no pipeline.json)" in result.stderr
+    assert "it is stale and is not reused; pass --force to replace it" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["ptdit-tiny-256-pipeline"]

@@ -170,7 +170,7 @@ def test_running_an_rtx_plan_needs_a_gpu(exports, tmp_path):
 
         if cudart.cudaGetDeviceCount()[0] == cudart.cudaError_t.cudaSuccess:
             pytest.skip("a GPU is visible: tests/test_gpu.py runs RTX plans")
-    result = run("runtime", "--artifact", str(plan), "--random-text", "--steps", "1", "--out", str(tmp_path / "l.npy"))
+    result = run("runtime", str(plan), "--random-text", "--steps", "1", "--out", str(tmp_path / "l.npy"))
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith("ptdit-run: error: no CUDA GPU is visible")
     assert not (tmp_path / "l.npy").exists()

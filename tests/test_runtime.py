@@ -247,14 +247,14 @@ def test_what_a_plan_needs_from_the_run_is_checked_first(tmp_path, options, run_
     plan = fake_plan(tmp_path, **{"vc": options.pop("vc", False)}, **options)
     (tmp_path / "ptdit-tiny-256-b2-fp32.onnx").unlink()  # the ONNX a weightless plan would be refit from
     (tmp_path / "libnvinfer_lean.so.10").write_bytes(b"")
-    code, _, stderr = run_cli("--artifact", str(plan), "--random-text", "--out", str(tmp_path / "x.npy"),
+    code, _, stderr = run_cli(str(plan), "--random-text", "--out", str(tmp_path / "x.npy"),
                               *[a.format(tmp=tmp_path) for a in run_args])
     assert code == 2 and message in stderr, stderr
     assert not (tmp_path / "x.npy").exists()
 
 
 @pytest.mark.parametrize("command", [["ptdit-diff", "{plan}", "--steps", "0"],
-                                     [sys.executable, "-m", "runtime.bench", "--artifact", "{plan}", "--latency",
+                                     [sys.executable, "-m", "runtime.bench", "{plan}", "--latency",
                                       "tensorrt"]])
 def test_the_plan_options_reach_the_session_from_every_command(tmp_path, command):
     """ptdit-diff and the runtime benchmark take --weight-budget (and --lean-runtime, --runtime-cache-dir) to the
@@ -287,7 +287,7 @@ def test_an_rtx_plan_without_tensorrt_rtx(tmp_path):
 def test_cuda_layer_names_the_failing_call_and_error():
     with pytest.raises(cuda.CudaError, match=r"cudaMalloc failed: cudaErrorInsufficientDriver \(CUDA driver version is"):
         cuda.DeviceBuffer(1024)
-    with pytest.raises(InputError, match="no CUDA GPU is visible .*use --backend onnxruntime or --backend torch"):
+    with pytest.raises(InputError, match="no CUDA GPU is visible .*use backend='onnxruntime' or backend='torch'"):
         cuda.current_device()
 
 
@@ -300,9 +300,9 @@ def run_cli(*args: str) -> tuple[int, str, str]:
 def test_ptdit_run_writes_latents(tmp_path, suffix):
     path = artifact_copy(tmp_path, "fp16")
     out = tmp_path / f"latents{suffix}"
-    code, stdout, stderr = run_cli("--artifact", str(path), "--random-text", "--steps", "3", "--out", str(out), "--json")
+    code, stdout, stderr = run_cli(str(path), "--random-text", "--steps", "3", "--out", str(out), "--json", "-v")
     assert code == 0, stderr
-    assert stderr.count("  step ") == 3
+    assert stderr.count("  sampling: step ") == 3 and "sampling: step 3/3  t=" in stderr
     summary = json.loads(stdout)
     assert summary["steps"] == 3 and summary["backend"] == "onnxruntime (CPUExecutionProvider)"
     if suffix == ".npy":
@@ -322,13 +322,13 @@ def test_ptdit_run_text_from_a_file(tmp_path):
     np.save(tmp_path / "cond.npy", rng.standard_normal((200, 4096), dtype=np.float32))
     np.savez(tmp_path / "neg.npz", text_embeds=rng.standard_normal((1, 200, 4096), dtype=np.float32),
              text_mask=(np.arange(200) < 5).astype(np.int64))
-    code, _, stderr = run_cli("--artifact", str(path), "--text", str(tmp_path / "cond.npy"), "--negative-text",
+    code, _, stderr = run_cli(str(path), "--text", str(tmp_path / "cond.npy"), "--negative-text",
                               str(tmp_path / "neg.npz"), "--steps", "2", "--out", str(tmp_path / "l.npy"))
     assert code == 0, stderr
     np.save(tmp_path / "short.npy", np.zeros((77, 4096), np.float32))
-    code, _, stderr = run_cli("--artifact", str(path), "--text", str(tmp_path / "short.npy"), "--out",
+    code, _, stderr = run_cli(str(path), "--text", str(tmp_path / "short.npy"), "--out",
                               str(tmp_path / "m.npy"))
-    assert code == 2 and "export with --text-len 77" in stderr
+    assert code == 2 and "export with ptdit-export --text-len 77" in stderr
 
 
 @pytest.mark.parametrize(
@@ -336,7 +336,7 @@ def test_ptdit_run_text_from_a_file(tmp_path):
     [
         (["--random-text", "--out", "{tmp}/exists.npy"], "already exists; pass --force"),
         (["--random-text", "--out", "{tmp}/x.png"], "--out must end in .npy or .safetensors"),
-        (["--out", "{tmp}/x.npy"], "no text features: pass --text FILE"),
+        (["--out", "{tmp}/x.npy"], "no text features: pass --text (a features file), --random-text"),
         (["--random-text", "--text", "{tmp}/t.npy", "--out", "{tmp}/x.npy"], "not both"),
         (["--text", "{tmp}/absent.npy", "--out", "{tmp}/x.npy"], "does not exist"),
         (["--text", "{tmp}/nan.npy", "--out", "{tmp}/x.npy"], "hold 1 NaN or infinite values"),
@@ -354,7 +354,7 @@ def test_ptdit_run_bad_input(tmp_path, args, message):
     nan[7, 9] = np.nan
     np.save(tmp_path / "nan.npy", nan)
     before = sorted(p.name for p in tmp_path.iterdir())
-    code, _, stderr = run_cli("--artifact", str(path), *[a.format(tmp=tmp_path) for a in args])
+    code, _, stderr = run_cli(str(path), *[a.format(tmp=tmp_path) for a in args])
     assert code == 2, stderr
     assert message in stderr and stderr.strip().splitlines()[-1].startswith("ptdit-run: error:")
     assert sorted(p.name for p in tmp_path.iterdir()) == before
@@ -371,12 +371,12 @@ def test_non_finite_text_is_refused_before_the_session_opens(tmp_path, monkeypat
     inf = np.zeros((200, 4096), np.float32)
     inf[0, 0] = np.inf
     np.save(tmp_path / "inf.npy", inf)
-    code, _, stderr = run_cli("--artifact", str(tmp_path / "any.onnx"), "--text", str(tmp_path / "inf.npy"),
+    code, _, stderr = run_cli(str(tmp_path / "any.onnx"), "--text", str(tmp_path / "inf.npy"),
                               "--out", str(tmp_path / "x.npy"))
     assert code == 2 and "hold 1 NaN or infinite values" in stderr
     from runtime.sampling.text import make_conditioning
 
-    with pytest.raises(InputError, match="negative text features hold 1 NaN"):
+    with pytest.raises(InputError, match="the features of negative_text hold 1 NaN"):
         make_conditioning(200, 4096, (np.zeros((1, 200, 4096), np.float32), np.ones((1, 200), np.int64)),
                           (inf[None], np.ones((1, 200), np.int64)))
 

@@ -123,7 +123,7 @@ def test_text_files(tmp_path):
     pair = make_conditioning(7, 16, load_text(tmp_path / "pair.npz"))
     np.testing.assert_array_equal(pair.embeds[1], -features)
     np.testing.assert_array_equal(pair.mask, pair_mask)
-    with pytest.raises(InputError, match="drop --negative-text"):
+    with pytest.raises(InputError, match="drop negative_text"):
         make_conditioning(7, 16, load_text(tmp_path / "pair.npz"), load_text(tmp_path / "a.npy"))
     np.save(tmp_path / "three.npy", np.zeros((3, 7, 16), np.float32))
     with pytest.raises(InputError, match=r"\[2, L, D\] \(cond, uncond\), got \[3, 7, 16\]"):

@@ -180,7 +180,7 @@ def test_ptdit_run_writes_the_same_latent_from_either_artifact(exports, tmp_path
     latents, summaries = {}, {}
     for path in (noise, step):
         out = tmp_path / f"{path.stem}.npy"
-        result = CliRunner().invoke(main, ["--artifact", str(path), "--random-text", "--seed", "7", "--steps", "12",
+        result = CliRunner().invoke(main, [str(path), "--random-text", "--seed", "7", "--steps", "12",
                                            "--out", str(out), "--json"])
         assert result.exit_code == 0, result.output
         summaries[path] = json.loads(result.stdout[result.stdout.index("{"):])
@@ -199,7 +199,7 @@ def test_ptdit_run_refuses_what_a_step_artifact_cannot_do(exports, tmp_path, arg
     from runtime.cli.run import main
 
     out = tmp_path / "x.npy"
-    result = CliRunner().invoke(main, ["--artifact", str(exports[(256, 1, "fp32")][1]), "--random-text",
+    result = CliRunner().invoke(main, [str(exports[(256, 1, "fp32")][1]), "--random-text",
                                        "--out", str(out), *args])
     assert result.exit_code == 2 and not out.exists()
     import re
@@ -227,7 +227,8 @@ def test_export_step_refusals_leave_nothing(tmp_path):
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "ptdit-tiny-256-b2-fp16-step.onnx").write_bytes(b"old")
     result = run_cli("export", "--preset", "tiny", "--res", "256", "--step", "--checks", "none", "--out", str(tmp_path / "b"))
-    assert result.returncode == 2 and "ptdit-tiny-256-b2-fp16-step.onnx already exists; pass --force" in result.stderr
+    assert result.returncode == 2 and "ptdit-tiny-256-b2-fp16-step.onnx has no manifest" in result.stderr
+    assert "it is stale and is not reused; pass --force to replace it" in result.stderr
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["ptdit-tiny-256-b2-fp16-step.onnx"]
 
 
@@ -240,4 +241,4 @@ def test_the_loops_benchmark_takes_the_noise_artifact_first(exports):
     with pytest.raises(InputError, match="--loops takes a noise-prediction artifact and then a step artifact"):
         measure_loops(step, noise, "onnxruntime", steps=2, rounds=1)
     result = CliRunner().invoke(bench_main, [])
-    assert result.exit_code == 2 and "nothing to measure: pass --artifact and/or --loops NOISE STEP" in result.output
+    assert result.exit_code == 2 and "nothing to measure: pass ARTIFACTS and/or --loops NOISE STEP" in result.output

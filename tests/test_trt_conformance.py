@@ -193,7 +193,7 @@ def test_run_cli_with_bindings_but_no_gpu(bindings, tmp_path):
     from test_runtime import fake_plan
 
     plan = fake_plan(tmp_path, trt_version=bindings.version)
-    result = subprocess.run([sys.executable, "-m", "runtime", "--artifact", str(plan), "--random-text",
+    result = subprocess.run([sys.executable, "-m", "runtime", str(plan), "--random-text",
                              "--out", str(tmp_path / "l.npy")], cwd=ROOT,
                             env={**bindings.env, "PYTHONPATH": f"{bindings.env['PYTHONPATH']}:{ROOT}"},
                             capture_output=True, text=True)

@@ -1,6 +1,6 @@
 """ptdit-bench: complexity, export cost, build cost, runtime latency and overhead, and (with a CUDA device) GPU
-latency and memory; tables on stdout, --json to keep the numbers. Every number is measured in the run that prints
-it; ratios are taken within one run."""
+latency and memory; tables on stdout (--json: the numbers as JSON on stdout instead), --results FILE to keep them.
+Every number is measured in the run that prints it; ratios are taken within one run."""
 
 from __future__ import annotations
 
@@ -15,10 +15,13 @@ from typing import Any
 
 import click
 
-from ptdit.contract.cli_types import Number, version_option
+from ptdit.config import PRESETS
+from ptdit.contract.cli_types import Console, Number, console_options, version_option
 from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import ROUNDS, STEPS, Range
+from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
+from ..spec import PRECISIONS
 from . import build_cost, complexity, export_cost, gpu, runtime_cost
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
@@ -38,6 +41,17 @@ def machine() -> dict[str, Any]:
     return info
 
 
+def publish(section: str, table: str, rows: Any, as_json: bool, path: Path | None) -> None:
+    """The table on stdout, or with --json the results as JSON on stdout (and the table on stderr); with
+    --results, the section also goes into that file."""
+    if as_json:
+        _console.line(table)
+        click.echo(json.dumps({section: rows, "machine": machine()}, indent=2))
+    else:
+        click.echo(table)
+    add_to_json(path, section, rows)
+
+
 def add_to_json(path: Path | None, section: str, rows: Any) -> None:
     """Put one section's results (and the machine) into the JSON file at `path`, keeping its other sections."""
     if path is None:
@@ -48,51 +62,67 @@ def add_to_json(path: Path | None, section: str, rows: Any) -> None:
     write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))  # never left half written
 
 
+_console = Console()  # set by the group's -q / -v
+
+
 def report(line: str) -> None:
-    click.echo(line, err=True)
+    _console.line(line)
 
 
 @click.group(epilog="""\b
 Examples:
-  ptdit-bench complexity --json bench.json
-  ptdit-bench export --res 256 --res 1024
+  ptdit-bench complexity --results bench.json
+  ptdit-bench export --preset tiny --res 256 --json
   ptdit-bench build --res 256 --config '' --config '--opt-level 0'     (TensorRT-RTX, no GPU needed)
   ptdit-bench runtime
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
-  ptdit-bench all --json bench.json
+  ptdit-bench all --results bench.json
 """, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@console_options
 @version_option
-def main() -> None:
-    """Benchmarks of PT-DiT and of this toolkit; tables on stdout, --json to keep the numbers."""
+def main(console: Console) -> None:
+    """Benchmarks of PT-DiT and of this toolkit; tables on stdout (--json: JSON on stdout), --results FILE to
+    keep the numbers."""
+    global _console
+    _console = console
 
 
-JSON_OPTION = click.option("--json", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                           help="Add the results to this JSON file.")
+def results_options(command: Any) -> Any:
+    """--json and --results, the same on every subcommand."""
+    command = click.option("--results", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                           help="Also add the results to this JSON file (its other sections are kept).")(command)
+    return click.option("--json", "as_json", is_flag=True,
+                        help="Print the results as JSON on stdout (the table goes to stderr).")(command)
+
+
+PRESET_OPTION = click.option("--preset", "preset_name", type=click.Choice(sorted(PRESETS)), default="xl",
+                             show_default=True, help="Model preset measured.")
+PRECISION_OPTION = click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
+                                help="Export precision.")
 
 
 @main.command("complexity")
-@click.option("--preset", "preset_name", default="xl", show_default=True)
+@PRESET_OPTION
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also count from the traced ONNX graphs.")
-@JSON_OPTION
-def complexity_command(preset_name: str, onnx: bool, json_path: Path | None) -> None:
+@results_options
+def complexity_command(preset_name: str, onnx: bool, as_json: bool, json_path: Path | None) -> None:
     """Multiply-adds of PT-DiT and of the full-attention DiT of the same size, from the model and from the
     ONNX graph, and the paper's analytic attention ratio."""
     rows = complexity.complexity_rows(preset_name, onnx, report)
-    click.echo(complexity.complexity_table(rows))
-    add_to_json(json_path, "complexity", rows)
+    publish("complexity", complexity.complexity_table(rows), rows, as_json, json_path)
     if any(r["proxy"].get("agree") is False or r["full"].get("agree") is False for r in rows):
         sys.exit(1)
 
 
 @main.command("export")
-@click.option("--preset", "preset_name", default="xl", show_default=True)
+@PRESET_OPTION
 @click.option("--res", "resolutions", type=Number(RESOLUTION),
-              multiple=True, default=[256, 512, 1024], show_default=True)
-@click.option("--precision", default="fp16", show_default=True)
+              multiple=True, default=[256, 512, 1024], show_default=True, help="Resolutions exported (repeat).")
+@PRECISION_OPTION
 @click.option("--checks", type=click.Choice(["none", "fast", "full"]), default="none", show_default=True,
               help="Also time ptdit-export's checks at this level.")
-@JSON_OPTION
-def export_command(preset_name: str, resolutions: tuple[int, ...], precision: str, checks: str,
+@results_options
+def export_command(preset_name: str, resolutions: tuple[int, ...], precision: str, checks: str, as_json: bool,
                    json_path: Path | None) -> None:
     """Wall time and peak RSS of ptdit-export, one fresh process per resolution."""
     rows = []
@@ -102,69 +132,87 @@ def export_command(preset_name: str, resolutions: tuple[int, ...], precision: st
             args = ["--preset", preset_name, "--res", str(res), "--precision", precision, "--out", out]
             measured = export_cost.run_export(args + ["--checks", checks])
         rows.append({"preset": preset_name, "res": res, "precision": precision, "checks": checks, "measured": measured})
-    click.echo(export_cost.export_table(rows))
-    click.echo(export_cost.TARGETS_LINE)
-    add_to_json(json_path, "export", rows)
+    publish("export", f"{export_cost.export_table(rows)}\n{export_cost.TARGETS_LINE}", rows, as_json, json_path)
 
 
 @main.command("build")
-@click.option("--preset", "preset_name", default="xl", show_default=True)
-@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[256, 1024], show_default=True)
-@click.option("--precision", default="fp16", show_default=True)
-@click.option("--target", default="rtx", show_default=True, help="ptdit-build --target (rtx builds on a CPU).")
+@PRESET_OPTION
+@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[256, 1024], show_default=True,
+              help="Resolutions exported and built (repeat).")
+@PRECISION_OPTION
+@click.option("--target", type=click.Choice(TARGETS), default="rtx", show_default=True,
+              help="ptdit-build --target (rtx builds on a CPU).")
 @click.option("--config", "configs", multiple=True, default=build_cost.DEFAULT_CONFIGS, show_default=True,
               help="ptdit-build options of one measured build, quoted (repeat); '' = the defaults.")
-@JSON_OPTION
+@results_options
 def build_command(preset_name: str, resolutions: tuple[int, ...], precision: str, target: str,
-                  configs: tuple[str, ...], json_path: Path | None) -> None:
+                  configs: tuple[str, ...], as_json: bool, json_path: Path | None) -> None:
     """Ahead-of-time build cost of ptdit-build: parse and build time, plan size and peak RSS, per builder
     configuration (one fresh process each)."""
     rows = build_cost.build_rows(preset_name, resolutions, precision, target, configs, report)
-    click.echo(build_cost.build_table(rows))
-    click.echo(build_cost.TARGETS_LINE)
-    add_to_json(json_path, "build", rows)
+    publish("build", f"{build_cost.build_table(rows)}\n{build_cost.TARGETS_LINE}", rows, as_json, json_path)
 
 
 @main.command("runtime")
-@click.option("--artifact", "artifacts", multiple=True, default=["tiny:256:fp32", "tiny:1024:fp32"],
-              show_default=True, help="preset:res:precision to export and time (xl:256:fp32 takes minutes).")
+@click.option("--model", "artifacts", multiple=True, default=["tiny:256:fp32", "tiny:1024:fp32"],
+              show_default=True, metavar="PRESET:RES:PRECISION",
+              help="A model to export and time, repeat for several (xl:256:fp32 takes minutes).")
+@click.option("--artifact", "old_artifacts", multiple=True, metavar="PRESET:RES:PRECISION",
+              help="Deprecated spelling of --model (it names a model to export, not an artifact).")
 @click.option("--steps", type=Number(STEPS), default=3, show_default=True, help="Sampling steps timed per backend.")
-@click.option("--overhead-steps", type=Number(STEPS), default=10, show_default=True)
-@click.option("--overhead-rounds", type=Number(ROUNDS), default=10, show_default=True)
+@click.option("--overhead-steps", type=Number(STEPS), default=10, show_default=True,
+              help="Sampling steps per run of the overhead measurement.")
+@click.option("--overhead-rounds", type=Number(ROUNDS), default=10, show_default=True,
+              help="Sampling runs and bare blocks of the overhead measurement, alternated.")
 @click.option("--loops-backend", type=click.Choice(["onnxruntime", "torch", "tensorrt"]), default="onnxruntime",
               show_default=True, help="Where the host loop and the step loop are compared (tensorrt: plans, on a GPU).")
 @click.option("--loop-steps", type=Number(STEPS),
               default=30, show_default=True, help="Steps per sampling run of that comparison.")
-@JSON_OPTION
-def runtime_command(artifacts: tuple[str, ...], steps: int, overhead_steps: int, overhead_rounds: int,
-                    loops_backend: str, loop_steps: int, json_path: Path | None) -> None:
+@results_options
+def runtime_command(artifacts: tuple[str, ...], old_artifacts: tuple[str, ...], steps: int, overhead_steps: int,
+                    overhead_rounds: int,
+                    loops_backend: str, loop_steps: int, as_json: bool, json_path: Path | None) -> None:
     """Per-step latency of ONNX Runtime (CPU) and PyTorch (CPU) on the same artifact, the runtime's overhead
     around the backend call, and the host loop (noise-prediction graph) against the step loop (--step graph)
     with their host<->device counters."""
-    specs = [(a.split(":")[0], int(a.split(":")[1]), a.split(":")[2]) for a in artifacts]
+    if old_artifacts:
+        report("note: --artifact is deprecated here; name the models with --model PRESET:RES:PRECISION")
+        artifacts = old_artifacts
+    specs = [parse_model(a) for a in artifacts]
     data = runtime_cost.runtime_rows(specs, steps, report, overhead_steps, overhead_rounds, loops_backend, loop_steps)
-    click.echo(runtime_cost.runtime_table(data))
-    add_to_json(json_path, "runtime", data)
+    publish("runtime", runtime_cost.runtime_table(data), data, as_json, json_path)
+
+
+def parse_model(text: str) -> tuple[str, int, str]:
+    """preset:res:precision, e.g. tiny:256:fp32."""
+    parts = text.split(":")
+    if len(parts) != 3 or parts[0] not in PRESETS or not parts[1].isdigit() or parts[2] not in PRECISIONS:
+        raise click.BadParameter(f"{text!r} is not PRESET:RES:PRECISION (e.g. tiny:256:fp32; presets "
+                                 f"{', '.join(sorted(PRESETS))}, precisions {', '.join(PRECISIONS)})")
+    return parts[0], int(parts[1]), parts[2]
 
 
 @main.command("gpu")
-@click.option("--preset", "preset_name", default="xl", show_default=True)
-@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[1024, 2048], show_default=True)
-@click.option("--compile/--no-compile", "compile_model", default=True, show_default=True)
-@JSON_OPTION
-def gpu_command(preset_name: str, resolutions: tuple[int, ...], compile_model: bool, json_path: Path | None) -> None:
+@PRESET_OPTION
+@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[1024, 2048], show_default=True,
+              help="Resolutions timed (repeat).")
+@click.option("--compile/--no-compile", "compile_model", default=True, show_default=True,
+              help="Also time the torch.compile'd models.")
+@results_options
+def gpu_command(preset_name: str, resolutions: tuple[int, ...], compile_model: bool, as_json: bool,
+                json_path: Path | None) -> None:
     """PyTorch fp16 latency and peak memory of PT-DiT and the full-attention DiT, eager and compiled, against
     the floor set by the GPU's measured matmul rate. Skipped without a CUDA device."""
     data = gpu.gpu_rows(preset_name, resolutions, compile_model, report)
-    click.echo(gpu.gpu_table(data))
-    add_to_json(json_path, "gpu", data)
+    publish("gpu", gpu.gpu_table(data), data, as_json, json_path)
 
 
 @main.command("all")
-@JSON_OPTION
+@click.option("--results", "json_path", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Also add every section's results to this JSON file.")
 @click.pass_context
 def run_all(ctx: click.Context, json_path: Path | None) -> None:
-    """complexity, export, build, runtime and gpu with their defaults."""
+    """complexity, export, build, runtime and gpu with their defaults (tables on stdout)."""
     for command in (complexity_command, export_command, build_command, runtime_command, gpu_command):
         click.echo(f"\n## {command.name}\n")
-        ctx.invoke(command, json_path=json_path)
+        ctx.invoke(command, as_json=False, json_path=json_path)

@@ -32,14 +32,12 @@ def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, repo
                 pair = [json.loads(run_module(["engines", p, "--json", *fp32]).stdout)["plan"] for p in pair]
             paths.append(noise)
             loops += ["--loops", *pair]
-        out = Path(tmp) / "runtime.json"
         report("  timing the runtime (overhead, per-step latency per backend, host loop against step loop)")
-        args = ["runtime.bench", *[a for p in paths for a in ("--artifact", p)], *loops,
+        args = ["runtime.bench", *paths, *loops,
                 "--loops-backend", "auto" if loops_backend == "tensorrt" else loops_backend, "--loop-steps",
                 str(loop_steps), "--latency", "onnxruntime", "--latency", "torch", "--latency-steps",
-                str(latency_steps), "--steps", str(overhead_steps), "--rounds", str(overhead_rounds), "--json", str(out)]
-        run_module(args)
-        return dict(json.loads(out.read_text()))
+                str(latency_steps), "--steps", str(overhead_steps), "--rounds", str(overhead_rounds), "--json"]
+        return dict(json.loads(run_module(args).stdout))
 
 
 def runtime_table(data: dict[str, Any]) -> str:

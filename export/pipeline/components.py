@@ -39,7 +39,19 @@ def text_encoder(pipe: PipelineOptions) -> tuple[Any, Any, Weights]:
         cfg = T5_PRESETS["tiny"]
         return T5Encoder(cfg).eval(), standin_tokenizer(cfg.vocab_size), Weights("seeded", seed=0)
     tokenizer = load_tokenizer(pipe.text_encoder, T5Config.from_hf_dir(pipe.text_encoder).vocab_size)  # before the weights
-    return load_hf_t5(pipe.text_encoder), tokenizer, Weights("checkpoint", path=str(pipe.text_encoder))
+    return load_hf_t5(pipe.text_encoder), tokenizer, Weights("checkpoint", path=str(pipe.text_encoder),
+                                                             sha256=folder_sha256(pipe.text_encoder))
+
+
+def folder_sha256(folder: Path) -> str:
+    """One sha256 of a Hugging Face model folder: of each file's name and sha256 (config, weights, tokenizer), so a
+    folder whose weights changed in place is another folder."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    for f in sorted(p for p in folder.iterdir() if p.is_file() and p.suffix in (".json", ".safetensors", ".bin")):
+        digest.update(f"{f.name}:{file_sha256(f)}\n".encode())
+    return digest.hexdigest()
 
 
 def vae_decoder(pipe: PipelineOptions) -> tuple[Any, Weights]:

@@ -12,20 +12,24 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from ptdit.contract.errors import InputError
-from ptdit.contract.files import file_sha256
-from ptdit.contract.manifests import write_manifest
+from ptdit.contract.errors import InputError, option
+from ptdit.contract.files import file_sha256, verify_files
+from ptdit.contract.manifests import read_manifest, write_manifest
+from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
 from ptdit.contract.pipeline_manifest import PipelineManifest, TilePlan, VaeDecoderEntry
+from ptdit.contract.progress import Counter, no_counter
 from ptdit.resolution import latent_hw
 
-from ..options import ExportOptions, PipelineOptions, check_export_options, check_level
+from ..existing import CHECK_ORDER, Wanted, checked_level, existing_state
+from ..options import ExportOptions, PipelineOptions, check_export_options, check_level, spec_for
 from ..progress import Reporter, Stages
 from ..run import export_graphs
 from .components import (
     COMPONENT_MAX_REL_L2,
     export_text_encoder,
     export_vae_tile,
+    folder_sha256,
     negative_embedding,
     text_encoder,
     vae_decoder,
@@ -55,30 +59,97 @@ def tile_sides(plan: TilePlan, latent_side: int) -> list[int]:
 
 def check_pipeline_options(opts: ExportOptions, pipe: PipelineOptions) -> None:
     if opts.frames:
-        raise InputError("--pipeline makes images: drop --frames (the video decoder is not exported yet)")
+        raise InputError(f"{option('pipeline')} makes images: drop {option('frames')} (the video decoder is not "
+                         f"exported yet)")
     if opts.step:
-        raise InputError("--pipeline exports the noise-prediction transformer; drop --step")
+        raise InputError(f"{option('pipeline')} exports the noise-prediction transformer; drop {option('step')}")
     if pipe.text_encoder_precision not in COMPONENT_MAX_REL_L2["t5"]:
-        raise InputError(f"--text-encoder-precision must be fp32, fp16 or bf16, got {pipe.text_encoder_precision!r}")
+        raise InputError(f"{option('text_encoder_precision')} must be fp32, fp16 or bf16, got "
+                         f"{pipe.text_encoder_precision!r}")
     if pipe.vae_precision not in COMPONENT_MAX_REL_L2["vae"]:
-        raise InputError(f"--vae-precision must be fp32 or fp16 (bf16 convolutions need opset 22), got "
+        raise InputError(f"{option('vae_precision')} must be fp32 or fp16 (bf16 convolutions need opset 22), got "
                          f"{pipe.vae_precision!r}")
     if pipe.text_encoder is not None and not (pipe.text_encoder / "config.json").is_file():
-        raise InputError(f"--text-encoder {pipe.text_encoder} is not a Hugging Face T5 folder (no config.json)")
+        raise InputError(f"{option('text_encoder')} {pipe.text_encoder} is not a Hugging Face T5 folder (no "
+                         f"config.json)")
     if pipe.vae is not None and not pipe.vae.is_file():
-        raise InputError(f"--vae {pipe.vae} does not exist")
+        raise InputError(f"{option('vae')} {pipe.vae} does not exist")
 
 
-def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporter) -> list[Path]:
-    """One folder per resolution, all published together at the end (ptdit.contract.outputs)."""
+@dataclasses.dataclass(frozen=True)
+class PipelineExport:
+    path: Path
+    up_to_date: bool  # it was there, exported with the same components, weights and options, and was reused
+
+    @property
+    def manifest(self) -> PipelineManifest:
+        """pipeline.json as written (read when asked for)."""
+        return read_manifest(PipelineManifest, self.path / "pipeline.json", "this folder", f"{self.path} is missing")
+
+
+def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporter,
+                     counter: Counter = no_counter) -> list[PipelineExport]:
+    """One folder per resolution, all published together at the end (ptdit.contract.outputs). A folder already
+    there and up to date (pipeline_state) is reused; a stale one is refused unless `opts.force`."""
     check_pipeline_options(opts, pipe)
     check_export_options(opts)
-    with Outputs(opts.force) as outputs:
-        staged = {res: outputs.claim(pipeline_dir(opts, res), folder=True) for res in opts.resolutions}
-        for res in opts.resolutions:
-            export_pipeline(opts, pipe, res, staged[res], report)
-        outputs.commit()
-    return [pipeline_dir(opts, res) for res in opts.resolutions]
+    wanted = Wanted(opts)
+    todo = []
+    for res in opts.resolutions:
+        state = None if opts.force else pipeline_state(opts, pipe, res, wanted)
+        if state == "current":
+            report(f"ptdit-export --pipeline: {pipeline_dir(opts, res)} is up to date (same components, weights and "
+                   f"options); it is reused")
+        elif state is not None:
+            raise InputError(f"{state}: it is stale and is not reused; pass {option('force', True)} to replace it")
+        else:
+            todo.append(res)
+    if todo:
+        with Outputs(opts.force) as outputs:
+            staged = {res: outputs.claim(pipeline_dir(opts, res), folder=True) for res in todo}
+            with counter("exporting", len(todo), "folder") as advance:
+                for res in todo:
+                    export_pipeline(opts, pipe, res, staged[res], report)
+                    advance(pipeline_dir(opts, res).name)
+            outputs.commit()
+    return [PipelineExport(pipeline_dir(opts, res), res not in todo) for res in opts.resolutions]
+
+
+def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted: Wanted) -> str | None:
+    """None when the folder is not there, "current" when its files match pipeline.json and every component was
+    exported from the weights and with the options asked for now, else why it is stale."""
+    folder = pipeline_dir(opts, res)
+    if not folder.exists():
+        return None
+    try:
+        manifest = read_manifest(PipelineManifest, folder / "pipeline.json", "this folder", "no pipeline.json")
+        verify_files(folder, manifest.files, "pipeline.json", "")
+    except InputError as e:
+        return f"{folder} cannot be used ({e.template.rstrip('; ')})"
+    spec = spec_for(opts, res)
+    transformer = existing_state(folder, spec, wanted)
+    if transformer is None:
+        return (f"{folder} holds the transformer {manifest.transformer}, not {spec.stem}.onnx (another precision, "
+                f"batch or text length)")
+    if transformer[1] is None:
+        return transformer[0]
+    vae_weights = ({"source": "seeded"} if pipe.vae is None
+                   else {"source": "checkpoint", "sha256": file_sha256(pipe.vae)})
+    encoder_weights = ({"source": "seeded"} if pipe.text_encoder is None
+                       else {"source": "checkpoint", "sha256": folder_sha256(pipe.text_encoder)})
+    components = [(manifest.text_encoder.manifest, pipe.text_encoder_precision, encoder_weights)]
+    components += [(name.removesuffix(".onnx") + ".json", pipe.vae_precision, vae_weights)
+                   for name in manifest.vae_decoder.tiles.values()]
+    for name, precision, weights in components:
+        component = read_manifest(OnnxManifest, folder / name, "this component", f"{folder / name} is missing")
+        recorded = component.model.weights.to_dict()
+        if component.precision != precision:
+            return f"{folder / name} was exported in {component.precision}, and {precision} is asked for"
+        if any(recorded.get(k) != v for k, v in weights.items()):
+            return f"{folder / name} was exported from other weights"
+        if CHECK_ORDER.index(checked_level(component)) < CHECK_ORDER.index(wanted.level):
+            return f"{folder / name} was checked at level {checked_level(component)}, and {wanted.level} is asked for"
+    return "current"
 
 
 def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: Path, report: Reporter) -> None:

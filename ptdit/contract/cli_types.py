@@ -1,14 +1,20 @@
-"""Command-line types every stage's options use (the one module of the contract that imports click): a number is
-refused while the command line is read, before any work, when it is not finite or outside its range (exit 2, the
-range named)."""
+"""What every command shares on the command line (the one module of the contract that imports click): numbers
+refused while the command line is read, before any work, when not finite or outside their range (exit 2, the
+range named); --version; -q / -v and the Console that shows progress on stderr; the input artifact as the first
+argument (its old --artifact spelling kept, with a deprecation note)."""
 
 from __future__ import annotations
 
-from typing import Any
+import contextlib
+import functools
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterator
 
 import click
 
 from .numbers import Range
+from .progress import Advance
 
 
 class Number(click.ParamType):
@@ -64,3 +70,88 @@ def version_option(command: Any) -> Any:
 
     return click.option("--version", is_flag=True, expose_value=False, is_eager=True, callback=show,
                         help="Show the versions of ptdit-deploy and of the packages it drives, then exit.")(command)
+
+
+class Console:
+    """What a command shows on stderr while it works: its progress lines (none with -q), the detail of every step
+    (-v), and progress bars (tqdm) when stderr is a terminal and not -q."""
+
+    def __init__(self, quiet: bool = False, verbose: bool = False, terminal: bool | None = None) -> None:
+        self.quiet, self.verbose = quiet, verbose and not quiet
+        self.bars = not quiet and (sys.stderr.isatty() if terminal is None else terminal)
+        self._open: list[Any] = []  # the bars on screen: lines are written above them
+
+    def line(self, text: str) -> None:
+        if self.quiet:
+            return
+        if self._open:
+            self._open[-1].write(text, file=sys.stderr)
+        else:
+            click.echo(text, err=True)
+
+    def detail(self, text: str) -> None:
+        if self.verbose:
+            self.line(text)
+
+    @contextlib.contextmanager
+    def counter(self, label: str, total: int, unit: str) -> Iterator[Advance]:
+        """A bar of `total` `unit`s (a Counter of ptdit.contract.progress); with -v each unit is also a line."""
+        bar = None
+        if self.bars:
+            from tqdm import tqdm
+
+            bar = tqdm(total=total, desc=label, unit=f" {unit}", file=sys.stderr, leave=False, dynamic_ncols=True)
+            self._open.append(bar)
+        done = 0
+
+        def advance(note: str) -> None:
+            nonlocal done
+            done += 1
+            if bar is not None:
+                if note:
+                    bar.set_postfix_str(note, refresh=False)
+                bar.update()
+            self.detail(f"  {label}: {unit} {done}/{total}{'  ' + note if note else ''}")
+
+        try:
+            yield advance
+        finally:
+            if bar is not None:
+                self._open.remove(bar)
+                bar.close()
+
+
+def console_options(command: Any) -> Any:
+    """-q / --quiet and -v / --verbose, the same on every command; the command gets `console` (a Console)."""
+    @functools.wraps(command)
+    def run(*args: Any, quiet: bool, verbose: bool, **kwargs: Any) -> Any:
+        if quiet and verbose:
+            raise click.UsageError("pass -q or -v, not both")
+        return command(*args, console=Console(quiet, verbose), **kwargs)
+
+    run = click.option("-v", "--verbose", is_flag=True, help="Also show every step, tile and stage as a line.")(run)
+    return click.option("-q", "--quiet", is_flag=True,
+                        help="Show no progress (lines or bars): only errors and the result.")(run)
+
+
+def artifact_argument(what: str) -> Callable[[Any], Any]:
+    """The input artifact as the first argument, ARTIFACT, as on every command; `--artifact PATH`, the spelling
+    ptdit-run had, still works and says it is deprecated. The command gets `artifact` (a Path)."""
+    def decorate(command: Any) -> Any:
+        @functools.wraps(command)
+        def run(*args: Any, artifact: Path | None, artifact_option: Path | None, **kwargs: Any) -> Any:
+            if artifact is not None and artifact_option is not None:
+                raise click.UsageError("the artifact is given twice: pass it as the argument only")
+            if artifact_option is not None:
+                click.echo("note: --artifact is deprecated; pass the artifact as the first argument "
+                           f"({click.get_current_context().info_name} ARTIFACT ...)", err=True)
+            chosen = artifact if artifact is not None else artifact_option
+            if chosen is None:
+                raise click.UsageError(f"missing ARTIFACT: {what}")
+            return command(*args, artifact=chosen, **kwargs)
+
+        run = click.option("--artifact", "artifact_option", type=click.Path(path_type=Path), default=None,
+                           help="Deprecated spelling of the ARTIFACT argument.")(run)
+        return click.argument("artifact", type=click.Path(path_type=Path), required=False)(run)
+
+    return decorate

@@ -11,9 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
-from typing import Iterator, NoReturn
+from typing import Iterator, Mapping, NoReturn
 
-from .errors import PIP_NAMES, Failure, InputError
+from .errors import PIP_NAMES, Failure, InputError, flag_of
 from .interrupts import exit_code_of, sigterm_interrupts
 from .outputs import forget_published, published, shown
 
@@ -31,11 +31,14 @@ def what_was_written() -> str:
 
 
 @contextlib.contextmanager
-def exit_codes(prog: str, debug: bool = False, writes: bool = True, leave_at_once: bool = False) -> Iterator[None]:
+def exit_codes(prog: str, debug: bool = False, writes: bool = True, leave_at_once: bool = False,
+               flags: Mapping[str, str] | None = None) -> Iterator[None]:
     """The body of a command: its expected errors become one line and the exit code of the conventions, and
     SIGTERM stops it as Ctrl-C does. `writes`: the command writes files, so its failures say what was written.
     `leave_at_once`: an interrupt exits without waiting for worker threads (a TensorRT build winding down in
-    native code)."""
+    native code). `flags`: the command's flags for the parameters an InputError names where they are not
+    `--` + the name with dashes (guidance -> --cfg)."""
+    named = dict(flags or {})
     forget_published()
 
     def written() -> str:
@@ -45,7 +48,7 @@ def exit_codes(prog: str, debug: bool = False, writes: bool = True, leave_at_onc
         with sigterm_interrupts():
             yield
     except InputError as e:
-        fail(prog, 2, str(e))
+        fail(prog, 2, e.render(lambda name: named.get(name) or flag_of(name)))
     except Failure as e:
         fail(prog, 1, f"{e}{written()}")
     except KeyboardInterrupt as e:

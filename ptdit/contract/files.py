@@ -54,10 +54,33 @@ def write_json(path: Path, data: Any) -> None:
     path.write_text(json_text(data))
 
 
+PACKAGES = ("ptdit", "export", "engines", "runtime")  # the toolkit's own packages, side by side
+
+
+def source_package_of(target: Path) -> Path | None:
+    """The toolkit package (its source tree, or where it is installed) that `target` lies in, if any: outputs
+    never go there (`--out engines/` from a clone's root would mix plans with the code)."""
+    root = Path(__file__).resolve().parents[2]
+    resolved = target.resolve()
+    for name in PACKAGES:
+        package = root / name
+        if (package / "__init__.py").is_file() and resolved.is_relative_to(package):
+            return package
+    return None
+
+
+def refuse_in_packages(target: Path) -> None:
+    package = source_package_of(target)
+    if package is not None:
+        raise InputError(f"{target} would be written inside this toolkit's package {package}: write it somewhere "
+                         f"else (artifacts/, plans/...)")
+
+
 def write_atomically(path: Path, write: Callable[[Path], object]) -> None:
     """write(temporary path) next to `path`, then renamed onto it: a reader never sees a partial file, two writers
     never share a temporary name, and a failed or interrupted write leaves nothing. For a cache that any run may
     replace; a command's outputs are published with ptdit.contract.outputs."""
+    refuse_in_packages(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".partial")
     os.close(fd)
     tmp = Path(name)

@@ -35,7 +35,8 @@ class Weights(Record):
     source: str  # "seeded" or "checkpoint"
     seed: int | None = optional()
     path: str | None = optional()
-    sha256: str | None = optional()  # of the checkpoint file
+    sha256: str | None = optional()  # of the checkpoint file (a weights folder: of its files' sha256, weights_sha256)
+    key: str | None = optional()  # the state dict's key inside a nested checkpoint (--checkpoint-key)
     state_dict_sha256: str | None = optional()  # of the weights as exported (ptdit.checkpoint.state_dict_sha256)
 
 

@@ -26,7 +26,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from .errors import InputError
+from .errors import InputError, option
+from .files import refuse_in_packages
 from .interrupts import signals_deferred
 
 _published: list[Path] = []
@@ -83,6 +84,7 @@ class Outputs:
         or if what is there is of the other kind (a folder where a file goes: never removed for a file)."""
         if any(c.target.resolve() == target.resolve() for c in self._claims):
             raise ValueError(f"{target} is claimed twice")
+        refuse_in_packages(target)
         directory = self._directory(target.parent)
         self._lock(directory / f".{target.name}.lock", target)
         try:
@@ -91,7 +93,7 @@ class Outputs:
                 raise InputError(f"{target} is {kind}, and this output is {'a folder' if folder else 'a file'}: "
                                  f"choose another name")
             if _exists(target) and not (self.force or may_exist):
-                raise InputError(f"{target} already exists; pass --force to overwrite it")
+                raise InputError(f"{target} already exists; pass {option('force', True)} to overwrite it")
         except InputError:
             self._unlock(*self._locks.pop())
             raise

@@ -33,6 +33,7 @@ FLAVOURS = {
     "lean": FlavourNames("tensorrt_lean", "TensorRT", TENSORRT_INSTALL),
     "rtx": FlavourNames("tensorrt_rtx", "TensorRT-RTX", "pip install tensorrt-rtx-cu13"),
 }
+BUILD_TARGETS = ("auto", "tensorrt", "rtx")  # ptdit-build --target: auto picks full TensorRT when importable
 ERRORS_KEPT = 20
 
 

@@ -27,7 +27,7 @@ class StepLoop(Protocol):
         """Run step `index` on the state the previous step left; may return before the work is done."""
 
     def finish(self) -> np.ndarray:
-        """Wait for the last step and copy the carried latent to the host."""
+        """Wait for the last step and copy the carried latent to the host (after any step, not only the last)."""
 
     def close(self) -> None: ...
 

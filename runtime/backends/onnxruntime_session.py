@@ -13,7 +13,7 @@ import numpy as np
 
 from ptdit.contract.bf16 import emulate_bf16
 from ptdit.contract.dtypes import ONNX_ELEMENT_TYPES, onnxruntime_dtype_name
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.graph_check import check_io, check_recorded
 from ptdit.contract.onnx_manifest import OnnxManifest, TensorSpec
 
@@ -29,9 +29,10 @@ class OnnxRuntimeSession(Session):
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available and _gpu_visible()
+        want_cuda = device in ("auto", "cuda") and "CUDAExecutionProvider" in available and gpu_visible()
         if device == "cuda" and not want_cuda:
-            raise InputError("device cuda needs onnxruntime-gpu and a visible CUDA GPU; use --device cpu")
+            raise InputError(f"{option('device', 'cuda')} needs onnxruntime-gpu and a visible CUDA GPU; use "
+                             f"{option('device', 'cpu')}")
         self.provider = "CUDAExecutionProvider" if want_cuda else "CPUExecutionProvider"
         self.device = "cuda" if want_cuda else "cpu"
         self.artifact = artifact
@@ -200,7 +201,8 @@ class OnnxRuntimeStepLoop(StepLoop):
         self.values.clear()
 
 
-def _gpu_visible() -> bool:
+def gpu_visible() -> bool:
+    """Whether cuda-python sees a CUDA GPU (False without cuda-python)."""
     try:
         from cuda.bindings import runtime as cudart
     except ImportError:

@@ -9,7 +9,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from ptdit.contract.dtypes import PRECISION_DTYPES
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 
 from ..artifact import Artifact
 from .feeds import HostFeeds
@@ -81,7 +81,8 @@ class TorchSession(Session):
         import torch
 
         if device == "cuda" and not torch.cuda.is_available():
-            raise InputError("device cuda needs a CUDA build of torch and a GPU; use --device cpu")
+            raise InputError(f"{option('device', 'cuda')} needs a CUDA build of torch and a GPU; use "
+                             f"{option('device', 'cpu')}")
         self.device = "cuda" if device in ("auto", "cuda") and torch.cuda.is_available() else "cpu"
         self.artifact = artifact
         self.precision = precision or artifact.precision

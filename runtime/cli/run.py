@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from ptdit.contract.cli_types import Number, version_option
+from ptdit.contract.cli_types import Console, Number, artifact_argument, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
@@ -19,12 +19,12 @@ from .options import check_out, tensorrt_options
 
 EXAMPLES = """\b
 Examples:
-  ptdit-run --artifact artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan --text prompt.safetensors \\
+  ptdit-run artifacts/ptdit-xl-1024-b2-fp16-sm90-trt10.13.plan --text prompt.safetensors \\
             --steps 30 --cfg 4.0 --seed 7 --out latents.npy
-  ptdit-run --artifact artifacts/ptdit-tiny-256-b2-fp16.onnx --random-text --steps 4 --out /tmp/l.npy
-  ptdit-run --artifact model.onnx --backend torch --random-text --out ref.safetensors   (the PyTorch reference)
+  ptdit-run artifacts/ptdit-tiny-256-b2-fp16.onnx --random-text --steps 4 --out /tmp/l.npy
+  ptdit-run model.onnx --backend torch --random-text --out ref.safetensors   (the PyTorch reference)
 
-  ptdit-run --artifact artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
+  ptdit-run artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
       a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
 
 A transformer artifact alone takes T5 features: --text ([L, 4096] .npy, or .npz/.safetensors with
@@ -34,13 +34,12 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@click.option("--artifact", type=click.Path(path_type=Path), required=True,
-              help=".onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline).")
+@artifact_argument("an .onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline)")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
               show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="For onnxruntime and torch.")
-@click.option("--steps", type=Number(STEPS), default=30, show_default=True)
+@click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps.")
 @click.option("--cfg", "guidance", type=Number(GUIDANCE), default=4.0, show_default=True,
               help="Classifier-free guidance scale.")
 @click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the initial noise.")
@@ -59,30 +58,33 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
 @click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
 @version_option
 def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
          text_path: Path | None, negative_path: Path | None, random_text: bool, prompt: str | None,
          negative_prompt: str | None, out_path: Path, force: bool, runtime_cache_dir: Path | None,
-         lean_runtime: Path | None, weight_budget: int | None, no_verify: bool, as_json: bool, debug: bool) -> None:
-    """Sample a latent from an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free guidance),
-    or an image from a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder, a PNG).
+         lean_runtime: Path | None, weight_budget: int | None, no_verify: bool, as_json: bool, debug: bool,
+         console: Console) -> None:
+    """Sample a latent from ARTIFACT, an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free
+    guidance), or an image from ARTIFACT, a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder,
+    a PNG).
 
-    Progress goes to stderr; the latent (or the image) is written to --out. The sampler is the same whichever
-    backend runs the model.
+    Progress goes to stderr (a bar on a terminal; -v: every step, -q: nothing); the latent (or the image) is
+    written to --out. The sampler is the same whichever backend runs the model.
     """
-    with exit_codes("ptdit-run", debug):
+    with exit_codes("ptdit-run", debug, flags={"guidance": "--cfg"}):
         options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
         if artifact.is_dir():
             if text_path or negative_path or random_text:
                 raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
-                                   out_path, force, not no_verify, options)
+                                   out_path, force, not no_verify, options, console)
         else:
             if prompt is not None or negative_prompt is not None:
                 raise InputError(f"--prompt needs a pipeline folder (ptdit-export --pipeline); {artifact.name} takes "
                                  f"text features: --text FILE or --random-text")
             summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
-                          random_text, out_path, force, not no_verify, options)
+                          random_text, out_path, force, not no_verify, options, console)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif "image" in summary:
@@ -95,12 +97,13 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
 
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
-        verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
+        verify: bool, tensorrt: TensorRTOptions | None = None, console: Console | None = None) -> dict[str, Any]:
     from ..sampling.latents import save_latents
     from ..sampling.step_sampler import make_sampler
     from ..sampling.text import load_text, make_conditioning
     from ..session import open_session
 
+    console = console or Console()
     check_out(out_path, (".npy", ".safetensors"))
     if random_text and (text_path or negative_path):
         raise InputError("pass either --random-text or --text/--negative-text, not both")
@@ -116,13 +119,13 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
             sampler = make_sampler(session, steps, guidance, seed, shift)
             step_graph = session.artifact.is_step
             loop = "the step graph, state on the device" if step_graph else "host loop"
-            click.echo(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg {guidance}, "
-                       f"seed {seed}, shift {sampler.shift:.3f}", err=True)
+            console.line(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg "
+                         f"{guidance}, seed {seed}, shift {sampler.shift:.3f}")
+            with console.counter("sampling", steps, "step") as advance:
+                def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step may still run
+                    advance(f"t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms")
 
-            def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step is not finished yet
-                click.echo(f"  step {i + 1}/{steps}  t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms", err=True)
-
-            result = sampler.sample(text, on_step=progress)
+                result = sampler.sample(text, on_step=progress)
             metadata = {"artifact": artifact_path.name, "backend": session.backend, "steps": steps, "cfg": guidance,
                         "seed": seed, "shift": sampler.shift, "text": text.source or "none"}
             save_latents(staged, result.latent, metadata)
@@ -137,22 +140,39 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
 
 def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | None, backend: str, device: str,
                  steps: int, guidance: float, seed: int, shift: float | None, out_path: Path, force: bool,
-                 verify: bool, tensorrt: TensorRTOptions | None = None) -> dict[str, Any]:
-    from ..pipeline.folder import load_pipeline
-    from ..pipeline.text_to_image import Pipeline, write_png
+                 verify: bool, tensorrt: TensorRTOptions | None = None,
+                 console: Console | None = None) -> dict[str, Any]:
+    import numpy as np
+
+    from ..pipeline.ptdit_pipeline import COMMAND_NAMES, PTDiTPipeline
+    from ..pipeline.text_to_image import write_png
 
     if prompt is None:
         raise InputError("a pipeline folder needs --prompt \"...\"")
+    console = console or Console()
     check_out(out_path, (".png",))
+    options = tensorrt or TensorRTOptions()
     with Outputs(force) as outputs:
         staged = outputs.claim(out_path)  # before any work: locked, writable, not there yet
-        with Pipeline(load_pipeline(folder_path, verify), backend, device, verify, tensorrt) as pipeline:
-            click.echo(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}", err=True)
-            result = pipeline(prompt, negative_prompt, steps, guidance, seed, shift,
-                              on_stage=lambda name, s: click.echo(f"  {name}: {s:.2f} s", err=True))
+        with PTDiTPipeline.from_folder(folder_path, backend, device, verify, options.runtime_cache_dir,
+                                       options.lean_runtime, options.weight_budget) as pipe:
+            console.line(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}")
+            tiles = pipe.components.tiles() if pipe.components else 0
+            with console.counter("sampling", steps, "step") as step_done, \
+                    console.counter("decoding", tiles, "tile") as tile_done:
+                try:
+                    result = pipe(prompt, negative_prompt, steps, guidance, seed, shift=shift,
+                                  callback_on_step_end=lambda i, t, latent: step_done(f"t={t:7.2f}"),
+                                  on_tile=lambda: tile_done(""))
+                except InputError as e:  # named as this command names them
+                    raise e.renamed(COMMAND_NAMES) from None
+            for name, seconds in result.timings.items():
+                console.line(f"  {name}: {seconds:.2f} s")
             metadata = {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
                         "pipeline": folder_path.name, "steps": steps, "cfg": guidance, "seed": seed}
-            write_png(staged, result.pixels, metadata)
+            assert isinstance(result.images, list)
+            pixels = np.asarray(result.images[0])
+            write_png(staged, pixels, metadata)
         outputs.commit()
-    return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.seconds,
+    return {**metadata, "out": str(out_path), "image": list(pixels.shape), "seconds": result.timings,
             "backends": result.backends}

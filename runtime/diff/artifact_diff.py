@@ -9,8 +9,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.graph_check import FIX
+from ptdit.contract.progress import Counter, no_counter
 
 from ..artifact import Artifact, load_artifact
 from ..backends.interface import Session
@@ -92,12 +93,12 @@ def reference_precision(artifact: Artifact, reference: str) -> str:
     return artifact.precision if reference == "same" else "fp32"
 
 
-def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, Any]:
+def run_diff(path: Path, options: DiffOptions, report: Reporter, counter: Counter = no_counter) -> dict[str, Any]:
     from ..backends.torch_session import TorchSession
 
     artifact = load_artifact(path, verify=options.verify)
     if options.blocks_plan is not None and (artifact.kind != "plan" or not options.blocks):
-        raise InputError("a blocks plan (--blocks-plan) is for the per-block comparison of a plan artifact; "
+        raise InputError(f"a blocks plan ({option('blocks_plan')}) is for the per-block comparison of a plan artifact; "
                          f"{artifact.path.name} {'is not a plan' if artifact.kind != 'plan' else 'has it turned off'}"
                          f": drop it")
     if artifact.export.step and not artifact.export.step.guidance and options.guidance != 1.0:
@@ -126,7 +127,7 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, An
             session.set_inputs(feeds)
             got.update(session.run())
         got_outputs = compared_outputs(artifact, got, feeds)
-        trajectory_latent = _trajectory(session, options) if options.steps else None
+        trajectory_latent = _trajectory(session, options, counter, "artifact") if options.steps else None
 
     result: dict[str, Any] = {
         "schema": REPORT_SCHEMA, "artifact": path.name, "backend": backend, "precision": artifact.precision,
@@ -152,7 +153,7 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter) -> dict[str, An
                     (i for i, m in enumerate(entry["blocks"]) if m["rel_l2"] > thresholds.max_rel_l2), None)
                 entry["largest_jump_block"] = _largest_jump([m["rel_l2"] for m in entry["blocks"]])
             if trajectory_latent is not None:
-                reference_latent = _trajectory(torch_session, options)
+                reference_latent = _trajectory(torch_session, options, counter, f"PyTorch {precision}")
                 entry["trajectory"] = {"steps": options.steps, "guidance": options.guidance,
                                        **diff_metrics(trajectory_latent, reference_latent, thresholds.rtol,
                                                       thresholds.atol)}
@@ -185,15 +186,17 @@ def _blocks_source(artifact: Artifact, options: DiffOptions, names: list[str]) -
     if candidate.is_file():
         return candidate, None
     if options.blocks_plan is not None:
-        raise InputError(f"--blocks-plan {candidate} does not exist")
+        raise InputError(f"{option('blocks_plan')} {candidate} does not exist")
     onnx_name = artifact.plan.onnx.file
     return None, f"no diagnostic plan {candidate.name}: build one with ptdit-build {onnx_name} --mark-blocks"
 
 
-def _trajectory(session: Session, options: DiffOptions) -> np.ndarray:
+def _trajectory(session: Session, options: DiffOptions, counter: Counter, label: str) -> np.ndarray:
     text_spec = session.artifact.spec("text_embeds")
     text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=options.seed)
-    return make_sampler(session, options.steps, options.guidance, options.seed).sample(text).latent
+    with counter(f"trajectory ({label})", options.steps, "step") as advance:
+        sampler = make_sampler(session, options.steps, options.guidance, options.seed)
+        return sampler.sample(text, on_step=lambda i, t, timing: advance(f"t={t:7.2f}")).latent
 
 
 def _largest_jump(errors: list[float]) -> int | None:

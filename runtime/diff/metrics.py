@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from ptdit.contract.errors import option
 from ptdit.contract.numbers import Range
 
 TOLERANCE = Range(0, 1e6)  # rtol, atol
@@ -25,10 +26,10 @@ class Thresholds:
     max_trajectory_rel_l2: float  # of the final latent after the sampling run
 
     def __post_init__(self) -> None:
-        TOLERANCE.check("rtol", self.rtol)
-        TOLERANCE.check("atol", self.atol)
-        GATE.check("max_rel_l2", self.max_rel_l2)
-        GATE.check("max_trajectory_rel_l2", self.max_trajectory_rel_l2)
+        TOLERANCE.check(option("rtol"), self.rtol)
+        TOLERANCE.check(option("atol"), self.atol)
+        GATE.check(option("max_rel_l2"), self.max_rel_l2)
+        GATE.check(option("max_trajectory_rel_l2"), self.max_trajectory_rel_l2)
 
 
 def within(value: float, limit: float) -> bool:

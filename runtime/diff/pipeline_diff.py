@@ -10,8 +10,12 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ptdit.contract.errors import InputError
+from ptdit.contract.progress import Counter, no_counter
+
 from ..pipeline.folder import component_path, load_pipeline
-from ..pipeline.text_to_image import Pipeline
+from ..pipeline.ptdit_pipeline import COMMAND_NAMES, PTDiTPipeline
+from ..pipeline.text_to_image import PipelineComponents
 from .artifact_diff import DiffOptions, open_artifact_session, run_diff
 from .metrics import DEFAULT_THRESHOLDS, diff_metrics, psnr, within
 
@@ -37,8 +41,8 @@ def component_diff(path: Path, feeds: dict[str, np.ndarray], options: DiffOption
             "max_rel_l2": t.max_rel_l2, **metrics}
 
 
-def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions,
-                      report: Callable[[str], None]) -> dict[str, Any]:
+def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, report: Callable[[str], None],
+                      counter: Counter = no_counter) -> dict[str, Any]:
     folder = load_pipeline(folder_path, options.verify)
     m = folder.manifest
     backend = "tensorrt" if options.backend == "tensorrt" else "onnxruntime"
@@ -47,12 +51,12 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions,
     failures: list[str] = []
     report(f"ptdit-diff: {folder_path.name}: the transformer")
     transformer = run_diff(component_path(folder, m.transformer, backend), replace(options, references=("fp32",)),
-                           report)
+                           report, counter)
     result["components"]["transformer"] = transformer
     failures += [f"transformer: {f}" for f in transformer["failures"]]
 
-    with Pipeline(folder, backend, options.device, options.verify, options.tensorrt) as pipeline:
-        ids, mask = pipeline.tokenizer(prompt)
+    with PipelineComponents(folder, backend, options.device, options.verify, options.tensorrt) as components:
+        ids, mask = components.tokenizer(prompt)
         rng = np.random.default_rng(options.seed)
         inputs = {"text_encoder": (m.text_encoder.onnx, {"input_ids": ids, "attention_mask": mask})}
         for shape, name in m.vae_decoder.tiles.items():
@@ -66,17 +70,33 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions,
                 failures.append(f"{label}: relative L2 {entry['rel_l2']:.3g} > {entry['max_rel_l2']:g}")
         report(f"ptdit-diff: {folder_path.name}: the whole pipeline, prompt to pixels")
         steps = options.steps or 10
-        got = pipeline(prompt, None, steps, options.guidance, options.seed)
-    with Pipeline(folder, "torch", options.device, options.verify, torch_precision="fp32") as reference:
-        expected = reference(prompt, None, steps, options.guidance, options.seed)
+        pipe = PTDiTPipeline(components.sessions["transformer"], components)
+        got_pixels = _draw(pipe, prompt, steps, options, counter, "pipeline (artifacts)")
+        backends = {name: session.backend for name, session in components.sessions.items()}
+    with PTDiTPipeline.from_folder(folder_path, "torch", options.device, options.verify,
+                                   torch_precision="fp32") as reference:
+        expected_pixels = _draw(reference, prompt, steps, options, counter, "pipeline (PyTorch fp32)")
     precision = transformer["precision"]
-    value, least = psnr(got.pixels, expected.pixels), MIN_PSNR_DB[precision]
+    value, least = psnr(got_pixels, expected_pixels), MIN_PSNR_DB[precision]
     result["image"] = {"steps": steps, "psnr_db": value, "min_psnr_db": least,
-                       "max_abs": int(np.abs(got.pixels.astype(np.int16) - expected.pixels).max()),
-                       "mean_abs": float(np.abs(got.pixels.astype(np.float64) - expected.pixels).mean()),
-                       "backends": got.backends}
+                       "max_abs": int(np.abs(got_pixels.astype(np.int16) - expected_pixels).max()),
+                       "mean_abs": float(np.abs(got_pixels.astype(np.float64) - expected_pixels).mean()),
+                       "backends": backends}
     if not value >= least:  # NaN fails
         failures.append(f"image: PSNR {value:.1f} dB < {least:g} dB")
     result["failures"] = failures
     result["passed"] = not failures
     return result
+
+
+def _draw(pipe: PTDiTPipeline, prompt: str, steps: int, options: DiffOptions, counter: Counter,
+          label: str) -> np.ndarray:
+    """The pipeline's uint8 image [H, W, 3] of `prompt` (its errors in ptdit-diff's terms)."""
+    with counter(label, steps, "step") as advance:
+        try:
+            out = pipe(prompt, num_inference_steps=steps, guidance_scale=options.guidance, seed=options.seed,
+                       callback_on_step_end=lambda i, t, latent: advance(f"t={t:7.2f}"))
+        except InputError as e:
+            raise e.renamed(COMMAND_NAMES) from None
+    assert isinstance(out.images, list)
+    return np.asarray(out.images[0])

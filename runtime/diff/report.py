@@ -101,3 +101,4 @@ def report_json(result: Any) -> str:
         return value
 
     return json.dumps(strict(result), indent=2, allow_nan=False) + "\n"
+

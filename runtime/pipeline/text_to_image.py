@@ -1,13 +1,10 @@
-"""Prompt in, image out, through a pipeline folder (ptdit-export --pipeline): tokenize, encode the prompt (and the
-negative prompt, or take its stored embedding), sample the latent, decode it tile by tile with the published
-blending, write the PNG. Every component runs on the chosen backend through the same sessions as the
-transformer; each stage is timed.
-"""
+"""The components of a pipeline folder (ptdit-export --pipeline) as sessions: tokenize and encode a prompt (or take
+the stored embedding of the negative one), decode a latent tile by tile with the published blending, write the
+PNG. Every component runs on the chosen backend through the same sessions as the transformer; runtime.PTDiTPipeline
+strings them together with the sampler."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
@@ -17,24 +14,16 @@ from ptdit.contract.errors import InputError
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
-from ..sampling.step_sampler import make_sampler
-from ..sampling.text import TextConditioning, check_finite, read_arrays
+from ..sampling.text import read_arrays
 from ..session import open_session
 from .folder import PipelineFolder, component_path
 from .prompt import PromptTokenizer
-from .tiling import decode_tiled, needed_tiles, to_uint8
+from .tiling import decode_tiled, needed_tiles
 
 
-@dataclass
-class PipelineResult:
-    pixels: np.ndarray  # [H, W, 3] uint8
-    seconds: dict[str, float] = field(default_factory=dict)
-    backends: dict[str, str] = field(default_factory=dict)
-    latent: np.ndarray | None = None
-
-
-class Pipeline:
-    """The folder's components as sessions, opened once and reused for every prompt; a context manager."""
+class PipelineComponents:
+    """A pipeline folder's components as sessions, opened once and reused for every prompt, checked to fit each
+    other; a context manager. Prompt to image is runtime.PTDiTPipeline, which drives them."""
 
     def __init__(self, folder: PipelineFolder, backend: str = "auto", device: str = "auto", verify: bool = True,
                  tensorrt: TensorRTOptions | None = None, torch_precision: str | None = None):
@@ -103,46 +92,28 @@ class Pipeline:
         stored = self.stored_negative
         return stored["text_embeds"].astype(np.float32), stored["text_mask"].astype(np.int64)
 
-    def decode(self, latent: np.ndarray) -> np.ndarray:
+    def decode(self, latent: np.ndarray, on_tile: Callable[[], None] | None = None) -> np.ndarray:
+        """latent [1, C, H, W] -> image [1, 3, 8H, 8W] in about [-1, 1], tile by tile (`on_tile` after each)."""
         def tile(x: np.ndarray) -> np.ndarray:
             session = self.sessions[f"vae {x.shape[-2]}x{x.shape[-1]}"]
             session.set_inputs({"latent": np.ascontiguousarray(x, dtype=np.float32)})
-            return session.run()["image"]
+            image = session.run()["image"]
+            if on_tile:
+                on_tile()
+            return image
 
         return decode_tiled(latent, self.plan, tile)
 
-    def __call__(self, prompt: str, negative_prompt: str | None = None, steps: int = 30, guidance: float = 4.0,
-                 seed: int = 0, shift: float | None = None,
-                 on_stage: Callable[[str, float], None] | None = None) -> PipelineResult:
-        result = PipelineResult(np.empty(0, np.uint8))
-
-        def stage(name: str, start: float) -> None:
-            result.seconds[name] = round(time.perf_counter() - start, 3)
-            if on_stage:
-                on_stage(name, result.seconds[name])
-
-        start = time.perf_counter()
-        cond, uncond = self.encode(prompt), self.negative(negative_prompt)
-        embeds = np.stack([cond[0], uncond[0]]).astype(np.float32)
-        check_finite(embeds, "encoded text features")
-        text = TextConditioning(embeds, np.stack([cond[1], uncond[1]]), f"prompt {prompt!r}")
-        stage("encode", start)
-        start = time.perf_counter()
-        latent = make_sampler(self.sessions["transformer"], steps, guidance, seed, shift).sample(text).latent
-        stage("sample", start)
-        start = time.perf_counter()
-        result.pixels = to_uint8(self.decode(latent))
-        stage("decode", start)
-        result.latent = latent
-        result.backends = {name: s.backend for name, s in self.sessions.items()}
-        return result
+    def tiles(self) -> int:
+        """How many decoder calls the decode of one latent makes."""
+        return len(self.plan.starts) ** 2 if self.plan.tiled else 1
 
     def close(self) -> None:
         for session in self.sessions.values():
             session.close()
         self.sessions.clear()
 
-    def __enter__(self) -> Pipeline:
+    def __enter__(self) -> PipelineComponents:
         return self
 
     def __exit__(self, *exc_info: object) -> None:

@@ -12,7 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
 
 from ..backends.interface import Session
@@ -20,6 +20,8 @@ from ..backends.transfers import Transfers
 from ..errors import RuntimeFailure
 from .schedule import euler_update, guided_velocity, initial_noise, schedule, timestep_shift
 from .text import TextConditioning, non_finite
+
+OnLatent = Callable[[int, float, np.ndarray], None]  # (step index, timestep, the latent after that step)
 
 
 @dataclass
@@ -67,11 +69,11 @@ def finite(result: SampleResult) -> SampleResult:
 class Sampler:
     def __init__(self, session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
                  shift: float | None = None):
-        STEPS.check("the number of steps", steps)
-        GUIDANCE.check("the guidance scale", guidance)
-        SEED.check("the seed", seed)
+        STEPS.check(option("steps"), steps)
+        GUIDANCE.check(option("guidance"), guidance)
+        SEED.check(option("seed"), seed)
         if shift is not None:
-            SHIFT.check("the timestep shift", shift)
+            SHIFT.check(option("shift"), shift)
         export = session.artifact.export
         if export.resolution is None:
             raise InputError(f"{session.artifact.path.name} is a {export.graph} artifact; the sampler drives the "
@@ -85,8 +87,10 @@ class Sampler:
         self.shift = shift if shift is not None else timestep_shift(export.resolution, export.frames)
         self.timesteps = schedule(steps, self.shift)
 
-    def sample(self, text: TextConditioning,
-               on_step: Callable[[int, float, StepTiming], None] | None = None) -> SampleResult:
+    def sample(self, text: TextConditioning, on_step: Callable[[int, float, StepTiming], None] | None = None,
+               on_latent: OnLatent | None = None) -> SampleResult:
+        """The latent from seeded noise; `on_step` hears each step's timing, `on_latent` gets the latent after each
+        step (a copy: changing it changes nothing)."""
         shape = (1, *self.latent_spec.shape[1:])
         x = initial_noise(shape, self.seed)
         channels = shape[1]
@@ -114,6 +118,8 @@ class Sampler:
             result.steps.append(timing)
             if on_step:
                 on_step(i, float(t), timing)
+            if on_latent:
+                on_latent(i, float(t), x.copy())
         result.latent = x
         result.wall_s = time.perf_counter() - begin
         return finite(result)

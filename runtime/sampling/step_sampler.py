@@ -17,10 +17,10 @@ from typing import Callable
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 
 from ..backends.interface import Session
-from .host_loop import Sampler, SampleResult, StepTiming, finite
+from .host_loop import OnLatent, Sampler, SampleResult, StepTiming, finite
 from .schedule import initial_noise
 from .text import TextConditioning
 
@@ -43,10 +43,11 @@ class StepSampler(Sampler):
         self.guided = info.guidance
         schedule_len = session.artifact.spec("schedule").shape[0]
         if steps > schedule_len - 1:
-            raise InputError(f"--steps {steps} is more than this step artifact's schedule holds ({schedule_len - 1})")
+            raise InputError(f"{option('steps', steps)} is more than this step artifact's schedule holds "
+                             f"({schedule_len - 1})")
         if not self.guided and guidance != 1.0:
-            raise InputError(f"this step artifact is unguided (exported with --batch 1): pass --cfg 1, not {guidance:g}, "
-                             f"or export with --batch 2 --step for classifier-free guidance")
+            raise InputError(f"this step artifact is unguided (exported with --batch 1): pass {option('guidance', 1)}, "
+                             f"not {guidance:g}, or export with --batch 2 --step for classifier-free guidance")
         self.schedule = np.zeros(schedule_len, dtype=np.float32)
         self.schedule[:steps] = self.timesteps  # then 0: the end of the last step
 
@@ -58,8 +59,10 @@ class StepSampler(Sampler):
             feeds["guidance"] = np.full(1, self.guidance, dtype=np.float32)
         return feeds
 
-    def sample(self, text: TextConditioning,
-               on_step: Callable[[int, float, StepTiming], None] | None = None) -> SampleResult:
+    def sample(self, text: TextConditioning, on_step: Callable[[int, float, StepTiming], None] | None = None,
+               on_latent: OnLatent | None = None) -> SampleResult:
+        """As the host loop's; `on_latent` costs one copy of the latent to the host per step (the state stays on the
+        device otherwise)."""
         result = SampleResult(latent=np.empty(0), timesteps=self.timesteps)
         transfers = self.session.transfers
         with self.session.step_loop(self.carry) as loop:
@@ -74,6 +77,8 @@ class StepSampler(Sampler):
                 result.steps.append(timing)
                 if on_step:
                     on_step(i, float(t), timing)
+                if on_latent:
+                    on_latent(i, float(t), np.array(loop.finish(), copy=True))
             counted = transfers.snapshot()
             result.latent = loop.finish()
             result.finish = transfers.since(counted)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 
 
 @dataclass(frozen=True)
@@ -82,26 +82,28 @@ def check_finite(values: np.ndarray, what: str) -> None:
 
 def make_conditioning(text_len: int, text_dim: int, cond: tuple[np.ndarray, np.ndarray] | None = None,
                       uncond: tuple[np.ndarray, np.ndarray] | None = None, random_seed: int | None = None,
-                      source: str = "") -> TextConditioning:
+                      source: str = "", names: tuple[str, str] = ("text", "negative_text")) -> TextConditioning:
     """The (cond, uncond) pair from load_text results. Without a negative, the unconditional branch gets zero
-    features with one unmasked token (this toolkit has no text encoder to encode the empty prompt)."""
+    features with one unmasked token (a pipeline folder encodes the empty prompt instead)."""
     if random_seed is not None:
         rng = np.random.default_rng(random_seed)
         embeds = rng.standard_normal((2, text_len, text_dim), dtype=np.float32)
         mask = np.ones((2, text_len), dtype=np.int64)
         return TextConditioning(embeds, mask, f"random (seed {random_seed})")
     if cond is None:
-        raise InputError("no text features: pass --text FILE (this toolkit has no text encoder) or --random-text")
+        raise InputError(f"no text features: pass {option('text')} (a features file), {option('random_text', True)}, "
+                         f"or a pipeline folder's prompt")
     if cond[0].shape[0] == 2:
         if uncond is not None:
-            raise InputError("the text file already holds the (cond, uncond) pair; drop --negative-text")
+            raise InputError(f"the text features already hold the (cond, uncond) pair; drop {option('negative_text')}")
         pairs = [(cond[0][0], cond[1][0]), (cond[0][1], cond[1][1])]
     else:
         default_uncond = (np.zeros((text_len, text_dim), np.float32), np.eye(1, text_len, dtype=np.int64)[0])
         pairs = [(cond[0][0], cond[1][0]), (uncond[0][0], uncond[1][0]) if uncond else default_uncond]
-    for which, (embeds, _) in zip(("text", "negative text"), pairs):
-        check_finite(embeds, f"{which} features")
+    for which, (embeds, _) in zip(names, pairs):  # the options the two came in
+        check_finite(embeds, f"the features of {option(which)}")
         if embeds.shape != (text_len, text_dim):
-            raise InputError(f"{which} features are {list(embeds.shape)}; the artifact needs [{text_len}, {text_dim}] "
-                             f"(export with --text-len {embeds.shape[0]} for this length)")
+            raise InputError(f"the features of {option(which)} are {list(embeds.shape)}; the artifact needs "
+                             f"[{text_len}, {text_dim}] (export with ptdit-export --text-len {embeds.shape[0]} for "
+                             f"this length)")
     return TextConditioning(np.stack([p[0] for p in pairs]), np.stack([p[1] for p in pairs]), source)

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 
 from ...errors import RuntimeFailure
 from ..transfers import Transfers
@@ -62,7 +62,7 @@ def current_device() -> Device:
     if err != rt.cudaError_t.cudaSuccess or not count:
         reason = rt.cudaGetErrorName(err)[1].decode() if err != rt.cudaError_t.cudaSuccess else "no device"
         raise InputError(f"no CUDA GPU is visible ({reason}): the TensorRT backend needs one; use "
-                         f"--backend onnxruntime or --backend torch on this machine")
+                         f"{option('backend', 'onnxruntime')} or {option('backend', 'torch')} on this machine")
     index = call("cudaGetDevice")
     props = call("cudaGetDeviceProperties", index)
     name = props.name.split(b"\0", 1)[0].decode() if isinstance(props.name, bytes) else str(props.name)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import Range
 from ptdit.contract.plan_manifest import RTX_DEFAULT_SOURCE, BuilderInfo, BuildOptions, Targets
 from ptdit.contract.tensorrt import FLAVOURS, import_flavour
@@ -29,7 +29,7 @@ class TensorRTOptions:
 
     def __post_init__(self) -> None:
         if self.weight_budget is not None:
-            Range(1, None, integer=True).check("the weight budget (bytes)", self.weight_budget)
+            Range(1, None, integer=True).check(option("weight_budget"), self.weight_budget)
 
     def given(self) -> list[str]:
         """What was set, in words (for the refusal of options given to another backend)."""
@@ -73,20 +73,22 @@ def check_runnable(artifact: Artifact, lean_runtime: Path | None, weight_budget:
         built = plan.builder.version
         raise InputError(f"{artifact.path.name} is version-compatible but was built with --exclude-lean-runtime: it "
                          f"runs only with the lean runtime of the TensorRT that built it ({built}) loaded: pass "
-                         f"--lean-runtime /path/to/libnvinfer_lean.so.{built.split('.')[0]}, or rebuild the plan "
+                         f"{option('lean_runtime', '/path/to/libnvinfer_lean.so.' + built.split('.')[0])}, or rebuild "
+                         f"the plan "
                          f"without --exclude-lean-runtime")
     if lean_runtime is not None:
         if not excluded_lean:
-            raise InputError("--lean-runtime is for version-compatible plans built with --exclude-lean-runtime; this "
-                             "plan has what it needs: drop the option")
+            raise InputError(f"{option('lean_runtime')} is for version-compatible plans built with "
+                             f"--exclude-lean-runtime; this plan has what it needs: drop the option")
         if not lean_runtime.is_file():
-            raise InputError(f"--lean-runtime {lean_runtime} does not exist")
+            raise InputError(f"{option('lean_runtime')} {lean_runtime} does not exist")
     if weight_budget is not None:
         if not options.weight_streaming:
-            raise InputError(f"--weight-budget needs a plan built with --weight-streaming; {artifact.path.name} keeps "
-                             f"all its weights on the GPU: rebuild it with ptdit-build --weight-streaming")
+            raise InputError(f"{option('weight_budget')} needs a plan built with --weight-streaming; "
+                             f"{artifact.path.name} keeps all its weights on the GPU: rebuild it with ptdit-build "
+                             f"--weight-streaming")
         if weight_budget <= 0:
-            raise InputError(f"--weight-budget must be a positive number of bytes, got {weight_budget}")
+            raise InputError(f"{option('weight_budget')} must be a positive number of bytes, got {weight_budget}")
     if options.strip_plan:
         onnx_of(artifact)
 

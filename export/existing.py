@@ -1,0 +1,88 @@
+"""Whether an export is already there: a graph whose manifest records the same model, weights and export options
+(and checks at least as thorough) and whose files match it is up to date and reused, as ptdit-build reuses a plan;
+anything else under its name is stale and is replaced only when the caller forces it."""
+
+from __future__ import annotations
+
+import json
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+from ptdit.contract.errors import InputError
+from ptdit.contract.files import file_sha256, verify_files
+from ptdit.contract.manifests import read_manifest
+from ptdit.contract.onnx_manifest import OnnxManifest
+
+from .options import ExportOptions, artifact_files
+from .spec import ExportSpec
+
+CHECK_ORDER = ("none", "fast", "full")  # each level runs what the one before it runs, and more
+
+
+class Wanted:
+    """What the options ask of each graph, in the terms its manifest records."""
+
+    def __init__(self, opts: ExportOptions):
+        # --checks auto asks for the default, fast: an export checked fast on a CPU is current on a GPU machine too,
+        # where auto would run the full checks for a new export
+        self.opts, self.level = opts, "fast" if opts.checks == "auto" else opts.checks
+
+    @cached_property
+    def weights(self) -> dict[str, Any]:
+        if self.opts.checkpoint is None:
+            return {"source": "seeded", "seed": self.opts.seed}
+        return {"source": "checkpoint", "sha256": file_sha256(self.opts.checkpoint), "key": self.opts.checkpoint_key}
+
+    def of(self, spec: ExportSpec) -> dict[str, Any]:
+        return {"model config": self.opts.cfg.to_dict(), "weights": self.weights, "graph": spec.graph,
+                "precision": spec.precision, "batch": spec.batch, "opset": spec.opset, "frames": spec.frames,
+                "resolution": spec.res, "text length": spec.text_len}
+
+
+def recorded(manifest: OnnxManifest) -> dict[str, Any]:
+    weights = manifest.model.weights
+    export = manifest.export
+    return {"model config": manifest.model.config,
+            "weights": ({"source": "seeded", "seed": weights.seed} if weights.source == "seeded"
+                        else {"source": weights.source, "sha256": weights.sha256, "key": weights.key}),
+            "graph": export.graph, "precision": export.precision, "batch": export.batch, "opset": export.opset,
+            "frames": export.frames, "resolution": export.resolution, "text length": export.text_len}
+
+
+def checked_level(manifest: OnnxManifest) -> str:
+    checks = manifest.checks
+    return "none" if checks.get("skipped") else str(checks.get("level", "none"))
+
+
+def existing_state(out_dir: Path, spec: ExportSpec, wanted: Wanted) -> tuple[str, OnnxManifest | None] | None:
+    """None when nothing of the graph is there; ("current", its manifest) when it is up to date; otherwise
+    (a sentence saying why it is stale, None)."""
+    onnx_path, data_path, manifest_path = artifact_files(out_dir, spec.stem)
+    there = [p for p in (onnx_path, data_path, manifest_path) if p.exists() or p.is_symlink()]
+    if not there:
+        return None
+    if manifest_path not in there:
+        return f"{there[0]} has no manifest ({manifest_path.name}), so what it holds is unknown", None
+    try:
+        manifest = read_manifest(OnnxManifest, manifest_path, "this export", "")
+        verify_files(out_dir, manifest.files, manifest_path.name, "")
+    except InputError as e:
+        return f"{manifest_path} cannot be used ({e.template.rstrip('; ')})", None
+    extra = [p.name for p in there if p.name not in manifest.files and p != manifest_path]
+    if extra:
+        return f"{', '.join(extra)} in {out_dir} {'is' if len(extra) == 1 else 'are'} not in its manifest", None
+    have, want = _plain(recorded(manifest)), _plain(wanted.of(spec))
+    differs = [key for key in want if have.get(key) != want[key]]
+    if differs:
+        return f"{onnx_path} was exported with other settings ({', '.join(differs)} differ)", None
+    done = checked_level(manifest)
+    if CHECK_ORDER.index(done) < CHECK_ORDER.index(wanted.level):
+        return f"{onnx_path} was checked at level {done}, and {wanted.level} is asked for", None
+    return "current", manifest
+
+
+def _plain(values: dict[str, Any]) -> dict[str, Any]:
+    """As JSON holds them (tuples as lists), so that options and a manifest compare."""
+    plain: dict[str, Any] = json.loads(json.dumps(values))
+    return plain

@@ -1,0 +1,284 @@
+"""PTDiTPipeline: prompt to image from Python, in the conventions of diffusers.
+
+    from runtime import PTDiTPipeline
+
+    with PTDiTPipeline.from_folder("artifacts/ptdit-tiny-256-pipeline", backend="onnxruntime") as pipe:
+        out = pipe("a red fox in the snow", num_inference_steps=30, guidance_scale=4.0, seed=1)
+    out.images[0].save("fox.png")
+
+A pipeline folder (ptdit-export --pipeline) runs prompt -> T5 -> PT-DiT -> CausalVAE; a transformer artifact
+alone (an .onnx or .plan, noise-prediction or step graph: PTDiTPipeline.from_artifact) takes text features
+(`prompt_embeds`) and gives latents. Errors name this API's parameters (num_inference_steps, prompt_embeds...).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Callable, Literal, Sequence, Union
+
+import numpy as np
+
+from ptdit.contract.errors import InputError, option
+from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+
+from ..backends.interface import Session
+from ..backends.tensorrt.flavour import TensorRTOptions
+from ..sampling.step_sampler import make_sampler
+from ..sampling.text import TextConditioning, make_conditioning
+from ..session import open_session
+from .folder import load_pipeline
+from .text_to_image import PipelineComponents
+from .tiling import to_uint8
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
+
+OutputType = Literal["pil", "np", "latent"]
+OUTPUT_TYPES = ("pil", "np", "latent")
+IMAGES_PER_PROMPT = Range(1, 1000, integer=True)
+# The lower layers' parameter names -> this API's (their errors are raised again in these terms).
+API_NAMES = {"steps": "num_inference_steps", "guidance": "guidance_scale", "text": "prompt_embeds",
+             "negative_text": "negative_prompt_embeds"}
+COMMAND_NAMES = {api: lower for lower, api in API_NAMES.items()}  # back, for a command that calls this API
+StepCallback = Callable[[int, float, np.ndarray], None]  # (step index, timestep, latent [1, C, H, W] after it)
+Prompts = Union[str, Sequence[str]]
+
+
+@dataclass
+class PTDiTPipelineOutput:
+    """images: a list of PIL images ("pil"), float32 [n, H, W, 3] in [0, 1] ("np"), or None ("latent");
+    latents: float32 [n, C, H, W] (video [n, C, F, H, W]), always; timings: seconds per stage, summed over the
+    images (encode, sample, decode); backends: what ran each component."""
+
+    images: list[Image] | np.ndarray | None
+    latents: np.ndarray
+    timings: dict[str, float] = field(default_factory=dict)
+    backends: dict[str, str] = field(default_factory=dict)
+
+
+class PTDiTPipeline:
+    """Prompt (or text features) to images (or latents), on any backend; a context manager that closes its
+    sessions. Build one with from_folder (a pipeline folder) or from_artifact (a transformer .onnx / .plan)."""
+
+    def __init__(self, transformer: Session, components: PipelineComponents | None = None):
+        self.transformer, self.components = transformer, components
+        try:
+            if transformer.artifact.export.resolution is None:
+                raise InputError(f"{transformer.artifact.path.name} is a {transformer.artifact.export.graph} "
+                                 f"artifact; PTDiTPipeline runs the transformer of ptdit-export")
+            spec = transformer.artifact.spec("text_embeds")
+        except BaseException:
+            self.close()
+            raise
+        self.text_len, self.text_dim = spec.shape[1], spec.shape[2]
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
+                    runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
+                    weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:
+        """A pipeline folder written by ptdit-export --pipeline. backend: auto / onnxruntime / torch, or tensorrt
+        with a plan of each component built into the folder by ptdit-build; device: auto / cpu / cuda (ONNX
+        Runtime and torch); verify: check every file's sha256 against pipeline.json first; the TensorRT options
+        are those of ptdit-run (runtime cache folder, lean runtime, weight-streaming budget in bytes)."""
+        path = Path(folder)
+        if path.is_file():
+            raise InputError(f"{path} is a file: a pipeline folder is a directory written by ptdit-export "
+                             f"--pipeline; for a transformer .onnx or .plan use PTDiTPipeline.from_artifact")
+        options = _tensorrt_options(runtime_cache_dir, lean_runtime, weight_budget)
+        components = PipelineComponents(load_pipeline(path, verify), backend, device, verify, options, torch_precision)
+        return cls(components.sessions["transformer"], components)
+
+    @classmethod
+    def from_artifact(cls, artifact: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
+                      runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
+                      weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:
+        """A transformer artifact alone (.onnx or .plan with its manifest; a step graph too): text features in,
+        latents out. The options are from_folder's."""
+        path = Path(artifact)
+        if path.is_dir():
+            raise InputError(f"{path} is a folder: use PTDiTPipeline.from_folder for a pipeline folder")
+        options = _tensorrt_options(runtime_cache_dir, lean_runtime, weight_budget)
+        return cls(open_session(str(path), backend, device, verify, torch_precision, options))
+
+    @property
+    def has_text_encoder(self) -> bool:
+        return self.components is not None
+
+    def encode_prompt(self, prompt: str, name: str = "prompt") -> tuple[np.ndarray, np.ndarray]:
+        """The T5 features [L, D] (float32) and mask [L] (int64) of `prompt`, as the pipeline feeds them (`name`: the
+        parameter it came in, for the error without a text encoder)."""
+        if self.components is None:
+            raise InputError(f"{option(name)} needs a text encoder, and {self.transformer.artifact.path.name} is a "
+                             f"transformer artifact alone: pass {option(name + '_embeds')}, or use a pipeline folder")
+        return self.components.encode(prompt)
+
+    def __call__(self, prompt: Prompts | None = None, negative_prompt: Prompts | None = None,
+                 num_inference_steps: int = 30, guidance_scale: float = 4.0, seed: int = 0,
+                 num_images_per_prompt: int = 1, prompt_embeds: np.ndarray | None = None,
+                 prompt_attention_mask: np.ndarray | None = None, negative_prompt_embeds: np.ndarray | None = None,
+                 negative_prompt_attention_mask: np.ndarray | None = None, output_type: OutputType | None = None,
+                 shift: float | None = None, callback_on_step_end: StepCallback | None = None,
+                 on_tile: Callable[[], None] | None = None) -> PTDiTPipelineOutput:
+        """Sample one image per prompt and per `num_images_per_prompt`; image i of the call (prompt-major)
+        starts from the noise of `seed + i`, so the first is the image ptdit-run --seed gives.
+
+        prompt: a string or a list of strings (a pipeline folder), or prompt_embeds: T5 features [n, L, D] or
+        [L, D] with prompt_attention_mask [n, L] or [L] (default: all ones). negative_prompt (default: the
+        folder's stored empty prompt) or negative_prompt_embeds / negative_prompt_attention_mask (default
+        without a text encoder: zero features with one unmasked token). output_type: "pil" (the default with a
+        VAE decoder), "np" or "latent" (the default, and the only one, for a transformer artifact alone).
+        shift: the timestep shift (default: the published sqrt(H W) / 512). callback_on_step_end(step, timestep,
+        latent) is called after each step (with a step graph, each call copies the latent to the host);
+        on_tile() after each VAE tile decoded."""
+        try:
+            return self._call(prompt, negative_prompt, num_inference_steps, guidance_scale, seed,
+                              num_images_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
+                              negative_prompt_attention_mask, output_type, shift, callback_on_step_end, on_tile)
+        except InputError as e:
+            raise e.renamed(API_NAMES) from None
+
+    def _call(self, prompt: Prompts | None, negative_prompt: Prompts | None, steps: int, guidance: float, seed: int,
+              per_prompt: int, prompt_embeds: np.ndarray | None, prompt_mask: np.ndarray | None,
+              negative_embeds: np.ndarray | None, negative_mask: np.ndarray | None, output_type: OutputType | None,
+              shift: float | None, callback: StepCallback | None,
+              on_tile: Callable[[], None] | None) -> PTDiTPipelineOutput:
+        output_type = output_type or ("pil" if self.components else "latent")
+        if output_type not in OUTPUT_TYPES:
+            raise InputError(f"{option('output_type')} must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+        if output_type != "latent" and self.components is None:
+            raise InputError(f"{option('output_type', output_type)} needs a VAE decoder, and "
+                             f"{self.transformer.artifact.path.name} is a transformer artifact alone: pass "
+                             f"{option('output_type', 'latent')}, or use a pipeline folder")
+        STEPS.check(option("steps"), steps)
+        GUIDANCE.check(option("guidance"), guidance)
+        IMAGES_PER_PROMPT.check(option("num_images_per_prompt"), per_prompt)
+        timings = {"encode": 0.0, "sample": 0.0, "decode": 0.0}
+        start = time.perf_counter()
+        texts = self._conditioning(prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
+                                   negative_mask)
+        timings["encode"] = time.perf_counter() - start
+        count = len(texts) * per_prompt
+        SEED.check(option("seed"), seed)
+        SEED.check(f"{option('seed')} + the number of images - 1", seed + count - 1)
+        latents, images = [], []
+        for i in range(count):
+            start = time.perf_counter()
+            sampler = make_sampler(self.transformer, steps, guidance, seed + i, shift)
+            latent = sampler.sample(texts[i // per_prompt], on_latent=callback).latent
+            timings["sample"] += time.perf_counter() - start
+            latents.append(latent)
+            if output_type != "latent":
+                assert self.components is not None
+                start = time.perf_counter()
+                images.append(self.components.decode(latent, on_tile))
+                timings["decode"] += time.perf_counter() - start
+        backends = ({name: s.backend for name, s in self.components.sessions.items()} if self.components
+                    else {"transformer": self.transformer.backend})
+        result_images: list[Image] | np.ndarray | None = None
+        if output_type == "pil":
+            from PIL import Image as PILImage
+
+            result_images = [PILImage.fromarray(to_uint8(image), "RGB") for image in images]
+        elif output_type == "np":
+            for image in images:
+                to_uint8(image)  # refuses NaN and inf, as the PNG does
+            result_images = np.stack([np.clip((image[0].transpose(1, 2, 0) + 1) / 2, 0, 1) for image in images])
+            result_images = result_images.astype(np.float32)
+        return PTDiTPipelineOutput(result_images, np.concatenate(latents), {k: round(v, 3) for k, v in timings.items()},
+                                   backends)
+
+    def _conditioning(self, prompt: Prompts | None, negative_prompt: Prompts | None, embeds: np.ndarray | None,
+                      mask: np.ndarray | None, negative_embeds: np.ndarray | None,
+                      negative_mask: np.ndarray | None) -> list[TextConditioning]:
+        """One (cond, uncond) pair per prompt."""
+        if (prompt is None) == (embeds is None):
+            which = "not both" if embeds is not None else "one of them"
+            raise InputError(f"pass {option('prompt')} or {option('prompt_embeds')}, {which}")
+        if negative_prompt is not None and negative_embeds is not None:
+            raise InputError(f"pass {option('negative_prompt')} or {option('negative_prompt_embeds')}, not both")
+        for given, name, owner in ((mask, "prompt_attention_mask", "prompt_embeds"),
+                                   (negative_mask, "negative_prompt_attention_mask", "negative_prompt_embeds")):
+            if given is not None and (embeds if owner == "prompt_embeds" else negative_embeds) is None:
+                raise InputError(f"{option(name)} goes with {option(owner)}: drop it, or pass the features too")
+        if embeds is not None:
+            conds = _features(embeds, mask, "prompt_embeds", "prompt_attention_mask")
+            sources = [f"prompt_embeds[{i}]" for i in range(len(conds))]
+        else:
+            assert prompt is not None
+            prompts = _prompts(prompt, "prompt")
+            conds = [self.encode_prompt(p) for p in prompts]
+            sources = [f"prompt {p!r}" for p in prompts]
+        uncond: list[tuple[np.ndarray, np.ndarray] | None]
+        if negative_embeds is not None:
+            uncond = list(_features(negative_embeds, negative_mask, "negative_prompt_embeds",
+                                    "negative_prompt_attention_mask"))
+        elif negative_prompt is not None:
+            negatives = _prompts(negative_prompt, "negative_prompt")
+            uncond = [self.encode_prompt(p, "negative_prompt") for p in negatives]
+        elif self.components is not None:
+            uncond = [self.components.negative(None)]
+        else:
+            uncond = [None]
+        if len(uncond) == 1:
+            uncond = uncond * len(conds)
+        if len(uncond) != len(conds):
+            raise InputError(f"{len(uncond)} negative prompts for {len(conds)} prompts: pass one, or one per prompt")
+        names = ("prompt_embeds" if embeds is not None else "prompt",
+                 "negative_prompt_embeds" if negative_embeds is not None else "negative_prompt")
+        texts = []
+        for cond, negative, source in zip(conds, uncond, sources):
+            pair = (cond[0][None], cond[1][None])
+            negative_pair = None if negative is None else (negative[0][None], negative[1][None])
+            texts.append(make_conditioning(self.text_len, self.text_dim, pair, negative_pair, source=source,
+                                           names=names))
+        return texts
+
+    def close(self) -> None:
+        """Release every session; a second close() does nothing."""
+        if self.components is not None:
+            self.components.close()
+        else:
+            self.transformer.close()
+
+    def __enter__(self) -> PTDiTPipeline:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.close()
+
+
+def _tensorrt_options(cache_dir: str | Path | None, lean_runtime: str | Path | None,
+                      weight_budget: int | None) -> TensorRTOptions:
+    return TensorRTOptions(Path(cache_dir) if cache_dir is not None else None,
+                           Path(lean_runtime) if lean_runtime is not None else None, weight_budget)
+
+
+def _prompts(value: Prompts, name: str) -> list[str]:
+    prompts = [value] if isinstance(value, str) else list(value)
+    if not prompts or not all(isinstance(p, str) for p in prompts):
+        raise InputError(f"{option(name)} must be a string or a non-empty list of strings, got {value!r}")
+    return prompts
+
+
+def _features(embeds: np.ndarray, mask: np.ndarray | None, name: str,
+              mask_name: str) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Features [L, D] or [n, L, D] and mask [L] / [n, L] (default all ones) -> n (features, mask) pairs."""
+    values = np.asarray(embeds)
+    if values.ndim == 2:
+        values = values[None]
+    if values.ndim != 3 or not np.issubdtype(values.dtype, np.floating):
+        raise InputError(f"{option(name)} must be float features [L, D] or [n, L, D], got {values.dtype} "
+                         f"{list(np.shape(embeds))}")
+    n, length = values.shape[:2]
+    masks = np.ones((n, length), np.int64) if mask is None else np.asarray(mask)
+    if masks.ndim == 1 and masks.size == length:  # one mask for every prompt
+        masks = np.broadcast_to(masks, (n, length))
+    if masks.size != n * length or not (np.issubdtype(masks.dtype, np.integer) or masks.dtype == bool):
+        raise InputError(f"{option(mask_name)} must be integers [L] or [n, L] for {option(name)} "
+                         f"{list(values.shape)}, got {masks.dtype} {list(masks.shape)}")
+    masks = masks.reshape(n, length).astype(np.int64)
+    return [(values[i].astype(np.float32), masks[i]) for i in range(n)]
