@@ -5,18 +5,12 @@ cli/ (ptdit-run, ptdit-diff) > diff/ > pipeline/ (prompt to image) > sampling/ >
 > backends/ (TensorRT, ONNX Runtime, PyTorch) > artifact.py (an artifact and its manifest).
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from ptdit.contract.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from .pipeline.ptdit_pipeline import PTDiTPipeline, PTDiTPipelineOutput
 
 __all__ = ["PTDiTPipeline", "PTDiTPipelineOutput"]
-
-
-def __getattr__(name: str) -> Any:
-    """The Python API, imported when first used (the commands start without numpy and the backends)."""
-    if name in __all__:
-        from .pipeline import ptdit_pipeline
-
-        return getattr(ptdit_pipeline, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, ".pipeline.ptdit_pipeline"))
