@@ -22,7 +22,7 @@ from typing import Any
 import click
 import numpy as np
 
-from ptdit.contract.cli_types import Number, version_option
+from ptdit.contract.cli_types import JsonFlagCommand, Number, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import ROUNDS, STEPS
@@ -162,7 +162,7 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-@click.command(context_settings={"help_option_names": ["-h", "--help"]})
+@click.command(cls=JsonFlagCommand, context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("artifacts", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--artifact", "artifact_options", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Deprecated spelling of the ARTIFACTS arguments.")

@@ -39,6 +39,8 @@ def test_complexity_table_and_json(tmp_path):
     result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout)["complexity"] == data["complexity"] and "| 1024 |" in result.stderr
+    result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--json", "b.json"])  # the old spelling
+    assert result.exit_code == 2 and "pass --results b.json" in result.stderr
     result = CliRunner().invoke(main, ["complexity", "--preset", "xxl"])
     assert result.exit_code == 2 and "'xxl' is not one of" in result.output
 

@@ -16,7 +16,7 @@ from typing import Any
 import click
 
 from ptdit.config import PRESETS
-from ptdit.contract.cli_types import Console, Number, console_options, version_option
+from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, console_options, version_option
 from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
@@ -101,7 +101,7 @@ PRECISION_OPTION = click.option("--precision", type=click.Choice(PRECISIONS), de
                                 help="Export precision.")
 
 
-@main.command("complexity")
+@main.command("complexity", cls=JsonFlagCommand)
 @PRESET_OPTION
 @click.option("--onnx/--no-onnx", default=True, show_default=True, help="Also count from the traced ONNX graphs.")
 @results_options
@@ -114,7 +114,7 @@ def complexity_command(preset_name: str, onnx: bool, as_json: bool, json_path: P
         sys.exit(1)
 
 
-@main.command("export")
+@main.command("export", cls=JsonFlagCommand)
 @PRESET_OPTION
 @click.option("--res", "resolutions", type=Number(RESOLUTION),
               multiple=True, default=[256, 512, 1024], show_default=True, help="Resolutions exported (repeat).")
@@ -135,7 +135,7 @@ def export_command(preset_name: str, resolutions: tuple[int, ...], precision: st
     publish("export", f"{export_cost.export_table(rows)}\n{export_cost.TARGETS_LINE}", rows, as_json, json_path)
 
 
-@main.command("build")
+@main.command("build", cls=JsonFlagCommand)
 @PRESET_OPTION
 @click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[256, 1024], show_default=True,
               help="Resolutions exported and built (repeat).")
@@ -153,7 +153,7 @@ def build_command(preset_name: str, resolutions: tuple[int, ...], precision: str
     publish("build", f"{build_cost.build_table(rows)}\n{build_cost.TARGETS_LINE}", rows, as_json, json_path)
 
 
-@main.command("runtime")
+@main.command("runtime", cls=JsonFlagCommand)
 @click.option("--model", "artifacts", multiple=True, default=["tiny:256:fp32", "tiny:1024:fp32"],
               show_default=True, metavar="PRESET:RES:PRECISION",
               help="A model to export and time, repeat for several (xl:256:fp32 takes minutes).")
@@ -192,7 +192,7 @@ def parse_model(text: str) -> tuple[str, int, str]:
     return parts[0], int(parts[1]), parts[2]
 
 
-@main.command("gpu")
+@main.command("gpu", cls=JsonFlagCommand)
 @PRESET_OPTION
 @click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[1024, 2048], show_default=True,
               help="Resolutions timed (repeat).")

@@ -155,3 +155,15 @@ def artifact_argument(what: str) -> Callable[[Any], Any]:
         return click.argument("artifact", type=click.Path(path_type=Path), required=False)(run)
 
     return decorate
+
+
+class JsonFlagCommand(click.Command):
+    """A command whose `--json FILE` (written to a file, before --json meant the same on every command: the result
+    on stdout) is pointed to `--results FILE`."""
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        for flag, value in zip(args, args[1:]):
+            if flag == "--json" and value.endswith(".json"):
+                raise click.UsageError(f"--json takes no file any more: it prints the results as JSON on stdout; to "
+                                       f"keep them, pass --results {value} (ptdit-bench) or redirect stdout", ctx)
+        return super().parse_args(ctx, args)
