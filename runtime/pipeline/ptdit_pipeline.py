@@ -103,10 +103,6 @@ class PTDiTPipeline:
         options = _tensorrt_options(runtime_cache_dir, lean_runtime, weight_budget)
         return cls(open_session(str(path), backend, device, verify, torch_precision, options))
 
-    @property
-    def has_text_encoder(self) -> bool:
-        return self.components is not None
-
     def encode_prompt(self, prompt: str, name: str = "prompt") -> tuple[np.ndarray, np.ndarray]:
         """The T5 features [L, D] (float32) and mask [L] (int64) of `prompt`, as the pipeline feeds them (`name`: the
         parameter it came in, for the error without a text encoder)."""
@@ -155,13 +151,13 @@ class PTDiTPipeline:
         STEPS.check(option("steps"), steps)
         GUIDANCE.check(option("guidance"), guidance)
         IMAGES_PER_PROMPT.check(option("num_images_per_prompt"), per_prompt)
+        SEED.check(option("seed"), seed)
         timings = {"encode": 0.0, "sample": 0.0, "decode": 0.0}
         start = time.perf_counter()
         texts = self._conditioning(prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
                                    negative_mask)
         timings["encode"] = time.perf_counter() - start
         count = len(texts) * per_prompt
-        SEED.check(option("seed"), seed)
         SEED.check(f"{option('seed')} + the number of images - 1", seed + count - 1)
         latents, images = [], []
         for i in range(count):
