@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 Progress = Callable[[str], None]  # one line of what the export is doing
 LOG = logging.getLogger("export")
-PROXY_MODES = ("strided", "mean")
 
 
 def export_model(resolution: int | Sequence[int] = 1024, *, preset: str | None = None,
@@ -86,7 +85,7 @@ def export_options(resolution: int | Sequence[int], *, preset: str | None = None
                    torch_device: str = "auto", step: bool = False) -> ExportOptions:
     """The options of one export, as export_model and ptdit-export take them (the checks of their values that
     need no work run later, in check_export_options, before anything is written)."""
-    from ptdit.config import PTDiTConfig
+    from ptdit.config import INFERENCE_PROXY_MODES, PTDiTConfig
     from ptdit.config import preset as get_preset
     from ptdit.resolution import SUPPORTED_RESOLUTIONS
 
@@ -105,8 +104,8 @@ def export_options(resolution: int | Sequence[int], *, preset: str | None = None
         cfg = get_preset(preset or "xl")
     if precision not in PRECISIONS:
         raise InputError(f"{option('precision')} must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-    if proxy is not None and proxy not in PROXY_MODES:
-        raise InputError(f"{option('proxy')} must be one of {', '.join(PROXY_MODES)}, got {proxy!r}")
+    if proxy is not None and proxy not in INFERENCE_PROXY_MODES:
+        raise InputError(f"{option('proxy')} must be one of {', '.join(INFERENCE_PROXY_MODES)}, got {proxy!r}")
     changes = {key: value for key, value in (("proxy_mode", proxy), ("proxy_offset", proxy_offset)) if value}
     cfg = cfg.replace(**changes) if changes else cfg
     return ExportOptions(cfg, resolutions, frames, precision, batch, text_len, opset, Path(out_dir),

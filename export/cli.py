@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ptdit.config import PRESETS
+from ptdit.config import INFERENCE_PROXY_MODES, PRESETS
 from ptdit.contract.cli_types import Console, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
@@ -78,7 +78,7 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               default=DEFAULT_BATCH, show_default=True, help="Static batch (2 = CFG pair).")
 @click.option("--text-len", type=Number(TEXT_LEN),
               default=DEFAULT_TEXT_LEN, show_default=True, help="Static text length.")
-@click.option("--proxy", type=click.Choice(["strided", "mean"]), default=None,
+@click.option("--proxy", type=click.Choice(INFERENCE_PROXY_MODES), default=None,
               help="Proxy tokens [default: the preset's: strided, mean for qihoo-t2x].")
 @click.option("--proxy-offset", default=None, metavar="T,H,W", callback=parse_triple,
               help="Strided proxy offset inside each window.")

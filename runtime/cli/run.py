@@ -157,9 +157,9 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
         with PTDiTPipeline.from_folder(folder_path, backend, device, verify, options.runtime_cache_dir,
                                        options.lean_runtime, options.weight_budget) as pipe:
             console.line(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}")
-            tiles = pipe.components.tiles() if pipe.components else 0
+            assert pipe.components is not None  # from_folder: the folder's components
             with console.counter("sampling", steps, "step") as step_done, \
-                    console.counter("decoding", tiles, "tile") as tile_done:
+                    console.counter("decoding", pipe.components.tiles(), "tile") as tile_done:
                 try:
                     result = pipe(prompt, negative_prompt, steps, guidance, seed, shift=shift,
                                   callback_on_step_end=lambda i, t, latent: step_done(f"t={t:7.2f}"),

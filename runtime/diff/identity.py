@@ -16,6 +16,7 @@ from ..artifact import load_artifact
 from ..pipeline.folder import load_pipeline
 from ..session import resolve_backend
 from .artifact_diff import DiffOptions
+from .report import has_blocks
 
 
 def diff_identity(path: Path, options: DiffOptions, prompt: str | None) -> dict[str, Any]:
@@ -63,8 +64,7 @@ def report_state(report_path: Path, plot_path: Path,
     held = report.get("identity") if isinstance(report, dict) else None
     if held != identity:
         return f"{report_path} was measured {_difference(held, identity)}", None
-    has_plot = "references" in report and any("blocks" in e for e in report["references"].values())
-    if has_plot != plot_path.is_file():
+    if ("references" in report and has_blocks(report)) != plot_path.is_file():  # a pipeline report has no plot
         return f"{report_path} and {plot_path.name} do not belong together", None
     return "current", report
 
