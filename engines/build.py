@@ -54,15 +54,21 @@ class BuildResult:
 
 def weights_precision(model: onnx.ModelProto, name: str) -> str:
     """The precision the graph's weights really have (the weights are not loaded): the type of the MatMul, Gemm
-    and Conv weights, fp32 islands aside (an fp16 graph may keep some weights in fp32, never the reverse)."""
+    and Conv weights, fp32 islands aside (an fp16 graph may keep some weights in fp32, never the reverse); fp8
+    when FP8 weights (behind a DequantizeLinear) feed the MatMuls and the others are fp16."""
     initializers = {t.name: t.data_type for t in model.graph.initializer}
-    types = {initializers[i] for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
-             for i in n.input if i in initializers}
+    dequantized = {n.output[0]: initializers[n.input[0]] for n in model.graph.node
+                   if n.op_type == "DequantizeLinear" and n.input[0] in initializers}
+    weights = {**initializers, **dequantized}
+    types = {weights[i] for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")
+             for i in n.input if i in weights}
     precisions = {t: precision_of_element_type(t) for t in types}
     low = {p for p in precisions.values() if p not in (None, "fp32")}
+    if low == {"fp8", "fp16"}:
+        return "fp8"
     if not types or len(low) > 1 or None in precisions.values():
         raise InputError(f"{name} has weights of types {sorted(types)}; expected one of fp32, fp16, bf16 "
-                         f"(with fp32 islands) as written by ptdit-export")
+                         f"(with fp32 islands) or fp8 (with fp16) as written by ptdit-export")
     return low.pop() if low else "fp32"
 
 
@@ -107,7 +113,7 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     flavour = select(target)
     gpu = visible_gpu()
     validate(options, onnx.precision, flavour, has_gpu=gpu is not None)
-    targets = resolve(flavour.target, requested, gpu)
+    targets = resolve(flavour.target, requested, gpu, onnx.precision)
     out_dir = out_dir or onnx.path.parent
     stem = plan_stem(onnx.stem, targets.tag, flavour.plan_tag, options.mark_blocks)
     plan_path = out_dir / f"{stem}.plan"

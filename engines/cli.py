@@ -39,7 +39,7 @@ Examples:
                    "without a GPU; auto: full TensorRT when installed, else TensorRT-RTX.")
 @click.option("--compute-capability", "compute_capabilities", multiple=True, metavar="CC[,CC...]",
               help="TensorRT-RTX targets, e.g. 8.9 or 8.6,12.0, or 'current' (the visible GPU) [default: RTX's "
-                   "portable set 8.0, 8.6, 8.9, 12.x].")
+                   "portable set 8.0, 8.6, 8.9, 12.x; an FP8 ONNX: 8.9, 12.0, 12.1, as FP8 needs 8.9 or later].")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Output directory [default: next to the ONNX].")
 @click.option("--workspace", "workspace_gib", type=Number(WORKSPACE_GIB),

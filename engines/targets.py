@@ -8,7 +8,14 @@ from types import ModuleType
 from typing import TYPE_CHECKING
 
 from ptdit.contract.errors import InputError, option
-from ptdit.contract.plan_manifest import BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE, Targets
+from ptdit.contract.fp8 import FP8, MIN_COMPUTE_CAPABILITY, runs_fp8
+from ptdit.contract.plan_manifest import (
+    BUILD_GPU_SOURCE,
+    OPTION_SOURCE,
+    RTX_DEFAULT_SOURCE,
+    RTX_FP8_DEFAULT_SOURCE,
+    Targets,
+)
 
 from .gpu import GpuInfo
 
@@ -19,6 +26,7 @@ RTX_COMPUTE_CAPABILITIES = ("7.5", "8.0", "8.6", "8.9", "12.0", "12.1")
 # What a TensorRT-RTX plan runs on when no compute capability is set (its documented portable default:
 # Ampere and later RTX GPUs and A100, not Turing).
 RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")
+RTX_FP8_DEFAULT = tuple(cc for cc in RTX_DEFAULT if runs_fp8(cc))  # an FP8 graph's: Ada and Blackwell
 _CC = re.compile(r"^\d{1,2}\.\d$")
 
 
@@ -37,9 +45,21 @@ def parse_compute_capabilities(values: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(sorted(set(items), key=lambda v: tuple(int(p) for p in v.split("."))))
 
 
-def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None) -> Targets:
+def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None, precision: str = "fp16") -> Targets:
     """What to build for. Full TensorRT: the visible GPU, nothing else. TensorRT-RTX: the requested compute
-    capabilities ('current' = the visible GPU's), or its portable default."""
+    capabilities ('current' = the visible GPU's), or its portable default (an FP8 graph: its FP8-capable part).
+    An FP8 graph for a GPU without FP8 is refused here, before TensorRT runs."""
+    targets = _resolve(target, requested, gpu, precision)
+    if precision == FP8:
+        old = [cc for cc in targets.compute_capabilities if not runs_fp8(cc)]
+        if old:
+            need = ".".join(map(str, MIN_COMPUTE_CAPABILITY))
+            raise InputError(f"FP8 needs compute capability {need} or later (Ada, Hopper, Blackwell); "
+                             f"{', '.join(old)} has no FP8: build an fp16 export for it, or drop {old[0]}")
+    return targets
+
+
+def _resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None, precision: str) -> Targets:
     if target == "tensorrt":
         if requested:
             raise InputError(f"{option('compute_capabilities')} chooses TensorRT-RTX targets; full TensorRT builds "
@@ -49,6 +69,8 @@ def resolve(target: str, requested: tuple[str, ...], gpu: GpuInfo | None) -> Tar
                              f"(TensorRT-RTX builds without one: {option('target', 'rtx')})")
         return Targets((gpu.compute_capability,), BUILD_GPU_SOURCE)
     if not requested:
+        if precision == FP8:
+            return Targets(RTX_FP8_DEFAULT, RTX_FP8_DEFAULT_SOURCE)
         return Targets(RTX_DEFAULT, RTX_DEFAULT_SOURCE)
     if requested == ("current",):
         if gpu is None:

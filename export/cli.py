@@ -12,15 +12,27 @@ from ptdit.config import INFERENCE_PROXY_MODES, PRESETS
 from ptdit.contract.cli_types import Console, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
+from ptdit.contract.fp8 import (
+    CALIBRATORS,
+    DEFAULT_CALIBRATION_STEPS,
+    DEFAULT_CALIBRATION_TRAJECTORIES,
+    DEFAULT_CALIBRATOR,
+    DEFAULT_LAYER_SET,
+    DEFAULT_PERCENTILE,
+    LAYER_SETS,
+    MIN_OPSET,
+)
 from ptdit.contract.numbers import SEED
 from ptdit.resolution import SUPPORTED_RESOLUTIONS
 
+from .calibration import CALIBRATION_STEPS, CALIBRATION_TRAJECTORIES, PERCENTILE
 from .spec import (
     BATCH,
     CHECK_LEVELS,
     DEFAULT_BATCH,
     DEFAULT_OPSET,
     DEFAULT_TEXT_LEN,
+    FLOAT_PRECISIONS,
     FRAMES,
     OPSETS,
     PRECISIONS,
@@ -46,6 +58,8 @@ Examples:
       a folder with everything from prompt to PNG (stand-in T5 and VAE): ptdit-run FOLDER --prompt ...
   ptdit-export --preset tiny --res 256 --step
       also ptdit-tiny-256-b2-fp16-step.onnx: one whole sampler step (guidance + Euler update) per call
+  ptdit-export --res 1024 --precision fp8 --calibration-text prompts-t5.npz
+      FP8 Linear layers, activation scales calibrated on those T5 features (ptdit-build --target rtx: 8.9+)
 """
 
 
@@ -73,7 +87,8 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Weights (.safetensors/.pt/.pth); default: seeded synthetic weights.")
 @click.option("--checkpoint-key", default=None, help="Key of the state dict inside a nested checkpoint (a.b).")
 @click.option("--precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
-              help="Weights and activations; LayerNorm and the timestep sinusoids stay fp32.")
+              help="Weights and activations; LayerNorm and the timestep sinusoids stay fp32. fp8: the blocks' Linear "
+                   "layers in FP8 (E4M3, scales calibrated: see --calibrator), the rest fp16.")
 @click.option("--batch", type=Number(BATCH),
               default=DEFAULT_BATCH, show_default=True, help="Static batch (2 = CFG pair).")
 @click.option("--text-len", type=Number(TEXT_LEN),
@@ -82,7 +97,8 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Proxy tokens [default: the preset's: strided, mean for qihoo-t2x].")
 @click.option("--proxy-offset", default=None, metavar="T,H,W", callback=parse_triple,
               help="Strided proxy offset inside each window.")
-@click.option("--opset", type=Number(OPSETS), default=DEFAULT_OPSET, show_default=True, help="ONNX opset written.")
+@click.option("--opset", type=Number(OPSETS), default=None,
+              help=f"ONNX opset written [default: {DEFAULT_OPSET}; {MIN_OPSET} with --precision fp8].")
 @click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the synthetic weights.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), default=Path("artifacts"),
               show_default=True, help="Output directory.")
@@ -102,7 +118,26 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="With --pipeline: a Hugging Face T5 encoder folder [default: a seeded tiny stand-in].")
 @click.option("--vae", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="With --pipeline: the CausalVAE weights [default: a seeded tiny stand-in].")
-@click.option("--text-encoder-precision", type=click.Choice(PRECISIONS), default="fp16", show_default=True,
+@click.option("--fp8-layers", type=click.Choice(list(LAYER_SETS)), default=DEFAULT_LAYER_SET, show_default=True,
+              help="fp8: the Linear kinds quantized. tcm-mlp: window and shifted-window attention and the MLP (the "
+                   "lowest FP8 error, 16 of a block's 22 token-sized GEMMs); all: every Linear of the blocks and the "
+                   "caption projection.")
+@click.option("--calibrator", type=click.Choice(CALIBRATORS), default=DEFAULT_CALIBRATOR, show_default=True,
+              help="fp8: each activation scale from the largest |x| seen (max), or from the largest per-pass "
+                   "percentile of |x| (percentile, see --percentile).")
+@click.option("--percentile", type=Number(PERCENTILE), default=DEFAULT_PERCENTILE, show_default=True,
+              help="fp8 with --calibrator percentile: the percentile of |x| that maps to E4M3's largest value.")
+@click.option("--calibration-steps", type=Number(CALIBRATION_STEPS), default=DEFAULT_CALIBRATION_STEPS,
+              show_default=True, help="fp8: denoising steps of each calibration trajectory (the published schedule).")
+@click.option("--calibration-trajectories", type=Number(CALIBRATION_TRAJECTORIES),
+              default=DEFAULT_CALIBRATION_TRAJECTORIES, show_default=True,
+              help="fp8: sampling trajectories observed (each a guidance pair, one text each).")
+@click.option("--calibration-text", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="fp8: T5 features to calibrate on (.npy [N, L, D], or .npz / .safetensors with text_embeds "
+                   "and text_mask) [default: random features].")
+@click.option("--calibration-prompts", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="fp8 with --pipeline: prompts to calibrate on (one per line), encoded by the text encoder.")
+@click.option("--text-encoder-precision", type=click.Choice(FLOAT_PRECISIONS), default="fp16", show_default=True,
               help="With --pipeline: the text encoder's precision (fp16 keeps fp32 islands where T5 overflows).")
 @click.option("--vae-precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True,
               help="fp16 keeps GroupNorm in fp32 (bf16 convolutions need opset 22: not offered).")
@@ -114,10 +149,11 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @version_option
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
-         proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int, seed: int, out_dir: Path, force: bool,
-         check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None, vae: Path | None,
-         text_encoder_precision: str, vae_precision: str, torch_device: str, as_json: bool, debug: bool,
-         console: Console) -> None:
+         proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int | None, seed: int, out_dir: Path,
+         force: bool, check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None, vae: Path | None,
+         fp8_layers: str, calibrator: str, percentile: float, calibration_steps: int, calibration_trajectories: int,
+         calibration_text: Path | None, calibration_prompts: Path | None, text_encoder_precision: str,
+         vae_precision: str, torch_device: str, as_json: bool, debug: bool, console: Console) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
     Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
@@ -126,6 +162,7 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
     comparison. Nothing is written under the final name unless every check passes.
     """
     from .api import export_options
+    from .calibration import CalibrationOptions
     from .options import PipelineOptions
     from .run import export_all
 
@@ -137,7 +174,10 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
                               checkpoint_key=checkpoint_key, precision=precision, batch=batch, text_len=text_len,
                               frames=frames, proxy=proxy, proxy_offset=proxy_offset, opset=opset, seed=seed,
                               out_dir=out_dir, force=force, checks="none" if skip_checks else check_choice,
-                              torch_device=torch_device, step=step)
+                              torch_device=torch_device, step=step,
+                              calibration=CalibrationOptions(calibrator, percentile, calibration_steps,
+                                                             calibration_trajectories, calibration_text,
+                                                             calibration_prompts, layers=fp8_layers))
         if pipeline:
             from .pipeline.folder import export_pipelines
 

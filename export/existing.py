@@ -11,9 +11,11 @@ from typing import Any
 
 from ptdit.contract.errors import InputError
 from ptdit.contract.files import file_sha256, verify_files
+from ptdit.contract.fp8 import FP8
 from ptdit.contract.manifests import read_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
 
+from .calibration import recorded_calibration
 from .options import ExportOptions, artifact_files
 from .spec import ExportSpec
 
@@ -37,17 +39,23 @@ class Wanted:
     def of(self, spec: ExportSpec) -> dict[str, Any]:
         return {"model config": self.opts.cfg.to_dict(), "weights": self.weights, "graph": spec.graph,
                 "precision": spec.precision, "batch": spec.batch, "opset": spec.opset, "frames": spec.frames,
-                "resolution": spec.res, "text length": spec.text_len}
+                "resolution": spec.res, "text length": spec.text_len, "calibration": self.calibration}
+
+    @cached_property
+    def calibration(self) -> dict[str, Any] | None:
+        return self.opts.calibration.wanted() if self.opts.precision == FP8 else None
 
 
 def recorded(manifest: OnnxManifest) -> dict[str, Any]:
     weights = manifest.model.weights
     export = manifest.export
+    quantization = export.quantization
     return {"model config": manifest.model.config,
             "weights": ({"source": "seeded", "seed": weights.seed} if weights.source == "seeded"
                         else {"source": weights.source, "sha256": weights.sha256, "key": weights.key}),
             "graph": export.graph, "precision": export.precision, "batch": export.batch, "opset": export.opset,
-            "frames": export.frames, "resolution": export.resolution, "text length": export.text_len}
+            "frames": export.frames, "resolution": export.resolution, "text length": export.text_len,
+            "calibration": recorded_calibration(quantization) if quantization else None}
 
 
 def checked_level(manifest: OnnxManifest) -> str:

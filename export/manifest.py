@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ptdit.contract.dtypes import PRECISION_DTYPES
 from ptdit.contract.files import file_sha256
+from ptdit.contract.fp8 import FORMAT, LAYER_KINDS, LAYER_SETS, Calibration, Quantization
 from ptdit.contract.onnx_manifest import (
     ArtifactFiles,
     BlockOutputs,
@@ -25,6 +26,7 @@ from .spec import STEP_CARRY, STEP_SCHEDULE_LEN, ExportSpec
 
 if TYPE_CHECKING:
     from ptdit import PTDiT, PTDiTConfig
+    from ptdit.fp8 import LayerScales
     from ptdit.resolution import Geometry
 
 EXPORTER = "torch.onnx.export(dynamo=True, optimize=False) + constant folding"
@@ -61,16 +63,29 @@ def step_graph(spec: ExportSpec) -> StepGraph | None:
     )
 
 
+FP8_SCHEME = ("per-tensor symmetric scales for the input activation and the weight of each quantized Linear "
+              "(QuantizeLinear / DequantizeLinear, fp16 scales, weights stored as FLOAT8E4M3FN); attention matmuls "
+              "and the other layers in fp16")
+
+
+def quantization_record(scales: dict[str, LayerScales], calibration: Calibration, layer_set: str) -> Quantization:
+    kinds = LAYER_SETS[layer_set]
+    return Quantization(format=FORMAT, scheme=FP8_SCHEME, layer_set=layer_set, quantized_kinds=sorted(kinds),
+                        kept_kinds=[kind for kind, _ in LAYER_KINDS if kind not in kinds],
+                        calibration=calibration, scales={name: [s.input, s.weight] for name, s in scales.items()})
+
+
 def transformer_manifest(cfg: PTDiTConfig, spec: ExportSpec, geo: Geometry, model: PTDiT, weights: Weights,
                          files: list[Path], inputs: list[TensorSpec], outputs: list[TensorSpec],
-                         block_names: list[str], checks: dict[str, Any]) -> OnnxManifest:
+                         block_names: list[str], checks: dict[str, Any],
+                         quantization: Quantization | None = None) -> OnnxManifest:
     return OnnxManifest(
         artifact=artifact_section(files),
         model=ModelInfo(cfg.to_dict(), model.num_parameters(), weights, preset=cfg.name),
         export=ExportInfo(
             graph=spec.graph, precision=spec.precision, batch=spec.batch,
             opset=spec.opset, frames=spec.frames, step=step_graph(spec), exporter=EXPORTER, tools=tool_versions(),
-            resolution=spec.res, text_len=spec.text_len),
+            resolution=spec.res, text_len=spec.text_len, quantization=quantization),
         geometry=ExportGeometry(
             latent=list(inputs[0].shape[2:]), tokens=list(geo.grid), window=list(geo.window),
             windows=list(geo.windows), shift=list(geo.shift), proxy_mode=cfg.proxy_mode,

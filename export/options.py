@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptdit.config import PTDiTConfig
 from ptdit.contract.errors import InputError, option
+from ptdit.contract.fp8 import FP8, MIN_OPSET
 from ptdit.contract.numbers import SEED
 from ptdit.resolution import Geometry, geometry, latent_hw, window_for
 from ptdit.windows import strided_offset
 
+from .calibration import CalibrationOptions, load_calibration_text
 from .spec import BATCH, CHECK_LEVELS, DEFAULT_OPSET, FRAMES, SUPPORTED_OPSETS, TEXT_LEN, ExportSpec
 
 
@@ -31,6 +33,7 @@ class ExportOptions:
     checks: str = "auto"  # one of CHECK_LEVELS
     torch_device: str = "auto"  # where the PyTorch references of the parity check run
     step: bool = False  # also export the whole denoising step (guidance and Euler update in the graph)
+    calibration: CalibrationOptions = field(default_factory=CalibrationOptions)  # fp8's activation scales
 
 
 @dataclass
@@ -81,6 +84,16 @@ def check_export_options(opts: ExportOptions) -> None:
     if opts.step and opts.batch not in (1, 2):
         raise InputError(f"{option('step')} needs {option('batch', 2)} (the guidance pair) or 1 (unguided), got "
                          f"{opts.batch}")
+    if opts.precision == FP8:
+        if opts.opset < MIN_OPSET:
+            raise InputError(f"{option('precision', FP8)} needs {option('opset')} {MIN_OPSET} or later (QuantizeLinear "
+                             f"of FLOAT8E4M3FN), got {opts.opset}")
+        opts.calibration.check()
+        if opts.calibration.text_file is not None:  # read now, so that a bad file is refused before any work
+            load_calibration_text(opts.calibration.text_file, opts.text_len, opts.cfg.text_dim)
+    elif opts.calibration != CalibrationOptions():
+        raise InputError(f"the calibration options set the scales of an FP8 export: add {option('precision', FP8)}, "
+                         f"or drop them")
     if opts.torch_device not in ("auto", "cpu", "cuda"):
         raise InputError(f"{option('torch_device')} must be auto, cpu or cuda, got {opts.torch_device!r}")
     if opts.checks not in CHECK_LEVELS:

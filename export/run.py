@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ptdit.checkpoint import state_dict_sha256
 from ptdit.contract.errors import InputError, option
+from ptdit.contract.fp8 import FP8
 from ptdit.contract.graph_check import graph_records
 from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
@@ -19,13 +20,16 @@ from ptdit.contract.outputs import Outputs
 from ptdit.contract.progress import Advance, Counter, no_counter
 from ptdit.resolution import latent_hw
 
+from .calibration import load_calibration_text
 from .options import ExportOptions, artifact_files, check_export_options, check_level, geometry_for, specs_for
 from .progress import Reporter, Stages
 from .spec import ExportSpec
 
 if TYPE_CHECKING:
     from ptdit import PTDiT
+    from ptdit.contract.fp8 import Calibration
     from ptdit.contract.onnx_manifest import Weights
+    from ptdit.fp8 import LayerScales
 
 Place = Callable[[Path], Path]  # an output's final path -> where this run writes it
 
@@ -57,6 +61,9 @@ def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_coun
     from .existing import Wanted, existing_state
 
     check_export_options(opts)
+    if opts.calibration.prompts_file is not None:
+        raise InputError(f"{option('calibration_prompts')} encodes prompts with the pipeline's text encoder: add "
+                         f"{option('pipeline', True)}, or pass T5 features with {option('calibration_text')}")
     wanted = Wanted(opts)
     specs = [spec for res in opts.resolutions for spec in specs_for(opts, res)]
     reused: dict[str, ExportResult] = {}
@@ -95,9 +102,10 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: li
     with stages.run("build_model", f"build {opts.cfg.name} in {opts.precision} ({source})"):
         model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
         weights = dataclasses.replace(weights, state_dict_sha256=state_dict_sha256(model))
+    reference = Fp32Reference(opts)
     results = []
     for spec in specs if specs is not None else [s for res in opts.resolutions for s in specs_for(opts, res)]:
-        result = export_one(opts, spec, model, weights, report, place)
+        result = export_one(opts, spec, model, weights, report, place, reference)
         result.seconds = {**stages.seconds, **result.seconds}
         results.append(result)
         if advance:
@@ -105,12 +113,51 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: li
     return results
 
 
+class Fp32Reference:
+    """The fp32 model with the exported weights: built when first needed. An FP8 export keeps it (it calibrates
+    each resolution and checks each graph against it) with each resolution's scales; other precisions build it
+    for each full check and let it go."""
+
+    def __init__(self, opts: ExportOptions):
+        self.opts, self.kept = opts, opts.precision == FP8
+        self._model: PTDiT | None = None
+        self._scales: dict[int, tuple[dict[str, LayerScales], Calibration]] = {}
+        if opts.calibration.text_file is not None:
+            text = load_calibration_text(opts.calibration.text_file, opts.text_len, opts.cfg.text_dim)
+            self.opts = dataclasses.replace(opts, calibration=dataclasses.replace(opts.calibration, text=text))
+
+    def model(self) -> PTDiT:
+        from .exporter import build_model
+
+        if self._model is not None:
+            return self._model
+        opts = self.opts
+        model = build_model(opts.cfg, "fp32", opts.checkpoint, opts.checkpoint_key, opts.seed)[0]
+        if self.kept:
+            self._model = model
+        return model
+
+    def scales(self, spec: ExportSpec, stages: Stages) -> tuple[dict[str, LayerScales], Calibration]:
+        """The FP8 scales of the spec's resolution (the step graph shares its noise prediction's)."""
+        from .calibration import calibrate
+
+        if spec.res not in self._scales:
+            c = self.opts.calibration
+            what = f"{c.calibrator}{f' {c.percentile}' if c.calibrator == 'percentile' else ''}"
+            with stages.run("calibrate", f"calibrate FP8 scales: {c.trajectories} trajectories x {c.steps} steps, "
+                                         f"{what} (PyTorch fp32)"):
+                shape = spec.latent_shape(self.opts.cfg.in_channels, latent_hw(spec.res))
+                self._scales[spec.res] = calibrate(self.model(), c, shape, spec.text_len, spec.res, spec.frames)
+        return self._scales[spec.res]
+
+
 def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Weights, report: Reporter,
-               place: Place) -> ExportResult:
+               place: Place, reference: Fp32Reference) -> ExportResult:
     from .checks.parity import ExportedGraph
     from .checks.suite import run_checks
-    from .exporter import build_model, clean, save, strip_block_outputs, trace
-    from .manifest import transformer_manifest
+    from .exporter import clean, save, strip_block_outputs, trace
+    from .manifest import quantization_record, transformer_manifest
+    from .quantize import quantize_graph
 
     cfg, res, geo = opts.cfg, spec.res, geometry_for(opts, spec.res)
     side = latent_hw(res)
@@ -121,11 +168,16 @@ def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Wei
             else f"batch {opts.batch}")
     report(f"ptdit-export: {cfg.name} at {res} px{video}, {opts.precision}, {what} -> {opts.out_dir / spec.stem}.onnx")
     stages = Stages(report)
+    scales, calibration = reference.scales(spec, stages) if spec.precision == FP8 else (None, None)
+    prefix = "model." if spec.step else ""  # the step graph's module holds the model as .model
     with stages.run("trace", "trace to ONNX (torch.export, static shapes)"):
         graph = trace(model, spec, inputs, outputs)
     with stages.run("clean", "fold constants and clean up the graph"):
-        clean(graph, set(model.state_dict()))
+        clean(graph, {prefix + name for name in model.state_dict()})
         block_names = strip_block_outputs(graph, len(outputs))
+    if scales is not None:
+        with stages.run("quantize", f"FP8 Q/DQ on {len(scales)} Linear layers (FLOAT8E4M3FN weights)"):
+            quantize_graph(graph, scales, prefix)
     onnx_path = place(opts.out_dir / f"{spec.stem}.onnx")
     with stages.run("write", "write ONNX"):
         files = save(graph, onnx_path, graph_records(cfg.to_dict(), spec.precision, spec.graph))
@@ -134,13 +186,12 @@ def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Wei
     checks: dict[str, Any] = {"skipped": True}
     level = check_level(opts.checks)
     if level != "none":
-        exported = ExportedGraph(onnx_path, spec, inputs, outputs, model, block_names)
-
-        def fp32_model() -> PTDiT:  # the fp32 reference of a low-precision export
-            return build_model(cfg, "fp32", opts.checkpoint, opts.checkpoint_key, opts.seed)[0]
-
-        checks = run_checks(exported, level, opts.torch_device, fp32_model, stages)
-    manifest = transformer_manifest(cfg, spec, geo, model, weights, files, inputs, outputs, block_names, checks)
+        exported = ExportedGraph(onnx_path, spec, inputs, outputs, model, block_names, scales)
+        checks = run_checks(exported, level, opts.torch_device, reference.model, stages)
+    quantization = (quantization_record(scales, calibration, opts.calibration.layers)
+                    if scales is not None and calibration else None)
+    manifest = transformer_manifest(cfg, spec, geo, model, weights, files, inputs, outputs, block_names, checks,
+                                    quantization)
     manifest_path = place(opts.out_dir / f"{spec.stem}.json")
     write_manifest(manifest_path, manifest)
     final = [opts.out_dir / f.name for f in [*files, manifest_path]]

@@ -13,7 +13,8 @@ from ptdit.contract.numbers import Range
 from ptdit.contract.onnx_manifest import TensorSpec
 
 PRECISIONS = tuple(PRECISION_DTYPES)
-DEFAULT_OPSET = 18
+FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # what the pipeline's text encoder offers
+DEFAULT_OPSET = 18  # fp8: ptdit.contract.fp8.MIN_OPSET (QuantizeLinear / DequantizeLinear of FLOAT8E4M3FN)
 SUPPORTED_OPSETS = range(18, 24)  # what torch.onnx's exporter emits; LayerNormalization needs >= 17
 DEFAULT_BATCH = 2  # the classifier-free guidance pair
 DEFAULT_TEXT_LEN = 200  # model_max_length of the published Qihoo-T2X config

@@ -272,4 +272,4 @@ def test_every_option_of_every_command_has_help():
     for name in ("ptdit-build", "ptdit-run", "ptdit-diff"):  # ptdit-export makes its input (--res, --preset)
         assert isinstance(commands[name].params[0], click.Argument), f"{name}: the input is the first argument"
     help_text = CliRunner().invoke(bench, ["build", "--help"]).output
-    assert "[auto|tensorrt|rtx]" in help_text and "[fp32|fp16|bf16]" in help_text
+    assert "[auto|tensorrt|rtx]" in help_text and "[fp32|fp16|bf16|fp8]" in help_text

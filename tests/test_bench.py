@@ -101,3 +101,33 @@ def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
     data = json.loads((tmp_path / "b.json").read_text())
     assert set(data) == {"complexity", "export", "build", "runtime", "gpu", "machine"}
     assert [r["res"] for r in data["export"]] == [256, 512, 1024] and "## runtime" in result.output
+
+
+def test_the_fp8_linear_comparison_covers_every_quantized_linear_call(tiny_model):
+    """The GPU check's FP8 part runs on a CPU too (torch._scaled_mm has a CPU kernel); only its times need a GPU."""
+    import copy
+
+    import torch
+
+    from export.benchmarks import gpu
+
+    model = copy.deepcopy(tiny_model).half()
+    result = gpu.fp8_linear_rows(torch, model, 256, "cpu", lambda fn: (fn(), 1.0)[1])
+    # each Linear is called once per forward: 24 per block (10 of them tcm-mlp's), and the caption projection's 2
+    assert sum(r["count"] for r in result["shapes"]) == 2 * 24 + 2
+    assert sum(r["count"] for r in result["shapes"] if r["kind"] in ("window_attention", "mlp")) == 2 * 6
+    assert all(0 < r["fp8_rel_l2"] < 0.1 for r in result["shapes"])
+    assert result["layer_sets"]["all"]["speedup"] == result["layer_sets"]["tcm-mlp"]["speedup"] == 1.0
+
+
+def test_the_traffic_report_counts_the_copies_of_each_block():
+    from export.benchmarks import traffic
+
+    rows = traffic.traffic_rows("tiny", (256,), "fp16", lambda line: None)
+    row = rows[0]
+    copies = row["copies_per_block"]
+    assert copies["Transpose"] > 0 and copies["Slice"] > 0  # window partition and heads, shift and proxies
+    assert 2 * row["copy_bytes_per_block"] <= row["copy_bytes"]  # two identical blocks, and the rest of the graph
+    assert sum(copies.values()) * 2 <= sum(row["copies"].values())
+    h100 = row["estimated_us_per_step"]["H100"]
+    assert h100 == round(row["copy_bytes"] / 3350e9 * 1e6, 1) > 0

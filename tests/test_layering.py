@@ -23,9 +23,10 @@ FORBIDDEN = {
 # The one place of shared facts (manifests, file hashing, dtype names, the TensorRT flavours and logger, the exit
 # codes, how outputs are published, the ranges of numbers): every stage may import it, and it imports the standard
 # library only (onnx and numpy lazily, inside the functions of its bf16 twin and its graph check, and for types;
+# numpy and safetensors inside the reader of users' array files;
 # tensorrt for types only; click in the module of the command-line types).
 CONTRACT = "ptdit.contract"
-CONTRACT_LAZY = {"onnx", "numpy"}
+CONTRACT_LAZY = {"onnx", "numpy", "safetensors"}
 CONTRACT_CLICK = "ptdit/contract/cli_types.py"  # the command-line types every stage's options use (and, lazily,
 # tqdm for the progress bars of its Console)
 # TensorRT modules are loaded by name through ptdit.contract.tensorrt.import_flavour, by these modules alone; the

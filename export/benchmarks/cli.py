@@ -22,7 +22,7 @@ from ptdit.contract.numbers import ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
 from ..spec import PRECISIONS
-from . import build_cost, complexity, export_cost, gpu, runtime_cost
+from . import build_cost, complexity, export_cost, gpu, runtime_cost, traffic
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
 
@@ -196,15 +196,30 @@ def parse_model(text: str) -> tuple[str, int, str]:
 @PRESET_OPTION
 @click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[1024, 2048], show_default=True,
               help="Resolutions timed (repeat).")
-@click.option("--compile/--no-compile", "compile_model", default=True, show_default=True,
-              help="Also time the torch.compile'd models.")
+@click.option("--compile/--no-compile", "compile_model", default=False, show_default=True,
+              help="Also time the torch.compile'd fp16 models (minutes more).")
 @results_options
 def gpu_command(preset_name: str, resolutions: tuple[int, ...], compile_model: bool, as_json: bool,
                 json_path: Path | None) -> None:
-    """PyTorch fp16 latency and peak memory of PT-DiT and the full-attention DiT, eager and compiled, against
-    the floor set by the GPU's measured matmul rate. Skipped without a CUDA device."""
+    """PyTorch fp16 and bf16 latency and peak memory of PT-DiT and the full-attention DiT against the floor set
+    by the GPU's measured matmul rate, and FP8 (torch._scaled_mm) against fp16 on PT-DiT's Linear shapes.
+    Skipped without a CUDA device."""
     data = gpu.gpu_rows(preset_name, resolutions, compile_model, report)
     publish("gpu", gpu.gpu_table(data), data, as_json, json_path)
+
+
+@main.command("traffic", cls=JsonFlagCommand)
+@PRESET_OPTION
+@click.option("--res", "resolutions", type=Number(RESOLUTION), multiple=True, default=[1024, 2048], show_default=True,
+              help="Resolutions traced (repeat).")
+@PRECISION_OPTION
+@results_options
+def traffic_command(preset_name: str, resolutions: tuple[int, ...], precision: str, as_json: bool,
+                    json_path: Path | None) -> None:
+    """The graph's data movement: per block and per step, the operators that copy without computing and the
+    bytes they move, with the time at each GPU's published bandwidth (an estimate)."""
+    rows = traffic.traffic_rows(preset_name, resolutions, precision, report)
+    publish("traffic", traffic.traffic_table(rows), rows, as_json, json_path)
 
 
 @main.command("all")

@@ -25,6 +25,9 @@ ONNX_TO_TABLE = {
     onnx.TensorProto.INT4: "INT4",
 }
 TYPO_FIXES = {"INF64": "INT64"}  # the published table misspells one entry (ConstantOfShape)
+# The table's types of the Q/DQ operators are those of their data input (x): the scale, the zero point and the
+# output have the other side's types.
+TYPED_INPUTS_ONLY = {"QuantizeLinear": 1, "DequantizeLinear": 1}
 _CONSTANT_INPUT = re.compile(r"`(\w+)` (?:must be an initializer|must be a constant tensor)")
 
 
@@ -66,7 +69,9 @@ def unsupported_ops(model: onnx.ModelProto) -> list[str]:
         if node.domain not in ("", "ai.onnx") or support is None or not support.supported:
             problems.append(f"{where}: operator not supported by TensorRT's ONNX parser")
             continue
-        for name in [*node.input, *node.output]:
+        typed = node.input[:TYPED_INPUTS_ONLY[node.op_type]] if node.op_type in TYPED_INPUTS_ONLY else [
+            *node.input, *node.output]
+        for name in typed:
             if not name:
                 continue
             elem = types.get(name)

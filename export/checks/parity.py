@@ -31,15 +31,17 @@ if TYPE_CHECKING:
     import torch
 
     from ptdit import PTDiT
+    from ptdit.fp8 import LayerScales
 
 PARITY_SEED = 0
 # Largest accepted relative L2 error of ONNX Runtime against the PyTorch fp32 model, per export precision.
 # fp32: 1e-5, an exact export up to summation order; fp16 and bf16 leave ~10x and ~5x headroom over what xl
 # measured (README, "Export accuracy").
-MAX_REL_L2 = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1}
+# fp8: FP8_MAX_REL_L2 (below).
+MAX_REL_L2 = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1, "fp8": 0.15}
 # ... and against PyTorch running the same precision policy (the exporter must not add error of its own
-# beyond kernel rounding differences).
-MAX_REL_L2_SAME_PRECISION = {"fp16": 2e-2, "bf16": 1e-1}
+# beyond kernel rounding differences; for fp8, PyTorch's fake-quantized twin at the same scales).
+MAX_REL_L2_SAME_PRECISION = {"fp16": 2e-2, "bf16": 1e-1, "fp8": 0.1}
 
 
 @dataclass
@@ -52,6 +54,16 @@ class ExportedGraph:
     outputs: list[TensorSpec]
     model: PTDiT
     block_names: list[str]
+    scales: dict[str, LayerScales] | None = None  # an FP8 export's
+
+    def same_precision_output(self, check: str, feeds: dict[str, np.ndarray], device: str) -> np.ndarray:
+        """PyTorch computing as the graph does: the exported model, fake-quantized at the FP8 scales if any."""
+        from ptdit.fp8 import fake_quantized
+
+        if self.scales is None:
+            return self.torch_output(check, self.model, feeds, device)
+        with fake_quantized(self.model, self.scales):
+            return self.torch_output(check, self.model, feeds, device)
 
     @property
     def compared(self) -> str:
@@ -94,8 +106,8 @@ def first_block_parity(graph: ExportedGraph, inferred: onnx.ModelProto, device_c
 
 def whole_model_parity(graph: ExportedGraph, inferred: onnx.ModelProto, device_choice: str,
                        fp32_model: Callable[[], PTDiT]) -> dict[str, Any]:
-    """The whole graph against PyTorch fp32 (`fp32_model` builds it) and, for fp16 / bf16, against the exported
-    model itself, which runs the same precision policy."""
+    """The whole graph against PyTorch fp32 (`fp32_model` builds it) and, for fp16 / bf16 / fp8, against the
+    exported model itself, which runs the same precision policy (fp8: fake-quantized, and unquantized too)."""
     name = "onnxruntime_parity"
     feeds = parity_inputs(graph.inputs, PARITY_SEED)
     onnx_out = _compared(name, run_onnxruntime(graph.path, feeds, inferred), feeds)
@@ -105,11 +117,12 @@ def whole_model_parity(graph: ExportedGraph, inferred: onnx.ModelProto, device_c
     if precision == "fp32":
         references = {"fp32": graph.torch_output(name, graph.model, feeds, device)}
     else:
-        references = {"same_precision": graph.torch_output(name, graph.model, feeds, device)}
+        references = {"same_precision": graph.same_precision_output(name, feeds, device)}
         thresholds["same_precision"] = MAX_REL_L2_SAME_PRECISION[precision]
-        reference = fp32_model()
-        references["fp32"] = graph.torch_output(name, reference, feeds, device)
-        del reference
+        if graph.scales is not None:  # the unquantized fp16 model: what FP8 costs over fp16
+            references["fp16"] = graph.torch_output(name, graph.model, feeds, device)
+            thresholds["fp16"] = MAX_REL_L2[precision]
+        references["fp32"] = graph.torch_output(name, fp32_model(), feeds, device)
         gc.collect()
     result = against_references(onnx_out, references, thresholds)
     result.update(provider="CPUExecutionProvider", torch_device=device, seed=PARITY_SEED,

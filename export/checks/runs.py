@@ -11,6 +11,7 @@ import numpy as np
 import onnx
 
 from ptdit.contract.bf16 import emulate_bf16, has_bf16
+from ptdit.contract.fp8 import ONNXRUNTIME_DISABLED_OPTIMIZERS, has_fp8
 from ptdit.contract.onnx_manifest import TensorSpec
 
 if TYPE_CHECKING:
@@ -79,6 +80,7 @@ def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray], inferred: onnx.Mod
 
     options = ort.SessionOptions()
     options.log_severity_level = 3
+    disabled = list(ONNXRUNTIME_DISABLED_OPTIMIZERS) if has_fp8(inferred) else None
     target = path
     if has_bf16(inferred):
         target = path.with_name(path.stem + ".bf16-emulated.onnx")
@@ -90,7 +92,8 @@ def run_onnxruntime(path: Path, feeds: dict[str, np.ndarray], inferred: onnx.Mod
         onnx.save(emulate_bf16(model), str(target), save_as_external_data=True, location=location, size_threshold=1024)
         del model
     try:
-        session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(target), options, providers=["CPUExecutionProvider"],
+                                       disabled_optimizers=disabled)
         names = [o.name for o in session.get_outputs()]
         return dict(zip(names, session.run(names, feeds)))
     finally:

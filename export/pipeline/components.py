@@ -23,6 +23,8 @@ from ..progress import Stages
 if TYPE_CHECKING:
     import torch
 
+    from ..calibration import CalibrationText
+
 # Largest relative L2 error of ONNX Runtime against the component's PyTorch fp32 reference (its own weights),
 # per component and precision. fp32 VAE: convolutions summing 4,608 terms at 512 x 512 pixels reorder enough to
 # reach 2.6e-5 on the full-size decoder's 64 x 64 tile (measured); 1e-4 leaves ~4x.
@@ -135,17 +137,36 @@ def export_component(stem: str, module: torch.nn.Module, cut: torch.nn.Module | 
     return files[0].name, rel_l2
 
 
-def negative_embedding(encoder: Any, tokenizer: Any, length: int, path: Path) -> NegativePrompt:
-    """The empty negative prompt ("</s>" alone) through the encoder in fp32 (one layer upcast at a time, so a
-    large fp16 encoder is never copied whole), stored once."""
+def encode_prompts(encoder: Any, tokenizer: Any, length: int, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Prompts through the encoder in fp32 (one layer upcast at a time, so a large fp16 encoder is never copied
+    whole): features [N, length, D] and masks [N, length]."""
     import torch
 
     tokenizer.enable_truncation(max_length=length)
     tokenizer.enable_padding(length=length, pad_id=0, pad_token="<pad>")
-    encoding = tokenizer.encode("")
-    ids = torch.tensor([encoding.ids], dtype=torch.int64)
-    mask = torch.tensor([encoding.attention_mask], dtype=torch.int64)
-    with torch.no_grad():
-        embeds = encoder(ids, mask, upcast_layers=True)[0].numpy()
-    np.savez(path, text_embeds=embeds, text_mask=mask[0].numpy())
+    embeds, masks = [], []
+    for prompt in prompts:
+        encoding = tokenizer.encode(prompt)
+        ids = torch.tensor([encoding.ids], dtype=torch.int64)
+        mask = torch.tensor([encoding.attention_mask], dtype=torch.int64)
+        with torch.no_grad():
+            embeds.append(encoder(ids, mask, upcast_layers=True)[0].numpy())
+        masks.append(mask[0].numpy())
+    return np.stack(embeds), np.stack(masks)
+
+
+def negative_embedding(encoder: Any, tokenizer: Any, length: int, path: Path) -> NegativePrompt:
+    """The empty negative prompt ("</s>" alone) through the encoder in fp32, stored once."""
+    embeds, mask = encode_prompts(encoder, tokenizer, length, [""])
+    np.savez(path, text_embeds=embeds[0], text_mask=mask[0])
     return NegativePrompt(text="", file=path.name, tokens=int(mask.sum()), encoded_in="float32")
+
+
+def calibration_text(encoder: Any, tokenizer: Any, length: int, path: Path) -> CalibrationText:
+    """--calibration-prompts: the file's prompts through the encoder, as an FP8 export calibrates on them."""
+    from ..calibration import CalibrationText, read_prompts
+
+    prompts = read_prompts(path)
+    embeds, mask = encode_prompts(encoder, tokenizer, length, prompts)
+    return CalibrationText(embeds.astype(np.float32), mask.astype(np.int64),
+                           f"{path.name} ({len(prompts)} prompts through the text encoder, sha256 {file_sha256(path)})")

@@ -27,6 +27,7 @@ from ..progress import Reporter, Stages
 from ..run import export_graphs
 from .components import (
     COMPONENT_MAX_REL_L2,
+    calibration_text,
     export_text_encoder,
     export_vae_tile,
     folder_sha256,
@@ -156,9 +157,14 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: 
     """The folder of one resolution, made at `work`."""
     work.mkdir()
     report(f"ptdit-export --pipeline: {pipeline_dir(opts, res)}")
-    transformer = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)[0]
     stages = Stages(report)
     encoder, tokenizer, encoder_weights = text_encoder(pipe)
+    prompts = opts.calibration.prompts_file
+    if prompts is not None:  # an FP8 transformer calibrated on these prompts, through this text encoder
+        with stages.run("calibration_prompts", f"encode the calibration prompts of {prompts.name} in fp32"):
+            features = calibration_text(encoder, tokenizer, opts.text_len, prompts)
+        opts = dataclasses.replace(opts, calibration=dataclasses.replace(opts.calibration, text=features))
+    transformer = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)[0]
     tokenizer.save(str(work / "tokenizer.json"))
     text, exported_encoder = export_text_encoder(encoder, encoder_weights, opts, pipe, work, stages)
     del encoder

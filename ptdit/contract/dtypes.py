@@ -3,8 +3,9 @@ these tables map the other vocabularies onto those names."""
 
 from __future__ import annotations
 
-# Export precision (--precision) -> the dtype of the weights and activations.
-PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+# Export precision (--precision) -> the dtype of the weights and activations (fp8: of the activations and of
+# the weights outside the quantized Linear layers, whose weights are float8_e4m3fn; ptdit.contract.fp8).
+PRECISION_DTYPES = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "float16"}
 
 # TensorRT DataType member names -> dtype names.
 TENSORRT_DTYPES = {
@@ -25,7 +26,9 @@ def tensorrt_dtype_name(member_name: str) -> str:
 
 
 def precision_of_element_type(element_type: int) -> str | None:
-    """fp32 / fp16 / bf16 for an ONNX element type of those precisions, else None."""
+    """fp32 / fp16 / bf16 / fp8 for an ONNX element type of those precisions, else None."""
+    if element_type == ONNX_ELEMENT_TYPES["float8_e4m3fn"]:
+        return "fp8"
     for precision, dtype in PRECISION_DTYPES.items():
         if ONNX_ELEMENT_TYPES[dtype] == element_type:
             return precision

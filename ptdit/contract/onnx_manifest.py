@@ -7,6 +7,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .fp8 import Quantization
 from .records import Record, optional
 
 ONNX_SCHEMA = "ptdit-onnx/1"
@@ -63,7 +64,7 @@ class StepGraph(Record):
 
 @dataclass(frozen=True)
 class ExportInfo(Record):
-    precision: str  # fp32, fp16, bf16
+    precision: str  # fp32, fp16, bf16, fp8
     batch: int
     opset: int
     frames: int | None
@@ -75,6 +76,7 @@ class ExportInfo(Record):
     resolution: int | None = optional()  # the transformer's
     text_len: int | None = optional()  # the transformer's and the text encoder's
     latent: list[int] | None = optional()  # a VAE decoder tile's latent [h, w]
+    quantization: Quantization | None = optional()  # an FP8 export's (ptdit.contract.fp8)
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ from .records import Record
 PLAN_SCHEMA = "ptdit-plan/2"
 # Where a plan's target compute capabilities came from (Targets.source).
 BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE = "build GPU", "--compute-capability", "TensorRT-RTX default"
+RTX_FP8_DEFAULT_SOURCE = "TensorRT-RTX default, FP8-capable"  # an FP8 graph's default: the targets with FP8
 
 
 @dataclass(frozen=True)
@@ -71,7 +72,7 @@ class BuilderInfo(Record):
 @dataclass(frozen=True)
 class Targets(Record):
     compute_capabilities: tuple[str, ...]
-    source: str  # BUILD_GPU_SOURCE, OPTION_SOURCE or RTX_DEFAULT_SOURCE
+    source: str  # BUILD_GPU_SOURCE, OPTION_SOURCE, RTX_DEFAULT_SOURCE or RTX_FP8_DEFAULT_SOURCE
 
     @property
     def tag(self) -> str:

@@ -14,6 +14,7 @@ import numpy as np
 from ptdit.contract.bf16 import emulate_bf16
 from ptdit.contract.dtypes import ONNX_ELEMENT_TYPES, onnxruntime_dtype_name
 from ptdit.contract.errors import InputError, option
+from ptdit.contract.fp8 import FP8, ONNXRUNTIME_DISABLED_OPTIMIZERS
 from ptdit.contract.graph_check import check_io, check_recorded
 from ptdit.contract.onnx_manifest import OnnxManifest, TensorSpec
 
@@ -45,7 +46,9 @@ class OnnxRuntimeSession(Session):
         bf16_twin = self.provider == "CPUExecutionProvider" and artifact.precision == "bf16"
         try:
             path = self._runnable_path(artifact.path, extra_outputs or [], bf16_twin)
-            self.ort_session = ort.InferenceSession(str(path), options, providers=[self.provider])
+            disabled = list(ONNXRUNTIME_DISABLED_OPTIMIZERS) if artifact.precision == FP8 else None
+            self.ort_session = ort.InferenceSession(str(path), options, providers=[self.provider],
+                                                    disabled_optimizers=disabled)
         except InputError:
             self.close()
             raise

@@ -10,6 +10,7 @@ import numpy as np
 
 from ptdit.contract.dtypes import PRECISION_DTYPES
 from ptdit.contract.errors import InputError, option
+from ptdit.contract.fp8 import FP8
 
 from ..artifact import Artifact
 from .feeds import HostFeeds
@@ -25,7 +26,11 @@ def build_reference(artifact: Artifact, precision: str | None = None, device: st
 
     precision = precision or artifact.precision
     if precision not in PRECISION_DTYPES:
-        raise InputError(f"unknown precision {precision!r}: use fp32, fp16 or bf16")
+        raise InputError(f"unknown precision {precision!r}: use {', '.join(PRECISION_DTYPES)}")
+    quantization = artifact.manifest.export.quantization
+    if precision == FP8 and quantization is None:
+        raise InputError(f"{artifact.path.name} has no FP8 scales to run PyTorch in fp8 with: use fp32 or "
+                         f"{artifact.precision}")
     weights = artifact.model.weights
     if weights.source == "checkpoint" and not Path(str(weights.path)).is_file():
         raise InputError(f"the manifest's weights {weights.path} are not available here; copy the checkpoint there "
@@ -39,6 +44,10 @@ def build_reference(artifact: Artifact, precision: str | None = None, device: st
     if loaded != weights.sha256:
         raise InputError(f"checkpoint {weights.path} is not the one {artifact.path.name} was exported from "
                          f"(sha256 differs)")
+    if precision == FP8 and quantization is not None:  # the export's fake-quantized twin, at its scales
+        from ptdit.fp8 import LayerScales, fake_quantize
+
+        fake_quantize(model, {name: LayerScales(*pair) for name, pair in quantization.scales.items()})
     return model.to(device)
 
 

@@ -43,6 +43,7 @@ DEFAULT_THRESHOLDS = {
     "fp32": Thresholds(rtol=1e-3, atol=1e-4, max_rel_l2=1e-5, max_trajectory_rel_l2=1e-4),
     "fp16": Thresholds(rtol=2e-2, atol=5e-2, max_rel_l2=1e-2, max_trajectory_rel_l2=2e-2),
     "bf16": Thresholds(rtol=1e-1, atol=0.5, max_rel_l2=1e-1, max_trajectory_rel_l2=0.2),
+    "fp8": Thresholds(rtol=0.25, atol=1.0, max_rel_l2=0.15, max_trajectory_rel_l2=0.3),
 }
 
 

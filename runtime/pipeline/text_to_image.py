@@ -10,11 +10,11 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ptdit.contract.arrays import read_arrays
 from ptdit.contract.errors import InputError
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
-from ..sampling.text import read_arrays
 from ..session import open_session
 from .folder import PipelineFolder, component_path
 from .prompt import PromptTokenizer

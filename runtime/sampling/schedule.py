@@ -1,32 +1,19 @@
-"""The published sampler's arithmetic (Qihoo-T2X's mindspeed_mm/models/diffusion/rflow.py): the rectified-flow
-schedule from 1000 down to 0, shifted towards high noise for large images (t' = s t / (1 + (s - 1) t), s =
-sqrt(H W / 512^2) for images), classifier-free guidance and the Euler update, in fp32 and in the order of the step
+"""The published sampler's arithmetic (Qihoo-T2X's mindspeed_mm/models/diffusion/rflow.py): its schedule
+(ptdit.contract.schedule), classifier-free guidance and the Euler update, in fp32 and in the order of the step
 graph's ptdit.step, operation for operation; and the seeded initial noise."""
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-NUM_TRAIN_TIMESTEPS = 1000
-BASE_PIXELS = 512 * 512
-VAE_TEMPORAL_FACTOR = 4  # latent frame f covers pixel frames 4(f-1)+1 (the published causal VAE)
+from ptdit.contract.schedule import NUM_TRAIN_TIMESTEPS, timestep_shift, timesteps
 
-
-def timestep_shift(res: int, frames: int | None) -> float:
-    """The published resolution-dependent shift (its timestep_transform with scale 1)."""
-    shift = math.sqrt(res * res / BASE_PIXELS)
-    if frames:
-        pixel_frames = (frames - 1) * VAE_TEMPORAL_FACTOR + 1
-        shift *= math.sqrt(max(pixel_frames // 17 * 5, 1))
-    return shift
+__all__ = ["NUM_TRAIN_TIMESTEPS", "euler_update", "guided_velocity", "initial_noise", "schedule", "timestep_shift"]
 
 
 def schedule(steps: int, shift: float) -> np.ndarray:
-    """The `steps` timesteps the model sees, in [0, 1000], decreasing."""
-    t = 1.0 - np.arange(steps, dtype=np.float64) / steps
-    return NUM_TRAIN_TIMESTEPS * shift * t / (1 + (shift - 1) * t)
+    """The `steps` timesteps the model sees, in [0, 1000], decreasing (ptdit.contract.schedule)."""
+    return np.array(timesteps(steps, shift), dtype=np.float64)
 
 
 def guided_velocity(cond: np.ndarray, uncond: np.ndarray, guidance: float) -> np.ndarray:

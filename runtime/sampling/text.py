@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ptdit.contract.arrays import read_arrays
 from ptdit.contract.errors import InputError, option
 
 
@@ -47,23 +48,6 @@ def load_text(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     if mask.size != n * length:
         raise InputError(f"text mask in {path} has shape {list(mask.shape)}, the features need {[n, length]}")
     return embeds.astype(np.float32), mask.reshape(n, length).astype(np.int64)
-
-
-def read_arrays(path: Path) -> dict[str, np.ndarray]:
-    """The arrays of an .npy (under the key ""), .npz or .safetensors file. A file cut short, or of another kind
-    under that name, is refused in one line (numpy and safetensors raise a different error for each)."""
-    try:
-        if path.suffix == ".npy":
-            return {"": np.load(path, allow_pickle=False)}
-        if path.suffix == ".npz":
-            with np.load(path, allow_pickle=False) as archive:
-                return {k: archive[k] for k in archive.files}
-        from safetensors.numpy import load_file
-
-        return load_file(str(path))
-    except Exception as e:  # BadZipFile, EOFError, ValueError, OSError, SafetensorError...
-        raise InputError(f"{path} is not a readable {path.suffix} file ({type(e).__name__}: {e}); write it again, "
-                         f"or re-export the artifact it belongs to") from None
 
 
 def non_finite(values: np.ndarray) -> int:

@@ -1,0 +1,107 @@
+"""The facts of FP8 exports every stage shares: the format, the layer kinds and which of them are quantized, the
+calibrators, the GPUs that run FP8, and the manifest record of a quantization (ptdit.fp8 does the arithmetic)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .dtypes import ONNX_ELEMENT_TYPES
+from .records import Record, optional
+
+FP8 = "fp8"  # the --precision
+FORMAT = "float8_e4m3fn"  # ONNX FLOAT8E4M3FN: QuantizeLinear / DequantizeLinear of opset >= 19
+FP8_ELEMENT_TYPE = ONNX_ELEMENT_TYPES[FORMAT]
+E4M3_MAX = 448.0
+MIN_OPSET = 19
+BASE_PRECISION = "fp16"  # what an FP8 graph computes in outside its quantized Linear layers
+MIN_COMPUTE_CAPABILITY = (8, 9)  # Ada; Hopper 9.0 and Blackwell 10.0 / 12.x too (TensorRT-RTX refuses 8.6)
+
+CALIBRATORS = ("max", "percentile")
+DEFAULT_CALIBRATOR = "max"
+DEFAULT_PERCENTILE = 99.99
+DEFAULT_CALIBRATION_STEPS = 4
+DEFAULT_CALIBRATION_TRAJECTORIES = 2
+
+# The Linear layers by kind, matched on the module path (first match wins).
+LAYER_KINDS = (
+    ("timestep_embedder", "adaln_single.emb."),
+    ("adaln", "adaln_single.linear"),
+    ("caption_projection", "caption_projection."),
+    ("proxy_attention", ".proxy_attn1."),
+    ("proxy_cross_attention", ".pvisual_attn2."),
+    ("window_attention", ".attn1."),
+    ("shifted_window_attention", ".attn3."),
+    ("text_cross_attention", ".attn2."),
+    ("mlp", ".ff."),
+    ("block_projection", ".linear_"),
+    ("final_layer", "proj_out"),
+)
+# Which kinds an FP8 export quantizes (--fp8-layers). Never: the timestep embedder (fp32 sinusoid input, 2 rows),
+# adaLN-single (2 rows: no compute to gain, and its error reaches every block's modulation) and the final layer
+# (its error goes straight into the prediction). "tcm-mlp", the default: the window and shifted-window attention
+# projections (PT-DiT's TCM) and the MLP, 16 of the 22 token-sized GEMMs of a block and the kinds whose FP8 error
+# measured lowest (0.4-0.6 % each on xl at 256 against 3.9-8.5 % for the others; README "FP8"). "all": every
+# Linear of the blocks and the caption projection.
+LAYER_SETS = {
+    "tcm-mlp": frozenset({"window_attention", "shifted_window_attention", "mlp"}),
+    "all": frozenset({"caption_projection", "proxy_attention", "proxy_cross_attention", "window_attention",
+                      "shifted_window_attention", "text_cross_attention", "mlp", "block_projection"}),
+}
+DEFAULT_LAYER_SET = "tcm-mlp"
+
+
+# ONNX Runtime's CPU provider runs an FP8 graph as written only with its QDQ rewrites off: they move Transposes
+# onto the FP8 tensors, where it has no kernel.
+ONNXRUNTIME_DISABLED_OPTIMIZERS = ("QDQPropagationTransformer", "QDQS8ToU8Transformer", "QDQSelectorActionTransformer",
+                                   "QDQFinalCleanupTransformer", "DoubleQDQPairsRemover")
+
+
+def has_fp8(model: Any) -> bool:
+    """Whether an onnx.ModelProto holds FP8 initializers."""
+    return any(i.data_type == FP8_ELEMENT_TYPE for i in model.graph.initializer)
+
+
+def layer_kind(module_path: str) -> str | None:
+    path = f".{module_path}."
+    for kind, pattern in LAYER_KINDS:
+        if pattern in path:
+            return kind
+    return None
+
+
+def quantized_kind(module_path: str, layer_set: str = DEFAULT_LAYER_SET) -> bool:
+    return layer_kind(module_path) in LAYER_SETS[layer_set]
+
+
+def runs_fp8(compute_capability: str) -> bool:
+    """Whether a GPU of this compute capability (MAJOR.MINOR) has FP8 tensor cores."""
+    major, minor = (int(p) for p in compute_capability.split("."))
+    return (major, minor) >= MIN_COMPUTE_CAPABILITY
+
+
+@dataclass(frozen=True)
+class Calibration(Record):
+    """How the activation scales were obtained."""
+
+    calibrator: str  # one of CALIBRATORS
+    trajectories: int
+    steps: int  # denoising steps per trajectory; every forward pass of each is observed
+    timesteps: list[float]
+    text: str  # "random (seed N)", or the features / prompts file and its sha256
+    seed: int
+    seconds: float
+    percentile: float | None = optional()
+
+
+@dataclass(frozen=True)
+class Quantization(Record):
+    """An FP8 export's quantization: the scheme, which layers, and each one's scales."""
+
+    format: str
+    scheme: str
+    quantized_kinds: list[str]
+    kept_kinds: list[str]
+    calibration: Calibration
+    scales: dict[str, list[float]]  # module path -> [input scale, weight scale]
+    layer_set: str = "all"  # a key of LAYER_SETS (--fp8-layers); FP8 exports made before the option quantized all
