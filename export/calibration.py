@@ -47,6 +47,7 @@ class CalibrationText:
     embeds: np.ndarray
     mask: np.ndarray
     source: str  # what the manifest records: the file (and its sha256) or the prompts
+    sha256: str  # of that file
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ class CalibrationOptions:
 def recorded_calibration(quantization: Quantization) -> dict[str, Any]:
     """CalibrationOptions.wanted() of what a manifest records."""
     calibration = quantization.calibration
-    text = "random" if calibration.text.startswith("random") else calibration.text.rsplit("sha256 ", 1)[-1].rstrip(")")
+    text = calibration.text_sha256 or "random"
     return {"layers": quantization.layer_set, "calibrator": calibration.calibrator, "percentile": calibration.percentile,
             "steps": calibration.steps, "trajectories": calibration.trajectories, "text": text}
 
@@ -116,8 +117,8 @@ def load_calibration_text(path: Path, text_len: int, text_dim: int) -> Calibrati
     mask = np.ones(embeds.shape[:2], np.int64) if mask is None else np.asarray(mask).astype(np.int64)
     if mask.shape != embeds.shape[:2]:
         raise InputError(f"{flag} {path}: text_mask is {list(mask.shape)}, the features need {list(embeds.shape[:2])}")
-    return CalibrationText(embeds.astype(np.float32), mask, f"{path.name} ({len(embeds)} prompts, sha256 "
-                                                            f"{file_sha256(path)})")
+    sha = file_sha256(path)
+    return CalibrationText(embeds.astype(np.float32), mask, f"{path.name} ({len(embeds)} prompts, sha256 {sha})", sha)
 
 
 def read_prompts(path: Path) -> list[str]:
@@ -169,5 +170,6 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
     scales = observer.scales(layers)
     record = Calibration(calibrator=opts.calibrator, trajectories=n, steps=opts.steps,
                          timesteps=[round(t, 4) for t in ts], text=source, seed=CALIBRATION_SEED, seconds=round(time.perf_counter() - start, 1),
-                         percentile=opts.percentile if opts.calibrator == "percentile" else None)
+                         percentile=opts.percentile if opts.calibrator == "percentile" else None,
+                         text_sha256=opts.text.sha256 if opts.text is not None else None)
     return scales, record

@@ -34,7 +34,7 @@ def quantized_linears(model: nn.Module, layer_set: str = DEFAULT_LAYER_SET) -> d
 
 def scale_of(amax: float) -> float:
     """The per-tensor scale that maps |x| <= amax onto E4M3's range, rounded to fp16 (as the graph stores it)."""
-    value = max(amax / E4M3_MAX, MIN_SCALE) if math.isfinite(amax) else 1.0
+    value = max(amax / E4M3_MAX, MIN_SCALE)
     return float(torch.tensor(value, dtype=torch.float16))
 
 
@@ -78,6 +78,10 @@ class Observer:
         missing = sorted(set(layers) - set(self.amax))
         if missing:
             raise RuntimeError(f"calibration never reached {missing[0]} (and {len(missing) - 1} more)")
+        bad = sorted(name for name in layers if not math.isfinite(self.amax[name]))
+        if bad:
+            raise ValueError(f"calibration saw NaN or infinite values at the input of {bad[0]} (and {len(bad) - 1} "
+                             f"more): the model does not give finite activations on this calibration text")
         return {name: LayerScales(scale_of(self.amax[name]), scale_of(float(m.weight.detach().abs().max())))
                 for name, m in layers.items()}
 

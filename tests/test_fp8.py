@@ -222,3 +222,13 @@ def test_a_pipeline_folder_with_an_fp8_transformer_calibrated_on_prompts(tmp_pat
     result = run("runtime", str(folder), "--prompt", "a red fox", "--steps", "3", "--out", str(tmp_path / "fox.png"))
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "fox.png").stat().st_size > 0
+
+
+def test_calibration_refuses_non_finite_activations():
+    from ptdit.fp8 import Observer
+
+    observer = Observer("max")
+    observer.record("a", torch.tensor([1.0, float("inf")]))
+    layer = torch.nn.Linear(2, 2)
+    with pytest.raises(ValueError, match="NaN or infinite values at the input of a"):
+        observer.scales({"a": layer})

@@ -168,5 +168,6 @@ def calibration_text(encoder: Any, tokenizer: Any, length: int, path: Path) -> C
 
     prompts = read_prompts(path)
     embeds, mask = encode_prompts(encoder, tokenizer, length, prompts)
+    sha = file_sha256(path)
     return CalibrationText(embeds.astype(np.float32), mask.astype(np.int64),
-                           f"{path.name} ({len(prompts)} prompts through the text encoder, sha256 {file_sha256(path)})")
+                           f"{path.name} ({len(prompts)} prompts through the text encoder, sha256 {sha})", sha)

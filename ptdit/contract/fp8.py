@@ -92,6 +92,7 @@ class Calibration(Record):
     seed: int
     seconds: float
     percentile: float | None = optional()
+    text_sha256: str | None = optional()  # of the --calibration-text / --calibration-prompts file
 
 
 @dataclass(frozen=True)
