@@ -1,4 +1,4 @@
-"""Windows and proxy tokens as static reshapes, permutes, rolls and slices (no data-dependent shapes).
+"""Windows and proxy tokens as static reshapes, permutes, constant gathers and slices (no data-dependent shapes).
 
 Token layout inside the model is window-major: [B, num_windows, P, C], windows in (f, h, w) order and
 tokens in (t, y, x) order inside a window, the layout of the published code.
@@ -31,14 +31,27 @@ def window_reverse(x: Tensor, grid: Triple, window: Triple) -> Tensor:
     return x.reshape(b, f, h, w, c)
 
 
+def shift_order(geo: Geometry, reverse: bool = False) -> np.ndarray:
+    """[N] token indices: window-major tokens taken in this order are the window-major tokens of the grid rolled
+    back by half a window (what torch.roll(grid, -shift) then window_partition gives); reverse=True undoes it."""
+    (f, h, w), (pt, ph, pw) = geo.grid, geo.window
+    tokens = np.arange(geo.num_windows * geo.window_size)
+    grid = tokens.reshape(f // pt, h // ph, w // pw, pt, ph, pw).transpose(0, 3, 1, 4, 2, 5).reshape(f, h, w)
+    rolled = np.roll(grid, shift=[-s for s in geo.shift], axis=(0, 1, 2))
+    order = rolled.reshape(f // pt, pt, h // ph, ph, w // pw, pw).transpose(0, 2, 4, 1, 3, 5).reshape(-1)
+    return np.argsort(order) if reverse else order
+
+
 def shift_windows(x: Tensor, geo: Geometry, reverse: bool = False) -> Tensor:
-    """Re-window the tokens on a grid rolled by half a window (reverse=True undoes it)."""
-    shifts = [(dim, s if reverse else -s) for dim, s in zip((1, 2, 3), geo.shift) if s]
-    if not shifts:
+    """Re-window the tokens [B, nW, P, C] on a grid rolled by half a window (reverse=True undoes it).
+
+    One gather with a constant order: a roll of the grid between two window (un)partitions would copy the
+    activation four times (two transposes, a slice + concat per shifted axis) where this copies it once."""
+    if not any(geo.shift):
         return x
-    grid = window_reverse(x, geo.grid, geo.window)
-    grid = torch.roll(grid, shifts=tuple(s for _, s in shifts), dims=tuple(d for d, _ in shifts))
-    return window_partition(grid, geo.window)
+    b, nw, p, c = shape_of(x)
+    order = torch.from_numpy(shift_order(geo, reverse)).to(x.device)
+    return x.reshape(b, nw * p, c).index_select(1, order).reshape(b, nw, p, c)
 
 
 def shifted_window_bias(geo: Geometry, value: float, dtype: torch.dtype, device: torch.device | None = None) -> Tensor:

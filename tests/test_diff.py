@@ -40,6 +40,10 @@ def test_fp32_passes_tight_thresholds_and_writes_report_and_plot(tmp_path):
     assert metrics["rel_l2"] < 1e-5 and metrics["cosine"] > 0.999999 and metrics["outside_tolerance"] == 0
     assert len(entry["blocks"]) == 2 and entry["first_divergent_block"] is None
     assert entry["trajectory"]["steps"] == 3 and entry["trajectory"]["rel_l2"] < 1e-4
+    # Per step, the reference ran on the inputs the artifact saw (else fp32 would be far off, not ~1e-7).
+    per_step = entry["trajectory"]["noise_pred_rel_l2_per_step"]
+    assert len(per_step) == 3 and max(per_step) < 1e-5
+    assert "noise_pred along the trajectory, on the inputs the artifact saw" in stdout
     assert path.with_name(path.stem + ".diff.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -52,6 +56,8 @@ def test_fp16_reports_the_expected_error_band_against_both_references(tmp_path):
     for entry in report["references"].values():
         assert 1e-5 < entry["outputs"]["noise_pred"]["rel_l2"] < 1e-2
         assert 1e-5 < entry["trajectory"]["rel_l2"] < 2e-2
+        assert len(entry["trajectory"]["noise_pred_rel_l2_per_step"]) == 3
+        assert all(1e-5 < e < 1e-2 for e in entry["trajectory"]["noise_pred_rel_l2_per_step"])
 
 
 @lru_cache(maxsize=None)

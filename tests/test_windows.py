@@ -41,6 +41,17 @@ def test_partition_reverse_are_inverses(geo):
 
 
 @pytest.mark.parametrize("geo", GEOMETRIES)
+@pytest.mark.parametrize("reverse", [False, True])
+def test_shift_is_a_roll_of_the_grid(geo, reverse):
+    """The one-gather shift equals rolling the token grid by half a window between two (un)partitions."""
+    x = torch.randn(2, *geo.grid, 3)
+    shifts = [-s if not reverse else s for s in geo.shift]
+    rolled = torch.roll(x, shifts=shifts, dims=(1, 2, 3))
+    shifted = shift_windows(window_partition(x, geo.window), geo, reverse=reverse)
+    assert torch.equal(shifted, window_partition(rolled, geo.window))
+
+
+@pytest.mark.parametrize("geo", GEOMETRIES)
 def test_partition_groups_each_window(geo):
     windows = window_partition(coordinate_grid(geo), geo.window)
     for b, wi in itertools.product(range(2), range(geo.num_windows)):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -127,7 +127,8 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter, counter: Counte
             session.set_inputs(feeds)
             got.update(session.run())
         got_outputs = compared_outputs(artifact, got, feeds)
-        trajectory_latent = _trajectory(session, options, counter, "artifact") if options.steps else None
+        recorder = PassRecorder(session)
+        trajectory_latent = _trajectory(recorder, options, counter, "artifact") if options.steps else None
 
     result: dict[str, Any] = {
         "schema": REPORT_SCHEMA, "artifact": path.name, "backend": backend, "precision": artifact.precision,
@@ -157,6 +158,9 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter, counter: Counte
                 entry["trajectory"] = {"steps": options.steps, "guidance": options.guidance,
                                        **diff_metrics(trajectory_latent, reference_latent, thresholds.rtol,
                                                       thresholds.atol)}
+                if recorder.passes:
+                    entry["trajectory"]["noise_pred_rel_l2_per_step"] = _per_step(
+                        torch_session, recorder.passes, options.steps, counter, f"PyTorch {precision}")
         failures += _failures(reference, entry, thresholds)
         result["references"][reference] = entry
     result["failures"] = failures
@@ -197,6 +201,62 @@ def _trajectory(session: Session, options: DiffOptions, counter: Counter, label:
     with counter(f"trajectory ({label})", options.steps, "step") as advance:
         sampler = make_sampler(session, options.steps, options.guidance, options.seed)
         return sampler.sample(text, on_step=lambda i, t, timing: advance(f"t={t:7.2f}")).latent
+
+
+class PassRecorder:
+    """The artifact's session as the sampler drives it, keeping every forward pass's inputs and noise_pred, so
+    that the reference can be run on exactly the inputs the artifact saw at each step (a step graph keeps its
+    state on the device and records nothing)."""
+
+    def __init__(self, session: Session):
+        self.session, self.backend, self.artifact = session, session.backend, session.artifact
+        self.feeds: dict[str, np.ndarray] = {}
+        self.passes: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
+
+    @property
+    def transfers(self) -> Any:
+        return self.session.transfers
+
+    def set_inputs(self, feeds: Mapping[str, Any]) -> None:
+        self.session.set_inputs(feeds)
+        self.feeds.update({name: np.array(value, copy=True) for name, value in feeds.items()})
+
+    def run(self) -> dict[str, np.ndarray]:
+        outputs = self.session.run()
+        if "noise_pred" in outputs:
+            self.passes.append((dict(self.feeds), outputs["noise_pred"].copy()))
+        return outputs
+
+    def step_loop(self, carry: Mapping[str, str]) -> Any:
+        return self.session.step_loop(carry)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def __enter__(self) -> PassRecorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _per_step(reference: Session, passes: list[tuple[dict[str, np.ndarray], np.ndarray]], steps: int,
+              counter: Counter, label: str) -> list[float]:
+    """Relative L2 of the artifact's noise_pred against the reference's on the same inputs, per sampling step
+    (the error each step adds, apart from the drift of the trajectory); a step of several passes is one vector."""
+    per = len(passes) // steps
+    errors = []
+    with counter(f"per-step noise_pred ({label})", steps, "step") as advance:
+        for i in range(steps):
+            got, want = [], []
+            for feeds, pred in passes[i * per:(i + 1) * per]:
+                reference.set_inputs(feeds)
+                want.append(reference.run()["noise_pred"].astype(np.float64))
+                got.append(pred.astype(np.float64))
+            diff, ref = np.concatenate(got) - np.concatenate(want), np.concatenate(want)
+            errors.append(float(np.linalg.norm(diff) / max(float(np.linalg.norm(ref)), 1e-30)))
+            advance(f"{errors[-1]:.2e}")
+    return errors
 
 
 def _largest_jump(errors: list[float]) -> int | None:

@@ -18,12 +18,19 @@ def table(result: dict[str, Any]) -> str:
         return (f"| {reference} | {what} | {m['max_abs']:.3e} | {m['mean_abs']:.3e} | {m['rel_l2']:.3e} | "
                 f"{m['cosine']:.6f} | {m['outside_tolerance']:.2%} |")
 
+    notes: list[str] = []
     for reference, entry in result["references"].items():
         label = f"torch {entry['precision']}"
         for name, m in entry["outputs"].items():
             lines.append(row(label, name, m))
         if "trajectory" in entry:
             lines.append(row(label, f"latent after {entry['trajectory']['steps']} steps", entry["trajectory"]))
+            per_step = entry["trajectory"].get("noise_pred_rel_l2_per_step")
+            if per_step:
+                worst = max(range(len(per_step)), key=per_step.__getitem__)
+                notes.append(f"vs {label}: noise_pred along the trajectory, on the inputs the artifact saw: rel L2 "
+                             f"{per_step[0]:.3e} at step 0, {per_step[-1]:.3e} at the last, at most "
+                             f"{per_step[worst]:.3e} (step {worst})")
         for i, m in enumerate(entry.get("blocks", [])):
             lines.append(row(label, f"block {i}", m))
         if "blocks" in entry:
@@ -31,6 +38,9 @@ def table(result: dict[str, Any]) -> str:
             lines.append("")
             lines.append(f"vs {label}: first block over the rel L2 threshold: "
                          f"{'none' if first is None else first}; largest jump at block {entry['largest_jump_block']}")
+    if notes:
+        lines.append("")
+        lines += notes
     if result.get("blocks_note"):
         lines.append(f"blocks: {result['blocks_note']}")
     lines.append("")
