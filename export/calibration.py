@@ -29,6 +29,7 @@ from ptdit.contract.schedule import timestep_shift, timesteps
 
 if TYPE_CHECKING:
     import numpy as np
+    from torch import nn
 
     from ptdit import PTDiT
     from ptdit.fp8 import LayerScales
@@ -133,13 +134,14 @@ def read_prompts(path: Path) -> list[str]:
 
 
 def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, ...], text_len: int, res: int,
-              frames: int | None) -> tuple[dict[str, LayerScales], Calibration]:
-    """Run the trajectories (all at once, as one batch of guidance pairs) through `model` (fp32) and return each
-    quantized Linear's scales, with the record of how they were obtained."""
+              frames: int | None, layers: dict[str, nn.Linear] | None = None,
+              ) -> tuple[dict[str, LayerScales], Calibration]:
+    """Run the trajectories (all at once, as one batch of guidance pairs) through `model` (fp32) and return the
+    scales of each Linear quantized by `opts.layers` (or of each of `layers`), with how they were obtained."""
     import numpy as np
     import torch
 
-    from ptdit.fp8 import Observer, observe
+    from ptdit.fp8 import Observer, observe, quantized_linears
     from ptdit.step import euler_update, guided_velocity
 
     start = time.perf_counter()
@@ -160,7 +162,8 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
     ts = timesteps(opts.steps, timestep_shift(res, frames))
     observer = Observer(opts.calibrator, opts.percentile)
     guidance = torch.tensor([CALIBRATION_GUIDANCE])
-    with torch.no_grad(), observe(model, observer, opts.layers) as layers:
+    layers = quantized_linears(model, opts.layers) if layers is None else layers
+    with torch.no_grad(), observe(layers, observer):
         for k, t in enumerate(ts):
             t_next = ts[k + 1] if k + 1 < len(ts) else 0.0
             pred = model(torch.cat([latent, latent]), torch.full((2 * n,), t, dtype=torch.float32), text, mask)

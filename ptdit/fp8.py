@@ -18,6 +18,7 @@ from typing import Callable, Iterator, cast
 import torch
 from torch import nn
 
+from .contract.errors import Failure
 from .contract.fp8 import CALIBRATORS, DEFAULT_LAYER_SET, DEFAULT_PERCENTILE, E4M3_MAX, layer_kind, quantized_kind
 
 __all__ = ["CALIBRATORS", "E4M3_MAX", "LayerScales", "Observer", "fake_quantize", "fake_quantized", "layer_kind",
@@ -80,17 +81,16 @@ class Observer:
             raise RuntimeError(f"calibration never reached {missing[0]} (and {len(missing) - 1} more)")
         bad = sorted(name for name in layers if not math.isfinite(self.amax[name]))
         if bad:
-            raise ValueError(f"calibration saw NaN or infinite values at the input of {bad[0]} (and {len(bad) - 1} "
-                             f"more): the model does not give finite activations on this calibration text")
+            raise Failure(f"calibration saw NaN or infinite values at the input of {bad[0]} (and {len(bad) - 1} "
+                          f"more): the model does not give finite activations on this calibration text; check the "
+                          f"checkpoint, or calibrate on other text")
         return {name: LayerScales(scale_of(self.amax[name]), scale_of(float(m.weight.detach().abs().max())))
                 for name, m in layers.items()}
 
 
 @contextlib.contextmanager
-def observe(model: nn.Module, observer: Observer,
-            layer_set: str = DEFAULT_LAYER_SET) -> Iterator[dict[str, nn.Linear]]:
-    """Record every quantized Linear's input while the block runs; yields those layers."""
-    layers = quantized_linears(model, layer_set)
+def observe(layers: dict[str, nn.Linear], observer: Observer) -> Iterator[dict[str, nn.Linear]]:
+    """Record the input of each of these Linear layers while the block runs; yields them."""
 
     def hook_for(name: str) -> Callable[..., None]:
         def hook(module: nn.Module, args: tuple[torch.Tensor, ...]) -> None:

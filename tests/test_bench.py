@@ -133,3 +133,33 @@ def test_the_traffic_report_counts_the_copies_of_each_block():
     assert sum(copies.values()) * 2 <= sum(row["copies"].values())
     h100 = row["estimated_us_per_step"]["H100"]
     assert h100 == round(row["copy_bytes"] / 3350e9 * 1e6, 1) > 0
+
+
+def test_the_fp8_report_measures_each_layer_kind_and_set():
+    from export.benchmarks import fp8_accuracy
+    from ptdit.contract.fp8 import LAYER_KINDS
+
+    rows = fp8_accuracy.fp8_accuracy_rows("tiny", 256, False, lambda line: None)
+    by = {(r["what"], r["calibration"]): r for r in rows}
+    assert {f"kind {k}" for k, _ in LAYER_KINDS} <= {what for what, _ in by}
+    assert all(0 < e < 0.3 for r in rows for e in r["rel_l2"]) and all(len(r["rel_l2"]) == 3 for r in rows)
+    tcm, every = by[("set tcm-mlp", "ptdit (max)")], by[("set all", "ptdit (max)")]
+    assert tcm["layers"] < every["layers"] < by[("every kind", "ptdit (max)")]["layers"]
+    assert max(tcm["rel_l2"]) < max(every["rel_l2"])  # the measurement the default layer set rests on
+    assert ("set tcm-mlp", "ptdit (percentile)") in by
+    assert "| tiny | 256 | kind mlp | ptdit (max) |" in fp8_accuracy.fp8_accuracy_table(rows)
+
+
+def test_fp8_report_without_modelopt_says_how_to_get_it(monkeypatch):
+    import sys
+
+    from click.testing import CliRunner
+
+    from export.benchmarks.cli import main
+
+    monkeypatch.setitem(sys.modules, "modelopt", None)  # as where nvidia-modelopt is not installed
+    monkeypatch.setitem(sys.modules, "modelopt.torch", None)
+    monkeypatch.setitem(sys.modules, "modelopt.torch.quantization", None)
+    result = CliRunner().invoke(main, ["fp8", "--preset", "tiny", "--modelopt"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
+    assert "--modelopt needs NVIDIA ModelOpt" in result.output and "pip install nvidia-modelopt" in result.output

@@ -17,6 +17,7 @@ import torch
 from click.testing import CliRunner
 
 from export.cli import main as export_main
+from ptdit.contract.errors import Failure
 from ptdit.contract.fp8 import FP8_ELEMENT_TYPE, LAYER_SETS, layer_kind
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -230,5 +231,6 @@ def test_calibration_refuses_non_finite_activations():
     observer = Observer("max")
     observer.record("a", torch.tensor([1.0, float("inf")]))
     layer = torch.nn.Linear(2, 2)
-    with pytest.raises(ValueError, match="NaN or infinite values at the input of a"):
+    with pytest.raises(Failure, match="NaN or infinite values at the input of a") as error:
         observer.scales({"a": layer})
+    assert "check the checkpoint, or calibrate on other text" in str(error.value) and "\x1f" not in str(error.value)

@@ -17,12 +17,13 @@ import click
 
 from ptdit.config import PRESETS
 from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, console_options, version_option
+from ptdit.contract.commands import exit_codes
 from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
 from ..spec import PRECISIONS
-from . import build_cost, complexity, export_cost, gpu, runtime_cost, traffic
+from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, traffic
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
 
@@ -76,6 +77,7 @@ Examples:
   ptdit-bench build --res 256 --config '' --config '--opt-level 0'     (TensorRT-RTX, no GPU needed)
   ptdit-bench runtime
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
+  ptdit-bench fp8 --preset xl --res 256 --modelopt      (FP8 error per layer kind, no GPU needed)
   ptdit-bench all --results bench.json
 """, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @console_options
@@ -220,6 +222,21 @@ def traffic_command(preset_name: str, resolutions: tuple[int, ...], precision: s
     bytes they move, with the time at each GPU's published bandwidth (an estimate)."""
     rows = traffic.traffic_rows(preset_name, resolutions, precision, report)
     publish("traffic", traffic.traffic_table(rows), rows, as_json, json_path)
+
+
+@main.command("fp8", cls=JsonFlagCommand)
+@PRESET_OPTION
+@click.option("--res", type=click.Choice(["256", "512", "1024"]), default="256", show_default=True,
+              help="Resolution of the calibration and the held-out inputs.")
+@click.option("--modelopt", "with_modelopt", is_flag=True,
+              help="Also calibrate with NVIDIA ModelOpt (pip install nvidia-modelopt) on the same layers and passes.")
+@results_options
+def fp8_command(preset_name: str, res: str, with_modelopt: bool, as_json: bool, json_path: Path | None) -> None:
+    """FP8 error per Linear kind and per --fp8-layers set: the fake-quantized model (the export's E4M3 rounding)
+    against fp32, max and percentile calibration, and ModelOpt's with --modelopt. On the CPU; writes nothing."""
+    with exit_codes("ptdit-bench", writes=False):
+        rows = fp8_accuracy.fp8_accuracy_rows(preset_name, int(res), with_modelopt, report)
+    publish("fp8", fp8_accuracy.fp8_accuracy_table(rows), rows, as_json, json_path)
 
 
 @main.command("all")

@@ -164,13 +164,13 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: 
         with stages.run("calibration_prompts", f"encode the calibration prompts of {prompts.name} in fp32"):
             features = calibration_text(encoder, tokenizer, opts.text_len, prompts)
         opts = dataclasses.replace(opts, calibration=dataclasses.replace(opts.calibration, text=features))
-    transformer = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)[0]
     tokenizer.save(str(work / "tokenizer.json"))
     text, exported_encoder = export_text_encoder(encoder, encoder_weights, opts, pipe, work, stages)
     del encoder
     with stages.run("negative_prompt", "encode the negative prompt \"\" in fp32, one layer at a time"):
         negative = negative_embedding(exported_encoder, tokenizer, opts.text_len, work / "negative.npz")
-    del exported_encoder
+    del exported_encoder  # T5 is out of memory before the transformer (and its fp32 calibration model) is built
+    transformer = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)[0]
     decoder, vae_weights = vae_decoder(pipe)
     side = latent_hw(res)
     plan = vae_tile_plan(side)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+from types import TracebackType
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -14,7 +15,7 @@ from ptdit.contract.graph_check import FIX
 from ptdit.contract.progress import Counter, no_counter
 
 from ..artifact import Artifact, load_artifact
-from ..backends.interface import Session
+from ..backends.interface import Session, StepLoop
 from ..backends.tensorrt.flavour import TensorRTOptions
 from ..sampling.schedule import initial_noise
 from ..sampling.step_sampler import make_sampler
@@ -210,12 +211,9 @@ class PassRecorder:
 
     def __init__(self, session: Session):
         self.session, self.backend, self.artifact = session, session.backend, session.artifact
+        self.transfers = session.transfers  # set once in each backend's __init__, counted in place
         self.feeds: dict[str, np.ndarray] = {}
         self.passes: list[tuple[dict[str, np.ndarray], np.ndarray]] = []
-
-    @property
-    def transfers(self) -> Any:
-        return self.session.transfers
 
     def set_inputs(self, feeds: Mapping[str, Any]) -> None:
         self.session.set_inputs(feeds)
@@ -227,7 +225,7 @@ class PassRecorder:
             self.passes.append((dict(self.feeds), outputs["noise_pred"].copy()))
         return outputs
 
-    def step_loop(self, carry: Mapping[str, str]) -> Any:
+    def step_loop(self, carry: Mapping[str, str]) -> StepLoop:
         return self.session.step_loop(carry)
 
     def close(self) -> None:
@@ -236,7 +234,8 @@ class PassRecorder:
     def __enter__(self) -> PassRecorder:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
         self.close()
 
 
