@@ -32,8 +32,8 @@ def modelopt_quantization() -> Any:
                          f"or drop --modelopt") from None
 
 
-def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool,
-                      report: Callable[[str], None]) -> list[dict[str, Any]]:
+def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: Callable[[str], None],
+                      timesteps: tuple[float, ...] = TIMESTEPS) -> list[dict[str, Any]]:
     """Rows of rel L2 of noise_pred against fp32 at each held-out timestep: one per layer kind alone (max
     calibration), per layer set and calibrator, and per layer set with ModelOpt's calibration."""
     import torch
@@ -47,7 +47,7 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool,
     model = PTDiT(cfg).eval()
     latent_shape = (2, cfg.in_channels, res // 8, res // 8)
     every = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and layer_kind(name)}
-    inputs = held_out_inputs(model, latent_shape)
+    inputs = held_out_inputs(model, latent_shape, timesteps)
     with torch.no_grad():
         references = [model(*x) for x in inputs]
 
@@ -85,16 +85,17 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool,
             rows.append({"what": f"set {layer_set}", "calibration": "ModelOpt (FP8, max)", "layers": len(wanted),
                          "rel_l2": errors(quantized), "calibration_seconds": round(seconds, 1),
                          "input_amax_vs_ptdit": amax_ratio(quantized, wanted, scales["max"])})
-    return [{"preset": preset_name, "res": res, "timesteps": list(TIMESTEPS), **r} for r in rows]
+    return [{"preset": preset_name, "res": res, "timesteps": list(timesteps), **r} for r in rows]
 
 
-def held_out_inputs(model: PTDiT, latent_shape: tuple[int, ...]) -> list[tuple[torch.Tensor, ...]]:
+def held_out_inputs(model: PTDiT, latent_shape: tuple[int, ...],
+                    timesteps: tuple[float, ...]) -> list[tuple[torch.Tensor, ...]]:
     import torch
 
     g = torch.Generator().manual_seed(HELD_OUT_SEED)
     return [(torch.randn(latent_shape, generator=g), torch.full((latent_shape[0],), t),
              torch.randn(latent_shape[0], TEXT_LEN, model.cfg.text_dim, generator=g),
-             torch.ones(latent_shape[0], TEXT_LEN, dtype=torch.int64)) for t in TIMESTEPS]
+             torch.ones(latent_shape[0], TEXT_LEN, dtype=torch.int64)) for t in timesteps]
 
 
 def modelopt_config(mtq: Any, wanted: list[str]) -> dict[str, Any]:
@@ -119,9 +120,10 @@ def amax_ratio(quantized: nn.Module, wanted: list[str], ours: dict[str, Any]) ->
 
 
 def fp8_accuracy_table(rows: list[dict[str, Any]]) -> str:
-    ts = " | ".join(f"t={t:g}" for t in TIMESTEPS)
+    timesteps = rows[0]["timesteps"] if rows else list(TIMESTEPS)
+    ts = " | ".join(f"t={t:g}" for t in timesteps)
     lines = [f"| preset | res | quantized | calibration | Linears | {ts} | max | calibration s | input amax / ptdit's |",
-             "| --- " * (8 + len(TIMESTEPS)) + "|"]
+             "| --- " * (8 + len(timesteps)) + "|"]
     for r in rows:
         errs = " | ".join(f"{e:.2%}" for e in r["rel_l2"])
         lines.append(f"| {r['preset']} | {r['res']} | {r['what']} | {r['calibration']} | {r['layers']} | {errs} | "
