@@ -39,6 +39,7 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: C
     import torch
 
     from ptdit import PTDiT, preset
+    from ptdit.fp8 import fake_quantized
 
     from ..calibration import CalibrationOptions, calibrate
 
@@ -54,8 +55,6 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: C
     def errors(m: nn.Module) -> list[float]:
         with torch.no_grad():
             return [float((m(*x) - ref).norm() / ref.norm()) for x, ref in zip(inputs, references)]
-
-    from ptdit.fp8 import fake_quantized
 
     rows: list[dict[str, Any]] = []
     scales = {}
