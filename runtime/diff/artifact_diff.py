@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from types import TracebackType
 from typing import Any, Callable, Mapping
 
 import numpy as np
@@ -204,7 +203,7 @@ def _trajectory(session: Session, options: DiffOptions, counter: Counter, label:
         return sampler.sample(text, on_step=lambda i, t, timing: advance(f"t={t:7.2f}")).latent
 
 
-class PassRecorder:
+class PassRecorder(Session):
     """The artifact's session as the sampler drives it, keeping every forward pass's inputs and noise_pred, so
     that the reference can be run on exactly the inputs the artifact saw at each step (a step graph keeps its
     state on the device and records nothing)."""
@@ -230,13 +229,6 @@ class PassRecorder:
 
     def close(self) -> None:
         self.session.close()
-
-    def __enter__(self) -> PassRecorder:
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
-                 traceback: TracebackType | None) -> None:
-        self.close()
 
 
 def _per_step(reference: Session, passes: list[tuple[dict[str, np.ndarray], np.ndarray]], steps: int,
