@@ -6,6 +6,8 @@ tokens in (t, y, x) order inside a window, the layout of the published code.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -31,6 +33,7 @@ def window_reverse(x: Tensor, grid: Triple, window: Triple) -> Tensor:
     return x.reshape(b, f, h, w, c)
 
 
+@functools.lru_cache(maxsize=None)
 def shift_order(geo: Geometry, reverse: bool = False) -> np.ndarray:
     """[N] token indices: window-major tokens taken in this order are the window-major tokens of the grid rolled
     back by half a window (what torch.roll(grid, -shift) then window_partition gives); reverse=True undoes it."""
@@ -39,7 +42,9 @@ def shift_order(geo: Geometry, reverse: bool = False) -> np.ndarray:
     grid = tokens.reshape(f // pt, h // ph, w // pw, pt, ph, pw).transpose(0, 3, 1, 4, 2, 5).reshape(f, h, w)
     rolled = np.roll(grid, shift=[-s for s in geo.shift], axis=(0, 1, 2))
     order = rolled.reshape(f // pt, pt, h // ph, ph, w // pw, pw).transpose(0, 2, 4, 1, 3, 5).reshape(-1)
-    return np.argsort(order) if reverse else order
+    order = np.argsort(order) if reverse else order
+    order.setflags(write=False)  # cached (one per geometry, not one per block): shared by every call
+    return order
 
 
 def shift_windows(x: Tensor, geo: Geometry, reverse: bool = False) -> Tensor:
@@ -50,7 +55,7 @@ def shift_windows(x: Tensor, geo: Geometry, reverse: bool = False) -> Tensor:
     if not any(geo.shift):
         return x
     b, nw, p, c = shape_of(x)
-    order = torch.from_numpy(shift_order(geo, reverse)).to(x.device)
+    order = torch.tensor(shift_order(geo, reverse), device=x.device)  # a constant of the graph
     return x.reshape(b, nw * p, c).index_select(1, order).reshape(b, nw, p, c)
 
 
