@@ -23,11 +23,11 @@ from ptdit.contract.plan_manifest import (
     PlanSource,
     Targets,
 )
+from ptdit.contract.triton_config import write_model
 
 from .errors import BuildError
 from .options import validate
 from .plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem, read_plan_manifest
-from .triton import write_model
 
 if TYPE_CHECKING:
     import onnx

@@ -26,12 +26,12 @@ from engines.options import validate
 from engines.plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem
 from engines.targets import RTX_DEFAULT, parse_compute_capabilities, resolve
 from engines.tensorrt_api import Flavour
-from engines.triton import config_pbtxt, write_model
 from ptdit.contract.errors import InputError, flag_of
 from ptdit.contract.files import write_json
 from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import TensorSpec
 from ptdit.contract.plan_manifest import BuildOptions, Targets
+from ptdit.contract.triton_config import config_pbtxt, write_model
 
 ROOT = Path(__file__).resolve().parent.parent
 

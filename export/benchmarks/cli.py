@@ -23,7 +23,7 @@ from ptdit.contract.numbers import ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
 from ..spec import PRECISIONS
-from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, traffic
+from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, serve_load, traffic
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
 
@@ -78,6 +78,7 @@ Examples:
   ptdit-bench runtime
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
   ptdit-bench fp8 --preset xl --res 256 --modelopt      (FP8 error per layer kind, no GPU needed)
+  ptdit-bench serve --concurrency 1 --concurrency 4     (the pipeline on a local Triton server, under load)
   ptdit-bench all --results bench.json
 """, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @console_options
@@ -237,6 +238,34 @@ def fp8_command(preset_name: str, res: str, with_modelopt: bool, as_json: bool, 
     with exit_codes("ptdit-bench", writes=False):
         rows = fp8_accuracy.fp8_accuracy_rows(preset_name, int(res), with_modelopt, report)
     publish("fp8", fp8_accuracy.fp8_accuracy_table(rows), rows, as_json, json_path)
+
+
+@main.command("serve", cls=JsonFlagCommand)
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A pipeline folder [default: the tiny pipeline at --res, exported for the run].")
+@click.option("--res", type=click.Choice(["256", "512", "1024"]), default="256", show_default=True,
+              help="Resolution of the exported tiny pipeline.")
+@click.option("--concurrency", type=Number(Range(1, 256, integer=True)), multiple=True, default=[1, 2, 4, 8],
+              show_default=True, help="Concurrent clients (repeat).")
+@click.option("--requests", type=Number(Range(1, 100_000, integer=True)), default=16, show_default=True,
+              help="Requests per concurrency, and images in-process.")
+@click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps per request.")
+@click.option("--instances", type=Number(Range(1, 64, integer=True)), default=1, show_default=True,
+              help="Pipeline instances in the server.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--layout", type=click.Choice(["pipeline", "components"]), default=None,
+              help="The repository's layout (ptdit-serve repository --layout) [default: its default].")
+@results_options
+def serve_command(folder: Path | None, res: str, concurrency: tuple[int, ...], requests: int, steps: int,
+                  instances: int, backend: str, device: str, layout: str | None, as_json: bool,
+                  json_path: Path | None) -> None:
+    """Requests per second and p50 / p95 latency at each concurrency against a local tritonserver (ptdit-serve
+    setup's), and the server's overhead against the same pipeline in-process, in one run."""
+    with exit_codes("ptdit-bench", writes=False):
+        data = serve_load.serve_rows(folder, "tiny", int(res), sorted(set(concurrency)), requests, steps, instances,
+                                     backend, device, report, layout)
+    publish("serve", serve_load.serve_table(data), data, as_json, json_path)
 
 
 @main.command("all")

@@ -134,12 +134,17 @@ def console_options(command: Any) -> Any:
                         help="Show no progress (lines or bars): only errors and the result.")(run)
 
 
-def artifact_argument(what: str) -> Callable[[Any], Any]:
+def artifact_argument(what: str, unless: str | None = None) -> Callable[[Any], Any]:
     """The input artifact as the first argument, ARTIFACT, as on every command; `--artifact PATH`, the spelling
-    ptdit-run had, still works and says it is deprecated. The command gets `artifact` (a Path)."""
+    ptdit-run had, still works and says it is deprecated. The command gets `artifact` (a Path; None only when
+    the option `unless` names is given instead)."""
     def decorate(command: Any) -> Any:
         @functools.wraps(command)
         def run(*args: Any, artifact: Path | None, artifact_option: Path | None, **kwargs: Any) -> Any:
+            if unless is not None and kwargs.get(unless) is not None:
+                if artifact is not None or artifact_option is not None:
+                    raise click.UsageError(f"--{unless.replace('_', '-')} takes the place of ARTIFACT: pass one")
+                return command(*args, artifact=None, **kwargs)
             if artifact is not None and artifact_option is not None:
                 raise click.UsageError("the artifact is given twice: pass it as the argument only")
             if artifact_option is not None:

@@ -26,6 +26,8 @@ Examples:
 
   ptdit-run artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
       a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
+  ptdit-run --server localhost:8001 --prompt "a red fox" --out fox.png
+      the same on a server of ptdit-serve run (gRPC): the same PNG for the same seed
 
 A transformer artifact alone takes T5 features: --text ([L, 4096] .npy, or .npz/.safetensors with
 text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
@@ -34,7 +36,8 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
-@artifact_argument("an .onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline)")
+@artifact_argument("an .onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline)",
+                   unless="server")
 @click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
               show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
@@ -49,6 +52,8 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 @click.option("--negative-text", "negative_path", type=click.Path(path_type=Path), default=None,
               help="Unconditional text features file.")
 @click.option("--random-text", is_flag=True, help="Seeded Gaussian text features (pipeline tests).")
+@click.option("--server", default=None, metavar="HOST:PORT",
+              help="Draw --prompt on this server of ptdit-serve run (its gRPC address), in place of ARTIFACT.")
 @click.option("--prompt", default=None, help="A pipeline folder: the text to draw.")
 @click.option("--negative-prompt", default=None, help="A pipeline folder: the negative prompt [default: \"\"].")
 @click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -60,8 +65,9 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @console_options
 @version_option
-def main(artifact: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
-         text_path: Path | None, negative_path: Path | None, random_text: bool, prompt: str | None,
+def main(artifact: Path | None, backend: str, device: str, steps: int, guidance: float, seed: int,
+         shift: float | None, text_path: Path | None, negative_path: Path | None, random_text: bool,
+         server: str | None, prompt: str | None,
          negative_prompt: str | None, out_path: Path, force: bool, runtime_cache_dir: Path | None,
          lean_runtime: Path | None, weight_budget: int | None, no_verify: bool, as_json: bool, debug: bool,
          console: Console) -> None:
@@ -74,7 +80,18 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
     """
     with exit_codes("ptdit-run", debug, flags={"guidance": "--cfg"}):
         options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
-        if artifact.is_dir():
+        if artifact is None:
+            assert server is not None  # artifact_argument: --server in its place
+            local = {"--text": text_path, "--negative-text": negative_path, "--random-text": random_text or None,
+                     "--shift": shift, "--backend": None if backend == "auto" else backend,
+                     "--device": None if device == "auto" else device, "--runtime-cache-dir": runtime_cache_dir,
+                     "--lean-runtime": lean_runtime, "--weight-budget": weight_budget}
+            given = [flag for flag, value in local.items() if value is not None]
+            if given:
+                raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "
+                                 f"the server runs its own pipeline: drop {'them' if len(given) > 1 else 'it'}")
+            summary = run_on_server(server, prompt, negative_prompt, steps, guidance, seed, out_path, force, console)
+        elif artifact.is_dir():
             if text_path or negative_path or random_text:
                 raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
@@ -93,6 +110,36 @@ def main(artifact: Path, backend: str, device: str, steps: int, guidance: float,
     else:
         click.echo(f"wrote {summary['out']}: {summary['steps']} steps in {summary['seconds']:.2f} s "
                    f"({summary['ms_per_step']:.1f} ms/step) on {summary['backend']}")
+
+
+def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, steps: int, guidance: float, seed: int,
+                  out_path: Path, force: bool, console: Console | None = None) -> dict[str, Any]:
+    """The image of the pipeline a server of ptdit-serve runs, written as run_pipeline writes it."""
+    from ..pipeline.text_to_image import write_png
+    from ..serve.client import generate
+
+    if prompt is None:
+        raise InputError("--server needs --prompt \"...\"")
+    console = console or Console()
+    check_out(out_path, (".png",))
+    with Outputs(force) as outputs:
+        staged = outputs.claim(out_path)
+        console.line(f"ptdit-run: {url}, {steps} steps, cfg {guidance}, seed {seed}")
+        result = generate(url, prompt, negative_prompt, seed, steps, guidance)
+        for name, seconds in result.timings.items():
+            console.line(f"  {name}: {seconds:.2f} s (on the server)")
+        metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed)
+        write_png(staged, result.pixels, metadata)
+        outputs.commit()
+    return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.timings,
+            "server": url}
+
+
+def pipeline_metadata(prompt: str, negative_prompt: str | None, pipeline: str, steps: int, guidance: float,
+                      seed: int) -> dict[str, Any]:
+    """The PNG's text chunks: the same from a folder and from a server, so the same seed gives the same bytes."""
+    return {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
+            "pipeline": pipeline, "steps": steps, "cfg": guidance, "seed": seed}
 
 
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
@@ -168,8 +215,7 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
                     raise e.renamed(COMMAND_NAMES) from None
             for name, seconds in result.timings.items():
                 console.line(f"  {name}: {seconds:.2f} s")
-            metadata = {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
-                        "pipeline": folder_path.name, "steps": steps, "cfg": guidance, "seed": seed}
+            metadata = pipeline_metadata(prompt, negative_prompt, folder_path.name, steps, guidance, seed)
             assert isinstance(result.images, list)
             pixels = np.asarray(result.images[0])
             write_png(staged, pixels, metadata)

@@ -92,6 +92,11 @@ class PTDiTPipeline:
         return cls(components.sessions["transformer"], components)
 
     @classmethod
+    def from_components(cls, components: PipelineComponents) -> PTDiTPipeline:
+        """A pipeline on components opened otherwise (a served pipeline's, whose sessions call Triton models)."""
+        return cls(components.sessions["transformer"], components)
+
+    @classmethod
     def from_artifact(cls, artifact: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
                       runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
                       weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:

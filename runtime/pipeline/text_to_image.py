@@ -26,12 +26,17 @@ class PipelineComponents:
     other; a context manager. Prompt to image is runtime.PTDiTPipeline, which drives them."""
 
     def __init__(self, folder: PipelineFolder, backend: str = "auto", device: str = "auto", verify: bool = True,
-                 tensorrt: TensorRTOptions | None = None, torch_precision: str | None = None):
+                 tensorrt: TensorRTOptions | None = None, torch_precision: str | None = None,
+                 open_component: Callable[[str], Session] | None = None):
+        """open_component(file name in pipeline.json) -> its session: default, a session of `backend` on the
+        component's file (a served pipeline passes sessions that call Triton models instead)."""
         self.folder = folder
 
-        def open_component(name: str) -> Session:
+        def open_local(name: str) -> Session:
             return open_session(str(component_path(folder, name, backend)), backend, device, verify=verify,
                                 torch_precision=torch_precision, tensorrt=tensorrt)
+
+        open_component = open_component or open_local
 
         m = folder.manifest
         self.sessions: dict[str, Session] = {}

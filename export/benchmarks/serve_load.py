@@ -1,0 +1,56 @@
+"""Load on the served pipeline (ptdit-bench serve): the tiny pipeline exported for the run (or a given folder), then
+the runtime's load measurement (python -m runtime.serve.load) in a child process against a local tritonserver;
+the table of requests per second, p50 / p95 latency per concurrency and the server's overhead at 1 client."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+from typing import Any, Callable
+
+from .child import run_module
+
+
+def serve_rows(folder: Path | None, preset_name: str, res: int, concurrency: list[int], requests: int, steps: int,
+               instances: int, backend: str, device: str, report: Callable[[str], None],
+               layout: str | None = None) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="ptdit-bench-serve-") as tmp:
+        if folder is None:
+            report(f"  exporting the {preset_name} pipeline at {res}")
+            run_module(["export", "--preset", preset_name, "--res", str(res), "--pipeline", "--skip-checks", "--out",
+                        tmp])
+            folder = Path(tmp) / f"ptdit-{preset_name}-{res}-pipeline"
+        report(f"  serving {folder.name} on a local tritonserver: {requests} requests per concurrency "
+               f"{', '.join(map(str, concurrency))} ({steps} steps each)")
+        args = ["runtime.serve.load", str(folder), "--requests", str(requests), "--steps", str(steps), "--instances",
+                str(instances), "--backend", backend, "--device", device]
+        for clients in concurrency:
+            args += ["--concurrency", str(clients)]
+        if layout:
+            args += ["--layout", layout]
+        return dict(json.loads(run_module(args).stdout))
+
+
+def serve_table(data: dict[str, Any]) -> str:
+    base = data["in_process"]
+    lines = [f"{data['pipeline']}, {data['steps']} steps, {data['backend']} on {data['device']}, {data['layout']} "
+             f"layout, {data['instances']} instance(s); server: {data['server']}", "",
+             "| clients | requests | req/s | p50 ms | p95 ms | p50 vs in-process | pipeline p50 ms "
+             "| outside p50 ms |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |",
+             f"| in-process (ptdit-run's pipeline) | {base['requests']} | {base['rps']:.2f} | {base['p50_ms']:.1f} | "
+             f"{base['p95_ms']:.1f} | 1.00 | {base['pipeline_p50_ms']:.1f} | |"]
+    for r in data["served"]:
+        lines.append(f"| {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | {r['p95_ms']:.1f} | "
+                     f"{r['p50_ms'] / base['p50_ms']:.2f} | {r['pipeline_p50_ms']:.1f} | {r['outside_p50_ms']:.1f} |")
+    verdict = "within" if data["overhead_at_1"] < 0.05 else "over"
+    outside = data["served"][0]["outside_p50_ms"]
+    lines.append(
+        f"\nServer overhead at 1 client: {data['overhead_at_1'] * 100:+.1f} % of the in-process p50 ({verdict} the 5 % "
+        f"goal), of which {outside:.1f} ms ({outside / base['p50_ms'] * 100:.1f} %) outside the pipeline (gRPC, "
+        "Triton, the Python backend's IPC); the rest is the pipeline's run in the server: its run-to-run spread, and "
+        "in the components layout its calls to the component models. In-process and 1 client measured alternately, "
+        "request by request; pipeline p50: the server's own encode + sample + decode; outside: the client's latency "
+        "less that, per request.")
+    return "\n".join(lines)

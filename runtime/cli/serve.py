@@ -1,0 +1,165 @@
+"""ptdit-serve: the prompt-to-image pipeline on NVIDIA Triton Inference Server."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+import click
+
+from ptdit.contract.cli_types import Console, Number, console_options, version_option
+from ptdit.contract.commands import exit_codes
+from ptdit.contract.errors import Failure, InputError
+
+from ..serve import protocol
+from ..serve.environment import default_env_dir, find_server, setup
+from ..serve.repository import INSTANCES, QUEUE, QUEUE_TIMEOUT_S, ServeOptions, write_repository
+from ..serve.server import LocalServer, Ports
+
+EXAMPLES = """\b
+Examples:
+  ptdit-serve setup                          (once: the server and its Python, ~/.cache/ptdit)
+  ptdit-serve run artifacts/ptdit-tiny-256-pipeline             (serve a pipeline folder; Ctrl-C stops)
+  ptdit-run --server localhost:8001 --prompt "a red fox" --out fox.png
+  ptdit-serve repository artifacts/ptdit-xl-1024-pipeline --backend tensorrt --device cuda --out models/
+  ptdit-serve run models/ --http-port 9000 --grpc-port 9001 --metrics-port 9002
+"""
+
+ENV_OPTION = click.option("--env", "env_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+                          help="The server environment of ptdit-serve setup [default: $PTDIT_SERVE_ENV or "
+                               "~/.cache/ptdit/tritonserver-pyX.Y].")
+
+
+SERVE_OPTION_NAMES = ("backend", "device", "layout", "instances", "max_queue_size", "queue_timeout_s")
+
+
+def serve_options(command: click.Command) -> click.Command:
+    """How the repository serves the folder: the same on `repository` and on `run FOLDER`."""
+    for decorator in reversed([
+        click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
+                     show_default=True, help="What runs the components: tensorrt takes the plans ptdit-build made "
+                                             "in the folder."),
+        click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+                     help="cuda: the instances are placed on every GPU of the node."),
+        click.option("--layout", type=click.Choice(["pipeline", "components"]), default=None,
+                     help="pipeline: one model runs it all; components: each component a Triton model of its own "
+                          "[default: components for tensorrt, pipeline for onnxruntime]."),
+        click.option("--instances", type=Number(INSTANCES), default=1, show_default=True,
+                     help="Copies of the pipeline per device (CPU: processes; GPU: per GPU)."),
+        click.option("--max-queue-size", type=Number(QUEUE), default=16, show_default=True,
+                     help="Requests waiting beyond the running ones; more are rejected (UNAVAILABLE)."),
+        click.option("--queue-timeout", "queue_timeout_s", type=Number(QUEUE_TIMEOUT_S), default=0,
+                     show_default=True, help="Seconds a request may wait in the queue before it is rejected "
+                                             "(0: no limit)."),
+    ]):
+        command = decorator(command)
+    return command
+
+
+@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@version_option
+def main() -> None:
+    """Serve a pipeline folder (ptdit-export --pipeline) on NVIDIA Triton Inference Server: a model `ptdit` that
+    takes prompt, negative_prompt, seed, steps and guidance_scale and answers the image (uint8 [H, W, 3]) and
+    the encode, sample and decode seconds."""
+
+
+@main.command("setup")
+@ENV_OPTION
+@click.option("--force", is_flag=True, help="Remake the environment.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
+def setup_command(env_dir: Path | None, force: bool, debug: bool, console: Console) -> None:
+    """Make the server environment: a virtual environment of this Python with numpy 1.26 (the Python backend
+    of the wheel's server needs numpy < 2) and the tritonserver of the nvidia-pytriton wheel; it sees this
+    environment's packages. Reused when it is there."""
+    with exit_codes("ptdit-serve setup", debug):
+        server = setup(env_dir or default_env_dir(), console.line, force)
+    click.echo(f"tritonserver: {server.binary}")
+
+
+@main.command("repository")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The model repository to write.")
+@serve_options
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
+def repository_command(folder: Path, out_dir: Path, backend: str, device: str, layout: str | None, instances: int,
+                       max_queue_size: int, queue_timeout_s: float, force: bool, as_json: bool, debug: bool,
+                       console: Console) -> None:
+    """Write a Triton model repository for FOLDER, a pipeline folder: what `tritonserver --model-repository`
+    (or NVIDIA's container) serves."""
+    options = ServeOptions(backend, device, instances, max_queue_size, queue_timeout_s, layout)
+    with exit_codes("ptdit-serve repository", debug):
+        write_repository(folder, out_dir, options, force)
+    models = sorted(p.name for p in out_dir.iterdir() if (p / "config.pbtxt").exists())
+    summary = {"repository": str(out_dir), "models": models, **options.__dict__, "layout": options.chosen_layout}
+    click.echo(json.dumps(summary, indent=2) if as_json else
+               f"wrote {out_dir}: {', '.join(models)} ({options.chosen_layout} layout, {backend} on {device}, "
+               f"{instances} per device, queue {max_queue_size})")
+
+
+@main.command("run")
+@click.argument("source", metavar="FOLDER", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--http-port", type=Number(Ports.RANGE), default=8000, show_default=True)
+@click.option("--grpc-port", type=Number(Ports.RANGE), default=8001, show_default=True)
+@click.option("--metrics-port", type=Number(Ports.RANGE), default=8002, show_default=True)
+@serve_options
+@ENV_OPTION
+@click.option("--tritonserver", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="This tritonserver binary [default: the one of ptdit-serve setup, else one on PATH].")
+@click.option("--exit-timeout", "exit_timeout_s", type=Number(QUEUE_TIMEOUT_S), default=60, show_default=True,
+              help="On Ctrl-C / SIGTERM, seconds the in-flight requests get to finish.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
+def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, backend: str,
+                device: str, layout: str | None, instances: int, max_queue_size: int, queue_timeout_s: float,
+                env_dir: Path | None,
+                tritonserver: Path | None, exit_timeout_s: float, debug: bool, console: Console) -> None:
+    """Start tritonserver on FOLDER: a pipeline folder (its repository is written to a temporary folder, with
+    the serving options below) or a repository of ptdit-serve repository. Prints the addresses and serves until
+    Ctrl-C or SIGTERM, which let the requests in flight finish."""
+    with exit_codes("ptdit-serve run", debug, writes=False):
+        server = find_server(env_dir, tritonserver)
+        scratch = None
+        try:
+            if (source / protocol.MODEL / "config.pbtxt").exists():
+                context = click.get_current_context()
+                given = [f"--{name.replace('_', '-').removesuffix('-s')}" for name in SERVE_OPTION_NAMES
+                         if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+                if given:
+                    raise InputError(f"{source} is a repository, whose config says how it serves: drop "
+                                     f"{', '.join(given)}, or rewrite it with ptdit-serve repository")
+                repository = source
+            else:
+                scratch = Path(tempfile.mkdtemp(prefix="ptdit-serve-"))
+                repository = write_repository(source, scratch / "repository",
+                                              ServeOptions(backend, device, instances, max_queue_size,
+                                                           queue_timeout_s, layout), symlinks=True)
+            local = LocalServer(server, repository, Ports(http_port, grpc_port, metrics_port), host,
+                                int(exit_timeout_s))
+            console.line(f"ptdit-serve: starting {server.binary} ({server.source}) on {repository}")
+            with local:
+                click.echo(f"serving {protocol.MODEL}: http {local.http_url}  grpc {local.grpc_url}  metrics "
+                           f"{local.metrics_url}  (Ctrl-C stops)")
+                try:
+                    code: int | None = local.wait()
+                except KeyboardInterrupt:
+                    console.line("ptdit-serve: stopping (in-flight requests finish first)")
+                    code = local.stop()
+                    console.line(f"ptdit-serve: stopped (tritonserver exit code {code})")
+                    return
+                raise Failure(f"tritonserver exited on its own with code {code} (its log: {local.log})")
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,96 @@
+"""A client of the served pipeline (gRPC, tritonclient): a prompt in, the image and the server's stage timings
+out; `ptdit-run --server URL` writes it as the same PNG ptdit-run writes for the folder.
+
+    from runtime.serve.client import PipelineClient
+    with PipelineClient("localhost:8001") as client:
+        result = client.generate("a red fox in the snow", seed=1)
+    result.pixels      # uint8 [H, W, 3]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from ptdit.contract.errors import Failure, InputError
+
+from . import protocol
+
+
+@dataclass(frozen=True)
+class Generated:
+    pixels: np.ndarray  # uint8 [H, W, 3]
+    timings: dict[str, float]  # seconds per stage, as the server measured them
+    pipeline: str  # the name of the pipeline folder the server runs
+
+
+def _client(url: str) -> tuple[Any, Any]:
+    try:
+        import tritonclient.grpc as grpcclient
+    except ImportError:
+        raise InputError("talking to a server needs tritonclient: pip install 'tritonclient[grpc]'") from None
+    return grpcclient, grpcclient.InferenceServerClient(url)
+
+
+def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int, steps: int,
+            guidance_scale: float) -> list[Any]:
+    values: dict[str, object] = {"prompt": prompt.encode(), "seed": seed, "steps": steps,
+                                 "guidance_scale": guidance_scale}
+    if negative_prompt is not None:
+        values["negative_prompt"] = negative_prompt.encode()
+    inputs = []
+    for spec in protocol.INPUTS:
+        if spec.name in values:
+            tensor = grpcclient.InferInput(spec.name, [1], spec.wire_type)
+            tensor.set_data_from_numpy(np.array([values[spec.name]], dtype=spec.dtype))
+            inputs.append(tensor)
+    return inputs
+
+
+class PipelineClient:
+    """A connection to the served pipeline, kept for many requests (a context manager). A refused request (a bad
+    input, a full queue) is an InputError with the server's message; no server at url is one too."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self._grpc, self._client = _client(url)
+        config = self._call(lambda: self._client.get_model_config(protocol.MODEL, as_json=True))["config"]
+        self.pipeline = config.get("parameters", {}).get("pipeline", {}).get("string_value", "")
+
+    def _call(self, request: Callable[[], Any]) -> Any:
+        from tritonclient.utils import InferenceServerException
+
+        try:
+            return request()
+        except InferenceServerException as e:
+            status, message = str(e.status() or ""), e.message() or str(e)
+            if "UNAVAILABLE" in status and "failed to connect" in message.lower():
+                raise InputError(f"no server answers at {self.url}: start one with ptdit-serve run FOLDER") from None
+            if "INVALID_ARG" in status or "UNAVAILABLE" in status:
+                raise InputError(f"the server refused the request: {message}") from None
+            raise Failure(f"the server failed the request: {message}") from None
+
+    def generate(self, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = 30,
+                 guidance_scale: float = 4.0, timeout_s: float | None = None) -> Generated:
+        inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale)
+        answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
+        timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
+        return Generated(answer.as_numpy("image"), timings, self.pipeline)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def __enter__(self) -> PipelineClient:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def generate(url: str, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = 30,
+             guidance_scale: float = 4.0, timeout_s: float | None = None) -> Generated:
+    """One image from the server at url (host:grpc-port), on a connection of its own."""
+    with PipelineClient(url) as client:
+        return client.generate(prompt, negative_prompt, seed, steps, guidance_scale, timeout_s)

@@ -1,0 +1,89 @@
+"""The served model's inputs and outputs: the one definition the repository's config, the model inside Triton and
+the client all read. Numpy only (it runs inside the server's Python, numpy 1.26 there)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ptdit.contract.errors import InputError, option
+from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.triton_config import TRITON_TYPES, wire_type
+
+MODEL = "ptdit"
+MAX_PROMPT_BYTES = 4096  # far above what T5 reads (its first L tokens); a bigger prompt is a mistake or an attack
+
+
+@dataclass(frozen=True)
+class Tensor:
+    name: str
+    dtype: str  # numpy's ("object": Triton's BYTES)
+    optional: bool = False
+    default: object = None
+
+    @property
+    def triton_type(self) -> str:  # the config's data_type
+        return TRITON_TYPES[self.dtype]
+
+    @property
+    def wire_type(self) -> str:  # the datatype a client sends
+        return wire_type(self.triton_type)
+
+
+INPUTS = (
+    Tensor("prompt", "object"),
+    Tensor("negative_prompt", "object", optional=True),
+    Tensor("seed", "int64", optional=True, default=0),
+    Tensor("steps", "int32", optional=True, default=30),
+    Tensor("guidance_scale", "float32", optional=True, default=4.0),
+)
+TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output named <stage>_seconds
+IMAGE = Tensor("image", "uint8")
+OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS))
+RANGES: dict[str, Range] = {"seed": SEED, "steps": STEPS, "guidance_scale": GUIDANCE}
+
+
+@dataclass(frozen=True)
+class Request:
+    prompt: str
+    negative_prompt: str | None
+    seed: int
+    steps: int
+    guidance_scale: float
+
+
+def parse_request(values: Mapping[str, np.ndarray]) -> Request:
+    """A request's input arrays (name -> array of shape [1]; optional ones may be missing) as checked values;
+    an InputError names the input and what it takes. Triton itself refuses a wrong datatype or a missing
+    required input before the model sees the request."""
+    def one(name: str) -> object:
+        array = np.asarray(values[name])
+        if array.shape != (1,):
+            raise InputError(f"{option(name)} must have shape [1], got {list(array.shape)}")
+        return array.reshape(-1)[0]
+
+    def text(name: str) -> str | None:
+        if name not in values:
+            return None
+        raw = one(name)
+        data = raw if isinstance(raw, bytes) else str(raw).encode()
+        if len(data) > MAX_PROMPT_BYTES:
+            raise InputError(f"{option(name)} is {len(data)} bytes; the server takes at most {MAX_PROMPT_BYTES} "
+                             f"(the text encoder reads only its first tokens)")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{option(name)} is not UTF-8 text") from None
+
+    prompt = text("prompt")
+    if prompt is None:
+        raise InputError(f"{option('prompt')} is missing: send the text to draw")
+    numbers: dict[str, float] = {}
+    for spec in INPUTS[2:]:
+        value = np.asarray(one(spec.name) if spec.name in values else spec.default)
+        number = int(value) if spec.dtype.startswith("int") else float(value)
+        numbers[spec.name] = RANGES[spec.name].check(option(spec.name), number)
+    return Request(prompt, text("negative_prompt"), int(numbers["seed"]), int(numbers["steps"]),
+                   float(numbers["guidance_scale"]))

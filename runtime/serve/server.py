@@ -1,0 +1,162 @@
+"""A local tritonserver on a model repository: started, waited for until its models are ready, stopped cleanly.
+
+    with LocalServer(find_server(), Path("repo"), Ports(8000, 8001, 8002)) as server:
+        print(server.grpc_url)
+
+stop() sends SIGTERM: Triton stops taking requests, lets the in-flight ones finish (up to exit_timeout_s) and
+unloads its models. A server that cannot start (a port taken, a model that fails to load, a missing backend)
+is an error of one line taken from its log, raised as soon as the process exits, never a hang.
+"""
+
+from __future__ import annotations
+
+import re
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+
+from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.numbers import Range
+
+from .environment import TritonServer
+
+PORT_TAKEN = re.compile(r"(?i)(address already in use|failed to (start|bind)[^\n]*?(\d{2,5}))")
+LOG_ERROR = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(.*?)"?$')
+IGNORED = ("CudaDriverHelper", "NVML", "DCGM", "unable to get CUDA device count", "pinned memory")
+
+
+@dataclass(frozen=True)
+class Ports:
+    RANGE = Range(1, 65535, integer=True)
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def check_free(self, host: str) -> None:
+        """Refuse a port another program listens on before starting (Triton would log it and exit)."""
+        for name, port in (("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics)):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                try:
+                    s.bind((host, port))
+                except OSError:
+                    raise InputError(f"port {port} ({name}) on {host} is taken: pass --{name}-port with a free "
+                                     f"one, or stop what listens there") from None
+
+
+def free_ports(host: str = "127.0.0.1") -> Ports:
+    """Three ports nothing listens on now (the tests' servers)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(3)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        http, grpc, metrics = (s.getsockname()[1] for s in sockets)
+    finally:
+        for s in sockets:
+            s.close()
+    return Ports(http, grpc, metrics)
+
+
+class LocalServer:
+    def __init__(self, server: TritonServer, repository: Path, ports: Ports = Ports(), host: str = "127.0.0.1",
+                 exit_timeout_s: int = 60, log: Path | None = None) -> None:
+        self.server, self.repository, self.ports, self.host = server, repository, ports, host
+        self.exit_timeout_s = exit_timeout_s
+        self.own_log = log is None  # a log of our own is removed after a clean stop, kept after a failure
+        self.log = log or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    def command(self) -> list[str]:
+        command = [str(self.server.binary), "--model-repository", str(self.repository.resolve()),
+                   "--http-address", self.host, "--http-port", str(self.ports.http),
+                   "--grpc-address", self.host, "--grpc-port", str(self.ports.grpc),
+                   "--metrics-address", self.host, "--metrics-port", str(self.ports.metrics),
+                   "--exit-timeout-secs", str(self.exit_timeout_s), "--disable-auto-complete-config"]
+        if self.server.backend_dir is not None:
+            command += ["--backend-directory", str(self.server.backend_dir)]
+        return command
+
+    def start(self, timeout_s: float = 300.0) -> LocalServer:
+        """Start the server and wait until it and its models are ready."""
+        self.ports.check_free(self.host)
+        with open(self.log, "wb") as log:
+            # A session of its own: a Ctrl-C at the terminal reaches us, and we stop the server in order.
+            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                            env=self.server.environ(), start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                self.process = None
+                raise self._failure()
+            if self.ready():
+                return self
+            time.sleep(0.2)
+        self.stop()
+        raise Failure(f"tritonserver was not ready after {timeout_s:.0f} s (its log: {self.log})")
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://{self.http_url}/v2/health/ready", timeout=2) as answer:
+                return bool(answer.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def _failure(self) -> Exception:
+        """The reason the server exited, in one line, from its log."""
+        text = self.log.read_text(errors="replace")
+        taken = PORT_TAKEN.search(text)
+        if taken:
+            return InputError(f"tritonserver could not listen on its ports ({taken.group(0).strip()}): pass free "
+                              f"ones with --http-port, --grpc-port, --metrics-port")
+        errors = [m.group(1) for line in text.splitlines() if (m := LOG_ERROR.match(line.strip()))
+                  and not any(word in line for word in IGNORED)]
+        why = errors[0] if errors else (text.strip().splitlines() or ["no output"])[-1]
+        why = why.split("\\n")[0].removeprefix("ERROR: ")  # the Python backend logs a traceback, escaped, after it
+        return Failure(f"tritonserver exited before it was ready: {why} (its log: {self.log})")
+
+    def wait(self) -> int:
+        """Block until the server exits by itself; its exit code."""
+        assert self.process is not None, "start() first"
+        return self.process.wait()
+
+    def stop(self) -> int | None:
+        """SIGTERM, then wait for the in-flight requests and the unload; the exit code (None: not running)."""
+        process, self.process = self.process, None
+        if process is None:
+            return None
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(self.exit_timeout_s + 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if process.returncode == 0 and self.own_log:
+            self.log.unlink(missing_ok=True)
+        return process.returncode
+
+    def __enter__(self) -> LocalServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 traceback: TracebackType | None) -> None:
+        self.stop()

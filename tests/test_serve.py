@@ -1,0 +1,345 @@
+"""The served pipeline against a real Triton Inference Server on the CPU: the tritonserver of the nvidia-pytriton
+wheel (ptdit-serve setup), the tiny pipeline on ONNX Runtime, loopback ports picked by the tests."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from runtime.pipeline.folder import load_pipeline
+from runtime.serve import protocol
+from runtime.serve.client import generate
+from runtime.serve.environment import default_env_dir, find_server, setup
+from runtime.serve.repository import ServeOptions, config_pbtxt, write_repository
+from runtime.serve.server import LocalServer, free_ports
+
+ROOT = Path(__file__).resolve().parent.parent
+grpcclient = pytest.importorskip("tritonclient.grpc")
+from tritonclient.utils import InferenceServerException  # noqa: E402
+
+STEPS = 2  # each request: a few tenths of a second on the tiny pipeline
+
+
+def cli(*args: str, **kwargs) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "runtime.cli.serve", *args], cwd=ROOT, capture_output=True, text=True,
+                          **kwargs)
+
+
+@pytest.fixture(scope="module")
+def triton():
+    """ptdit-serve setup's environment (made here on a fresh machine: a venv, pip install of two pinned wheels)."""
+    return setup(default_env_dir(), progress=lambda line: None)
+
+
+@pytest.fixture(scope="module")
+def folder(pipelines) -> Path:
+    return pipelines[256]
+
+
+@pytest.fixture(scope="module")
+def server(triton, folder, tmp_path_factory):
+    """Two instances (two processes), a queue long enough for the concurrency test."""
+    repo = write_repository(folder, tmp_path_factory.mktemp("serve") / "repo",
+                            ServeOptions(instances=2, max_queue_size=32))
+    with LocalServer(triton, repo, free_ports(), log=repo.parent / "server.log") as local:
+        yield local
+
+
+def reference(folder: Path, seed: int, prompt: str = "a red fox in the snow") -> np.ndarray:
+    from runtime import PTDiTPipeline
+
+    with PTDiTPipeline.from_folder(folder, backend="onnxruntime", device="cpu") as pipe:
+        return np.asarray(pipe(prompt, num_inference_steps=STEPS, seed=seed).images[0])
+
+
+def metric(server: LocalServer, name: str, model: str = protocol.MODEL) -> float:
+    with urllib.request.urlopen(server.metrics_url, timeout=10) as answer:
+        text = answer.read().decode()
+    found = re.search(rf'^{name}{{model="{model}",version="1"}} (\S+)$', text, re.M)
+    assert found, f"{name} not in the metrics"
+    return float(found.group(1))
+
+
+def counted(server: LocalServer, expected: float, within_s: float = 10.0, model: str = protocol.MODEL) -> float:
+    """The success count once it reaches `expected` (Triton updates it after the response is sent)."""
+    deadline = time.monotonic() + within_s
+    while (value := metric(server, "nv_inference_request_success", model)) < expected and \
+            time.monotonic() < deadline:
+        time.sleep(0.2)
+    return value
+
+
+def infer(server: LocalServer, **values) -> object:
+    """A raw request: values as (wire type, numpy array) per input."""
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    inputs = []
+    for name, (wire, array) in values.items():
+        tensor = grpcclient.InferInput(name, list(array.shape), wire)
+        tensor.set_data_from_numpy(array)
+        inputs.append(tensor)
+    try:
+        return client.infer(protocol.MODEL, inputs, client_timeout=60)
+    finally:
+        client.close()
+
+
+def test_the_config_is_valid_for_triton(folder):
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    for options in (ServeOptions(), ServeOptions("onnxruntime", "cuda", 2), ServeOptions(queue_timeout_s=1.5)):
+        config = text_format.Parse(config_pbtxt(load_pipeline(folder), options), model_config_pb2.ModelConfig())
+        assert [i.name for i in config.input] == [t.name for t in protocol.INPUTS]
+        assert list(config.output[0].dims) == [256, 256, 3]
+        assert config.instance_group[0].count == options.instances
+        assert config.dynamic_batching.default_queue_policy.max_queue_size == options.max_queue_size
+        assert config.dynamic_batching.default_queue_policy.default_timeout_microseconds == \
+            int(options.queue_timeout_s * 1e6)
+        assert config.parameters["pipeline"].string_value == folder.name
+
+
+def test_health_and_readiness(server):
+    for path in ("/v2/health/live", "/v2/health/ready", f"/v2/models/{protocol.MODEL}/ready"):
+        with urllib.request.urlopen(f"http://{server.http_url}{path}", timeout=10) as answer:
+            assert answer.status == 200
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    assert client.is_server_live() and client.is_model_ready(protocol.MODEL)
+    client.close()
+
+
+def test_one_request_gives_the_png_ptdit_run_gives(server, folder, tmp_path):
+    local, served = tmp_path / "local.png", tmp_path / "served.png"
+    args = ["--prompt", "a red fox in the snow", "--seed", "3", "--steps", str(STEPS)]
+    done = subprocess.run([sys.executable, "-m", "runtime", str(folder), *args, "--out", str(local)], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    done = subprocess.run([sys.executable, "-m", "runtime", "--server", server.grpc_url, *args, "--out",
+                           str(served)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert served.read_bytes() == local.read_bytes()
+    assert "(on the server)" in done.stderr
+
+
+def test_sixteen_concurrent_requests_are_all_answered_deterministically(server, folder):
+    seeds = [i % 4 for i in range(16)]
+    expected = {seed: reference(folder, seed) for seed in set(seeds)}
+    before = metric(server, "nv_inference_request_success")
+    start = time.monotonic()
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        results = list(pool.map(lambda s: generate(server.grpc_url, "a red fox in the snow", seed=s, steps=STEPS,
+                                                   timeout_s=120), seeds))
+    assert time.monotonic() - start < 120
+    assert len(results) == 16
+    for seed, result in zip(seeds, results):
+        assert np.array_equal(result.pixels, expected[seed]), f"seed {seed}"
+        assert set(result.timings) == set(protocol.TIMINGS) and result.timings["sample"] > 0
+    assert not np.array_equal(expected[0], expected[1])
+    assert counted(server, before + 16) == before + 16
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"prompt": ("BYTES", np.array([b"a fox"], dtype=object)), "seed": ("FP32", np.array([1.0], np.float32))},
+     "data-type is 'FP32', but model 'ptdit' expects 'INT64'"),
+    ({"seed": ("INT64", np.array([1], np.int64))}, "prompt"),
+    ({"prompt": ("BYTES", np.array([b"a fox"], dtype=object)), "steps": ("INT32", np.array([0], np.int32))},
+     "steps must be an integer in [1, 1000], got 0"),
+    ({"prompt": ("BYTES", np.array([b"a" * 100_000], dtype=object))}, "100000 bytes; the server takes at most"),
+    ({"prompt": ("BYTES", np.array([b"\xff\xfe"], dtype=object))}, "not UTF-8"),
+    ({"prompt": ("BYTES", np.array([b"a", b"b"], dtype=object))}, "shape"),
+], ids=["wrong-type", "no-prompt", "steps-0", "100kB-prompt", "not-utf8", "two-prompts"])
+def test_a_bad_request_gets_an_error_and_the_server_serves_the_next(server, values, message):
+    with pytest.raises(InferenceServerException, match=re.escape(message)):
+        infer(server, **values)
+    assert server.ready()
+    assert generate(server.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)
+
+
+def test_a_full_queue_rejects_cleanly_and_the_server_stays_up(triton, folder, tmp_path):
+    repo = write_repository(folder, tmp_path / "repo", ServeOptions(instances=1, max_queue_size=1))
+    with LocalServer(triton, repo, free_ports(), log=tmp_path / "server.log") as local:
+        def one(seed: int) -> str:
+            try:
+                generate(local.grpc_url, "a fox", seed=seed, steps=30, timeout_s=120)
+                return "answered"
+            except Exception as e:  # noqa: BLE001 - the answer is what is tested
+                return str(e)
+
+        start = time.monotonic()
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            outcomes = list(pool.map(one, range(8)))
+        assert time.monotonic() - start < 120
+        rejected = [o for o in outcomes if o != "answered"]
+        assert 2 <= outcomes.count("answered") < 8, outcomes
+        assert all("Exceeds maximum queue size" in o for o in rejected), rejected
+        assert counted(local, outcomes.count("answered")) == outcomes.count("answered")
+        assert generate(local.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)
+
+
+def test_a_server_that_cannot_start_says_why_in_one_line(triton, folder, tmp_path):
+    repo = write_repository(folder, tmp_path / "repo", ServeOptions())
+    ports = free_ports()
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", ports.grpc))
+        taken.listen()
+        with pytest.raises(Exception, match=rf"port {ports.grpc} \(grpc\) on 127.0.0.1 is taken: pass --grpc-port"):
+            LocalServer(triton, repo, ports).start()
+    (tmp_path / "empty").mkdir()
+    no_backend = dataclasses.replace(triton, backend_dir=tmp_path / "empty")
+    start = time.monotonic()
+    with pytest.raises(Exception, match="unable to find backend library for backend 'python'") as failure:
+        LocalServer(no_backend, repo, free_ports(), log=tmp_path / "log").start()
+    assert time.monotonic() - start < 60 and "\n" not in str(failure.value)
+
+
+def test_a_model_that_fails_to_load_names_the_reason(triton, folder, tmp_path):
+    repo = write_repository(folder, tmp_path / "repo", ServeOptions())
+    transformer = next((repo / protocol.MODEL / "1" / "pipeline").glob("ptdit-*.onnx"))
+    transformer.unlink()
+    transformer.write_bytes(b"not an onnx")  # a new file, not the hard-linked original
+    reason = r"Failed to create instance: InputError: .*fp16.onnx does not match pipeline.json \(sha256 differs\)"
+    with pytest.raises(Exception, match=reason) as failure:
+        LocalServer(triton, repo, free_ports(), log=tmp_path / "log").start()
+    assert "\n" not in str(failure.value) and "At:" not in str(failure.value)
+
+
+def test_ptdit_serve_run_stops_on_sigterm_after_the_request_in_flight(triton, folder, tmp_path):
+    ports = free_ports()
+    process = subprocess.Popen([sys.executable, "-m", "runtime.cli.serve", "run", str(folder), "--http-port",
+                                str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics),
+                                "--env", str(default_env_dir())], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        line = process.stdout.readline()
+        assert line.startswith(f"serving {protocol.MODEL}: http 127.0.0.1:{ports.http}  grpc 127.0.0.1:{ports.grpc}")
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(generate, f"127.0.0.1:{ports.grpc}", "a fox", steps=30, timeout_s=120)
+            time.sleep(0.5)  # the request is running
+            process.send_signal(signal.SIGTERM)
+            assert in_flight.result().pixels.shape == (256, 256, 3)
+        assert process.wait(90) == 0
+    finally:
+        process.kill()
+    stderr = process.stderr.read()
+    assert "stopped (tritonserver exit code 0)" in stderr
+    assert not list(tmp_path.glob("ptdit-serve-*")) and not list(tmp_path.glob("tritonserver-*.log"))
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--backend", "tensorrt"], "ptdit-serve repository: error: --backend tensorrt runs on the GPU: pass --device "
+                                "cuda"),
+    (["--backend", "tensorrt", "--device", "cuda"], "ptdit-serve repository: error: no plan of"),
+    (["--instances", "0"], "Invalid value for '--instances': '0' is not an integer in [1, 64]"),
+])
+def test_repository_refusals_leave_nothing(folder, tmp_path, args, message):
+    done = cli("repository", str(folder), "--out", str(tmp_path / "repo"), *args)
+    assert done.returncode == 2, done.stderr
+    assert message in done.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+def test_a_folder_that_is_not_a_pipeline_is_refused(tmp_path):
+    (tmp_path / "junk").mkdir()
+    done = cli("repository", str(tmp_path / "junk"), "--out", str(tmp_path / "repo"))
+    assert done.returncode == 2 and "pipeline.json" in done.stderr
+    assert not (tmp_path / "repo").exists()
+
+
+def test_no_server_anywhere_is_one_line(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(Exception, match="no Triton Inference Server: run ptdit-serve setup"):
+        find_server(tmp_path / "no-env")
+
+
+def test_the_components_layout_drives_component_models_and_draws_the_same_image(triton, folder, tmp_path):
+    """Each component a Triton model of its own, called by `ptdit` (business-logic scripting): on the CPU the
+    components are Python-backend ONNX Runtime models; the GPU layout makes them tensorrt_plan models."""
+    repo = write_repository(folder, tmp_path / "repo", ServeOptions(layout="components"))
+    assert sorted(p.name for p in repo.iterdir()) == ["ptdit", "text_encoder", "transformer", "vae_32x32"]
+    assert not list((repo / protocol.MODEL / "1" / "pipeline").glob("*.onnx"))
+    with LocalServer(triton, repo, free_ports(), log=tmp_path / "server.log") as local:
+        assert np.array_equal(generate(local.grpc_url, "a red fox in the snow", seed=3, steps=STEPS).pixels,
+                              reference(folder, 3))
+        # one encode (the negative prompt is stored), one transformer call per step (both halves of the guidance
+        # in one batch), one decoder call for the one tile at 256
+        assert counted(local, STEPS, model="transformer") == STEPS
+        assert metric(local, "nv_inference_request_success", "text_encoder") == 1
+        assert metric(local, "nv_inference_request_success", "vae_32x32") == 1
+        with pytest.raises(InferenceServerException, match="steps must be an integer"):
+            infer(local, prompt=("BYTES", np.array([b"a fox"], dtype=object)), steps=("INT32", np.array([0], np.int32)))
+        assert generate(local.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)
+
+
+def test_the_tensorrt_repository_makes_every_component_a_plan_model_on_every_gpu(folder, tmp_path):
+    """The GPU layout, checked against Triton's schema (this machine's server has no TensorRT backend and no GPU:
+    it cannot load these; plans of any bytes stand in for ptdit-build's)."""
+    import shutil
+
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2
+
+    from conftest import plan_manifest_for
+    from ptdit.contract.manifests import write_manifest
+
+    shutil.copytree(folder, tmp_path / "p")
+    for onnx in (tmp_path / "p").glob("*.onnx"):
+        plan = onnx.with_name(f"{onnx.stem}-sm90-trt10.13.plan")
+        plan.write_bytes(onnx.stem.encode())
+        write_manifest(plan.with_suffix(".json"), plan_manifest_for(onnx, plan))
+    repo = write_repository(tmp_path / "p", tmp_path / "repo", ServeOptions("tensorrt", "cuda", instances=2))
+    configs = {}
+    for model in sorted(repo.iterdir()):
+        configs[model.name] = text_format.Parse((model / "config.pbtxt").read_text(), model_config_pb2.ModelConfig())
+        assert configs[model.name].instance_group[0].kind == model_config_pb2.ModelInstanceGroup.KIND_GPU
+        assert configs[model.name].instance_group[0].count == 2
+    assert sorted(configs) == ["ptdit", "text_encoder", "transformer", "vae_32x32"]
+    for name in ("text_encoder", "transformer", "vae_32x32"):
+        assert configs[name].platform == "tensorrt_plan"
+        assert (repo / name / "1" / "model.plan").read_bytes().endswith(b"fp16") or \
+            (repo / name / "1" / "model.plan").read_bytes().endswith(b"fp32")
+    assert configs["ptdit"].parameters["layout"].string_value == "components"
+    kept = sorted(p.suffix for p in (repo / protocol.MODEL / "1" / "pipeline").iterdir())
+    assert ".onnx" not in kept and ".plan" not in kept
+
+
+def test_ptdit_bench_serve_reports_every_concurrency_and_the_overhead(triton, folder):
+    import json
+
+    done = subprocess.run([sys.executable, "-c", "from export.benchmarks.cli import main; main()", "serve", "--folder",
+                           str(folder),
+                           "--concurrency", "2", "--requests", "2", "--steps", "1", "--json"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)["serve"]
+    assert [r["clients"] for r in data["served"]] == [1, 2]  # 1 always: the overhead is measured there
+    assert all(r["requests"] == 2 and r["rps"] > 0 and r["p95_ms"] >= r["p50_ms"] > 0 for r in data["served"])
+    assert data["in_process"]["requests"] == 2
+    assert data["overhead_at_1"] == round(data["served"][0]["p50_ms"] / data["in_process"]["p50_ms"] - 1, 4)
+    assert "| in-process (ptdit-run's pipeline) | 2 |" in done.stderr and "Server overhead at 1 client" in done.stderr
+
+
+def test_setup_refuses_a_folder_that_is_not_its_own_and_run_refuses_options_a_repository_has(folder, tmp_path):
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    done = cli("setup", "--env", str(tmp_path / "mine"))
+    assert done.returncode == 2 and "exists and is not a server environment" in done.stderr
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep"
+    repo = write_repository(folder, tmp_path / "repo", ServeOptions())
+    done = cli("run", str(repo), "--instances", "2", "--max-queue-size", "4")
+    assert done.returncode == 2
+    assert "is a repository, whose config says how it serves: drop --instances, --max-queue-size" in done.stderr
+    (tmp_path / "tritonserver").write_text("not a program")
+    done = cli("run", str(repo), "--tritonserver", str(tmp_path / "tritonserver"))
+    assert done.returncode == 2 and "is not an executable tritonserver" in done.stderr
