@@ -257,10 +257,14 @@ def test_every_option_of_every_command_has_help():
     from runtime.bench import main as runtime_bench
     from runtime.cli.diff import main as diff
     from runtime.cli.run import main as run
+    from runtime.cli.serve import main as serve
+    from runtime.serve.load import main as serve_load
 
     commands: dict[str, click.Command] = {"ptdit-export": export, "ptdit-build": build, "ptdit-run": run,
-                                          "ptdit-diff": diff, "ptdit-bench": bench, "runtime.bench": runtime_bench}
+                                          "ptdit-diff": diff, "ptdit-bench": bench, "runtime.bench": runtime_bench,
+                                          "ptdit-serve": serve, "runtime.serve.load": serve_load}
     commands.update({f"ptdit-bench {name}": c for name, c in bench.commands.items()})
+    commands.update({f"ptdit-serve {name}": c for name, c in serve.commands.items()})
     missing = [f"{name} {p.opts[0]}" for name, c in commands.items() for p in c.params
                if isinstance(p, click.Option) and not p.hidden and not p.help]
     assert missing == []

@@ -7,6 +7,7 @@ import concurrent.futures
 import dataclasses
 import os
 import re
+import select
 import signal
 import subprocess
 import sys
@@ -151,7 +152,7 @@ def test_sixteen_concurrent_requests_are_all_answered_deterministically(server, 
 @pytest.mark.parametrize("values, message", [
     ({"prompt": ("BYTES", np.array([b"a fox"], dtype=object)), "seed": ("FP32", np.array([1.0], np.float32))},
      "data-type is 'FP32', but model 'ptdit' expects 'INT64'"),
-    ({"seed": ("INT64", np.array([1], np.int64))}, "prompt"),
+    ({"seed": ("INT64", np.array([1], np.int64))}, "prompt is missing: send the text to draw"),
     ({"prompt": ("BYTES", np.array([b"a fox"], dtype=object)), "steps": ("INT32", np.array([0], np.int32))},
      "steps must be an integer in [1, 1000], got 0"),
     ({"prompt": ("BYTES", np.array([b"a" * 100_000], dtype=object))}, "100000 bytes; the server takes at most"),
@@ -165,25 +166,34 @@ def test_a_bad_request_gets_an_error_and_the_server_serves_the_next(server, valu
     assert generate(server.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)
 
 
+def one_of(server: LocalServer, seed: int) -> str:
+    """One 30-step request: "answered", or the error it got."""
+    try:
+        generate(server.grpc_url, "a fox", seed=seed, steps=30, timeout_s=120)
+        return "answered"
+    except Exception as e:  # noqa: BLE001 - the answer is what is tested
+        return str(e)
+
+
 def test_a_full_queue_rejects_cleanly_and_the_server_stays_up(triton, folder, tmp_path):
     repo = write_repository(folder, tmp_path / "repo", ServeOptions(instances=1, max_queue_size=1))
     with LocalServer(triton, repo, free_ports(), log=tmp_path / "server.log") as local:
-        def one(seed: int) -> str:
-            try:
-                generate(local.grpc_url, "a fox", seed=seed, steps=30, timeout_s=120)
-                return "answered"
-            except Exception as e:  # noqa: BLE001 - the answer is what is tested
-                return str(e)
-
         start = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as pool:
-            outcomes = list(pool.map(one, range(8)))
+            outcomes = list(pool.map(lambda seed: one_of(local, seed), range(8)))
         assert time.monotonic() - start < 120
         rejected = [o for o in outcomes if o != "answered"]
         assert 2 <= outcomes.count("answered") < 8, outcomes
         assert all("Exceeds maximum queue size" in o for o in rejected), rejected
         assert counted(local, outcomes.count("answered")) == outcomes.count("answered")
         assert generate(local.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)
+    repo = write_repository(folder, tmp_path / "timed",
+                            ServeOptions(instances=1, max_queue_size=8, queue_timeout_s=0.3))
+    with LocalServer(triton, repo, free_ports(), log=tmp_path / "timed.log") as local:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            outcomes = list(pool.map(lambda seed: one_of(local, seed), range(4)))
+        assert 1 <= outcomes.count("answered") < 4, outcomes
+        assert all("Request timeout expired" in o for o in outcomes if o != "answered"), outcomes
 
 
 def test_a_server_that_cannot_start_says_why_in_one_line(triton, folder, tmp_path):
@@ -215,20 +225,27 @@ def test_a_model_that_fails_to_load_names_the_reason(triton, folder, tmp_path):
     assert "\n" not in str(failure.value) and "At:" not in str(failure.value)
 
 
-def test_ptdit_serve_run_stops_on_sigterm_after_the_request_in_flight(triton, folder, tmp_path):
+def test_ptdit_serve_run_stops_on_sigterm_after_the_requests_in_flight(triton, folder, tmp_path):
     ports = free_ports()
     process = subprocess.Popen([sys.executable, "-m", "runtime.cli.serve", "run", str(folder), "--http-port",
                                 str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics),
                                 "--env", str(default_env_dir())], cwd=ROOT, stdout=subprocess.PIPE,
                                stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
     try:
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready, "ptdit-serve run printed nothing in 120 s"
         line = process.stdout.readline()
         assert line.startswith(f"serving {protocol.MODEL}: http 127.0.0.1:{ports.http}  grpc 127.0.0.1:{ports.grpc}")
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            in_flight = pool.submit(generate, f"127.0.0.1:{ports.grpc}", "a fox", steps=30, timeout_s=120)
-            time.sleep(0.5)  # the request is running
+        server = LocalServer(triton, tmp_path, ports)  # for its addresses only: it is not started
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:  # about a second each
+            running = [pool.submit(generate, server.grpc_url, "a fox", seed=s, steps=100, timeout_s=120)
+                       for s in range(3)]
+            deadline = time.monotonic() + 60  # one request running, the others queued behind it: all in flight
+            while metric(server, "nv_inference_pending_request_count") < 1 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert metric(server, "nv_inference_pending_request_count") >= 1
             process.send_signal(signal.SIGTERM)
-            assert in_flight.result().pixels.shape == (256, 256, 3)
+            assert [r.result().pixels.shape for r in running] == [(256, 256, 3)] * 3
         assert process.wait(90) == 0
     finally:
         process.kill()
@@ -312,6 +329,15 @@ def test_the_tensorrt_repository_makes_every_component_a_plan_model_on_every_gpu
     assert configs["ptdit"].parameters["layout"].string_value == "components"
     kept = sorted(p.suffix for p in (repo / protocol.MODEL / "1" / "pipeline").iterdir())
     assert ".onnx" not in kept and ".plan" not in kept
+    plan = next((tmp_path / "p").glob("ptdit-*.plan"))
+    onnx = next((tmp_path / "p").glob("ptdit-*.onnx"))
+    for kind, message in (({"target": "rtx"}, "is a TensorRT-RTX plan, which Triton's tensorrt_plan backend does not "
+                                              "run"),
+                          ({"strip_plan": True}, "was built with --strip-plan")):
+        write_manifest(plan.with_suffix(".json"), plan_manifest_for(onnx, plan, **kind))
+        with pytest.raises(Exception, match=message):
+            write_repository(tmp_path / "p", tmp_path / "refused", ServeOptions("tensorrt", "cuda"))
+        assert not (tmp_path / "refused").exists()
 
 
 def test_ptdit_bench_serve_reports_every_concurrency_and_the_overhead(triton, folder):

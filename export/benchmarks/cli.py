@@ -19,7 +19,7 @@ from ptdit.config import PRESETS
 from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.files import write_atomically
-from ptdit.contract.numbers import ROUNDS, STEPS, Range
+from ptdit.contract.numbers import CLIENTS, INSTANCES, REQUESTS, ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
 from ..spec import PRECISIONS
@@ -245,15 +245,17 @@ def fp8_command(preset_name: str, res: str, with_modelopt: bool, as_json: bool, 
               help="A pipeline folder [default: the tiny pipeline at --res, exported for the run].")
 @click.option("--res", type=click.Choice(["256", "512", "1024"]), default="256", show_default=True,
               help="Resolution of the exported tiny pipeline.")
-@click.option("--concurrency", type=Number(Range(1, 256, integer=True)), multiple=True, default=[1, 2, 4, 8],
+@click.option("--concurrency", type=Number(CLIENTS), multiple=True, default=[1, 2, 4, 8],
               show_default=True, help="Concurrent clients (repeat).")
-@click.option("--requests", type=Number(Range(1, 100_000, integer=True)), default=16, show_default=True,
+@click.option("--requests", type=Number(REQUESTS), default=16, show_default=True,
               help="Requests per concurrency, and images in-process.")
 @click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps per request.")
-@click.option("--instances", type=Number(Range(1, 64, integer=True)), default=1, show_default=True,
+@click.option("--instances", type=Number(INSTANCES), default=1, show_default=True,
               help="Pipeline instances in the server.")
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True)
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime", show_default=True,
+              help="What runs the pipeline, in-process and in the server (tensorrt: the folder's plans).")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where it runs.")
 @click.option("--layout", type=click.Choice(["pipeline", "components"]), default=None,
               help="The repository's layout (ptdit-serve repository --layout) [default: its default].")
 @results_options

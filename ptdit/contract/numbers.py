@@ -66,5 +66,9 @@ def _shown(bound: float) -> str:
 SEED = Range(0, 2 ** 32 - 1, integer=True)  # every seed: of the weights, the noise, the inputs
 STEPS = Range(1, 1000, integer=True)  # sampling steps: at most one per training timestep
 GUIDANCE = Range(0, 100)  # the classifier-free guidance scale
+DEFAULT_STEPS, DEFAULT_GUIDANCE = 30, 4.0  # the published sampling settings: every command's and API's default
 SHIFT = Range(0, 100, low_open=True)  # the timestep shift
 ROUNDS = Range(1, 10_000, integer=True)  # repetitions of a measurement
+INSTANCES = Range(1, 64, integer=True)  # copies of a served model per device
+CLIENTS = Range(1, 256, integer=True)  # concurrent clients of a load measurement
+REQUESTS = Range(1, 100_000, integer=True)  # requests of a load measurement

@@ -11,7 +11,7 @@ import click
 from ptdit.contract.cli_types import Console, Number, artifact_argument, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
-from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
+from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, SHIFT, STEPS
 from ptdit.contract.outputs import Outputs
 
 from ..backends.tensorrt.flavour import TensorRTOptions
@@ -42,8 +42,8 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
               show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
               help="For onnxruntime and torch.")
-@click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps.")
-@click.option("--cfg", "guidance", type=Number(GUIDANCE), default=4.0, show_default=True,
+@click.option("--steps", type=Number(STEPS), default=DEFAULT_STEPS, show_default=True, help="Sampling steps.")
+@click.option("--cfg", "guidance", type=Number(GUIDANCE), default=DEFAULT_GUIDANCE, show_default=True,
               help="Classifier-free guidance scale.")
 @click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the initial noise.")
 @click.option("--shift", type=Number(SHIFT), default=None,
@@ -85,7 +85,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
             local = {"--text": text_path, "--negative-text": negative_path, "--random-text": random_text or None,
                      "--shift": shift, "--backend": None if backend == "auto" else backend,
                      "--device": None if device == "auto" else device, "--runtime-cache-dir": runtime_cache_dir,
-                     "--lean-runtime": lean_runtime, "--weight-budget": weight_budget}
+                     "--lean-runtime": lean_runtime, "--weight-budget": weight_budget, "--no-verify": no_verify or None}
             given = [flag for flag, value in local.items() if value is not None]
             if given:
                 raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "

@@ -12,10 +12,11 @@ import click
 from ptdit.contract.cli_types import Console, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.numbers import INSTANCES, Range
 
 from ..serve import protocol
 from ..serve.environment import default_env_dir, find_server, setup
-from ..serve.repository import INSTANCES, QUEUE, QUEUE_TIMEOUT_S, ServeOptions, write_repository
+from ..serve.repository import QUEUE, QUEUE_TIMEOUT_S, ServeOptions, write_repository
 from ..serve.server import LocalServer, Ports
 
 EXAMPLES = """\b
@@ -29,10 +30,11 @@ Examples:
 
 ENV_OPTION = click.option("--env", "env_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
                           help="The server environment of ptdit-serve setup [default: $PTDIT_SERVE_ENV or "
-                               "~/.cache/ptdit/tritonserver-pyX.Y].")
+                               "~/.cache/ptdit/tritonserver-pyX.Y-<hash of this checkout>].")
 
 
 SERVE_OPTION_NAMES = ("backend", "device", "layout", "instances", "max_queue_size", "queue_timeout_s")
+EXIT_TIMEOUT_S = Range(0, 3600, integer=True)  # seconds; tritonserver takes whole seconds
 
 
 def serve_options(command: click.Command) -> click.Command:
@@ -107,21 +109,23 @@ def repository_command(folder: Path, out_dir: Path, backend: str, device: str, l
 @main.command("run")
 @click.argument("source", metavar="FOLDER", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
-@click.option("--http-port", type=Number(Ports.RANGE), default=8000, show_default=True)
-@click.option("--grpc-port", type=Number(Ports.RANGE), default=8001, show_default=True)
-@click.option("--metrics-port", type=Number(Ports.RANGE), default=8002, show_default=True)
+@click.option("--http-port", type=Number(Ports.RANGE), default=8000, show_default=True, help="HTTP/REST port.")
+@click.option("--grpc-port", type=Number(Ports.RANGE), default=8001, show_default=True,
+              help="gRPC port (ptdit-run --server HOST:PORT).")
+@click.option("--metrics-port", type=Number(Ports.RANGE), default=8002, show_default=True,
+              help="Prometheus metrics port (/metrics).")
 @serve_options
 @ENV_OPTION
 @click.option("--tritonserver", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="This tritonserver binary [default: the one of ptdit-serve setup, else one on PATH].")
-@click.option("--exit-timeout", "exit_timeout_s", type=Number(QUEUE_TIMEOUT_S), default=60, show_default=True,
+@click.option("--exit-timeout", "exit_timeout_s", type=Number(EXIT_TIMEOUT_S), default=60, show_default=True,
               help="On Ctrl-C / SIGTERM, seconds the in-flight requests get to finish.")
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @console_options
 def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, backend: str,
                 device: str, layout: str | None, instances: int, max_queue_size: int, queue_timeout_s: float,
-                env_dir: Path | None,
-                tritonserver: Path | None, exit_timeout_s: float, debug: bool, console: Console) -> None:
+                env_dir: Path | None, tritonserver: Path | None, exit_timeout_s: int, debug: bool,
+                console: Console) -> None:
     """Start tritonserver on FOLDER: a pipeline folder (its repository is written to a temporary folder, with
     the serving options below) or a repository of ptdit-serve repository. Prints the addresses and serves until
     Ctrl-C or SIGTERM, which let the requests in flight finish."""
@@ -131,8 +135,8 @@ def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics
         try:
             if (source / protocol.MODEL / "config.pbtxt").exists():
                 context = click.get_current_context()
-                given = [f"--{name.replace('_', '-').removesuffix('-s')}" for name in SERVE_OPTION_NAMES
-                         if context.get_parameter_source(name) != click.core.ParameterSource.DEFAULT]
+                given = [param.opts[0] for param in context.command.params if param.name in SERVE_OPTION_NAMES
+                         and context.get_parameter_source(param.name) != click.core.ParameterSource.DEFAULT]
                 if given:
                     raise InputError(f"{source} is a repository, whose config says how it serves: drop "
                                      f"{', '.join(given)}, or rewrite it with ptdit-serve repository")
@@ -142,8 +146,7 @@ def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics
                 repository = write_repository(source, scratch / "repository",
                                               ServeOptions(backend, device, instances, max_queue_size,
                                                            queue_timeout_s, layout), symlinks=True)
-            local = LocalServer(server, repository, Ports(http_port, grpc_port, metrics_port), host,
-                                int(exit_timeout_s))
+            local = LocalServer(server, repository, Ports(http_port, grpc_port, metrics_port), host, exit_timeout_s)
             console.line(f"ptdit-serve: starting {server.binary} ({server.source}) on {repository}")
             with local:
                 click.echo(f"serving {protocol.MODEL}: http {local.http_url}  grpc {local.grpc_url}  metrics "

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Callable, Literal, Sequence, Union
 import numpy as np
 
 from ptdit.contract.errors import InputError, option
-from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
@@ -117,7 +117,7 @@ class PTDiTPipeline:
         return self.components.encode(prompt)
 
     def __call__(self, prompt: Prompts | None = None, negative_prompt: Prompts | None = None,
-                 num_inference_steps: int = 30, guidance_scale: float = 4.0, seed: int = 0,
+                 num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0,
                  num_images_per_prompt: int = 1, prompt_embeds: np.ndarray | None = None,
                  prompt_attention_mask: np.ndarray | None = None, negative_prompt_embeds: np.ndarray | None = None,
                  negative_prompt_attention_mask: np.ndarray | None = None, output_type: OutputType | None = None,

@@ -15,6 +15,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS
 
 from . import protocol
 
@@ -56,7 +57,11 @@ class PipelineClient:
     def __init__(self, url: str) -> None:
         self.url = url
         self._grpc, self._client = _client(url)
-        config = self._call(lambda: self._client.get_model_config(protocol.MODEL, as_json=True))["config"]
+        try:
+            config = self._call(lambda: self._client.get_model_config(protocol.MODEL, as_json=True))["config"]
+        except BaseException:
+            self._client.close()
+            raise
         self.pipeline = config.get("parameters", {}).get("pipeline", {}).get("string_value", "")
 
     def _call(self, request: Callable[[], Any]) -> Any:
@@ -72,8 +77,8 @@ class PipelineClient:
                 raise InputError(f"the server refused the request: {message}") from None
             raise Failure(f"the server failed the request: {message}") from None
 
-    def generate(self, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = 30,
-                 guidance_scale: float = 4.0, timeout_s: float | None = None) -> Generated:
+    def generate(self, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
+                 guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None) -> Generated:
         inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale)
         answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
         timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
@@ -89,8 +94,8 @@ class PipelineClient:
         self.close()
 
 
-def generate(url: str, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = 30,
-             guidance_scale: float = 4.0, timeout_s: float | None = None) -> Generated:
+def generate(url: str, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
+             guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None) -> Generated:
     """One image from the server at url (host:grpc-port), on a connection of its own."""
     with PipelineClient(url) as client:
         return client.generate(prompt, negative_prompt, seed, steps, guidance_scale, timeout_s)

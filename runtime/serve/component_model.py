@@ -5,7 +5,6 @@ TensorRT the components are tensorrt_plan models instead, which Triton runs itse
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -14,12 +13,12 @@ import triton_python_backend_utils as pb_utils  # Triton's Python backend provid
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        import runtime.backends.onnxruntime_session as onnxruntime_session
+        from runtime.backends.interface import Session
+        from runtime.serve.instance import prepare_instance
         from runtime.session import open_session
 
-        onnxruntime_session.SPIN_IDLE_THREADS = False  # this process shares the CPU with Triton's own threads
-
-        parameters = {k: v["string_value"] for k, v in json.loads(args["model_config"])["parameters"].items()}
+        self.session: Session | None = None
+        parameters = prepare_instance(args)
         artifact = Path(args["model_repository"]) / args["model_version"] / parameters["artifact"]
         self.session = open_session(str(artifact), "onnxruntime", parameters["device"])
         self.inputs = [t.name for t in self.session.artifact.inputs]
@@ -28,6 +27,7 @@ class TritonPythonModel:
         answers = []
         for request in requests:
             try:
+                assert self.session is not None  # initialize made it
                 self.session.set_inputs({name: pb_utils.get_input_tensor_by_name(request, name).as_numpy()
                                          for name in self.inputs})
                 outputs = self.session.run()
@@ -37,4 +37,5 @@ class TritonPythonModel:
         return answers
 
     def finalize(self) -> None:
-        self.session.close()
+        if self.session is not None:  # None: initialize failed
+            self.session.close()

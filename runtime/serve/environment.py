@@ -16,6 +16,7 @@ A `tritonserver` on PATH (NVIDIA's container) is used as it is: its models run i
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -28,16 +29,21 @@ from pathlib import Path
 from typing import Callable
 
 from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.files import write_atomically
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 MODEL_NUMPY = "numpy==1.26.4"
 MARKER = "ptdit-serve-env.json"
+PTH = "ptdit-main-env.pth"
 
 
 def default_env_dir() -> Path:
+    """$PTDIT_SERVE_ENV, else one per Python version and per checkout with its packages (the environment's .pth
+    points at them: two checkouts never share one, so a server never runs another checkout's code)."""
     if os.environ.get("PTDIT_SERVE_ENV"):
         return Path(os.environ["PTDIT_SERVE_ENV"])
-    return Path.home() / ".cache" / "ptdit" / f"tritonserver-py{sys.version_info[0]}.{sys.version_info[1]}"
+    ours = hashlib.sha256("\n".join(_our_paths()).encode()).hexdigest()[:8]
+    return Path.home() / ".cache" / "ptdit" / f"tritonserver-py{sys.version_info[0]}.{sys.version_info[1]}-{ours}"
 
 
 @dataclass(frozen=True)
@@ -85,8 +91,8 @@ def setup(env_dir: Path, progress: Callable[[str], None] = print, force: bool = 
     if (env_dir / MARKER).exists() and not force:
         progress(f"ptdit-serve: {env_dir} is set up ({PYTRITON}, {MODEL_NUMPY})")
         return find_server(env_dir)
-    if env_dir.exists() and not force and any(env_dir.iterdir()) and not (env_dir / "pyvenv.cfg").exists():
-        raise InputError(f"{env_dir} exists and is not a server environment: pass another ENV, or remove it")
+    if env_dir.exists() and any(env_dir.iterdir()) and not (env_dir / "pyvenv.cfg").exists():  # --force too
+        raise InputError(f"{env_dir} exists and is not a server environment: pass another --env, or remove it")
     shutil.rmtree(env_dir, ignore_errors=True)
     progress(f"ptdit-serve: a Python environment at {env_dir}")
     _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], "making the virtual environment")
@@ -94,7 +100,7 @@ def setup(env_dir: Path, progress: Callable[[str], None] = print, force: bool = 
     progress(f"ptdit-serve: pip install {PYTRITON} {MODEL_NUMPY} (about 90 MB)")
     _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), PYTRITON,
           MODEL_NUMPY], f"pip install {PYTRITON} {MODEL_NUMPY}")
-    (target / "ptdit-main-env.pth").write_text("\n".join(_our_paths()) + "\n")
+    _point_at_us(target)
     _link_backend(target, env_dir / "server" / "backends" / "python")
     check = subprocess.run([str(env_dir / "bin" / "python3"), "-c", "import numpy, runtime; print(numpy.__version__)"],
                            capture_output=True, text=True)
@@ -106,6 +112,11 @@ def setup(env_dir: Path, progress: Callable[[str], None] = print, force: bool = 
     server = find_server(env_dir)
     progress(f"ptdit-serve: ready: {server.binary}")
     return server
+
+
+def _point_at_us(site_dir: Path) -> None:
+    """The .pth that gives the server's Python this environment's packages and this checkout of the project."""
+    write_atomically(site_dir / PTH, lambda tmp: tmp.write_text("\n".join(_our_paths()) + "\n"))
 
 
 def _link_backend(site_dir: Path, backend: Path) -> None:
@@ -143,6 +154,11 @@ def find_server(env_dir: Path | None = None, tritonserver: Path | None = None) -
         binary = _site_packages(env_dir) / "pytriton" / "tritonserver" / "bin" / "tritonserver"
         if not binary.exists():
             raise InputError(f"{env_dir} has no tritonserver any more: run ptdit-serve setup --force")
+        pth = _site_packages(env_dir) / PTH
+        if pth.read_text().splitlines() != _our_paths():
+            listed = ", ".join(pth.read_text().splitlines())
+            raise InputError(f"{env_dir} was set up for another checkout or environment (its {PTH} lists "
+                             f"{listed}): run ptdit-serve setup --env {env_dir} --force")
         env = {"PATH": str(env_dir / "bin")}
         libdir = _python_lib_dir()
         if libdir:

@@ -17,12 +17,12 @@ import click
 
 from ptdit.contract.cli_types import Number
 from ptdit.contract.commands import exit_codes
-from ptdit.contract.numbers import STEPS, Range
+from ptdit.contract.numbers import CLIENTS, DEFAULT_STEPS, INSTANCES, REQUESTS, STEPS
 
 from ..pipeline.ptdit_pipeline import PTDiTPipeline
 from .client import PipelineClient
 from .environment import find_server
-from .repository import INSTANCES, ServeOptions, write_repository
+from .repository import ServeOptions, write_repository
 from .server import LocalServer, free_ports
 
 PROMPT = "a red fox in the snow"
@@ -107,13 +107,16 @@ def measure_load(folder: Path, concurrency: list[int], requests: int, steps: int
 
 @click.command()
 @click.argument("folder", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--concurrency", type=Number(Range(1, 256, integer=True)), multiple=True, default=[1, 2, 4, 8])
-@click.option("--requests", type=Number(Range(1, 100_000, integer=True)), default=16)
-@click.option("--steps", type=Number(STEPS), default=30)
-@click.option("--instances", type=Number(INSTANCES), default=1)
-@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime")
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu")
-@click.option("--layout", type=click.Choice(["pipeline", "components"]), default=None)
+@click.option("--concurrency", type=Number(CLIENTS), multiple=True, default=[1, 2, 4, 8],
+              help="Concurrent clients (repeat); 1 is always measured.")
+@click.option("--requests", type=Number(REQUESTS), default=16, help="Requests per concurrency.")
+@click.option("--steps", type=Number(STEPS), default=DEFAULT_STEPS, help="Sampling steps per request.")
+@click.option("--instances", type=Number(INSTANCES), default=1, help="Pipeline instances in the server.")
+@click.option("--backend", type=click.Choice(["onnxruntime", "tensorrt"]), default="onnxruntime",
+              help="What runs the pipeline.")
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", help="Where it runs.")
+@click.option("--layout", type=click.Choice(["pipeline", "components"]), default=None,
+              help="The repository's layout [default: its default].")
 def main(folder: Path, concurrency: tuple[int, ...], requests: int, steps: int, instances: int, backend: str,
          device: str, layout: str | None) -> None:
     """The measurements as JSON on stdout, progress on stderr."""

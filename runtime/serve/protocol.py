@@ -9,7 +9,7 @@ from typing import Mapping
 import numpy as np
 
 from ptdit.contract.errors import InputError, option
-from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.triton_config import TRITON_TYPES, wire_type
 
 MODEL = "ptdit"
@@ -36,8 +36,8 @@ INPUTS = (
     Tensor("prompt", "object"),
     Tensor("negative_prompt", "object", optional=True),
     Tensor("seed", "int64", optional=True, default=0),
-    Tensor("steps", "int32", optional=True, default=30),
-    Tensor("guidance_scale", "float32", optional=True, default=4.0),
+    Tensor("steps", "int32", optional=True, default=DEFAULT_STEPS),
+    Tensor("guidance_scale", "float32", optional=True, default=DEFAULT_GUIDANCE),
 )
 TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output named <stage>_seconds
 IMAGE = Tensor("image", "uint8")
@@ -81,7 +81,7 @@ def parse_request(values: Mapping[str, np.ndarray]) -> Request:
     if prompt is None:
         raise InputError(f"{option('prompt')} is missing: send the text to draw")
     numbers: dict[str, float] = {}
-    for spec in INPUTS[2:]:
+    for spec in (t for t in INPUTS if t.dtype != "object"):
         value = np.asarray(one(spec.name) if spec.name in values else spec.default)
         number = int(value) if spec.dtype.startswith("int") else float(value)
         numbers[spec.name] = RANGES[spec.name].check(option(spec.name), number)

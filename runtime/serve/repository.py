@@ -10,8 +10,9 @@
 `components` (the default on TensorRT): every component is a Triton model of its own, which Triton schedules
 and places (instance groups: copies on every GPU), and `ptdit` drives them (business-logic scripting):
 
-    REPO/text_encoder/, REPO/transformer/, REPO/vae_<h>x<w>/   tensorrt_plan models (engines/triton.py), or on
-                                     ONNX Runtime Python-backend models (runtime/serve/component_model.py)
+    REPO/text_encoder/, REPO/transformer/, REPO/vae_<h>x<w>/
+                                     tensorrt_plan models (ptdit/contract/triton_config.py), or on ONNX Runtime
+                                     Python-backend models (runtime/serve/component_model.py)
     REPO/ptdit/1/pipeline/           the folder's manifests, tokenizer and negative prompt, not its graphs
 
 Self-contained: copy REPO into NVIDIA's tritonserver container (with this package installed there) and serve it.
@@ -28,9 +29,10 @@ from typing import Callable
 
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.manifests import read_artifact_manifest
-from ptdit.contract.numbers import Range
+from ptdit.contract.numbers import INSTANCES, Range
 from ptdit.contract.onnx_manifest import TensorSpec
 from ptdit.contract.outputs import Outputs
+from ptdit.contract.plan_manifest import PlanManifest
 from ptdit.contract.triton_config import tensor_config, write_model
 
 from ..pipeline.folder import PipelineFolder, component_path, load_pipeline
@@ -38,7 +40,6 @@ from . import protocol
 
 BACKENDS = ("onnxruntime", "tensorrt")
 LAYOUTS = ("pipeline", "components")
-INSTANCES = Range(1, 64, integer=True)
 QUEUE = Range(1, 100_000, integer=True)
 QUEUE_TIMEOUT_S = Range(0, 86_400)
 
@@ -157,6 +158,9 @@ def write_repository(folder_path: Path, out: Path, options: ServeOptions, force:
     folder = load_pipeline(folder_path, verify=True)
     models = component_models(folder)
     artifacts = {name: component_path(folder, name, options.backend) for name in models}  # tensorrt: needs the plans
+    if options.backend == "tensorrt" and options.chosen_layout == "components":
+        for path in artifacts.values():
+            _check_plan_for_triton(path)
     components = options.chosen_layout == "components"
     left_out: set[str] = set()
     if components:
@@ -190,6 +194,19 @@ def write_repository(folder_path: Path, out: Path, options: ServeOptions, force:
         (model / "config.pbtxt").write_text(config_pbtxt(folder, options, listed))
         outputs.commit()
     return out
+
+
+def _check_plan_for_triton(plan: Path) -> None:
+    """Triton's tensorrt_plan backend runs a full-TensorRT plan with its weights in it: not a TensorRT-RTX plan
+    (the pipeline layout runs those, in the project's runtime), not a weightless one."""
+    manifest = read_artifact_manifest(plan, verify=False)
+    assert isinstance(manifest, PlanManifest)  # a .plan's
+    if manifest.builder.target == "rtx":
+        raise InputError(f"{plan.name} is a TensorRT-RTX plan, which Triton's tensorrt_plan backend does not run: "
+                         f"build the folder's plans with ptdit-build --target tensorrt, or pass --layout pipeline")
+    if manifest.build.options.strip_plan:
+        raise InputError(f"{plan.name} was built with --strip-plan: Triton would get a plan without its weights; "
+                         f"rebuild it without --strip-plan")
 
 
 def _write_component(model_dir: Path, name: str, artifact: Path, options: ServeOptions,

@@ -10,10 +10,12 @@ is an error of one line taken from its log, raised as soon as the process exits,
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.error
@@ -27,7 +29,7 @@ from ptdit.contract.numbers import Range
 
 from .environment import TritonServer
 
-PORT_TAKEN = re.compile(r"(?i)(address already in use|failed to (start|bind)[^\n]*?(\d{2,5}))")
+PORT_TAKEN = re.compile(r"(?i)[^\n\"]*(address already in use|already in use)[^\n\"]*")
 LOG_ERROR = re.compile(r'^E\d{4} [\d:.]+ +\d+ [\w.]+:\d+\] "?(.*?)"?$')
 IGNORED = ("CudaDriverHelper", "NVML", "DCGM", "unable to get CUDA device count", "pinned memory")
 
@@ -44,6 +46,7 @@ class Ports:
         """Refuse a port another program listens on before starting (Triton would log it and exit)."""
         for name, port in (("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics)):
             with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds: TIME_WAIT is no listener
                 try:
                     s.bind((host, port))
                 except OSError:
@@ -70,7 +73,7 @@ class LocalServer:
         self.server, self.repository, self.ports, self.host = server, repository, ports, host
         self.exit_timeout_s = exit_timeout_s
         self.own_log = log is None  # a log of our own is removed after a clean stop, kept after a failure
-        self.log = log or Path(tempfile.mkstemp(prefix="tritonserver-", suffix=".log")[1])
+        self.log = log or Path(tempfile.gettempdir()) / "tritonserver-(not started).log"
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -98,20 +101,27 @@ class LocalServer:
     def start(self, timeout_s: float = 300.0) -> LocalServer:
         """Start the server and wait until it and its models are ready."""
         self.ports.check_free(self.host)
+        if self.own_log:
+            handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(handle)
+            self.log = Path(name)
         with open(self.log, "wb") as log:
             # A session of its own: a Ctrl-C at the terminal reaches us, and we stop the server in order.
             self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
                                             env=self.server.environ(), start_new_session=True)
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                self.process = None
-                raise self._failure()
-            if self.ready():
-                return self
-            time.sleep(0.2)
-        self.stop()
-        raise Failure(f"tritonserver was not ready after {timeout_s:.0f} s (its log: {self.log})")
+        try:
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    self.process = None
+                    raise self._failure()
+                if self.ready():
+                    return self
+                time.sleep(0.2)
+            raise Failure(f"tritonserver was not ready after {timeout_s:.0f} s (its log: {self.log})")
+        except BaseException:  # a failure, or Ctrl-C / SIGTERM while the models load: no server is left behind
+            self.stop()
+            raise
 
     def ready(self) -> bool:
         try:
@@ -140,16 +150,20 @@ class LocalServer:
 
     def stop(self) -> int | None:
         """SIGTERM, then wait for the in-flight requests and the unload; the exit code (None: not running)."""
-        process, self.process = self.process, None
+        process = self.process
         if process is None:
             return None
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
+        try:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
                 process.wait(self.exit_timeout_s + 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
+        except BaseException:  # it did not stop in time, or a second Ctrl-C: it stops now
+            process.kill()
+            process.wait()
+            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+                raise
+        finally:
+            self.process = None
         if process.returncode == 0 and self.own_log:
             self.log.unlink(missing_ok=True)
         return process.returncode

@@ -11,7 +11,6 @@ A bad request gets an error answer and the instance serves the next one; a failu
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,11 @@ from runtime.serve.protocol import INPUTS, TIMINGS, parse_request
 
 class TritonPythonModel:
     def initialize(self, args: dict[str, Any]) -> None:
-        config = json.loads(args["model_config"])
-        parameters = {k: v["string_value"] for k, v in config.get("parameters", {}).items()}
-        if args.get("model_instance_kind") == "GPU":  # one process per instance: make its GPU the only one seen
-            os.environ["CUDA_VISIBLE_DEVICES"] = str(args["model_instance_device_id"])
-        import runtime.backends.onnxruntime_session as onnxruntime_session
         from runtime.pipeline.ptdit_pipeline import PTDiTPipeline
+        from runtime.serve.instance import prepare_instance
 
-        onnxruntime_session.SPIN_IDLE_THREADS = False  # this process shares the CPU with Triton's own threads
-
+        self.pipe: PTDiTPipeline | None = None
+        parameters = prepare_instance(args)
         folder = Path(args["model_repository"]) / args["model_version"] / "pipeline"
         if parameters["layout"] == "pipeline":
             self.pipe = PTDiTPipeline.from_folder(folder, parameters["backend"], parameters["device"])
@@ -62,6 +57,7 @@ class TritonPythonModel:
                 if tensor is not None:
                     values[spec.name] = tensor.as_numpy()
             asked = parse_request(values)
+            assert self.pipe is not None  # initialize made it
             out = self.pipe(asked.prompt, asked.negative_prompt, asked.steps, asked.guidance_scale, asked.seed,
                             output_type="pil")
             assert isinstance(out.images, list)  # output_type "pil"
@@ -76,4 +72,5 @@ class TritonPythonModel:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(f"{type(e).__name__}: {e}"))
 
     def finalize(self) -> None:
-        self.pipe.close()
+        if self.pipe is not None:  # None: initialize failed
+            self.pipe.close()
