@@ -369,3 +369,57 @@ def test_setup_refuses_a_folder_that_is_not_its_own_and_run_refuses_options_a_re
     (tmp_path / "tritonserver").write_text("not a program")
     done = cli("run", str(repo), "--tritonserver", str(tmp_path / "tritonserver"))
     assert done.returncode == 2 and "is not an executable tritonserver" in done.stderr
+
+
+def serve_process(folder: Path, ports, tmp_path: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "runtime.cli.serve", "run", str(folder), "--http-port",
+                             str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics),
+                             "--env", str(default_env_dir())], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+
+
+def tritonservers_on(port: int) -> list[str]:
+    listing = subprocess.run(["pgrep", "-af", "tritonserver"], capture_output=True, text=True).stdout
+    return [line for line in listing.splitlines() if f"--grpc-port {port}" in line]
+
+
+def test_a_sigterm_while_the_models_load_leaves_no_server(folder, tmp_path):
+    """A stand-in tritonserver that never becomes ready: the signal always comes during the start."""
+    slow = tmp_path / "bin" / "tritonserver"
+    slow.parent.mkdir()
+    slow.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    slow.chmod(0o755)
+    ports = free_ports()
+    process = subprocess.Popen([sys.executable, "-m", "runtime.cli.serve", "run", str(folder), "--grpc-port",
+                                str(ports.grpc), "--http-port", str(ports.http), "--metrics-port", str(ports.metrics),
+                                "--tritonserver", str(slow)], cwd=ROOT, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True, env={**os.environ, "TMPDIR": str(tmp_path)})
+    try:
+        ready, _, _ = select.select([process.stderr], [], [], 120)
+        assert ready and "starting" in process.stderr.readline()
+        deadline = time.monotonic() + 30
+        while not tritonservers_on(ports.grpc) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert tritonservers_on(ports.grpc), "the stand-in server did not start"
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(90) == 143
+    finally:
+        process.kill()
+    assert "ptdit-serve run: error: terminated" in process.stderr.read()
+    assert tritonservers_on(ports.grpc) == [] and not list(tmp_path.glob("ptdit-serve-*"))
+
+
+def test_a_server_that_dies_while_serving_ends_the_command_with_one_line(triton, folder, tmp_path):
+    ports = free_ports()
+    process = serve_process(folder, ports, tmp_path)
+    try:
+        ready, _, _ = select.select([process.stdout], [], [], 120)
+        assert ready and process.stdout.readline().startswith("serving")
+        (server,) = tritonservers_on(ports.grpc)
+        os.kill(int(server.split()[0]), signal.SIGKILL)
+        assert process.wait(60) == 1
+    finally:
+        process.kill()
+    error = [line for line in process.stderr.read().splitlines() if "error" in line]
+    assert len(error) == 1 and "tritonserver exited on its own with code -9" in error[0]
+    assert not list(tmp_path.glob("ptdit-serve-*"))
