@@ -15,7 +15,6 @@ import re
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 import urllib.error
@@ -157,10 +156,10 @@ class LocalServer:
             if process.poll() is None:
                 process.send_signal(signal.SIGTERM)
                 process.wait(self.exit_timeout_s + 30)
-        except BaseException:  # it did not stop in time, or a second Ctrl-C: it stops now
+        except BaseException as error:  # it did not stop in time, or a second Ctrl-C: it stops now
             process.kill()
             process.wait()
-            if not isinstance(sys.exc_info()[1], subprocess.TimeoutExpired):
+            if not isinstance(error, subprocess.TimeoutExpired):
                 raise
         finally:
             self.process = None
