@@ -379,8 +379,11 @@ def serve_process(folder: Path, ports, tmp_path: Path) -> subprocess.Popen:
 
 
 def tritonservers_on(port: int) -> list[str]:
+    """The tritonserver processes (the binary, or a stand-in script run by Python) serving gRPC on `port`; not
+    ptdit-serve itself, whose own command line may name a tritonserver (--env, --tritonserver)."""
     listing = subprocess.run(["pgrep", "-af", "tritonserver"], capture_output=True, text=True).stdout
-    return [line for line in listing.splitlines() if f"--grpc-port {port}" in line]
+    return [line for line in listing.splitlines() if f"--grpc-port {port}" in line
+            and any(word.endswith("/tritonserver") for word in line.split()[1:3])]
 
 
 def test_a_sigterm_while_the_models_load_leaves_no_server(folder, tmp_path):
