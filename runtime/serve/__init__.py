@@ -1,3 +1,4 @@
 """Serving a pipeline folder on NVIDIA Triton Inference Server: the server's environment (environment), the
-model repository (repository, with triton_model.py as its model), the served I/O (protocol), a local server
-(server) and a client (client). ptdit-serve is the command (runtime/cli/serve.py)."""
+served I/O (protocol), the model repository (repository) and the models in it (triton_model, component_model,
+with instance for what each does first and bls_session for calls between them), a local server (server), a
+client (client) and the load measurement (load). ptdit-serve is the command (runtime/cli/serve.py)."""
