@@ -426,3 +426,45 @@ def test_a_server_that_dies_while_serving_ends_the_command_with_one_line(triton,
     error = [line for line in process.stderr.read().splitlines() if "error" in line]
     assert len(error) == 1 and "tritonserver exited on its own with code -9" in error[0]
     assert not list(tmp_path.glob("ptdit-serve-*"))
+
+
+def test_an_environment_that_lost_its_server_or_belongs_to_another_checkout_is_refused(tmp_path):
+    from runtime.serve.environment import MARKER, PTH
+
+    env = tmp_path / "env"
+    site = env / "lib" / f"python{sys.version_info[0]}.{sys.version_info[1]}" / "site-packages"
+    binary = site / "pytriton" / "tritonserver" / "bin" / "tritonserver"
+    binary.parent.mkdir(parents=True)
+    (env / MARKER).write_text("{}")
+    with pytest.raises(Exception, match="has no tritonserver any more: run ptdit-serve setup --force"):
+        find_server(env)
+    binary.write_text("")
+    (site / PTH).write_text("/somewhere/else\n")
+    with pytest.raises(Exception, match=r"was set up for another checkout or environment \(its ptdit-main-env.pth "
+                                        r"lists /somewhere/else\): run ptdit-serve setup --env .* --force"):
+        find_server(env)
+
+
+def test_a_server_never_ready_is_stopped_after_the_timeout(folder, tmp_path):
+    slow = tmp_path / "tritonserver"
+    slow.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    slow.chmod(0o755)
+    ports = free_ports()
+    local = LocalServer(find_server(tritonserver=slow), tmp_path, ports, log=tmp_path / "log")
+    with pytest.raises(Exception, match="tritonserver was not ready after 2 s"):
+        local.start(timeout_s=2)
+    assert local.process is None and tritonservers_on(ports.grpc) == []
+
+
+def test_ptdit_run_server_refusals_before_any_request(tmp_path):
+    out = tmp_path / "x.png"
+    port = free_ports().grpc
+    run = [sys.executable, "-m", "runtime", "--server", f"127.0.0.1:{port}", "--prompt", "a fox", "--out", str(out)]
+    done = subprocess.run(run + ["--shift", "2"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "--shift applies to a local run" in done.stderr
+    done = subprocess.run(run, cwd=ROOT, capture_output=True, text=True)  # nothing listens there
+    assert done.returncode == 2 and f"no server answers at 127.0.0.1:{port}: start one with ptdit-serve run" in \
+        done.stderr
+    done = subprocess.run(run[:3] + ["some.onnx"] + run[3:], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2 and "--server takes the place of ARTIFACT" in done.stderr
+    assert not out.exists()

@@ -97,7 +97,7 @@ def setup(env_dir: Path, progress: Callable[[str], None] = print, force: bool = 
     progress(f"ptdit-serve: a Python environment at {env_dir}")
     _run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], "making the virtual environment")
     target = _site_packages(env_dir)
-    progress(f"ptdit-serve: pip install {PYTRITON} {MODEL_NUMPY} (about 90 MB)")
+    progress(f"ptdit-serve: pip install {PYTRITON} {MODEL_NUMPY} (about 75 MB of wheels)")
     _run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--target", str(target), PYTRITON,
           MODEL_NUMPY], f"pip install {PYTRITON} {MODEL_NUMPY}")
     _point_at_us(target)
