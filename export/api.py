@@ -78,7 +78,7 @@ def export_pipeline(resolution: int | Sequence[int] = 1024, *, text_encoder: str
                     preset: str | None = None, config: PTDiTConfig | str | Path | None = None,
                     checkpoint: str | Path | None = None, checkpoint_key: str | None = None, precision: str = "fp16",
                     batch: int = DEFAULT_BATCH, text_len: int = DEFAULT_TEXT_LEN, proxy: str | None = None,
-                    opset: int | None = None,
+                    opset: int | None = None, frames: int | None = None, step: bool = False,
                     seed: int = 0, out_dir: str | Path = "artifacts", force: bool = False, checks: str = "auto",
                     torch_device: str = "auto", fp8_layers: str = DEFAULT_LAYER_SET,
                     calibrator: str = DEFAULT_CALIBRATOR,
@@ -89,8 +89,10 @@ def export_pipeline(resolution: int | Sequence[int] = 1024, *, text_encoder: str
     """A pipeline folder per resolution, as ptdit-export --pipeline writes it (.path, .up_to_date, .manifest):
     the transformer, the T5 text encoder (text_encoder: a Hugging Face T5 folder; default a seeded stand-in),
     the CausalVAE decoder tiles (vae: its checkpoint; default a seeded stand-in), the tokenizer and the
-    negative prompt. Run it with runtime.PTDiTPipeline.from_folder(result.path). precision="fp8" as in
-    export_model, and calibration_prompts: a text file of prompts (one per line) encoded by the text encoder."""
+    negative prompt. Run it with runtime.PTDiTPipeline.from_folder(result.path). frames: latent frames of a
+    video pipeline (the decoder per causal chunk); step: the step graph too, which the pipeline samples with.
+    precision="fp8" as in export_model, and calibration_prompts: a text file of prompts (one per line) encoded
+    by the text encoder."""
     from .pipeline.folder import export_pipelines
 
     calibration = CalibrationOptions(calibrator, percentile, calibration_steps, calibration_trajectories,
@@ -100,7 +102,7 @@ def export_pipeline(resolution: int | Sequence[int] = 1024, *, text_encoder: str
     opts = export_options(resolution, preset=preset, config=config, checkpoint=checkpoint,
                           checkpoint_key=checkpoint_key, precision=precision, batch=batch, text_len=text_len,
                           proxy=proxy, opset=opset, seed=seed, out_dir=out_dir, force=force, checks=checks,
-                          torch_device=torch_device, calibration=calibration)
+                          torch_device=torch_device, calibration=calibration, frames=frames, step=step)
     pipe = PipelineOptions(Path(text_encoder) if text_encoder is not None else None,
                            Path(vae) if vae is not None else None, text_encoder_precision, vae_precision)
     return export_pipelines(opts, pipe, progress or LOG.info)

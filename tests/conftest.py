@@ -40,6 +40,18 @@ def pipelines(tmp_path_factory) -> dict[int, Path]:
     return {res: out / f"ptdit-tiny-{res}-pipeline" for res in (256, 1024)}
 
 
+@pytest.fixture(scope="session")
+def video_pipeline(tmp_path_factory) -> Path:
+    """A tiny video pipeline folder at 256 px, 12 latent frames (45 frames out: the published decode's two causal
+    chunks, of 8 and 5 latent frames), with the step graph it samples with (--step); default checks."""
+    out = tmp_path_factory.mktemp("video")
+    result = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--frames", "12",
+                             "--step", "--pipeline", "--out", str(out)], cwd=Path(__file__).resolve().parent.parent,
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out / "ptdit-tiny-256-f12-pipeline"
+
+
 def plan_manifest_for(onnx_path: Path, plan: Path, target: str = "tensorrt", version: str = "10.13.3.9",
                       targets: tuple[tuple[str, ...], str] = (("9.0",), "build GPU"), identity: dict | None = None,
                       **options: bool):

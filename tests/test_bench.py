@@ -26,7 +26,9 @@ def test_onnx_graph_count_agrees_with_the_model_count():
 
 def test_complexity_table_and_json(tmp_path):
     rows = complexity_rows("xl", onnx=False, report=lambda line: None)
-    assert [r["res"] for r in rows] == [256, 512, 1024, 2048, 512] and rows[-1]["frames"] == 16
+    assert [(r["res"], r["frames"]) for r in rows] == [(256, None), (512, None), (1024, None), (2048, None),
+                                                       (256, 8), (256, 16), (512, 8), (512, 16)]
+    assert all(r["proxy"]["attention"] < r["full"]["attention"] for r in rows[4:])  # video: proxies always cheaper
     assert rows[2]["paper_ratio"] == 0.047 and abs(rows[2]["analytic_ratio"] - 0.0471) < 1e-4
     table = complexity_table(rows)
     assert "| 1024 | 4.71 % (4.7 %) |" in table and "n/a |" in table
@@ -163,3 +165,25 @@ def test_fp8_report_without_modelopt_says_how_to_get_it(monkeypatch):
     result = CliRunner().invoke(main, ["fp8", "--preset", "tiny", "--modelopt"])
     assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1
     assert "--modelopt needs NVIDIA ModelOpt" in result.output and "pip install nvidia-modelopt" in result.output
+
+
+def test_the_video_section_runs_the_pipeline_and_each_chunk_in_its_own_process(video_pipeline, pipelines, tmp_path):
+    """ptdit-bench video on a folder: one ptdit-run to an .mp4 (its stage times and frame count), then each decoder
+    chunk shape in a fresh process, whose peak RSS includes what it had once the session was loaded."""
+    result = CliRunner().invoke(main, ["video", "--folder", str(video_pipeline), "--steps", "1", "--results",
+                                       str(tmp_path / "b.json")])
+    assert result.exit_code == 0, result.output
+    data = json.loads((tmp_path / "b.json").read_text())["video"]
+    assert data["frames"] == 12 and data["chunk_ranges"] == [[0, 8], [7, 12]] and "export" not in data
+    assert data["run"]["video"] == [45, 256, 256, 3] and set(data["run"]["stages"]) == {"encode", "sample", "decode"}
+    chunks = {c["shape"]: c for c in data["chunks"]}
+    assert chunks["8x32x32"]["image"] == [1, 3, 29, 256, 256] and chunks["5x32x32"]["image"] == [1, 3, 17, 256, 256]
+    own = {shape: c["peak_rss_bytes"] - c["loaded_peak_rss_bytes"] for shape, c in chunks.items()}
+    assert all(c["seconds"] > 0 and c["loaded_peak_rss_bytes"] > 0 for c in chunks.values()) and min(own.values()) > 0
+    # the decode holds one chunk's activations at a time (measured 1.9 GB; 3.0 GB with both chunks' arenas kept)
+    assert data["run"]["peak_rss_bytes"] < own["8x32x32"] + own["5x32x32"]
+    assert "| decode one 8x32x32 chunk (29 frames) |" in result.output
+    for folder, message in ((tmp_path, "has no pipeline.json: pass a folder of ptdit-export --pipeline --frames F"),
+                            (pipelines[256], "is an image pipeline: ptdit-bench video takes a video pipeline folder")):
+        refused = CliRunner().invoke(main, ["video", "--folder", str(folder)])
+        assert refused.exit_code == 2 and message in refused.stderr

@@ -250,6 +250,22 @@ def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp
         assert plan_manifest["precision"] == onnx_manifest["export"]["precision"]
 
 
+def test_every_video_component_is_built_by_tensorrt_rtx(video_pipeline, tmp_path):
+    """Every ONNX of a video pipeline folder (the video transformer, its step graph, the text encoder and the VAE
+    decoder of each causal chunk length) builds, its plan's I/O the ONNX's."""
+    manifest = json.loads((video_pipeline / "pipeline.json").read_text())
+    components = [manifest["transformer"], manifest["step_graph"], manifest["text_encoder"]["onnx"],
+                  *manifest["vae_decoder"]["tiles"].values()]
+    assert sorted(p.name for p in video_pipeline.glob("*.onnx")) == sorted(components)
+    for name in components:
+        onnx_manifest = json.loads((video_pipeline / name).with_suffix(".json").read_text())
+        extra = ["--allow-fp32"] if onnx_manifest["export"]["precision"] == "fp32" else []
+        built = run("engines", str(video_pipeline / name), "--target", "rtx", "--out", str(tmp_path), "--json", *extra)
+        assert built.returncode == 0, built.stderr
+        plan = json.loads(Path(json.loads(built.stdout)["manifest"]).read_text())
+        assert plan["inputs"] == onnx_manifest["inputs"] and plan["outputs"] == onnx_manifest["outputs"]
+
+
 @pytest.mark.parametrize("component,precision", [("t5", "fp32"), ("t5", "bf16"), ("vae", "fp16")])
 def test_pipeline_component_precisions_are_built_by_tensorrt_rtx(tmp_path, component, precision):
     """The precisions --text-encoder-precision and --vae-precision offer besides the defaults (built above)."""

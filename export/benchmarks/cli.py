@@ -22,8 +22,8 @@ from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import CLIENTS, INSTANCES, REQUESTS, ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
-from ..spec import PRECISIONS
-from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, serve_load, traffic
+from ..spec import FRAMES, PRECISIONS
+from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, serve_load, traffic, video
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
 
@@ -268,6 +268,24 @@ def serve_command(folder: Path | None, res: str, concurrency: tuple[int, ...], r
         data = serve_load.serve_rows(folder, "tiny", int(res), sorted(set(concurrency)), requests, steps, instances,
                                      backend, device, report, layout)
     publish("serve", serve_load.serve_table(data), data, as_json, json_path)
+
+
+@main.command("video", cls=JsonFlagCommand)
+@click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
+              help="A video pipeline folder [default: the tiny one at --res and --frames, exported for the run].")
+@click.option("--res", type=click.Choice(["256", "512"]), default="256", show_default=True,
+              help="Resolution of the exported tiny pipeline.")
+@click.option("--frames", type=Number(FRAMES), default=8, show_default=True,
+              help="Latent frames of the exported tiny pipeline.")
+@click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps of the run.")
+@results_options
+def video_command(folder: Path | None, res: str, frames: int, steps: int, as_json: bool,
+                  json_path: Path | None) -> None:
+    """A video pipeline, measured: its export, one ptdit-run to an .mp4 (per-stage times) and each VAE decoder
+    chunk shape decoded once in a fresh process (peak RSS), each in a child process."""
+    with exit_codes("ptdit-bench", writes=False):
+        data = video.video_rows(folder, "tiny", int(res), frames, steps, report)
+    publish("video", video.video_table(data), data, as_json, json_path)
 
 
 @main.command("all")

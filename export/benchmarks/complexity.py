@@ -7,14 +7,14 @@ from typing import Any, Callable
 
 PAPER_RATIOS = {256: 0.343, 512: 0.097, 1024: 0.047, 2048: 0.023}  # Qihoo-T2X, attention cost vs full attention
 RESOLUTIONS = (256, 512, 1024, 2048)
-VIDEO = (512, 16)  # res, latent frames
+VIDEO = ((256, 8), (256, 16), (512, 8), (512, 16))  # res, latent frames (29 and 61 frames out)
 
 
 def complexity_rows(preset_name: str, onnx: bool, report: Callable[[str], None]) -> list[dict[str, Any]]:
     from ptdit import attention_cost_ratio, count_macs, preset
 
     cfg = preset(preset_name)
-    shapes: list[tuple[int, int | None]] = [(r, None) for r in RESOLUTIONS] + [VIDEO]
+    shapes: list[tuple[int, int | None]] = [(r, None) for r in RESOLUTIONS] + list(VIDEO)
     rows = []
     counted = graph_counts(cfg, shapes, report) if onnx else {}
     for res, frames in shapes:

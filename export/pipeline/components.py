@@ -1,7 +1,7 @@
-"""The pipeline's components besides the transformer: the T5 text encoder, the CausalVAE decoder per latent tile
-shape, and the negative prompt's embedding. Each component gets the transformer's checks (onnx checker, static
-shapes, no random ops, TensorRT's operator table and rank limit, the real parse, ONNX Runtime against PyTorch)
-and a manifest of its own next to it."""
+"""The pipeline's components besides the transformer: the T5 text encoder, the CausalVAE decoder per latent tile shape
+(for video, per chunk length too), and the negative prompt's embedding. Each component gets the transformer's checks
+(onnx checker, static shapes, no random ops, TensorRT's operator table and rank limit, the real parse, ONNX Runtime
+against PyTorch) and a manifest of its own next to it."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from ptdit.contract.files import file_sha256
 from ptdit.contract.graph_check import graph_records
 from ptdit.contract.manifests import write_manifest
 from ptdit.contract.onnx_manifest import ModelInfo, TensorSpec, Weights
-from ptdit.contract.pipeline_manifest import NegativePrompt, TextEncoderEntry
+from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, NegativePrompt, TextEncoderEntry
 
 from ..options import ExportOptions, PipelineOptions, check_level
 from ..progress import Stages
@@ -24,11 +24,6 @@ if TYPE_CHECKING:
     import torch
 
     from ..calibration import CalibrationText
-
-# Largest relative L2 error of ONNX Runtime against the component's PyTorch fp32 reference (its own weights),
-# per component and precision. fp32 VAE: convolutions summing 4,608 terms at 512 x 512 pixels reorder enough to
-# reach 2.6e-5 on the full-size decoder's 64 x 64 tile (measured); 1e-4 leaves ~4x.
-COMPONENT_MAX_REL_L2 = {"t5": {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1}, "vae": {"fp32": 1e-4, "fp16": 2e-2}}
 
 
 def text_encoder(pipe: PipelineOptions) -> tuple[Any, Any, Weights]:
@@ -96,18 +91,21 @@ def export_text_encoder(encoder: Any, weights: Weights, opts: ExportOptions, pip
     return TextEncoderEntry(onnx_name, f"{stem}.json", precision, rel_l2), exported
 
 
-def export_vae_tile(decoder: Any, weights: Weights, side: tuple[int, int], pipe: PipelineOptions,
+def export_vae_tile(decoder: Any, weights: Weights, shape: tuple[int, ...], pipe: PipelineOptions,
                     work: Path, stages: Stages, level: str) -> str:
-    """One VAE decoder tile shape; its ONNX file name."""
-    h, w = side
+    """One VAE decoder tile shape, (h, w) or for video (t, h, w) latent frames; its ONNX file name."""
+    from ptdit.vae import decoded_frames
+
+    *frames, h, w = shape
     cfg, precision = decoder.cfg, pipe.vae_precision
-    inputs = [TensorSpec("latent", (1, cfg.z_channels, h, w), "float32")]
-    outputs = [TensorSpec("image", (1, cfg.out_channels, 8 * h, 8 * w), "float32")]
-    feeds = {"latent": np.random.default_rng(0).standard_normal((1, cfg.z_channels, h, w)).astype(np.float32)}
+    pixel_frames = [decoded_frames(t) for t in frames]
+    inputs = [TensorSpec("latent", (1, cfg.z_channels, *shape), "float32")]
+    outputs = [TensorSpec("image", (1, cfg.out_channels, *pixel_frames, 8 * h, 8 * w), "float32")]
+    feeds = {"latent": np.random.default_rng(0).standard_normal((1, cfg.z_channels, *shape)).astype(np.float32)}
     model = ModelInfo(cfg.to_dict(), sum(p.numel() for p in decoder.parameters()), weights, kind="vae")
-    stem = f"vae-decoder-{cfg.name}-{h}x{w}-{precision}"
+    stem = f"vae-decoder-{cfg.name}-{'x'.join(map(str, shape))}-{precision}"
     onnx_name, _ = export_component(stem, in_precision(decoder, precision), None, inputs, outputs, feeds, model,
-                                    "vae_decoder", precision, 18, work, stages, level, latent=[h, w])
+                                    "vae_decoder", precision, 18, work, stages, level, latent=list(shape))
     return onnx_name
 
 

@@ -1,7 +1,9 @@
-"""ptdit-export --pipeline: the pipeline folder of a resolution. The transformer artifact as a plain export writes
-it, the T5 text encoder, the CausalVAE decoder (one ONNX per latent tile shape the resolution's tiled decode
-needs), tokenizer.json, the negative prompt's embedding, and pipeline.json tying them together with the sha256 of
-every file. The folders are made under temporary names and published together when all are complete.
+"""ptdit-export --pipeline: the pipeline folder of a resolution (and with --frames, of a video length). The transformer
+artifact as a plain export writes it (with --step, the step graph too, which the runtime then samples with), the T5
+text encoder, the CausalVAE decoder (one ONNX per latent tile shape the published tiled decode needs; for video, per
+chunk length and tile shape), tokenizer.json, the negative prompt's embedding, and pipeline.json tying them together
+with the sha256 of every file. The folders are made under temporary names and published together when all are
+complete.
 
 Without --text-encoder / --vae the components are seeded stand-ins of the published architectures at test
 size (ptdit.t5 "tiny", ptdit.vae "tiny") and an offline tokenizer, so the pipeline runs with no download.
@@ -17,16 +19,16 @@ from ptdit.contract.files import file_sha256, verify_files
 from ptdit.contract.manifests import read_manifest, write_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
-from ptdit.contract.pipeline_manifest import PipelineManifest, TilePlan, VaeDecoderEntry
+from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, PipelineManifest, VaeDecoderEntry
 from ptdit.contract.progress import Counter, no_counter
 from ptdit.resolution import latent_hw
+from ptdit.vae import temporal_chunks, tile_plan, tile_shapes
 
 from ..existing import CHECK_ORDER, Wanted, checked_level, existing_state
 from ..options import ExportOptions, PipelineOptions, check_export_options, check_level, spec_for
 from ..progress import Reporter, Stages
 from ..run import export_graphs
 from .components import (
-    COMPONENT_MAX_REL_L2,
     calibration_text,
     export_text_encoder,
     export_vae_tile,
@@ -36,34 +38,13 @@ from .components import (
     vae_decoder,
 )
 
-VAE_TILE, VAE_OVERLAP = 64, 0.125  # latent tile side and overlap of the published tiled decode
-
 
 def pipeline_dir(opts: ExportOptions, res: int) -> Path:
     frames = f"-f{opts.frames}" if opts.frames else ""
     return opts.out_dir / f"ptdit-{opts.cfg.name}-{res}{frames}-pipeline"
 
 
-def vae_tile_plan(latent_side: int, factor: int = 8) -> TilePlan:
-    """Where the tiles of the published tiled decode start, their side and the blend: latents up to one tile
-    are decoded whole (the published code, Qihoo-T2X's, fails on those when tiling is on)."""
-    if latent_side <= VAE_TILE:
-        return TilePlan((0,), latent_side, factor, 0, latent_side * factor)
-    stride = int(VAE_TILE * (1 - VAE_OVERLAP))
-    blend = int(VAE_TILE * factor * VAE_OVERLAP)
-    return TilePlan(tuple(range(0, latent_side, stride)), VAE_TILE, factor, blend, VAE_TILE * factor - blend)
-
-
-def tile_sides(plan: TilePlan, latent_side: int) -> list[int]:
-    return sorted({min(plan.tile, latent_side - s) for s in plan.starts}, reverse=True)
-
-
 def check_pipeline_options(opts: ExportOptions, pipe: PipelineOptions) -> None:
-    if opts.frames:
-        raise InputError(f"{option('pipeline')} makes images: drop {option('frames')} (the video decoder is not "
-                         f"exported yet)")
-    if opts.step:
-        raise InputError(f"{option('pipeline')} exports the noise-prediction transformer; drop {option('step')}")
     if pipe.text_encoder_precision not in COMPONENT_MAX_REL_L2["t5"]:
         raise InputError(f"{option('text_encoder_precision')} must be fp32, fp16 or bf16, got "
                          f"{pipe.text_encoder_precision!r}")
@@ -134,6 +115,12 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
                 f"batch or text length)")
     if transformer[1] is None:
         return transformer[0]
+    if (manifest.step_graph is not None) != opts.step:
+        return f"{folder} was exported {'with' if manifest.step_graph else 'without'} {option('step')}"
+    if opts.step:
+        step = existing_state(folder, spec_for(opts, res, step=True), wanted)
+        if step is None or step[1] is None:
+            return step[0] if step else f"{folder} lacks the step graph pipeline.json names"
     vae_weights = ({"source": "seeded"} if pipe.vae is None
                    else {"source": "checkpoint", "sha256": file_sha256(pipe.vae)})
     encoder_weights = ({"source": "seeded"} if pipe.text_encoder is None
@@ -170,17 +157,19 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: 
     with stages.run("negative_prompt", "encode the negative prompt \"\" in fp32, one layer at a time"):
         negative = negative_embedding(exported_encoder, tokenizer, opts.text_len, work / "negative.npz")
     del exported_encoder  # T5 is out of memory before the transformer (and its fp32 calibration model) is built
-    transformer = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)[0]
+    graphs = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)
+    transformer = graphs[0]  # then, with --step, the step graph
     decoder, vae_weights = vae_decoder(pipe)
-    side = latent_hw(res)
-    plan = vae_tile_plan(side)
+    side, frames = latent_hw(res), opts.frames
     level = check_level(opts.checks)
-    tiles = {f"{a}x{b}": export_vae_tile(decoder, vae_weights, (a, b), pipe, work, stages, level)
-             for a in tile_sides(plan, side) for b in tile_sides(plan, side)}
+    tiles = {"x".join(map(str, shape)): export_vae_tile(decoder, vae_weights, shape, pipe, work, stages, level)
+             for shape in tile_shapes(side, frames)}
+    decoder_entry = VaeDecoderEntry(tiles, tile_plan(side, frames), latent_scale="applied inside the decoder "
+                                    "(1 / 0.18215)", output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8",
+                                    chunks=temporal_chunks(frames) if frames else None)
     manifest = PipelineManifest(
         resolution=res, transformer=transformer.onnx_path.name, text_encoder=text, tokenizer="tokenizer.json",
-        negative_prompt=negative,
-        vae_decoder=VaeDecoderEntry(tiles, plan, latent_scale="applied inside the decoder (1 / 0.18215)",
-                                    output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8"),
+        negative_prompt=negative, vae_decoder=decoder_entry, frames=frames,
+        step_graph=graphs[1].onnx_path.name if opts.step else None,
         sha256={f.name: file_sha256(f) for f in sorted(work.iterdir()) if f.is_file()})
     write_manifest(work / "pipeline.json", manifest)

@@ -75,7 +75,7 @@ class ExportInfo(Record):
     step: StepGraph | None = None
     resolution: int | None = optional()  # the transformer's
     text_len: int | None = optional()  # the transformer's and the text encoder's
-    latent: list[int] | None = optional()  # a VAE decoder tile's latent [h, w]
+    latent: list[int] | None = optional()  # a VAE decoder tile's latent [h, w], or [t, h, w] (video)
     quantization: Quantization | None = optional()  # an FP8 export's (ptdit.contract.fp8)
 
 

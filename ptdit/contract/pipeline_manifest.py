@@ -6,9 +6,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from .records import Record
+from .records import Record, optional
 
 PIPELINE_SCHEMA = "ptdit-pipeline/1"
+# Largest relative L2 error of a component's artifact against its PyTorch fp32 reference (its own weights), per
+# component kind and precision: the export's check and ptdit-diff's. fp32 VAE: convolutions summing 4,608 terms
+# at 512 x 512 pixels reorder enough to reach 2.6e-5 on the full-size decoder's 64 x 64 tile, and the causal 3D
+# ones of a video chunk (13,824 terms) 7.7e-5 on its 8 x 16 x 16 chunk (measured); 3e-4 leaves ~4x.
+COMPONENT_MAX_REL_L2 = {"t5": {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1}, "vae": {"fp32": 3e-4, "fp16": 2e-2}}
 
 
 @dataclass(frozen=True)
@@ -44,10 +49,13 @@ class TilePlan(Record):
 
 @dataclass(frozen=True)
 class VaeDecoderEntry(Record):
-    tiles: dict[str, str]  # "HxW" latent tile shape -> its ONNX
+    tiles: dict[str, str]  # "HxW" latent tile shape (video: "TxHxW", T latent frames) -> its ONNX
     plan: TilePlan
     latent_scale: str
     output: str
+    # video: the latent frame ranges [start, end) decoded one after the other (ptdit.vae.temporal_chunks); every
+    # chunk after the first drops its first decoded frame
+    chunks: tuple[tuple[int, int], ...] | None = optional()
 
 
 @dataclass(frozen=True)
@@ -64,6 +72,17 @@ class PipelineManifest(Record):
     vae_decoder: VaeDecoderEntry
     sha256: dict[str, str]  # every file of the folder but pipeline.json
     schema: str = PIPELINE_SCHEMA
+    frames: int | None = optional()  # video: latent frames (1 + 4 (frames - 1) frames out); None: an image
+    step_graph: str | None = optional()  # --step: the step graph's ONNX, which the runtime samples with
+
+    @property
+    def sampler_graph(self) -> str:
+        """The transformer graph the pipeline samples with: the step graph when there is one."""
+        return self.step_graph or self.transformer
+
+    @property
+    def is_video(self) -> bool:
+        return self.frames is not None
 
     @property
     def files(self) -> dict[str, str]:

@@ -12,7 +12,10 @@ VAE_TEMPORAL_FACTOR = 4  # latent frame f covers pixel frames 4(f-1)+1 (the publ
 
 
 def timestep_shift(res: int, frames: int | None) -> float:
-    """The published resolution-dependent shift (its timestep_transform with scale 1)."""
+    """The published resolution-dependent shift (its timestep_transform with scale 1): sqrt(H W) / 512, and for
+    video times sqrt(pixel_frames // 17 * 5). One deviation: the published factor is 0 for clips under 17 pixel
+    frames (4 latent frames, 13 pixel frames, here), which makes every timestep NaN; this takes it as 1 there
+    (the image shift). From 17 pixel frames on (5 latent frames and more) it is the published value."""
     shift = math.sqrt(res * res / BASE_PIXELS)
     if frames:
         pixel_frames = (frames - 1) * VAE_TEMPORAL_FACTOR + 1

@@ -67,6 +67,12 @@ class OnnxRuntimeSession(Session):
         self._check_graph(set(extra_outputs or []), bf16_twin)
         self.output_names = [o.name for o in self.ort_session.get_outputs()]
         self._binding = self.ort_session.io_binding()
+        self._run_options = ort.RunOptions()
+        if artifact.export.graph == "vae_decoder":
+            # Activations dwarf the weights (a video chunk: gigabytes) and ONNX Runtime's arena keeps them after the
+            # run, once per session: a pipeline's chunk sessions would hold the sum. Shrunk, it holds one run's.
+            self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage",
+                                                   "gpu:0" if self.device == "cuda" else "cpu:0")
 
     def _check_graph(self, extra_outputs: set[str], bf16_twin: bool) -> None:
         """The graph ONNX Runtime loaded must be the one the manifest describes (ptdit.contract.graph_check)."""
@@ -142,7 +148,7 @@ class OnnxRuntimeSession(Session):
     def run_binding(self, binding: Any) -> None:
         """One run on an I/O binding of this session's."""
         try:
-            self.ort_session.run_with_iobinding(binding)
+            self.ort_session.run_with_iobinding(binding, self._run_options)
         except Exception as e:
             raise RuntimeFailure(f"ONNX Runtime failed: {str(e).splitlines()[0]}") from None
         if self.device == "cuda":  # ONNX Runtime's CUDA run returns once the device is done

@@ -28,6 +28,9 @@ Examples:
       a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
   ptdit-run --server localhost:8001 --prompt "a red fox" --out fox.png
       the same on a server of ptdit-serve run (gRPC): the same PNG for the same seed
+  ptdit-run artifacts/ptdit-tiny-256-f8-pipeline --prompt "a red fox running" --out fox.mp4
+      a video pipeline folder (ptdit-export --pipeline --frames 8): 29 frames at 24 fps; also .webp (lossless),
+      .gif, or a path without a suffix: a folder of PNG frames
 
 A transformer artifact alone takes T5 features: --text ([L, 4096] .npy, or .npz/.safetensors with
 text_embeds and text_mask); --negative-text the unconditional ones (default: zeros, one token).
@@ -56,8 +59,9 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
               help="Draw --prompt on this server of ptdit-serve run (its gRPC address), in place of ARTIFACT.")
 @click.option("--prompt", default=None, help="A pipeline folder: the text to draw.")
 @click.option("--negative-prompt", default=None, help="A pipeline folder: the negative prompt [default: \"\"].")
-@click.option("--out", "out_path", type=click.Path(dir_okay=False, path_type=Path), required=True,
-              help="Latents: .npy or .safetensors; for a pipeline folder the image, .png.")
+@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
+              help="Latents: .npy or .safetensors; for a pipeline folder the image, .png; for a video pipeline "
+                   ".mp4, .webp, .gif, or a folder of PNG frames (no suffix).")
 @click.option("--force", is_flag=True, help="Overwrite --out.")
 @tensorrt_options
 @click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
@@ -73,7 +77,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
          console: Console) -> None:
     """Sample a latent from ARTIFACT, an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free
     guidance), or an image from ARTIFACT, a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder,
-    a PNG).
+    a PNG); a video pipeline folder gives a clip (.mp4, .webp, .gif or a folder of PNG frames).
 
     Progress goes to stderr (a bar on a terminal; -v: every step, -q: nothing); the latent (or the image) is
     written to --out. The sampler is the same whichever backend runs the model.
@@ -104,6 +108,10 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
                           random_text, out_path, force, not no_verify, options, console)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
+    elif "video" in summary:
+        stages = ", ".join(f"{k} {v:.2f} s" for k, v in summary["seconds"].items())
+        frames, height, width = summary["video"][:3]
+        click.echo(f"wrote {summary['out']} ({frames} frames, {width} x {height}, {summary['fps']} fps): {stages}")
     elif "image" in summary:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in summary["seconds"].items())
         click.echo(f"wrote {summary['out']} ({summary['image'][1]} x {summary['image'][0]}): {stages}")
@@ -189,18 +197,26 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
                  steps: int, guidance: float, seed: int, shift: float | None, out_path: Path, force: bool,
                  verify: bool, tensorrt: TensorRTOptions | None = None,
                  console: Console | None = None) -> dict[str, Any]:
+    """The image (a PNG) or for a video folder the clip (video_file's kinds) of `prompt`."""
     import numpy as np
 
+    from ..pipeline.folder import load_pipeline
     from ..pipeline.ptdit_pipeline import COMMAND_NAMES, PTDiTPipeline
     from ..pipeline.text_to_image import write_png
+    from ..pipeline.video_file import FPS, check_writer, video_kind, write_video
 
     if prompt is None:
         raise InputError("a pipeline folder needs --prompt \"...\"")
     console = console or Console()
-    check_out(out_path, (".png",))
+    video = load_pipeline(folder_path, verify=False).manifest.is_video  # the files are verified when opened
+    kind = video_kind(out_path) if video else "png"
+    if video:
+        check_writer(kind)
+    else:
+        check_out(out_path, (".png",))
     options = tensorrt or TensorRTOptions()
     with Outputs(force) as outputs:
-        staged = outputs.claim(out_path)  # before any work: locked, writable, not there yet
+        staged = outputs.claim(out_path, folder=video and kind == "png")  # before any work: locked, not there yet
         with PTDiTPipeline.from_folder(folder_path, backend, device, verify, options.runtime_cache_dir,
                                        options.lean_runtime, options.weight_budget) as pipe:
             console.line(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}")
@@ -216,9 +232,16 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
             for name, seconds in result.timings.items():
                 console.line(f"  {name}: {seconds:.2f} s")
             metadata = pipeline_metadata(prompt, negative_prompt, folder_path.name, steps, guidance, seed)
-            assert isinstance(result.images, list)
-            pixels = np.asarray(result.images[0])
-            write_png(staged, pixels, metadata)
+            if video:
+                assert isinstance(result.frames, list)
+                frames = [np.asarray(frame) for frame in result.frames[0]]
+                metadata = {**metadata, "frames": len(frames), "fps": FPS}
+                write_video(staged, kind, frames, metadata)
+                shape = {"video": [len(frames), *frames[0].shape], "fps": FPS, "format": kind}
+            else:
+                assert isinstance(result.images, list)
+                pixels = np.asarray(result.images[0])
+                write_png(staged, pixels, metadata)
+                shape = {"image": list(pixels.shape)}
         outputs.commit()
-    return {**metadata, "out": str(out_path), "image": list(pixels.shape), "seconds": result.timings,
-            "backends": result.backends}
+    return {**metadata, "out": str(out_path), **shape, "seconds": result.timings, "backends": result.backends}

@@ -1,6 +1,7 @@
 """ptdit-diff on a pipeline folder: each component against its PyTorch reference on the same inputs (the
 transformer with the full artifact diff), then the whole pipeline, prompt to pixels, against the PyTorch
-pipeline in fp32: PSNR and max abs of the uint8 images."""
+pipeline in fp32: PSNR and max abs of the uint8 images; for a video folder, the PSNR of every frame, the worst
+frame (judged by the image limit) and the whole clip's."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ptdit.contract.errors import InputError
+from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2
 from ptdit.contract.progress import Counter, no_counter
 
 from ..pipeline.folder import component_path, load_pipeline
@@ -25,7 +27,8 @@ PIPELINE_REPORT_SCHEMA = "ptdit-diff-pipeline/1"
 MIN_PSNR_DB = {"fp32": 45.0, "fp16": 30.0, "bf16": 25.0, "fp8": 20.0}
 
 
-def component_diff(path: Path, feeds: dict[str, np.ndarray], options: DiffOptions) -> dict[str, Any]:
+def component_diff(path: Path, kind: str, feeds: dict[str, np.ndarray], options: DiffOptions) -> dict[str, Any]:
+    """A component (`kind`: t5 or vae) against its PyTorch fp32 reference, judged by the export's limit."""
     from ..backends.torch_session import TorchSession
 
     with open_artifact_session(path, options, []) as session:
@@ -38,7 +41,7 @@ def component_diff(path: Path, feeds: dict[str, np.ndarray], options: DiffOption
     t = DEFAULT_THRESHOLDS[artifact.precision]
     metrics = diff_metrics(got[name], expected[name], t.rtol, t.atol)
     return {"artifact": path.name, "backend": backend, "precision": artifact.precision, "output": name,
-            "max_rel_l2": t.max_rel_l2, **metrics}
+            "max_rel_l2": COMPONENT_MAX_REL_L2[kind][artifact.precision], **metrics}
 
 
 def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, report: Callable[[str], None],
@@ -54,17 +57,23 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
                            report, counter)
     result["components"]["transformer"] = transformer
     failures += [f"transformer: {f}" for f in transformer["failures"]]
+    if m.step_graph is not None:  # the graph the pipeline samples with
+        report(f"ptdit-diff: {folder_path.name}: the step graph")
+        step = run_diff(component_path(folder, m.step_graph, backend), replace(options, references=("fp32",)),
+                        report, counter)
+        result["components"]["step_graph"] = step
+        failures += [f"step graph: {f}" for f in step["failures"]]
 
     with PipelineComponents(folder, backend, options.device, options.verify, options.tensorrt) as components:
         ids, mask = components.tokenizer(prompt)
         rng = np.random.default_rng(options.seed)
-        inputs = {"text_encoder": (m.text_encoder.onnx, {"input_ids": ids, "attention_mask": mask})}
+        inputs = {"text_encoder": (m.text_encoder.onnx, "t5", {"input_ids": ids, "attention_mask": mask})}
         for shape, name in m.vae_decoder.tiles.items():
-            h, w = (int(v) for v in shape.split("x"))
-            inputs[f"vae {shape}"] = (name, {"latent": rng.standard_normal((1, 4, h, w)).astype(np.float32)})
-        for label, (name, feeds) in inputs.items():
+            latent = (1, 4, *(int(v) for v in shape.split("x")))  # [1, 4, h, w] or [1, 4, t, h, w]
+            inputs[f"vae {shape}"] = (name, "vae", {"latent": rng.standard_normal(latent).astype(np.float32)})
+        for label, (name, kind, feeds) in inputs.items():
             report(f"ptdit-diff: {folder_path.name}: {label}")
-            entry = component_diff(component_path(folder, name, backend), feeds, options)
+            entry = component_diff(component_path(folder, name, backend), kind, feeds, options)
             result["components"][label] = entry
             if not within(entry["rel_l2"], entry["max_rel_l2"]):
                 failures.append(f"{label}: relative L2 {entry['rel_l2']:.3g} > {entry['max_rel_l2']:g}")
@@ -78,12 +87,21 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
         expected_pixels = _draw(reference, prompt, steps, options, counter, "pipeline (PyTorch fp32)")
     precision = transformer["precision"]
     value, least = psnr(got_pixels, expected_pixels), MIN_PSNR_DB[precision]
-    result["image"] = {"steps": steps, "psnr_db": value, "min_psnr_db": least,
-                       "max_abs": int(np.abs(got_pixels.astype(np.int16) - expected_pixels).max()),
-                       "mean_abs": float(np.abs(got_pixels.astype(np.float64) - expected_pixels).mean()),
-                       "backends": backends}
-    if not value >= least:  # NaN fails
-        failures.append(f"image: PSNR {value:.1f} dB < {least:g} dB")
+    pictures = {"steps": steps, "psnr_db": value, "min_psnr_db": least,
+                "max_abs": int(np.abs(got_pixels.astype(np.int16) - expected_pixels).max()),
+                "mean_abs": float(np.abs(got_pixels.astype(np.float64) - expected_pixels).mean()), "backends": backends}
+    if m.is_video:
+        per_frame = [psnr(a, b) for a, b in zip(got_pixels, expected_pixels)]
+        worst = int(np.argmin(per_frame))
+        result["video"] = {**pictures, "frames": len(per_frame), "psnr_db_per_frame": per_frame,
+                           "worst_frame": worst, "worst_frame_psnr_db": per_frame[worst]}
+        value = per_frame[worst]  # the clip passes when its worst frame would pass as an image
+        if not value >= least:
+            failures.append(f"video: frame {worst} PSNR {value:.1f} dB < {least:g} dB")
+    else:
+        result["image"] = pictures
+        if not value >= least:  # NaN fails
+            failures.append(f"image: PSNR {value:.1f} dB < {least:g} dB")
     result["failures"] = failures
     result["passed"] = not failures
     return result
@@ -91,12 +109,16 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
 
 def _draw(pipe: PTDiTPipeline, prompt: str, steps: int, options: DiffOptions, counter: Counter,
           label: str) -> np.ndarray:
-    """The pipeline's uint8 image [H, W, 3] of `prompt` (its errors in ptdit-diff's terms)."""
+    """The pipeline's uint8 image [H, W, 3] (a video's frames [F, H, W, 3]) of `prompt` (its errors in ptdit-diff's
+    terms)."""
     with counter(label, steps, "step") as advance:
         try:
             out = pipe(prompt, num_inference_steps=steps, guidance_scale=options.guidance, seed=options.seed,
                        callback_on_step_end=lambda i, t, latent: advance(f"t={t:7.2f}"))
         except InputError as e:
             raise e.renamed(COMMAND_NAMES) from None
+    if out.frames is not None:
+        assert isinstance(out.frames, list)
+        return np.stack([np.asarray(frame) for frame in out.frames[0]])
     assert isinstance(out.images, list)
     return np.asarray(out.images[0])

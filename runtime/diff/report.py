@@ -83,18 +83,26 @@ def pipeline_table(result: dict[str, Any]) -> str:
     lines = [f"{result['pipeline']}: prompt {result['prompt']!r}, seed {result['seed']}", "",
              "| component | artifact | backend | rel L2 | max abs | cosine |", "| --- | --- | --- | --- | --- | --- |"]
     for label, entry in result["components"].items():
-        if label == "transformer":
+        if label in ("transformer", "step_graph"):
             out = entry["references"]["fp32"]["outputs"]
             m = next(iter(out.values()))
-            lines.append(f"| transformer | {entry['artifact']} | {entry['backend']} | {m['rel_l2']:.3e} | "
-                         f"{m['max_abs']:.3e} | {m['cosine']:.6f} |")
+            lines.append(f"| {label.replace('_', ' ')} | {entry['artifact']} | {entry['backend']} | "
+                         f"{m['rel_l2']:.3e} | {m['max_abs']:.3e} | {m['cosine']:.6f} |")
         else:
             lines.append(f"| {label} | {entry['artifact']} | {entry['backend']} | {entry['rel_l2']:.3e} | "
                          f"{entry['max_abs']:.3e} | {entry['cosine']:.6f} |")
-    image = result["image"]
-    lines += ["", f"image after {image['steps']} steps against the PyTorch fp32 pipeline: PSNR {image['psnr_db']:.2f} dB "
-                  f"(min {image['min_psnr_db']:g}), max abs {image['max_abs']} / 255, mean abs {image['mean_abs']:.3f}",
-              "", "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["failures"])]
+    if "video" in result:
+        clip = result["video"]
+        lines += ["", f"video after {clip['steps']} steps against the PyTorch fp32 pipeline: worst frame "
+                      f"{clip['worst_frame']} of {clip['frames']} PSNR {clip['worst_frame_psnr_db']:.2f} dB (min "
+                      f"{clip['min_psnr_db']:g}), clip PSNR {clip['psnr_db']:.2f} dB, max abs {clip['max_abs']} / 255, "
+                      f"mean abs {clip['mean_abs']:.3f}"]
+    else:
+        image = result["image"]
+        lines += ["", f"image after {image['steps']} steps against the PyTorch fp32 pipeline: PSNR "
+                      f"{image['psnr_db']:.2f} dB (min {image['min_psnr_db']:g}), max abs {image['max_abs']} / 255, "
+                      f"mean abs {image['mean_abs']:.3f}"]
+    lines += ["", "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["failures"])]
     return "\n".join(lines)
 
 

@@ -6,6 +6,9 @@
         out = pipe("a red fox in the snow", num_inference_steps=30, guidance_scale=4.0, seed=1)
     out.images[0].save("fox.png")
 
+    with PTDiTPipeline.from_folder("artifacts/ptdit-tiny-256-f8-pipeline") as pipe:  # a video folder (--frames 8)
+        clip = pipe("a red fox running in the snow", num_inference_steps=30, seed=1).frames[0]  # 29 PIL images
+
 A pipeline folder (ptdit-export --pipeline) runs prompt -> T5 -> PT-DiT -> CausalVAE; a transformer artifact
 alone (an .onnx or .plan, noise-prediction or step graph: PTDiTPipeline.from_artifact) takes text features
 (`prompt_embeds`) and gives latents. Errors name this API's parameters (num_inference_steps, prompt_embeds...).
@@ -17,7 +20,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Callable, Literal, Sequence, Union
+from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, Union
 
 import numpy as np
 
@@ -31,7 +34,7 @@ from ..sampling.text import TextConditioning, make_conditioning
 from ..session import open_session
 from .folder import load_pipeline
 from .text_to_image import PipelineComponents
-from .tiling import to_uint8
+from .tiling import to_uint8, to_unit
 
 if TYPE_CHECKING:
     from PIL.Image import Image
@@ -43,20 +46,24 @@ IMAGES_PER_PROMPT = Range(1, 1000, integer=True)
 API_NAMES = {"steps": "num_inference_steps", "guidance": "guidance_scale", "text": "prompt_embeds",
              "negative_text": "negative_prompt_embeds"}
 COMMAND_NAMES = {api: lower for lower, api in API_NAMES.items()}  # back, for a command that calls this API
-StepCallback = Callable[[int, float, np.ndarray], None]  # (step index, timestep, latent [1, C, H, W] after it)
+# (step index, timestep, latent [1, C, H, W] (video [1, C, F, H, W]) after it)
+StepCallback = Callable[[int, float, np.ndarray], None]
 Prompts = Union[str, Sequence[str]]
 
 
 @dataclass
 class PTDiTPipelineOutput:
-    """images: a list of PIL images ("pil"), float32 [n, H, W, 3] in [0, 1] ("np"), or None ("latent");
-    latents: float32 [n, C, H, W] (video [n, C, F, H, W]), always; timings: seconds per stage, summed over the
-    images (encode, sample, decode); backends: what ran each component."""
+    """images: a list of PIL images ("pil"), float32 [n, H, W, 3] in [0, 1] ("np"), or None ("latent", or a video
+    folder); frames (a video folder): per video, a list of its 1 + 4 (F - 1) PIL frames ("pil"), or float32
+    [n, frames, H, W, 3] in [0, 1] ("np"), else None; latents: float32 [n, C, H, W] (video [n, C, F, H, W]),
+    always; timings: seconds per stage, summed over the images or videos (encode, sample, decode); backends:
+    what ran each component."""
 
     images: list[Image] | np.ndarray | None
     latents: np.ndarray
     timings: dict[str, float] = field(default_factory=dict)
     backends: dict[str, str] = field(default_factory=dict)
+    frames: list[list[Image]] | np.ndarray | None = None
 
 
 class PTDiTPipeline:
@@ -131,9 +138,11 @@ class PTDiTPipeline:
         folder's stored empty prompt) or negative_prompt_embeds / negative_prompt_attention_mask (default
         without a text encoder: zero features with one unmasked token). output_type: "pil" (the default with a
         VAE decoder), "np" or "latent" (the default, and the only one, for a transformer artifact alone).
-        shift: the timestep shift (default: the published sqrt(H W) / 512). callback_on_step_end(step, timestep,
-        latent) is called after each step (with a step graph, each call copies the latent to the host);
-        on_tile() after each VAE tile decoded."""
+        shift: the timestep shift (default: the published sqrt(H W) / 512, for video times sqrt(frames // 17 * 5),
+        ptdit.contract.schedule.timestep_shift). callback_on_step_end(step, timestep, latent) is called after each
+        step (with a step graph, each call copies the latent to the host); on_tile() after each VAE tile decoded.
+        A video folder gives .frames in place of .images, decoded chunk by chunk (one chunk's pixels in float at a
+        time)."""
         try:
             return self._call(prompt, negative_prompt, num_inference_steps, guidance_scale, seed,
                               num_images_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
@@ -164,7 +173,7 @@ class PTDiTPipeline:
         timings["encode"] = time.perf_counter() - start
         count = len(texts) * per_prompt
         SEED.check(f"{option('seed')} + the number of images - 1", seed + count - 1)
-        latents, images = [], []
+        latents, decoded = [], []
         for i in range(count):
             start = time.perf_counter()
             sampler = make_sampler(self.transformer, steps, guidance, seed + i, shift)
@@ -174,22 +183,35 @@ class PTDiTPipeline:
             if output_type != "latent":
                 assert self.components is not None
                 start = time.perf_counter()
-                images.append(self.components.decode(latent, on_tile))
+                decoded.append(self._decode(latent, output_type, on_tile))
                 timings["decode"] += time.perf_counter() - start
         backends = ({name: s.backend for name, s in self.components.sessions.items()} if self.components
                     else {"transformer": self.transformer.backend})
-        result_images: list[Image] | np.ndarray | None = None
+        pictures: list[Any] | np.ndarray | None = None
         if output_type == "pil":
-            from PIL import Image as PILImage
-
-            result_images = [PILImage.fromarray(to_uint8(image), "RGB") for image in images]
+            pictures = decoded
         elif output_type == "np":
-            for image in images:
-                to_uint8(image)  # refuses NaN and inf, as the PNG does
-            result_images = np.stack([np.clip((image[0].transpose(1, 2, 0) + 1) / 2, 0, 1) for image in images])
-            result_images = result_images.astype(np.float32)
-        return PTDiTPipelineOutput(result_images, np.concatenate(latents), {k: round(v, 3) for k, v in timings.items()},
-                                   backends)
+            pictures = np.stack(decoded)
+        video = self.components is not None and self.components.is_video
+        return PTDiTPipelineOutput(None if video else pictures, np.concatenate(latents),
+                                   {k: round(v, 3) for k, v in timings.items()}, backends,
+                                   frames=pictures if video else None)
+
+    def _decode(self, latent: np.ndarray, output_type: OutputType, on_tile: Callable[[], None] | None) -> Any:
+        """One latent's picture: a PIL image or float [H, W, 3] in [0, 1]; for a video, its list of PIL frames or
+        float [frames, H, W, 3], converted chunk by chunk as the decoder gives them (NaN and inf refused)."""
+        assert self.components is not None
+        video = self.components.is_video
+        if output_type == "np":
+            if not video:
+                return to_unit(self.components.decode(latent, on_tile))
+            return np.concatenate([to_unit(chunk) for chunk in self.components.decode_video(latent, on_tile)])
+        from PIL import Image as PILImage
+
+        if not video:
+            return PILImage.fromarray(to_uint8(self.components.decode(latent, on_tile)), "RGB")
+        return [PILImage.fromarray(frame, "RGB") for chunk in self.components.decode_video(latent, on_tile)
+                for frame in to_uint8(chunk)]
 
     def _conditioning(self, prompt: Prompts | None, negative_prompt: Prompts | None, embeds: np.ndarray | None,
                       mask: np.ndarray | None, negative_embeds: np.ndarray | None,

@@ -1,12 +1,12 @@
-"""The components of a pipeline folder (ptdit-export --pipeline) as sessions: tokenize and encode a prompt (or take
-the stored embedding of the negative one), decode a latent tile by tile with the published blending, write the
-PNG. Every component runs on the chosen backend through the same sessions as the transformer; runtime.PTDiTPipeline
-strings them together with the sampler."""
+"""The components of a pipeline folder (ptdit-export --pipeline) as sessions: tokenize and encode a prompt (or take the
+stored embedding of the negative one), decode a latent tile by tile with the published blending (a video's chunk by
+chunk), write the PNG. Every component runs on the chosen backend through the same sessions as the transformer;
+runtime.PTDiTPipeline strings them together with the sampler."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -18,7 +18,7 @@ from ..backends.tensorrt.flavour import TensorRTOptions
 from ..session import open_session
 from .folder import PipelineFolder, component_path
 from .prompt import PromptTokenizer
-from .tiling import decode_tiled, needed_tiles
+from .tiling import chunk_problem, decode_chunks, decode_tiled, needed_shapes
 
 
 class PipelineComponents:
@@ -42,12 +42,12 @@ class PipelineComponents:
         self.sessions: dict[str, Session] = {}
         try:
             self.sessions["text_encoder"] = open_component(m.text_encoder.onnx)
-            self.sessions["transformer"] = open_component(m.transformer)
+            self.sessions["transformer"] = open_component(m.sampler_graph)
             for shape, name in m.vae_decoder.tiles.items():
                 self.sessions[f"vae {shape}"] = open_component(name)
             self.text_len = self.sessions["text_encoder"].artifact.spec("input_ids").shape[1]
             self.tokenizer = PromptTokenizer(folder.file(m.tokenizer), self.text_len)
-            self.plan = m.vae_decoder.plan
+            self.plan, self.chunks = m.vae_decoder.plan, m.vae_decoder.chunks
             self.stored_negative = read_arrays(folder.file(m.negative_prompt.file))
             self._check_fit()
         except BaseException:
@@ -57,14 +57,26 @@ class PipelineComponents:
     def _check_fit(self) -> None:
         """The components must fit each other (a folder's files can be swapped and its manifest re-stamped): the
         text encoder's features, the stored negative prompt and the transformer's text input; the transformer's
-        resolution and latent and the VAE decoder tiles its decode needs. Checked before any component runs."""
+        resolution, frames and latent, a video's chunks, and the VAE decoder tiles (and chunk lengths) its decode
+        needs. Checked before any component runs."""
         transformer = self.sessions["transformer"].artifact
         text_in = list(transformer.spec("text_embeds").shape[1:])  # [L, D]
-        latent = transformer.spec("latent").shape  # [B, C, H, W]
-        problems = []
-        if transformer.export.resolution != self.folder.manifest.resolution:
+        latent = transformer.spec("latent").shape  # [B, C, H, W], video [B, C, F, H, W]
+        m = self.folder.manifest
+        problems: list[str] = []
+        frames_fit = True
+        if transformer.export.resolution != m.resolution:
             problems.append(f"the transformer is for {transformer.export.resolution} px, pipeline.json says "
-                            f"{self.folder.manifest.resolution} px")
+                            f"{m.resolution} px")
+        if transformer.export.frames != m.frames or (m.frames is None) != (self.chunks is None):
+            problems.append(f"the transformer is for {transformer.export.frames or 'no'} latent frames, pipeline.json "
+                            f"says {m.frames or 'no'} frames and {'no' if self.chunks is None else 'some'} VAE chunks")
+            frames_fit = False
+        elif self.chunks is not None:
+            problem = chunk_problem(self.chunks, latent[2])
+            if problem:
+                problems.append(problem)
+                frames_fit = False
         encoded = list(self.sessions["text_encoder"].artifact.spec("text_embeds").shape[1:])
         if encoded != text_in:
             problems.append(f"the text encoder gives features {encoded}, the transformer takes {text_in}")
@@ -74,9 +86,9 @@ class PipelineComponents:
             shapes = {k: list(v.shape) for k, v in stored.items()}
             problems.append(f"the stored negative prompt holds {shapes}, the transformer takes text_embeds "
                             f"{text_in} and text_mask {text_in[:1]}")
-        for h, w in sorted(needed_tiles(self.plan, latent[-2], latent[-1])):
-            session = self.sessions.get(f"vae {h}x{w}")
-            want = [1, latent[1], h, w]
+        for shape in sorted(needed_shapes(self.plan, self.chunks, latent) if frames_fit else ()):
+            session = self.sessions.get(f"vae {'x'.join(map(str, shape))}")
+            want = [1, latent[1], *shape]
             got = list(session.artifact.spec("latent").shape) if session else None
             if got != want:
                 problems.append(f"the decode needs a VAE decoder of latent {want}, the folder has "
@@ -97,21 +109,34 @@ class PipelineComponents:
         stored = self.stored_negative
         return stored["text_embeds"].astype(np.float32), stored["text_mask"].astype(np.int64)
 
-    def decode(self, latent: np.ndarray, on_tile: Callable[[], None] | None = None) -> np.ndarray:
-        """latent [1, C, H, W] -> image [1, 3, 8H, 8W] in about [-1, 1], tile by tile (`on_tile` after each)."""
+    @property
+    def is_video(self) -> bool:
+        return self.chunks is not None
+
+    def _tile_decoder(self, on_tile: Callable[[], None] | None) -> Callable[[np.ndarray], np.ndarray]:
         def tile(x: np.ndarray) -> np.ndarray:
-            session = self.sessions[f"vae {x.shape[-2]}x{x.shape[-1]}"]
+            session = self.sessions[f"vae {'x'.join(map(str, x.shape[2:]))}"]
             session.set_inputs({"latent": np.ascontiguousarray(x, dtype=np.float32)})
             image = session.run()["image"]
             if on_tile:
                 on_tile()
             return image
 
-        return decode_tiled(latent, self.plan, tile)
+        return tile
+
+    def decode(self, latent: np.ndarray, on_tile: Callable[[], None] | None = None) -> np.ndarray:
+        """latent [1, C, H, W] -> image [1, 3, 8H, 8W] in about [-1, 1], tile by tile (`on_tile` after each)."""
+        return decode_tiled(latent, self.plan, self._tile_decoder(on_tile))
+
+    def decode_video(self, latent: np.ndarray, on_tile: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
+        """latent [1, C, F, H, W] -> the frames of each causal chunk in turn, [1, 3, f, 8H, 8W] in about [-1, 1]
+        (1 + 4 (F - 1) frames in all), each chunk tile by tile."""
+        assert self.chunks is not None
+        return decode_chunks(latent, self.chunks, self.plan, self._tile_decoder(on_tile))
 
     def tiles(self) -> int:
         """How many decoder calls the decode of one latent makes."""
-        return len(self.plan.starts) ** 2 if self.plan.tiled else 1
+        return (len(self.plan.starts) ** 2 if self.plan.tiled else 1) * len(self.chunks or [()])
 
     def close(self) -> None:
         for session in self.sessions.values():

@@ -2,13 +2,15 @@
 `tile` x `tile` at a stride of tile (1 - overlap), each decoded on its own; every tile is blended linearly into
 the one above and the one to its left over `blend` pixels, in place and in row-major order as published
 (so a tile blends with neighbours that were already blended themselves), then cropped to `keep` pixels per
-side and the crops concatenated. The plan (ptdit.contract.pipeline_manifest.TilePlan) is computed by the export and
-read from the pipeline manifest; this module only carries it out.
+side and the crops concatenated. A video is decoded in causal chunks of latent frames, one after the other, each
+chunk tiled the same way; every chunk after the first drops its first decoded frame. The plan
+(ptdit.contract.pipeline_manifest.TilePlan) and the chunks are computed by the export (ptdit.vae.tile_plan,
+temporal_chunks) and read from the pipeline manifest; this module only carries them out.
 """
 
 from __future__ import annotations
 
-from typing import Callable
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -35,8 +37,37 @@ def needed_tiles(plan: TilePlan, height: int, width: int) -> set[tuple[int, int]
     return {(min(plan.tile, height - i), min(plan.tile, width - j)) for i in plan.starts for j in plan.starts}
 
 
+def needed_shapes(plan: TilePlan, chunks: Sequence[tuple[int, int]] | None,
+                  latent: Sequence[int]) -> set[tuple[int, ...]]:
+    """The latent shapes the decode of `latent` [1, C, H, W] calls the decoder with: (h, w) tiles, or with `chunks`
+    for a video [1, C, T, H, W], (t, h, w)."""
+    tiles = needed_tiles(plan, latent[-2], latent[-1])
+    if chunks is None:
+        return set(tiles)
+    return {(end - start, h, w) for start, end in chunks for h, w in tiles}
+
+
+def chunk_problem(chunks: Sequence[tuple[int, int]], frames: int) -> str | None:
+    """Why `chunks` cannot be the causal chunks of a clip of `frames` latent frames (None: they can): they must
+    start at 0, each start on the last frame of the chunk before, and end at the clip's end."""
+    starts_ok = bool(chunks) and chunks[0][0] == 0 and all(b[0] == a[1] - 1 for a, b in zip(chunks, chunks[1:]))
+    if not starts_ok or chunks[-1][1] != frames or any(end - start < 1 for start, end in chunks):
+        return f"the VAE decode's chunks {[list(c) for c in chunks]} do not cover {frames} latent frames causally"
+    return None
+
+
+def decode_chunks(latent: np.ndarray, chunks: Sequence[tuple[int, int]], plan: TilePlan,
+                  decode: Callable[[np.ndarray], np.ndarray]) -> Iterator[np.ndarray]:
+    """latent [1, C, T, H, W] -> the frames of each chunk in turn, [1, 3, f, H f, W f] (the first frame of every
+    chunk after the first dropped: the chunk before ended on it), so only one chunk's pixels are held at a time."""
+    for k, (start, end) in enumerate(chunks):
+        pixels = decode_tiled(np.ascontiguousarray(latent[:, :, start:end]), plan, decode)
+        yield pixels if k == 0 else pixels[:, :, 1:]
+
+
 def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """latent [1, C, H, W] -> image [1, 3, H f, W f]; `decode` maps a latent tile to its pixels."""
+    """latent [1, C, H, W] -> image [1, 3, H f, W f] (or [1, C, t, H, W] -> [1, 3, f, H f, W f]); `decode` maps a
+    latent tile to its pixels."""
     if not plan.tiled:
         return decode(latent)
     rows = [[decode(np.ascontiguousarray(latent[..., i:i + plan.tile, j:j + plan.tile])).copy()
@@ -54,11 +85,17 @@ def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarra
     return np.concatenate(out_rows, axis=-2)
 
 
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """[1, 3, H, W] in [-1, 1] -> [H, W, 3] uint8, as published: clamp, (x + 1) / 2, x 255, rounded. NaN or inf
-    is refused: it would become a valid-looking (black) image."""
+def to_unit(image: np.ndarray) -> np.ndarray:
+    """[1, 3, H, W] (or [1, 3, F, H, W]) in [-1, 1] -> float32 [H, W, 3] ([F, H, W, 3]) in [0, 1]: clamped,
+    (x + 1) / 2. NaN or inf is refused: it would become a valid-looking (black) image."""
     bad = non_finite(image)
     if bad:
-        raise RuntimeFailure(f"the decoded image has {bad} NaN or infinite values")
-    pixels = (np.clip(image[0].astype(np.float32), -1.0, 1.0) + 1.0) / 2.0 * 255.0
-    return np.round(pixels).astype(np.uint8).transpose(1, 2, 0)
+        what = "video frames have" if image.ndim == 5 else "image has"
+        raise RuntimeFailure(f"the decoded {what} {bad} NaN or infinite values")
+    return np.moveaxis((np.clip(image[0].astype(np.float32), -1.0, 1.0) + 1.0) / 2.0, 0, -1)
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """[1, 3, H, W] (or [1, 3, F, H, W]) in [-1, 1] -> [H, W, 3] ([F, H, W, 3]) uint8, as published: clamp,
+    (x + 1) / 2, x 255, rounded; NaN or inf refused."""
+    return np.round(to_unit(image) * 255.0).astype(np.uint8)

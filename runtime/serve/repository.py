@@ -97,7 +97,7 @@ def _instances(options: ServeOptions) -> str:
 def component_models(folder: PipelineFolder) -> dict[str, str]:
     """The components' Triton model names, by their file name in pipeline.json."""
     m = folder.manifest
-    names = {m.text_encoder.onnx: "text_encoder", m.transformer: "transformer"}
+    names = {m.text_encoder.onnx: "text_encoder", m.sampler_graph: "transformer"}
     names.update({onnx: f"vae_{shape}" for shape, onnx in m.vae_decoder.tiles.items()})
     return names
 
@@ -156,6 +156,10 @@ def write_repository(folder_path: Path, out: Path, options: ServeOptions, force:
     options.check()
     place = _symlink if symlinks else _link_or_copy
     folder = load_pipeline(folder_path, verify=True)
+    if folder.manifest.is_video:
+        raise InputError(f"{folder_path} is a video pipeline ({folder.manifest.frames} latent frames): ptdit-serve "
+                         f"serves image pipelines; make its clips with ptdit-run {folder_path} --prompt ... --out "
+                         f"clip.mp4")
     models = component_models(folder)
     artifacts = {name: component_path(folder, name, options.backend) for name in models}  # tensorrt: needs the plans
     if options.backend == "tensorrt" and options.chosen_layout == "components":

@@ -1,0 +1,266 @@
+"""Prompt in, video out: the published causal chunking of the CausalVAE decode (against the PyTorch reference, chunk
+by chunk), ptdit-export --pipeline --frames, ptdit-run to .mp4 / .webp / .gif / PNG frames, the Python API's
+.frames, ptdit-diff on a video folder, and the refusals."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ptdit.vae import (
+    VAE_PRESETS,
+    CausalVAEDecoder,
+    decoded_frames,
+    published_decode,
+    temporal_chunks,
+    tile_plan,
+    tile_shapes,
+)
+
+ROOT = Path(__file__).resolve().parent.parent
+PROMPT = "a red fox running in the snow"
+
+
+def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
+
+
+def read_mp4(path: Path) -> tuple[np.ndarray, dict[str, str]]:
+    """An .mp4's frames [F, H, W, 3] and its metadata tags, through imageio-ffmpeg's ffmpeg."""
+    import imageio_ffmpeg
+
+    reader = imageio_ffmpeg.read_frames(str(path))
+    width, height = next(reader)["size"]
+    frames = np.stack([np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader])
+    listing = subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-i", str(path), "-f", "ffmetadata", "-"],
+                             capture_output=True, text=True, check=True).stdout
+    tags = dict(line.split("=", 1) for line in listing.splitlines()[1:] if "=" in line)
+    return frames, {k: re.sub(r"\\(.)", r"\1", v) for k, v in tags.items()}  # ffmetadata's backslash escapes
+
+
+@pytest.mark.parametrize("frames,chunks", [
+    (4, [(0, 4)]), (8, [(0, 8)]), (9, [(0, 8), (7, 9)]), (12, [(0, 8), (7, 12)]), (15, [(0, 8), (7, 15)]),
+    (16, [(0, 8), (7, 15), (14, 16)]), (24, [(0, 8), (7, 15), (14, 22), (21, 24)]),
+])
+def test_temporal_chunks_are_the_published_ones(frames, chunks):
+    """Open-Sora-Plan v1.2's tiled_decode: chunks of 8 latent frames starting every 7, the last cut at the end or
+    a shorter one appended; each chunk after the first drops one decoded frame, so the clip has 1 + 4 (F - 1)."""
+    assert list(temporal_chunks(frames)) == chunks
+    kept = sum(decoded_frames(b - a) - (i > 0) for i, (a, b) in enumerate(chunks))
+    assert kept == decoded_frames(frames) == 1 + 4 * (frames - 1)
+
+
+def test_the_spatial_plan_of_a_video_decode():
+    """The published decode tiles when the latent is wider than 64 or longer than 8 frames; a tiled 64-wide latent
+    gets a second, 8-wide tile (as published), one of 56 or less stays whole."""
+    assert not tile_plan(32, 12).tiled and tile_shapes(32, 12) == [(8, 32, 32), (5, 32, 32)]
+    assert not tile_plan(64, 8).tiled and not tile_plan(64).tiled and tile_shapes(64, 8) == [(8, 64, 64)]
+    plan = tile_plan(64, 16)
+    assert plan.starts == (0, 56) and plan.tile == 64 and plan.blend == 64 and plan.keep == 448
+    assert tile_shapes(64, 16) == [(t, h, w) for t in (8, 2) for h in (64, 8) for w in (64, 8)]
+    assert tile_plan(128, 4).starts == (0, 56, 112) and tile_shapes(128) == [(h, w) for h in (64, 16) for w in (64, 16)]
+
+
+@pytest.mark.parametrize("frames", [12, 16])
+def test_the_runtime_decode_matches_the_pytorch_reference_chunk_by_chunk(frames):
+    """runtime.pipeline.tiling.decode_chunks (what every backend runs) with the tiny decoder in PyTorch as its tile
+    decoder: each chunk's frames equal the PyTorch reference of the published decode's frames at that place; the
+    chunked decode is far from decoding the clip whole (the causal chunks restart the causal padding)."""
+    from runtime.pipeline.tiling import decode_chunks
+
+    decoder = CausalVAEDecoder(VAE_PRESETS["tiny"]).eval()
+    latent = torch.randn(1, 4, frames, 8, 8, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = published_decode(decoder, latent).numpy()
+        whole = decoder(latent).numpy()
+
+        def decode(tile: np.ndarray) -> np.ndarray:
+            return decoder(torch.from_numpy(tile)).numpy()
+
+        chunks = list(decode_chunks(latent.numpy(), temporal_chunks(frames), tile_plan(8, frames), decode))
+    assert reference.shape == whole.shape == (1, 3, decoded_frames(frames), 64, 64)
+    start = 0
+    for chunk in chunks:
+        count = chunk.shape[2]
+        np.testing.assert_allclose(chunk, reference[:, :, start:start + count], rtol=0, atol=1e-6)
+        start += count
+    assert start == decoded_frames(frames) and len(chunks) == len(temporal_chunks(frames))
+    assert np.linalg.norm(reference - whole) / np.linalg.norm(reference) > 0.1
+
+
+def test_frames_map_to_uint8_and_nan_is_refused():
+    from runtime.errors import RuntimeFailure
+    from runtime.pipeline.tiling import to_uint8, to_unit
+
+    chunk = np.linspace(-1.5, 1.5, 2 * 3 * 2 * 5).reshape(1, 3, 2, 2, 5).astype(np.float32)  # [1, 3, f, H, W]
+    frames = to_uint8(chunk)
+    assert frames.shape == (2, 2, 5, 3) and frames[0, 0, 0, 0] == 0 and frames[-1, -1, -1, -1] == 255
+    np.testing.assert_array_equal(frames, np.round(to_unit(chunk) * 255).astype(np.uint8))
+    chunk[0, 1, 1, 0, 2] = np.nan
+    with pytest.raises(RuntimeFailure, match="the decoded video frames have 1 NaN or infinite values"):
+        to_uint8(chunk)
+
+
+def test_the_shift_of_a_short_clip_is_finite():
+    """The published factor sqrt(pixel_frames // 17 * 5) is 0 under 17 pixel frames (NaN timesteps); 4 latent
+    frames (13 pixel frames) take the image shift, longer clips the published one."""
+    from ptdit.contract.schedule import timestep_shift, timesteps
+
+    assert timestep_shift(512, 4) == 1.0 and all(math.isfinite(t) for t in timesteps(30, timestep_shift(256, 4)))
+    assert timestep_shift(256, 12) == pytest.approx(0.5 * math.sqrt(45 // 17 * 5))
+
+
+def test_video_pipeline_folder_contents_and_checks(video_pipeline):
+    manifest = json.loads((video_pipeline / "pipeline.json").read_text())
+    assert manifest["frames"] == 12 and manifest["vae_decoder"]["chunks"] == [[0, 8], [7, 12]]
+    assert manifest["transformer"] == "ptdit-tiny-256-f12-b2-fp16.onnx"
+    assert manifest["step_graph"] == "ptdit-tiny-256-f12-b2-fp16-step.onnx"
+    tiles = manifest["vae_decoder"]["tiles"]
+    assert sorted(tiles) == ["5x32x32", "8x32x32"] and not manifest["vae_decoder"]["plan"]["starts"][1:]
+    for shape, name in tiles.items():
+        component = json.loads((video_pipeline / name).with_suffix(".json").read_text())
+        t, h, w = (int(v) for v in shape.split("x"))
+        assert component["inputs"][0]["shape"] == [1, 4, t, h, w]
+        assert component["outputs"][0]["shape"] == [1, 3, 1 + 4 * (t - 1), 8 * h, 8 * w]
+        checks = component["checks"]
+        assert checks["tensorrt_ops"]["max_rank"] == 5 and checks["static_shapes"]["passed"]
+        assert checks["onnxruntime_parity"]["passed"] and checks["onnxruntime_parity"]["scope"] == "whole component"
+        assert checks["onnxruntime_parity"]["vs_torch_fp32"]["rel_l2"] < 1e-4  # 6.2e-5 measured (8 x 32 x 32)
+        parse = checks["tensorrt_parse"]
+        assert parse["passed"] is (True if parse["ran"] else None)
+
+
+def test_prompt_to_mp4_and_the_python_api_give_the_same_clip(video_pipeline, tmp_path):
+    """ptdit-run --out clip.mp4 and PTDiTPipeline(...).frames for the same seed: the same frames, so writing the
+    API's frames with the run's metadata gives the same bytes; the clip has 1 + 4 (12 - 1) = 45 frames of
+    256 x 256 and its settings in the MP4 comment. The other containers keep the frames: WebP exactly (lossless),
+    PNG frames exactly, GIF through a palette."""
+    from PIL import Image
+
+    from runtime import PTDiTPipeline
+    from runtime.diff.metrics import psnr
+    from runtime.pipeline.video_file import write_video
+
+    clip = tmp_path / "clip.mp4"
+    result = run("runtime", str(video_pipeline), "--prompt", PROMPT, "--steps", "2", "--seed", "3", "--out",
+                 str(clip), "--json")
+    assert result.returncode == 0, result.stderr
+    summary = json.loads(result.stdout)
+    assert summary["video"] == [45, 256, 256, 3] and summary["fps"] == 24 and summary["format"] == "mp4"
+    assert set(summary["seconds"]) == {"encode", "sample", "decode"}
+    decoded, tags = read_mp4(clip)
+    assert decoded.shape == (45, 256, 256, 3)
+    metadata = json.loads(tags["comment"])
+    assert metadata["prompt"] == PROMPT and metadata["frames"] == 45 and metadata["seed"] == 3
+
+    with PTDiTPipeline.from_folder(video_pipeline, "onnxruntime", "cpu") as pipe:
+        out = pipe(PROMPT, num_inference_steps=2, seed=3)
+    assert out.images is None and len(out.frames) == 1 and len(out.frames[0]) == 45
+    assert out.latents.shape == (1, 4, 12, 32, 32) and out.frames[0][0].size == (256, 256)
+    frames = [np.asarray(frame) for frame in out.frames[0]]
+    again = tmp_path / "again.mp4"
+    write_video(again, "mp4", frames, {k: metadata[k] for k in metadata})
+    assert again.read_bytes() == clip.read_bytes()
+    # H.264 at the published quality keeps 23 dB of these noise-like frames (a seeded stand-in after 2 steps);
+    # each decoded frame is nearer its own frame than the next one
+    matched = [psnr(a, b) for a, b in zip(decoded, frames)]
+    assert min(matched) > 20 and all(m > psnr(a, b) for m, a, b in zip(matched, decoded, frames[1:]))
+
+    write_video(tmp_path / "clip.webp", "webp", frames, metadata)
+    webp = Image.open(tmp_path / "clip.webp")
+    assert webp.n_frames == 45 and json.loads(webp.getexif()[0x010E]) == metadata
+    for i in (0, 29, 44):  # the first frame, the first of the second chunk, the last
+        webp.seek(i)
+        assert np.array_equal(np.asarray(webp.convert("RGB")), frames[i])
+    write_video(tmp_path / "frames", "png", frames, metadata)
+    pngs = sorted((tmp_path / "frames").iterdir())
+    assert [p.name for p in pngs[:2]] == ["frame-00000.png", "frame-00001.png"] and len(pngs) == 45
+    assert np.array_equal(np.asarray(Image.open(pngs[30])), frames[30]) and Image.open(pngs[30]).text["frame"] == "30"
+    write_video(tmp_path / "clip.gif", "gif", frames, metadata)
+    gif = Image.open(tmp_path / "clip.gif")
+    assert json.loads(gif.info["comment"]) == metadata and gif.n_frames == 45
+    assert psnr(np.asarray(gif.convert("RGB")), frames[0]) > 25
+
+
+def test_the_step_graph_samples_as_the_transformer_does(video_pipeline):
+    """A folder exported with --step samples with its step graph; its latents are the host loop's on the
+    folder's noise-prediction transformer (fp16 graphs: to 1e-2)."""
+    from runtime import PTDiTPipeline
+    from runtime.pipeline.folder import load_pipeline
+    from runtime.pipeline.text_to_image import PipelineComponents
+    from runtime.session import open_session
+
+    with PTDiTPipeline.from_folder(video_pipeline, "onnxruntime", "cpu") as pipe:
+        assert pipe.transformer.artifact.is_step
+        step = pipe(PROMPT, num_inference_steps=3, seed=1, output_type="latent").latents
+    folder = load_pipeline(video_pipeline)
+    transformer = open_session(str(video_pipeline / folder.manifest.transformer), "onnxruntime", "cpu")
+    components = PipelineComponents(folder, "onnxruntime", "cpu",
+                                    open_component=lambda name: transformer if name.endswith("-step.onnx") else
+                                    open_session(str(video_pipeline / name), "onnxruntime", "cpu"))
+    with PTDiTPipeline.from_components(components) as pipe:
+        assert not pipe.transformer.artifact.is_step
+        host = pipe(PROMPT, num_inference_steps=3, seed=1, output_type="latent").latents
+    assert step.shape == host.shape == (1, 4, 12, 32, 32)
+    assert np.linalg.norm(step - host) / np.linalg.norm(host) < 1e-2
+
+
+def test_ptdit_diff_on_a_video_folder(video_pipeline, tmp_path):
+    from click.testing import CliRunner
+
+    from runtime.cli.diff import main
+
+    result = CliRunner().invoke(main, [str(video_pipeline), "--steps", "2", "--out", str(tmp_path), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    assert set(report["components"]) == {"transformer", "step_graph", "text_encoder", "vae 8x32x32", "vae 5x32x32"}
+    for shape in ("8x32x32", "5x32x32"):
+        entry = report["components"][f"vae {shape}"]
+        assert entry["rel_l2"] < 1e-4 and entry["max_rel_l2"] == 3e-4
+    video = report["video"]
+    assert video["frames"] == len(video["psnr_db_per_frame"]) == 45 and "image" not in report
+    assert video["worst_frame_psnr_db"] == min(video["psnr_db_per_frame"]) > 40 and report["passed"]
+
+
+def test_video_refusals(video_pipeline, pipelines, tmp_path):
+    """A video folder's --out must be a clip or a folder; an image folder's a PNG; a video folder is not served;
+    a pipeline.json whose chunks do not cover the clip is refused before anything runs."""
+    from ptdit.contract.errors import InputError
+    from runtime import PTDiTPipeline
+
+    result = run("runtime", str(video_pipeline), "--prompt", "x", "--out", str(tmp_path / "x.png"))
+    assert result.returncode == 2 and "--out must end in .mp4, .webp, .gif, or have no suffix" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.png").exists()
+    result = run("runtime", str(pipelines[256]), "--prompt", "x", "--out", str(tmp_path / "x.mp4"))
+    assert result.returncode == 2 and "--out must end in .png" in result.stderr
+    result = run("runtime.cli.serve", "repository", str(video_pipeline), "--out", str(tmp_path / "repo"))
+    assert result.returncode == 2 and "a video pipeline (12 latent frames): ptdit-serve serves image" in result.stderr
+    assert not (tmp_path / "repo").exists()
+
+    folder = tmp_path / "copy"
+    shutil.copytree(video_pipeline, folder)
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    manifest["vae_decoder"]["chunks"] = [[0, 8], [8, 12]]
+    (folder / "pipeline.json").write_text(json.dumps(manifest))
+    with pytest.raises(InputError, match=r"chunks \[\[0, 8\], \[8, 12\]\] do not cover 12 latent frames causally"):
+        PTDiTPipeline.from_folder(folder, "onnxruntime", "cpu")
+
+
+def test_an_mp4_without_imageio_ffmpeg_is_one_line(video_pipeline, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from runtime.cli.run import main
+
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)  # as if not installed
+    result = CliRunner().invoke(main, [str(video_pipeline), "--prompt", "x", "--out", str(tmp_path / "x.mp4")])
+    assert result.exit_code == 2 and "writing an .mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg" in result.stderr
+    assert not (tmp_path / "x.mp4").exists()
