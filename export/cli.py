@@ -56,6 +56,8 @@ Examples:
       compare the whole model with PyTorch (minutes on a CPU; the default on a GPU machine)
   ptdit-export --preset tiny --res 256 --pipeline
       a folder with everything from prompt to PNG (stand-in T5 and VAE): ptdit-run FOLDER --prompt ...
+  ptdit-export --preset tiny --res 256 --frames 8 --pipeline --step
+      prompt to video: 29 frames, the VAE decoder per causal chunk, sampled with the step graph
   ptdit-export --preset tiny --res 256 --step
       also ptdit-tiny-256-b2-fp16-step.onnx: one whole sampler step (guidance + Euler update) per call
   ptdit-export --res 1024 --precision fp8 --calibration-text prompts-t5.npz
@@ -112,8 +114,9 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
               help="Also export the whole denoising step (<stem>-step.onnx): guidance and the Euler update inside the "
                    "graph, the latent carried in fp32, so a runtime keeps the sampler state on the device.")
 @click.option("--pipeline", is_flag=True,
-              help="Write a pipeline folder: the transformer, the T5 text encoder, the CausalVAE decoder tiles, the "
-                   "tokenizer and the negative prompt's embedding (ptdit-run FOLDER --prompt ...).")
+              help="Write a pipeline folder: the transformer, the T5 text encoder, the CausalVAE decoder tiles (with "
+                   "--frames: per causal chunk), the tokenizer and the negative prompt's embedding (ptdit-run FOLDER "
+                   "--prompt ...).")
 @click.option("--text-encoder", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="With --pipeline: a Hugging Face T5 encoder folder [default: a seeded tiny stand-in].")
 @click.option("--vae", type=click.Path(dir_okay=False, path_type=Path), default=None,

@@ -12,26 +12,25 @@ every frame a 3D kernel sees is the same frame, so each CausalConv3d is a Conv2d
 time, and the space-time upsampling is bilinear 2x in space. The exported image decoder is that 2D network.
 A 5D latent [B, 4, T, H, W] gives 1 + 4 (T - 1) frames.
 
-The published decode (Open-Sora-Plan v1.2's `decode` with tiling on, as its sample_t2v.py sets it up) cuts a latent
-larger than 64 x 64 or 8 frames into causal chunks of 8 latent frames overlapping by one, and each chunk into 64 x 64
-tiles overlapping by 1/8, blended. tile_plan and temporal_chunks compute where (the export writes them into the
-pipeline manifest, the runtime carries them out); published_decode is the PyTorch reference of the whole decode.
+The published decode (Open-Sora-Plan v1.2's `decode` with tiling on) cuts a latent larger than 64 x 64 or 8 frames
+into causal chunks of 8 latent frames overlapping by one, and each chunk into 64 x 64 tiles overlapping by 1/8,
+blended (where: ptdit.contract.vae_decode); published_decode is the PyTorch reference of that whole decode.
 """
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .contract.pipeline_manifest import TilePlan
+from .contract.vae_decode import temporal_chunks, tile_plan
+from .resolution import VAE_FACTOR
 
 LATENT_SCALE = 0.18215  # latents are divided by it before decoding (no shift)
-TILE_LATENT, TILE_OVERLAP, CHUNK_LATENT_FRAMES = 64, 0.125, 8  # the published tiled decode's settings
 UPSAMPLES = ("", "SpatialUpsample2x", "Spatial2xTime2x3DUpsample", "Spatial2xTime2x3DUpsample")  # per level
 
 
@@ -244,60 +243,15 @@ def load_vae(path: str | Path) -> CausalVAEDecoder:
     return decoder
 
 
-def decoded_frames(latent_frames: int) -> int:
-    """Pixel frames of a latent clip: the first latent frame gives one, every later one four."""
-    return 1 + 4 * (latent_frames - 1)
 
-
-def is_tiled(latent_side: int, frames: int | None = None) -> bool:
-    """Whether the published decode tiles: a latent wider than one tile, or longer than one chunk."""
-    return latent_side > TILE_LATENT or (frames or 1) > CHUNK_LATENT_FRAMES
-
-
-def tile_plan(latent_side: int, frames: int | None = None, factor: int = 8) -> TilePlan:
-    """Where the spatial tiles of the published decode start, their side and the blend. Latents it does not tile
-    are decoded whole (the published code, Qihoo-T2X's, fails on images of one tile when tiling is on); so is a
-    tiled latent of one tile's stride or less (its one tile is the whole latent)."""
-    stride = int(TILE_LATENT * (1 - TILE_OVERLAP))
-    if not is_tiled(latent_side, frames) or latent_side <= stride:
-        return TilePlan((0,), latent_side, factor, 0, latent_side * factor)
-    blend = int(TILE_LATENT * factor * TILE_OVERLAP)
-    return TilePlan(tuple(range(0, latent_side, stride)), TILE_LATENT, factor, blend, TILE_LATENT * factor - blend)
-
-
-def temporal_chunks(frames: int) -> tuple[tuple[int, int], ...]:
-    """The latent frame ranges [start, end) the published decode cuts a clip into: chunks of 8 frames starting every
-    7 (each chunk's first frame is the last of the one before), the last one cut at the clip's end, or a shorter
-    one added to reach it. Every chunk after the first drops its first decoded frame."""
-    starts = list(range(0, frames, CHUNK_LATENT_FRAMES - 1))
-    if starts == [0]:
-        return ((0, frames),)
-    chunks = [[starts[i], starts[i + 1] + 1] for i in range(len(starts) - 1)]
-    if chunks[-1][1] > frames:
-        chunks[-1][1] = frames
-    elif chunks[-1][1] < frames:
-        chunks.append([starts[-1], frames])
-    return tuple((a, b) for a, b in chunks)
-
-
-def tile_shapes(latent_side: int, frames: int | None = None) -> list[tuple[int, ...]]:
-    """The latent shapes ((h, w), or (t, h, w) for video) the published decode calls the decoder with."""
-    plan = tile_plan(latent_side, frames)
-    sides = sorted({min(plan.tile, latent_side - s) for s in plan.starts}, reverse=True)
-    lengths = sorted({b - a for a, b in temporal_chunks(frames)}, reverse=True) if frames else []
-    if not frames:
-        return [(h, w) for h in sides for w in sides]
-    return [(t, h, w) for t in lengths for h in sides for w in sides]
-
-
-def published_decode(decoder: CausalVAEDecoder, latent: Tensor) -> Tensor:
+def published_decode(decoder: Callable[[Tensor], Tensor], latent: Tensor) -> Tensor:
     """The PyTorch reference of the published decode with tiling on: latent [1, 4, H, W] -> [1, 3, 8H, 8W], or
     [1, 4, T, H, W] -> [1, 3, 1 + 4 (T - 1), 8H, 8W], chunk by chunk, each chunk tile by tile, every tile blended
     in place into its right and lower neighbours over the plan's blend (weight y / blend), then cropped."""
     video = latent.ndim == 5
     frames = int(latent.shape[2]) if video else None
     side = int(latent.shape[-1])
-    plan = tile_plan(side, frames)
+    plan = tile_plan(side, frames, VAE_FACTOR)
 
     def tiled(z: Tensor) -> Tensor:
         rows = [[decoder(z[..., i:i + plan.tile, j:j + plan.tile]) for j in plan.starts] for i in plan.starts]

@@ -37,8 +37,8 @@ TYPE_ONLY_TENSORRT = {"export/checks/tensorrt_parse.py", "ptdit/contract/tensorr
 RUNTIME_OPTIONAL = {"torch", "onnxruntime"}
 RUNTIME_OPTIONAL_MODULES = {"runtime/backends/torch_session.py", "runtime/backends/onnxruntime_session.py"}
 # The runtime reads as one stack: a module imports only from its own layer or the ones below it.
-RUNTIME_LAYERS = [("cli", "bench", "__main__"), ("diff", "serve"), ("pipeline",), ("sampling",), ("session",), ("backends",),
-                  ("artifact", "errors")]
+RUNTIME_LAYERS = [("cli", "bench", "bench_decode", "__main__"), ("diff", "serve"), ("pipeline",), ("sampling",),
+                  ("session",), ("backends",), ("artifact", "errors")]
 MAX_LINES = 350
 
 

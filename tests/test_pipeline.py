@@ -241,3 +241,36 @@ def test_an_existing_pipeline_folder_needs_force(tmp_path):
     assert result.exit_code == 2 and "ptdit-tiny-256-pipeline cannot be used (no pipeline.json)" in result.stderr
     assert "it is stale and is not reused; pass --force to replace it" in result.stderr
     assert [p.name for p in tmp_path.iterdir()] == ["ptdit-tiny-256-pipeline"]
+
+
+def test_a_step_pipeline_samples_with_its_step_graph_and_is_reused_or_refused(tmp_path):
+    """--pipeline --step: the folder holds both graphs and samples with the step graph (the image of the noise graph's
+    host loop to the fp16 graphs' precision); asked again the same way it is reused, without --step it is stale; it
+    is not served (ptdit-serve serves the noise-prediction pipeline)."""
+    from runtime import PTDiTPipeline
+    from runtime.diff.metrics import psnr
+    from runtime.pipeline.folder import load_pipeline
+    from runtime.pipeline.text_to_image import PipelineComponents
+    from runtime.session import open_session
+
+    args = ["--preset", "tiny", "--res", "256", "--pipeline", "--checks", "none", "--out", str(tmp_path)]
+    assert run("export", *args, "--step").returncode == 0
+    folder = tmp_path / "ptdit-tiny-256-pipeline"
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    assert manifest["step_graph"] == "ptdit-tiny-256-b2-fp16-step.onnx" and (folder / manifest["step_graph"]).is_file()
+    with PTDiTPipeline.from_folder(folder, "onnxruntime", "cpu") as pipe:
+        assert pipe.transformer.artifact.is_step
+        step = np.asarray(pipe("a red fox", num_inference_steps=4, seed=1).images[0])
+    noise = open_session(str(folder / manifest["transformer"]), "onnxruntime", "cpu")
+    components = PipelineComponents(load_pipeline(folder), "onnxruntime", "cpu", open_component=lambda name: noise
+                                    if name == manifest["step_graph"] else open_session(str(folder / name),
+                                                                                         "onnxruntime", "cpu"))
+    with PTDiTPipeline.from_components(components) as pipe:
+        host = np.asarray(pipe("a red fox", num_inference_steps=4, seed=1).images[0])
+    assert psnr(step, host) > 40
+    again = run("export", *args, "--step")
+    assert again.returncode == 0 and "is up to date" in again.stdout + again.stderr
+    stale = run("export", *args)
+    assert stale.returncode == 2 and "was exported with --step: it is stale" in stale.stderr
+    served = run("runtime.cli.serve", "repository", str(folder), "--out", str(tmp_path / "repo"))
+    assert served.returncode == 2 and "samples with a step graph (exported with --step)" in served.stderr

@@ -18,6 +18,7 @@ import click
 from ptdit.config import PRESETS
 from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
+from ptdit.contract.errors import InputError
 from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import CLIENTS, INSTANCES, REQUESTS, ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
@@ -273,18 +274,20 @@ def serve_command(folder: Path | None, res: str, concurrency: tuple[int, ...], r
 @main.command("video", cls=JsonFlagCommand)
 @click.option("--folder", type=click.Path(exists=True, file_okay=False, path_type=Path), default=None,
               help="A video pipeline folder [default: the tiny one at --res and --frames, exported for the run].")
-@click.option("--res", type=click.Choice(["256", "512"]), default="256", show_default=True,
-              help="Resolution of the exported tiny pipeline.")
-@click.option("--frames", type=Number(FRAMES), default=8, show_default=True,
-              help="Latent frames of the exported tiny pipeline.")
+@click.option("--res", type=click.Choice(["256", "512"]), default=None,
+              help="Resolution of the exported tiny pipeline [default: 256].")
+@click.option("--frames", type=Number(FRAMES), default=None,
+              help="Latent frames of the exported tiny pipeline [default: 8].")
 @click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps of the run.")
 @results_options
-def video_command(folder: Path | None, res: str, frames: int, steps: int, as_json: bool,
+def video_command(folder: Path | None, res: str | None, frames: int | None, steps: int, as_json: bool,
                   json_path: Path | None) -> None:
     """A video pipeline, measured: its export, one ptdit-run to an .mp4 (per-stage times) and each VAE decoder
     chunk shape decoded once in a fresh process (peak RSS), each in a child process."""
     with exit_codes("ptdit-bench", writes=False):
-        data = video.video_rows(folder, "tiny", int(res), frames, steps, report)
+        if folder is not None and (res or frames):
+            raise InputError("--res and --frames choose the exported pipeline; --folder brings its own: drop them")
+        data = video.video_rows(folder, "tiny", int(res or 256), frames or 8, steps, report)
     publish("video", video.video_table(data), data, as_json, json_path)
 
 

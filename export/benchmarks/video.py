@@ -46,16 +46,17 @@ def video_rows(folder: Path | None, preset_name: str, res: int, frames: int, ste
             child = run_module(["runtime.bench_decode", str(folder), "--shape", shape])
             result["chunks"].append({**json.loads(child.stdout), "peak_rss_bytes": child.peak_rss_bytes})
         chunks = [list(c) for c in manifest.vae_decoder.chunks or ()]
-        return {"pipeline": folder.name, "frames": manifest.frames, "chunk_ranges": chunks, **result}
+        return {"pipeline": folder.name, "latent_frames": manifest.frames, "chunk_ranges": chunks, **result}
 
 
 def video_table(data: dict[str, Any]) -> str:
     run = data["run"]
     f, h, w = run["video"][:3]
-    lines = [f"{data['pipeline']}: {data['frames']} latent frames, {f} frames of {w} x {h}, decoded in the chunks "
-             f"{data['chunk_ranges']}", "", "| what | wall s | peak RSS GB | detail |", "| --- | --- | --- | --- |"]
+    lines = [f"{data['pipeline']}: {data['latent_frames']} latent frames, {f} frames of {w} x {h}, decoded in the "
+             f"chunks {data['chunk_ranges']}", "",
+             "| what | wall s | peak RSS GB | detail |", "| --- | --- | --- | --- |"]
     if "export" in data:
-        lines.append(f"| ptdit-export --pipeline --frames {data['frames']} | {data['export']['seconds']:.1f} | "
+        lines.append(f"| ptdit-export --pipeline --frames {data['latent_frames']} | {data['export']['seconds']:.1f} | "
                      f"{data['export']['peak_rss_bytes'] / 1e9:.2f} | |")
     stages = ", ".join(f"{k} {v:.2f} s" for k, v in run["stages"].items())
     lines.append(f"| ptdit-run, {run['steps']} steps, .mp4 | {run['seconds']:.1f} | "

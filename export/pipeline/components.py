@@ -94,27 +94,30 @@ def export_text_encoder(encoder: Any, weights: Weights, opts: ExportOptions, pip
 def export_vae_tile(decoder: Any, weights: Weights, shape: tuple[int, ...], pipe: PipelineOptions,
                     work: Path, stages: Stages, level: str) -> str:
     """One VAE decoder tile shape, (h, w) or for video (t, h, w) latent frames; its ONNX file name."""
-    from ptdit.vae import decoded_frames
+    from ptdit.contract.vae_decode import decoded_frames
+    from ptdit.resolution import VAE_FACTOR
 
     *frames, h, w = shape
     cfg, precision = decoder.cfg, pipe.vae_precision
     pixel_frames = [decoded_frames(t) for t in frames]
     inputs = [TensorSpec("latent", (1, cfg.z_channels, *shape), "float32")]
-    outputs = [TensorSpec("image", (1, cfg.out_channels, *pixel_frames, 8 * h, 8 * w), "float32")]
+    outputs = [TensorSpec("image", (1, cfg.out_channels, *pixel_frames, VAE_FACTOR * h, VAE_FACTOR * w), "float32")]
     feeds = {"latent": np.random.default_rng(0).standard_normal((1, cfg.z_channels, *shape)).astype(np.float32)}
     model = ModelInfo(cfg.to_dict(), sum(p.numel() for p in decoder.parameters()), weights, kind="vae")
     stem = f"vae-decoder-{cfg.name}-{'x'.join(map(str, shape))}-{precision}"
     onnx_name, _ = export_component(stem, in_precision(decoder, precision), None, inputs, outputs, feeds, model,
-                                    "vae_decoder", precision, 18, work, stages, level, latent=list(shape))
+                                    "vae_decoder", precision, 18, work, stages, level, latent=list(shape),
+                                    limit_kind="vae_video" if frames else "vae")
     return onnx_name
 
 
 def export_component(stem: str, module: torch.nn.Module, cut: torch.nn.Module | None, inputs: list[TensorSpec],
                      outputs: list[TensorSpec], feeds: dict[str, np.ndarray], model: ModelInfo, graph: str,
                      precision: str, opset: int, work: Path, stages: Stages, level: str, text_len: int | None = None,
-                     latent: list[int] | None = None) -> tuple[str, float | None]:
+                     latent: list[int] | None = None, limit_kind: str | None = None) -> tuple[str, float | None]:
     """Trace, clean, write and check one component (at `level`: none / fast / full, `cut` its first layer for
-    the fast numerical check); its manifest next to it. Returns the ONNX file name and the measured error."""
+    the fast numerical check; judged by COMPONENT_MAX_REL_L2[limit_kind or the model's kind]); its manifest next to
+    it. Returns the ONNX file name and the measured error."""
     from ..checks.suite import check_component
     from ..exporter import save, trace_component
     from ..manifest import component_manifest
@@ -128,7 +131,7 @@ def export_component(stem: str, module: torch.nn.Module, cut: torch.nn.Module | 
     rel_l2 = None
     if level != "none":
         checks = check_component(stem, path, module, cut, inputs, outputs, feeds,
-                                 COMPONENT_MAX_REL_L2[model.kind][precision], opset, level, stages)
+                                 COMPONENT_MAX_REL_L2[limit_kind or model.kind][precision], opset, level, stages)
         rel_l2 = checks["onnxruntime_parity"]["vs_torch_fp32"]["rel_l2"]
     manifest = component_manifest(model, graph, precision, opset, files, inputs, outputs, checks, text_len, latent)
     write_manifest(work / f"{stem}.json", manifest)

@@ -19,10 +19,11 @@ from ptdit.contract.files import file_sha256, verify_files
 from ptdit.contract.manifests import read_manifest, write_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
-from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, PipelineManifest, VaeDecoderEntry
+from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, PipelineManifest, TilePlan, VaeDecoderEntry
 from ptdit.contract.progress import Counter, no_counter
-from ptdit.resolution import latent_hw
-from ptdit.vae import temporal_chunks, tile_plan, tile_shapes
+from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
+from ptdit.resolution import VAE_FACTOR, latent_hw
+from ptdit.vae import LATENT_SCALE
 
 from ..existing import CHECK_ORDER, Wanted, checked_level, existing_state
 from ..options import ExportOptions, PipelineOptions, check_export_options, check_level, spec_for
@@ -42,6 +43,19 @@ from .components import (
 def pipeline_dir(opts: ExportOptions, res: int) -> Path:
     frames = f"-f{opts.frames}" if opts.frames else ""
     return opts.out_dir / f"ptdit-{opts.cfg.name}-{res}{frames}-pipeline"
+
+
+def decode_plan(res: int, frames: int | None) -> tuple[TilePlan, tuple[tuple[int, int], ...] | None,
+                                                   list[tuple[int, ...]]]:
+    """The published VAE decode of a resolution (and clip length): its tile plan, its causal chunks (video) and the
+    latent shapes it calls the decoder with (an ONNX each)."""
+    side = latent_hw(res)
+    plan, chunks = tile_plan(side, frames, VAE_FACTOR), temporal_chunks(frames) if frames else None
+    return plan, chunks, decoder_shapes(plan, chunks, side, side)
+
+
+def shape_name(shape: tuple[int, ...]) -> str:
+    return "x".join(map(str, shape))  # pipeline.json's key: "64x64", video "8x32x32"
 
 
 def check_pipeline_options(opts: ExportOptions, pipe: PipelineOptions) -> None:
@@ -118,9 +132,16 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
     if (manifest.step_graph is not None) != opts.step:
         return f"{folder} was exported {'with' if manifest.step_graph else 'without'} {option('step')}"
     if opts.step:
-        step = existing_state(folder, spec_for(opts, res, step=True), wanted)
-        if step is None or step[1] is None:
-            return step[0] if step else f"{folder} lacks the step graph pipeline.json names"
+        step_spec = spec_for(opts, res, step=True)
+        step = existing_state(folder, step_spec, wanted)
+        if manifest.step_graph != f"{step_spec.stem}.onnx" or step is None:
+            return f"{folder} holds the step graph {manifest.step_graph}, not {step_spec.stem}.onnx"
+        if step[1] is None:
+            return step[0]
+    plan, chunks, shapes = decode_plan(res, opts.frames)
+    decode, wanted_tiles = manifest.vae_decoder, sorted(shape_name(shape) for shape in shapes)
+    if sorted(decode.tiles) != wanted_tiles or decode.plan != plan or decode.chunks != chunks:
+        return f"{folder} holds VAE decoders of {sorted(decode.tiles)}, its decode needs {wanted_tiles}"
     vae_weights = ({"source": "seeded"} if pipe.vae is None
                    else {"source": "checkpoint", "sha256": file_sha256(pipe.vae)})
     encoder_weights = ({"source": "seeded"} if pipe.text_encoder is None
@@ -160,16 +181,15 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: 
     graphs = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)
     transformer = graphs[0]  # then, with --step, the step graph
     decoder, vae_weights = vae_decoder(pipe)
-    side, frames = latent_hw(res), opts.frames
+    plan, chunks, shapes = decode_plan(res, opts.frames)
     level = check_level(opts.checks)
-    tiles = {"x".join(map(str, shape)): export_vae_tile(decoder, vae_weights, shape, pipe, work, stages, level)
-             for shape in tile_shapes(side, frames)}
-    decoder_entry = VaeDecoderEntry(tiles, tile_plan(side, frames), latent_scale="applied inside the decoder "
-                                    "(1 / 0.18215)", output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8",
-                                    chunks=temporal_chunks(frames) if frames else None)
+    tiles = {shape_name(shape): export_vae_tile(decoder, vae_weights, shape, pipe, work, stages, level)
+             for shape in shapes}
+    decoder_entry = VaeDecoderEntry(tiles, plan, latent_scale=f"applied inside the decoder (1 / {LATENT_SCALE})",
+                                    output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8", chunks=chunks)
     manifest = PipelineManifest(
         resolution=res, transformer=transformer.onnx_path.name, text_encoder=text, tokenizer="tokenizer.json",
-        negative_prompt=negative, vae_decoder=decoder_entry, frames=frames,
+        negative_prompt=negative, vae_decoder=decoder_entry, frames=opts.frames,
         step_graph=graphs[1].onnx_path.name if opts.step else None,
         sha256={f.name: file_sha256(f) for f in sorted(work.iterdir()) if f.is_file()})
     write_manifest(work / "pipeline.json", manifest)

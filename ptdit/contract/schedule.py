@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import math
 
+from .vae_decode import decoded_frames
+
 NUM_TRAIN_TIMESTEPS = 1000
 BASE_PIXELS = 512 * 512
-VAE_TEMPORAL_FACTOR = 4  # latent frame f covers pixel frames 4(f-1)+1 (the published causal VAE)
 
 
 def timestep_shift(res: int, frames: int | None) -> float:
@@ -18,7 +19,7 @@ def timestep_shift(res: int, frames: int | None) -> float:
     (the image shift). From 17 pixel frames on (5 latent frames and more) it is the published value."""
     shift = math.sqrt(res * res / BASE_PIXELS)
     if frames:
-        pixel_frames = (frames - 1) * VAE_TEMPORAL_FACTOR + 1
+        pixel_frames = decoded_frames(frames)
         shift *= math.sqrt(max(pixel_frames // 17 * 5, 1))
     return shift
 

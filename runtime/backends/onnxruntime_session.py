@@ -68,8 +68,8 @@ class OnnxRuntimeSession(Session):
         self.output_names = [o.name for o in self.ort_session.get_outputs()]
         self._binding = self.ort_session.io_binding()
         self._run_options = ort.RunOptions()
-        if artifact.export.graph == "vae_decoder":
-            # Activations dwarf the weights (a video chunk: gigabytes) and ONNX Runtime's arena keeps them after the
+        if artifact.export.graph == "vae_decoder" and len(artifact.spec("latent").shape) == 5:
+            # A video chunk's activations dwarf its weights (gigabytes) and ONNX Runtime's arena keeps them after the
             # run, once per session: a pipeline's chunk sessions would hold the sum. Shrunk, it holds one run's.
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage",
                                                    "gpu:0" if self.device == "cuda" else "cpu:0")

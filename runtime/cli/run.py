@@ -208,7 +208,8 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
     if prompt is None:
         raise InputError("a pipeline folder needs --prompt \"...\"")
     console = console or Console()
-    video = load_pipeline(folder_path, verify=False).manifest.is_video  # the files are verified when opened
+    latent_frames = load_pipeline(folder_path, verify=False).manifest.frames  # the files are verified when opened
+    video = latent_frames is not None
     kind = video_kind(out_path) if video else "png"
     if video:
         check_writer(kind)
@@ -235,7 +236,7 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
             if video:
                 assert isinstance(result.frames, list)
                 frames = [np.asarray(frame) for frame in result.frames[0]]
-                metadata = {**metadata, "frames": len(frames), "fps": FPS}
+                metadata = {**metadata, "latent_frames": latent_frames, "video_frames": len(frames), "fps": FPS}
                 write_video(staged, kind, frames, metadata)
                 shape = {"video": [len(frames), *frames[0].shape], "fps": FPS, "format": kind}
             else:

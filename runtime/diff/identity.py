@@ -45,6 +45,10 @@ def diff_identity(path: Path, options: DiffOptions, prompt: str | None) -> dict[
 
         chosen["device"] = "auto (a CUDA GPU visible)" if gpu_visible() else "auto (no CUDA GPU)"
     identity = {"artifact": path.name, "files": files, "also": also, "options": chosen, "prompt": prompt}
+    if path.is_dir():  # a report of an earlier schema judged by other limits: not this one
+        from .pipeline_diff import PIPELINE_REPORT_SCHEMA
+
+        identity["schema"] = PIPELINE_REPORT_SCHEMA
     plain: dict[str, Any] = json.loads(json.dumps(identity, default=dataclasses.asdict))
     return plain
 

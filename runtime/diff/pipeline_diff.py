@@ -21,14 +21,15 @@ from ..pipeline.text_to_image import PipelineComponents
 from .artifact_diff import DiffOptions, open_artifact_session, run_diff
 from .metrics import DEFAULT_THRESHOLDS, diff_metrics, psnr, within
 
-PIPELINE_REPORT_SCHEMA = "ptdit-diff-pipeline/1"
+PIPELINE_REPORT_SCHEMA = "ptdit-diff-pipeline/2"  # /2: components judged by the export's limits; video
 # Smallest PSNR (dB) of the artifact pipeline's image against the PyTorch fp32 pipeline, per transformer
 # precision: the tiny stand-ins measured 58 dB (fp16 through ONNX Runtime, README "Prompt in, image out").
 MIN_PSNR_DB = {"fp32": 45.0, "fp16": 30.0, "bf16": 25.0, "fp8": 20.0}
 
 
 def component_diff(path: Path, kind: str, feeds: dict[str, np.ndarray], options: DiffOptions) -> dict[str, Any]:
-    """A component (`kind`: t5 or vae) against its PyTorch fp32 reference, judged by the export's limit."""
+    """A component (`kind`: a key of COMPONENT_MAX_REL_L2) against its PyTorch fp32 reference, judged by the
+    export's limit for it."""
     from ..backends.torch_session import TorchSession
 
     with open_artifact_session(path, options, []) as session:
@@ -69,8 +70,9 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
         rng = np.random.default_rng(options.seed)
         inputs = {"text_encoder": (m.text_encoder.onnx, "t5", {"input_ids": ids, "attention_mask": mask})}
         for shape, name in m.vae_decoder.tiles.items():
-            latent = (1, 4, *(int(v) for v in shape.split("x")))  # [1, 4, h, w] or [1, 4, t, h, w]
-            inputs[f"vae {shape}"] = (name, "vae", {"latent": rng.standard_normal(latent).astype(np.float32)})
+            latent = components.sessions[f"vae {shape}"].artifact.spec("latent").shape  # [1, 4, (t,) h, w]
+            kind = "vae_video" if len(latent) == 5 else "vae"
+            inputs[f"vae {shape}"] = (name, kind, {"latent": rng.standard_normal(latent).astype(np.float32)})
         for label, (name, kind, feeds) in inputs.items():
             report(f"ptdit-diff: {folder_path.name}: {label}")
             entry = component_diff(component_path(folder, name, backend), kind, feeds, options)
@@ -93,7 +95,7 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
     if m.is_video:
         per_frame = [psnr(a, b) for a, b in zip(got_pixels, expected_pixels)]
         worst = int(np.argmin(per_frame))
-        result["video"] = {**pictures, "frames": len(per_frame), "psnr_db_per_frame": per_frame,
+        result["video"] = {**pictures, "video_frames": len(per_frame), "psnr_db_per_frame": per_frame,
                            "worst_frame": worst, "worst_frame_psnr_db": per_frame[worst]}
         value = per_frame[worst]  # the clip passes when its worst frame would pass as an image
         if not value >= least:

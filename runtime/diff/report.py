@@ -94,7 +94,7 @@ def pipeline_table(result: dict[str, Any]) -> str:
     if "video" in result:
         clip = result["video"]
         lines += ["", f"video after {clip['steps']} steps against the PyTorch fp32 pipeline: worst frame "
-                      f"{clip['worst_frame']} of {clip['frames']} PSNR {clip['worst_frame_psnr_db']:.2f} dB (min "
+                      f"{clip['worst_frame']} of {clip['video_frames']} PSNR {clip['worst_frame_psnr_db']:.2f} dB (min "
                       f"{clip['min_psnr_db']:g}), clip PSNR {clip['psnr_db']:.2f} dB, max abs {clip['max_abs']} / 255, "
                       f"mean abs {clip['mean_abs']:.3f}"]
     else:

@@ -37,7 +37,8 @@ def component_path(folder: PipelineFolder, onnx_name: str, backend: str) -> Path
     if backend != "tensorrt":
         return onnx_path
     stem = onnx_name.removesuffix(".onnx")
-    plans = sorted(p for p in folder.path.glob(f"{stem}-*.plan") if not p.name.endswith("-blocks.plan"))
+    plans = sorted(p for p in folder.path.glob(f"{stem}-*.plan") if not p.name.endswith("-blocks.plan")
+                   and not p.name.startswith(f"{stem}-step-"))  # the step graph's plans: another component
     if not plans:
         raise InputError(f"no plan of {onnx_name} in {folder.path}: build one with ptdit-build {onnx_path}")
     return plans[0]

@@ -12,13 +12,14 @@ import numpy as np
 
 from ptdit.contract.arrays import read_arrays
 from ptdit.contract.errors import InputError
+from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
 from ..session import open_session
 from .folder import PipelineFolder, component_path
 from .prompt import PromptTokenizer
-from .tiling import chunk_problem, decode_chunks, decode_tiled, needed_shapes
+from .tiling import decode_chunks, decode_tiled
 
 
 class PipelineComponents:
@@ -72,11 +73,10 @@ class PipelineComponents:
             problems.append(f"the transformer is for {transformer.export.frames or 'no'} latent frames, pipeline.json "
                             f"says {m.frames or 'no'} frames and {'no' if self.chunks is None else 'some'} VAE chunks")
             frames_fit = False
-        elif self.chunks is not None:
-            problem = chunk_problem(self.chunks, latent[2])
-            if problem:
-                problems.append(problem)
-                frames_fit = False
+        elif self.chunks is not None and tuple(map(tuple, self.chunks)) != temporal_chunks(latent[2]):
+            problems.append(f"its VAE chunks {[list(c) for c in self.chunks]} are not the published decode's chunks "
+                            f"of {latent[2]} latent frames, {[list(c) for c in temporal_chunks(latent[2])]}")
+            frames_fit = False
         encoded = list(self.sessions["text_encoder"].artifact.spec("text_embeds").shape[1:])
         if encoded != text_in:
             problems.append(f"the text encoder gives features {encoded}, the transformer takes {text_in}")
@@ -86,7 +86,7 @@ class PipelineComponents:
             shapes = {k: list(v.shape) for k, v in stored.items()}
             problems.append(f"the stored negative prompt holds {shapes}, the transformer takes text_embeds "
                             f"{text_in} and text_mask {text_in[:1]}")
-        for shape in sorted(needed_shapes(self.plan, self.chunks, latent) if frames_fit else ()):
+        for shape in decoder_shapes(self.plan, self.chunks, latent[-2], latent[-1]) if frames_fit else ():
             session = self.sessions.get(f"vae {'x'.join(map(str, shape))}")
             want = [1, latent[1], *shape]
             got = list(session.artifact.spec("latent").shape) if session else None

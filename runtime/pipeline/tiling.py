@@ -4,8 +4,8 @@ the one above and the one to its left over `blend` pixels, in place and in row-m
 (so a tile blends with neighbours that were already blended themselves), then cropped to `keep` pixels per
 side and the crops concatenated. A video is decoded in causal chunks of latent frames, one after the other, each
 chunk tiled the same way; every chunk after the first drops its first decoded frame. The plan
-(ptdit.contract.pipeline_manifest.TilePlan) and the chunks are computed by the export (ptdit.vae.tile_plan,
-temporal_chunks) and read from the pipeline manifest; this module only carries them out.
+(ptdit.contract.pipeline_manifest.TilePlan) and the chunks are computed by the export (ptdit.contract.vae_decode)
+and read from the pipeline manifest; this module only carries them out.
 """
 
 from __future__ import annotations
@@ -28,32 +28,6 @@ def _blend(earlier: np.ndarray, later: np.ndarray, extent: int, axis: int) -> No
     for y in range(extent):
         w = y / extent
         later[y] = earlier[-extent + y] * (1 - w) + later[y] * w
-
-
-def needed_tiles(plan: TilePlan, height: int, width: int) -> set[tuple[int, int]]:
-    """The latent tile shapes the decode of a [.., height, width] latent calls the decoder with."""
-    if not plan.tiled:
-        return {(height, width)}
-    return {(min(plan.tile, height - i), min(plan.tile, width - j)) for i in plan.starts for j in plan.starts}
-
-
-def needed_shapes(plan: TilePlan, chunks: Sequence[tuple[int, int]] | None,
-                  latent: Sequence[int]) -> set[tuple[int, ...]]:
-    """The latent shapes the decode of `latent` [1, C, H, W] calls the decoder with: (h, w) tiles, or with `chunks`
-    for a video [1, C, T, H, W], (t, h, w)."""
-    tiles = needed_tiles(plan, latent[-2], latent[-1])
-    if chunks is None:
-        return set(tiles)
-    return {(end - start, h, w) for start, end in chunks for h, w in tiles}
-
-
-def chunk_problem(chunks: Sequence[tuple[int, int]], frames: int) -> str | None:
-    """Why `chunks` cannot be the causal chunks of a clip of `frames` latent frames (None: they can): they must
-    start at 0, each start on the last frame of the chunk before, and end at the clip's end."""
-    starts_ok = bool(chunks) and chunks[0][0] == 0 and all(b[0] == a[1] - 1 for a, b in zip(chunks, chunks[1:]))
-    if not starts_ok or chunks[-1][1] != frames or any(end - start < 1 for start, end in chunks):
-        return f"the VAE decode's chunks {[list(c) for c in chunks]} do not cover {frames} latent frames causally"
-    return None
 
 
 def decode_chunks(latent: np.ndarray, chunks: Sequence[tuple[int, int]], plan: TilePlan,

@@ -26,8 +26,8 @@ EXIF_IMAGE_DESCRIPTION = 0x010E
 
 def video_kind(path: Path) -> str:
     """"mp4", "webp", "gif", or "png" for a folder of frames (a path without a suffix)."""
-    if path.suffix in VIDEO_SUFFIXES:
-        return path.suffix[1:]
+    if path.suffix.lower() in VIDEO_SUFFIXES:
+        return path.suffix[1:].lower()
     if path.suffix == "":
         return "png"
     raise InputError(f"--out must end in {', '.join(VIDEO_SUFFIXES)}, or have no suffix (a folder of PNG frames) "
@@ -35,16 +35,26 @@ def video_kind(path: Path) -> str:
 
 
 def check_writer(kind: str) -> None:
-    """The library a kind needs is installed (before any work)."""
+    """What a kind needs is installed and works (before any work): imageio-ffmpeg and its ffmpeg binary for .mp4,
+    Pillow (with WebP for .webp)."""
+    package = "imageio-ffmpeg" if kind == "mp4" else "pillow"
+    what = "an .mp4" if kind == "mp4" else f"a {kind}" if kind != "png" else "PNG frames"
     try:
         if kind == "mp4":
-            import imageio_ffmpeg  # noqa: F401
+            import imageio_ffmpeg
+
+            imageio_ffmpeg.get_ffmpeg_exe()  # a wheel brings one; an sdist or $IMAGEIO_FFMPEG_EXE may not
         else:
-            import PIL  # noqa: F401
+            from PIL import features
+
+            if kind == "webp" and not features.check_module("webp"):  # animation comes with it (Pillow >= 11)
+                raise InputError("writing a .webp needs a Pillow built with WebP: pip install --force-reinstall "
+                                 "pillow (its wheels have it), or write .mp4 or .gif")
     except ImportError:
-        package = "imageio-ffmpeg" if kind == "mp4" else "pillow"
-        raise InputError(f"writing {'an .mp4' if kind == 'mp4' else f'a {kind}'} needs {package}: "
-                         f"pip install {package} (or the [video] extra)") from None
+        raise InputError(f"writing {what} needs {package}: pip install {package} (or the [video] extra)") from None
+    except RuntimeError as e:  # imageio-ffmpeg without a usable ffmpeg
+        raise InputError(f"writing {what} needs ffmpeg: {str(e).splitlines()[0]} (pip install --force-reinstall "
+                         f"imageio-ffmpeg brings one)") from None
 
 
 def write_video(path: Path, kind: str, frames: Sequence[np.ndarray], metadata: dict[str, Any],

@@ -97,7 +97,7 @@ def _instances(options: ServeOptions) -> str:
 def component_models(folder: PipelineFolder) -> dict[str, str]:
     """The components' Triton model names, by their file name in pipeline.json."""
     m = folder.manifest
-    names = {m.text_encoder.onnx: "text_encoder", m.sampler_graph: "transformer"}
+    names = {m.text_encoder.onnx: "text_encoder", m.transformer: "transformer"}
     names.update({onnx: f"vae_{shape}" for shape, onnx in m.vae_decoder.tiles.items()})
     return names
 
@@ -160,6 +160,9 @@ def write_repository(folder_path: Path, out: Path, options: ServeOptions, force:
         raise InputError(f"{folder_path} is a video pipeline ({folder.manifest.frames} latent frames): ptdit-serve "
                          f"serves image pipelines; make its clips with ptdit-run {folder_path} --prompt ... --out "
                          f"clip.mp4")
+    if folder.manifest.step_graph is not None:
+        raise InputError(f"{folder_path} samples with a step graph (exported with --step): ptdit-serve serves the "
+                         f"noise-prediction pipeline; export the folder without --step to serve it")
     models = component_models(folder)
     artifacts = {name: component_path(folder, name, options.backend) for name in models}  # tensorrt: needs the plans
     if options.backend == "tensorrt" and options.chosen_layout == "components":
