@@ -24,6 +24,7 @@ Examples:
   ptdit-run artifacts/ptdit-tiny-256-b2-fp16.onnx --random-text --steps 4 --out /tmp/l.npy
   ptdit-run model.onnx --backend torch --random-text --out ref.safetensors   (the PyTorch reference)
 
+\b
   ptdit-run artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
       a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
   ptdit-run --server localhost:8001 --prompt "a red fox" --out fox.png
