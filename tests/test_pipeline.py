@@ -274,3 +274,22 @@ def test_a_step_pipeline_samples_with_its_step_graph_and_is_reused_or_refused(tm
     assert stale.returncode == 2 and "was exported with --step: it is stale" in stale.stderr
     served = run("runtime.cli.serve", "repository", str(folder), "--out", str(tmp_path / "repo"))
     assert served.returncode == 2 and "samples with a step graph (exported with --step)" in served.stderr
+
+
+def test_a_folder_whose_decoders_are_not_the_published_decode_s_is_stale(pipelines, tmp_path):
+    """pipeline.json naming other VAE decoder shapes than the resolution's published decode needs (the files all
+    match it): ptdit-export calls the folder stale before any work."""
+    import shutil
+
+    from click.testing import CliRunner
+
+    from export.cli import main
+
+    folder = tmp_path / "ptdit-tiny-256-pipeline"
+    shutil.copytree(pipelines[256], folder)
+    manifest = json.loads((folder / "pipeline.json").read_text())
+    manifest["vae_decoder"]["tiles"] = {"16x16": manifest["vae_decoder"]["tiles"]["32x32"]}
+    (folder / "pipeline.json").write_text(json.dumps(manifest))
+    result = CliRunner().invoke(main, ["--preset", "tiny", "--res", "256", "--pipeline", "--out", str(tmp_path)])
+    assert result.exit_code == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "holds VAE decoders of ['16x16'], its decode needs ['32x32']: it is stale" in result.stderr

@@ -266,9 +266,11 @@ def test_every_video_component_is_built_by_tensorrt_rtx(video_pipeline, tmp_path
         assert plan["inputs"] == onnx_manifest["inputs"] and plan["outputs"] == onnx_manifest["outputs"]
 
 
-@pytest.mark.parametrize("component,precision", [("t5", "fp32"), ("t5", "bf16"), ("vae", "fp16")])
+@pytest.mark.parametrize("component,precision", [("t5", "fp32"), ("t5", "bf16"), ("vae", "fp16"),
+                                                 ("vae_video", "fp16")])
 def test_pipeline_component_precisions_are_built_by_tensorrt_rtx(tmp_path, component, precision):
-    """The precisions --text-encoder-precision and --vae-precision offer besides the defaults (built above)."""
+    """The precisions --text-encoder-precision and --vae-precision offer besides the defaults (built above); for video,
+    a causal chunk of 2 latent frames."""
     from export.options import ExportOptions, PipelineOptions
     from export.pipeline.components import export_text_encoder, export_vae_tile
     from export.progress import Stages
@@ -283,7 +285,8 @@ def test_pipeline_component_precisions_are_built_by_tensorrt_rtx(tmp_path, compo
         name = export_text_encoder(T5Encoder(T5_PRESETS["tiny"]).eval(), seeded, opts,
                                    PipelineOptions(text_encoder_precision=precision), tmp_path, stages)[0].onnx
     else:
-        name = export_vae_tile(CausalVAEDecoder(VAE_PRESETS["tiny"]).eval(), seeded, (64, 16),
+        shape = (64, 16) if component == "vae" else (2, 8, 8)
+        name = export_vae_tile(CausalVAEDecoder(VAE_PRESETS["tiny"]).eval(), seeded, shape,
                                PipelineOptions(vae_precision=precision), tmp_path, stages, "fast")
     checks = json.loads((tmp_path / name).with_suffix(".json").read_text())["checks"]
     assert checks["tensorrt_parse"]["passed"] and checks["onnxruntime_parity"]["passed"]

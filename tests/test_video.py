@@ -323,3 +323,29 @@ def test_an_mp4_without_imageio_ffmpeg_is_one_line(video_pipeline, tmp_path, mon
     result = CliRunner().invoke(main, [str(video_pipeline), "--prompt", "x", "--out", str(tmp_path / "x.mp4")])
     assert result.exit_code == 2 and "writing an .mp4 needs imageio-ffmpeg: pip install imageio-ffmpeg" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (tmp_path / "x.mp4").exists()
+
+
+def test_writers_that_cannot_write_say_so_before_any_work(monkeypatch):
+    """An imageio-ffmpeg without its ffmpeg, a Pillow without WebP: one InputError each, from the check ptdit-run
+    makes before it claims --out; suffixes are taken in any case."""
+    import imageio_ffmpeg
+    from PIL import features
+
+    from ptdit.contract.errors import InputError
+    from runtime.pipeline.video_file import check_writer, video_kind
+
+    assert [video_kind(Path(n)) for n in ("a.MP4", "a.webp", "a.Gif", "frames")] == ["mp4", "webp", "gif", "png"]
+    with pytest.raises(InputError, match="--out must end in .mp4, .webp, .gif, or have no suffix"):
+        video_kind(Path("clip.avi"))
+
+    def no_binary() -> str:
+        raise RuntimeError("No ffmpeg exe could be found. Install ffmpeg on your system")
+
+    monkeypatch.setattr(imageio_ffmpeg, "get_ffmpeg_exe", no_binary)
+    with pytest.raises(InputError, match=r"writing an .mp4 needs ffmpeg: No ffmpeg exe could be found"):
+        check_writer("mp4")
+    monkeypatch.setattr(features, "check_module", lambda name: name != "webp")
+    with pytest.raises(InputError, match="writing a .webp needs a Pillow built with WebP"):
+        check_writer("webp")
+    check_writer("gif")
+    check_writer("png")
