@@ -138,7 +138,7 @@ class PTDiTPipeline:
         folder's stored empty prompt) or negative_prompt_embeds / negative_prompt_attention_mask (default
         without a text encoder: zero features with one unmasked token). output_type: "pil" (the default with a
         VAE decoder), "np" or "latent" (the default, and the only one, for a transformer artifact alone).
-        shift: the timestep shift (default: the published sqrt(H W) / 512, for video times sqrt(frames // 17 * 5),
+        shift: the timestep shift (default: the published sqrt(H W) / 512, for video times sqrt(pixel_frames // 17 * 5),
         ptdit.contract.schedule.timestep_shift). callback_on_step_end(step, timestep, latent) is called after each
         step (with a step graph, each call copies the latent to the host); on_tile() after each VAE tile decoded.
         A video folder gives .frames in place of .images, decoded chunk by chunk (one chunk's pixels in float at a
