@@ -16,6 +16,7 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ptdit.contract.arguments import checked
 from ptdit.contract.plan_manifest import BuildOptions
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ LOG = logging.getLogger("engines")
 DEFAULTS = BuildOptions()
 
 
+@checked
 def build_engine(onnx: str | Path, *, target: str = "auto", compute_capabilities: str | Sequence[str] = (),
                  out_dir: str | Path | None = None, workspace_gib: float = DEFAULTS.workspace_gib,
                  opt_level: int = DEFAULTS.opt_level, tiling_level: str | None = None,

@@ -16,13 +16,13 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Sequence
 
+from ptdit.contract.arguments import checked
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.fp8 import (
     DEFAULT_CALIBRATION_STEPS,
     DEFAULT_CALIBRATION_TRAJECTORIES,
     DEFAULT_CALIBRATOR,
     DEFAULT_LAYER_SET,
-    DEFAULT_PERCENTILE,
     FP8,
     MIN_OPSET,
 )
@@ -41,6 +41,7 @@ Progress = Callable[[str], None]  # one line of what the export is doing
 LOG = logging.getLogger("export")
 
 
+@checked
 def export_model(resolution: int | Sequence[int] = 1024, *, preset: str | None = None,
                  config: PTDiTConfig | str | Path | None = None, checkpoint: str | Path | None = None,
                  checkpoint_key: str | None = None, precision: str = "fp16", batch: int = DEFAULT_BATCH,
@@ -49,7 +50,7 @@ def export_model(resolution: int | Sequence[int] = 1024, *, preset: str | None =
                  out_dir: str | Path = "artifacts", force: bool = False, checks: str = "auto",
                  torch_device: str = "auto", step: bool = False, fp8_layers: str = DEFAULT_LAYER_SET,
                  calibrator: str = DEFAULT_CALIBRATOR,
-                 percentile: float = DEFAULT_PERCENTILE, calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
+                 percentile: float | None = None, calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
                  calibration_trajectories: int = DEFAULT_CALIBRATION_TRAJECTORIES,
                  calibration_text: str | Path | None = None,
                  progress: Progress | None = None) -> list[ExportResult]:
@@ -57,7 +58,8 @@ def export_model(resolution: int | Sequence[int] = 1024, *, preset: str | None =
     resolution, and with step=True its step graph after it), with .path (the ONNX), .manifest (the typed
     manifest), .files, .checks, .seconds and .up_to_date. preset: xl (default), tiny, qihoo-t2x; or config: a
     PTDiTConfig or a JSON file of its fields. checks: auto, fast, full or none. precision="fp8": FP8 Linear
-    layers (fp8_layers "tcm-mlp" or "all") whose activation scales come from calibration (calibrator "max" or "percentile", calibration_steps x
+    layers (fp8_layers "tcm-mlp" or "all") whose activation scales come from calibration (calibrator "max" or
+    "percentile", with percentile: the quantile, default 99.99; refused with "max"), calibration_steps x
     calibration_trajectories sampling passes, calibration_text: a T5 features file; default random text).
     progress: called with each line of progress (default: the `export` logger, at INFO)."""
     from .run import export_all
@@ -73,6 +75,7 @@ def export_model(resolution: int | Sequence[int] = 1024, *, preset: str | None =
     return export_all(opts, progress or LOG.info)
 
 
+@checked
 def export_pipeline(resolution: int | Sequence[int] = 1024, *, text_encoder: str | Path | None = None,
                     vae: str | Path | None = None, text_encoder_precision: str = "fp16", vae_precision: str = "fp32",
                     preset: str | None = None, config: PTDiTConfig | str | Path | None = None,
@@ -82,7 +85,7 @@ def export_pipeline(resolution: int | Sequence[int] = 1024, *, text_encoder: str
                     seed: int = 0, out_dir: str | Path = "artifacts", force: bool = False, checks: str = "auto",
                     torch_device: str = "auto", fp8_layers: str = DEFAULT_LAYER_SET,
                     calibrator: str = DEFAULT_CALIBRATOR,
-                    percentile: float = DEFAULT_PERCENTILE, calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
+                    percentile: float | None = None, calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
                     calibration_trajectories: int = DEFAULT_CALIBRATION_TRAJECTORIES,
                     calibration_text: str | Path | None = None, calibration_prompts: str | Path | None = None,
                     progress: Progress | None = None) -> list[PipelineExport]:

@@ -5,7 +5,6 @@ a file (--calibration-text), or prompts through the pipeline's text encoder (--c
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,7 +53,8 @@ class CalibrationText:
 @dataclass(frozen=True)
 class CalibrationOptions:
     calibrator: str = DEFAULT_CALIBRATOR
-    percentile: float = DEFAULT_PERCENTILE
+    # --percentile as given; None: not given (DEFAULT_PERCENTILE with the percentile calibrator, see `quantile`)
+    percentile: float | None = None
     steps: int = DEFAULT_CALIBRATION_STEPS
     trajectories: int = DEFAULT_CALIBRATION_TRAJECTORIES
     text_file: Path | None = None  # --calibration-text
@@ -62,12 +62,24 @@ class CalibrationOptions:
     text: CalibrationText | None = field(default=None, compare=False)  # the loaded or encoded features
     layers: str = DEFAULT_LAYER_SET  # --fp8-layers: which Linear kinds are quantized (ptdit.contract.fp8.LAYER_SETS)
 
+    @property
+    def quantile(self) -> float | None:
+        """The percentile the calibration uses: the one given, or the default; None with the max calibrator."""
+        if self.calibrator != "percentile":
+            return None
+        return DEFAULT_PERCENTILE if self.percentile is None else self.percentile
+
     def check(self) -> None:
         if self.layers not in LAYER_SETS:
             raise InputError(f"{option('fp8_layers')} must be one of {', '.join(LAYER_SETS)}, got {self.layers!r}")
         if self.calibrator not in CALIBRATORS:
             raise InputError(f"{option('calibrator')} must be one of {', '.join(CALIBRATORS)}, got {self.calibrator!r}")
-        PERCENTILE.check(option("percentile"), self.percentile)
+        if self.percentile is not None:
+            if self.calibrator != "percentile":
+                raise InputError(f"{option('percentile')} applies to {option('calibrator', 'percentile')} only, and "
+                                 f"the calibrator is {self.calibrator}: add {option('calibrator', 'percentile')}, or "
+                                 f"drop {option('percentile')}")
+            PERCENTILE.check(option("percentile"), self.percentile)
         CALIBRATION_STEPS.check(option("calibration_steps"), self.steps)
         CALIBRATION_TRAJECTORIES.check(option("calibration_trajectories"), self.trajectories)
         if self.text_file is not None and self.prompts_file is not None:
@@ -83,8 +95,7 @@ class CalibrationOptions:
         for path in (self.text_file, self.prompts_file):
             if path is not None:
                 text = file_sha256(path)
-        percentile = self.percentile if self.calibrator == "percentile" else None
-        return {"layers": self.layers, "calibrator": self.calibrator, "percentile": percentile,
+        return {"layers": self.layers, "calibrator": self.calibrator, "percentile": self.quantile,
                 "steps": self.steps, "trajectories": self.trajectories, "text": text}
 
 
@@ -144,7 +155,6 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
     from ptdit.fp8 import Observer, observe, quantized_linears
     from ptdit.step import euler_update, guided_velocity
 
-    start = time.perf_counter()
     n, cfg = opts.trajectories, model.cfg
     rng = np.random.default_rng(CALIBRATION_SEED)
     if opts.text is None:
@@ -160,7 +170,7 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
     mask = torch.from_numpy(np.concatenate([cond_mask, uncond_mask]))
     latent = torch.from_numpy(rng.standard_normal((n, *latent_shape[1:]), dtype=np.float32))
     ts = timesteps(opts.steps, timestep_shift(res, frames))
-    observer = Observer(opts.calibrator, opts.percentile)
+    observer = Observer(opts.calibrator, opts.quantile or DEFAULT_PERCENTILE)
     guidance = torch.tensor([CALIBRATION_GUIDANCE])
     layers = quantized_linears(model, opts.layers) if layers is None else layers
     with torch.no_grad(), observe(layers, observer):
@@ -172,7 +182,7 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
             latent = euler_update(latent, velocity, torch.tensor([t]), torch.tensor([t_next]))
     scales = observer.scales(layers)
     record = Calibration(calibrator=opts.calibrator, trajectories=n, steps=opts.steps,
-                         timesteps=[round(t, 4) for t in ts], text=source, seed=CALIBRATION_SEED, seconds=round(time.perf_counter() - start, 1),
-                         percentile=opts.percentile if opts.calibrator == "percentile" else None,
+                         timesteps=[round(t, 4) for t in ts], text=source, seed=CALIBRATION_SEED,
+                         percentile=opts.quantile,
                          text_sha256=opts.text.sha256 if opts.text is not None else None)
     return scales, record

@@ -128,8 +128,9 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 @click.option("--calibrator", type=click.Choice(CALIBRATORS), default=DEFAULT_CALIBRATOR, show_default=True,
               help="fp8: each activation scale from the largest |x| seen (max), or from the largest per-pass "
                    "percentile of |x| (percentile, see --percentile).")
-@click.option("--percentile", type=Number(PERCENTILE), default=DEFAULT_PERCENTILE, show_default=True,
-              help="fp8 with --calibrator percentile: the percentile of |x| that maps to E4M3's largest value.")
+@click.option("--percentile", type=Number(PERCENTILE), default=None,
+              help=f"fp8 with --calibrator percentile: the percentile of |x| that maps to E4M3's largest value "
+                   f"[default: {DEFAULT_PERCENTILE}].")
 @click.option("--calibration-steps", type=Number(CALIBRATION_STEPS), default=DEFAULT_CALIBRATION_STEPS,
               show_default=True, help="fp8: denoising steps of each calibration trajectory (the published schedule).")
 @click.option("--calibration-trajectories", type=Number(CALIBRATION_TRAJECTORIES),
@@ -154,8 +155,8 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int | None, seed: int, out_dir: Path,
          force: bool, check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None, vae: Path | None,
-         fp8_layers: str, calibrator: str, percentile: float, calibration_steps: int, calibration_trajectories: int,
-         calibration_text: Path | None, calibration_prompts: Path | None, text_encoder_precision: str,
+         fp8_layers: str, calibrator: str, percentile: float | None, calibration_steps: int,
+         calibration_trajectories: int, calibration_text: Path | None, calibration_prompts: Path | None, text_encoder_precision: str,
          vae_precision: str, torch_device: str, as_json: bool, debug: bool, console: Console) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
@@ -171,8 +172,16 @@ def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, c
 
     report = console.line
     with exit_codes("ptdit-export", debug, flags={"resolution": "--res", "out_dir": "--out", "config": "--config"}):
-        if (text_encoder or vae) and not pipeline:
-            raise InputError("--text-encoder and --vae go with --pipeline")
+        context = click.get_current_context()
+        given = [param.opts[0] for param in context.command.params
+                 if param.name in ("text_encoder", "vae", "text_encoder_precision", "vae_precision")
+                 and context.get_parameter_source(param.name) != click.core.ParameterSource.DEFAULT]
+        if given and not pipeline:  # each of them is silently unused without the pipeline's components
+            raise InputError(f"{' and '.join(given)} {'go' if len(given) > 1 else 'goes'} with --pipeline: add "
+                             f"--pipeline, or drop {'them' if len(given) > 1 else 'it'}")
+        if skip_checks and check_choice != "none" and \
+                context.get_parameter_source("check_choice") != click.core.ParameterSource.DEFAULT:
+            raise InputError(f"--skip-checks is --checks none, and --checks {check_choice} asks for checks: pass one")
         opts = export_options([int(r) for r in resolutions], preset=preset, config=config_file, checkpoint=checkpoint,
                               checkpoint_key=checkpoint_key, precision=precision, batch=batch, text_len=text_len,
                               frames=frames, proxy=proxy, proxy_offset=proxy_offset, opset=opset, seed=seed,

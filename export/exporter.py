@@ -155,11 +155,52 @@ def initializer_bytes(model: onnx_ir.Model) -> int:
     return sum(v.const_value.nbytes for v in model.graph.initializers.values() if v.const_value is not None)
 
 
-def save(model: onnx_ir.Model, path: Path, records: dict[str, str]) -> list[Path]:
-    """Write the model (with `<name>.data` external weights when large), with `records` (what the manifest says
-    of it: ptdit.contract.graph_check.graph_records) in its metadata; returns the files written."""
+# The one piece of the tracer's metadata an exported graph keeps: each node's torch.onnx `namespace`, the module path
+# and classes it was traced from (": ptdit.model.PTDiT/transformer_blocks.0: ptdit.model.PTDiTBlock/..."), which graph
+# viewers (Netron, Model Explorer) group nodes by. Everything else is dropped: `pkg.torch.onnx.stack_trace` names
+# each source file by its absolute path (the builder's directory layout, and bytes that differ between two checkouts
+# of the same code); fx_node, name_scopes and class_hierarchy repeat the namespace in torch.fx's terms; torch.export's
+# graph signature, input/output specs and original node names, and onnxscript's folded_from, are tracing bookkeeping.
+KEPT_NODE_METADATA = ("namespace",)
+
+
+def strip_build_metadata(model: onnx_ir.Model) -> None:
+    """Drop what tracing and cleaning left in the model's metadata and doc strings but what KEPT_NODE_METADATA
+    names, in every graph, subgraph and function. In place; names, shapes and weights are untouched. What an
+    export writes is then the same bytes from any folder on any machine, and names none of its paths."""
     import onnx_ir
 
+    model.doc_string = None
+    model.metadata_props.clear()
+    graphs: list[onnx_ir.Graph | onnx_ir.Function] = [model.graph, *model.graph.subgraphs()]
+    for function in model.functions.values():
+        graphs += [function, *function.subgraphs()]
+    for graph in graphs:
+        graph.doc_string = None
+        graph.metadata_props.clear()
+        values = [*graph.inputs, *graph.outputs]
+        if isinstance(graph, onnx_ir.Graph):
+            values += graph.initializers.values()
+        for node in graph:
+            node.doc_string = None
+            for key in [k for k in node.metadata_props if k not in KEPT_NODE_METADATA]:
+                del node.metadata_props[key]
+            for attr in node.attributes.values():
+                attr.doc_string = None
+            values += node.outputs
+        for value in values:
+            if value is not None:
+                value.doc_string = None
+                value.metadata_props.clear()
+
+
+def save(model: onnx_ir.Model, path: Path, records: dict[str, str]) -> list[Path]:
+    """Write the model (with `<name>.data` external weights when large), with `records` (what the manifest says
+    of it: ptdit.contract.graph_check.graph_records) in its metadata and none of the tracer's but each node's
+    namespace (strip_build_metadata); returns the files written. Every graph ptdit-export writes goes through here."""
+    import onnx_ir
+
+    strip_build_metadata(model)
     model.producer_name = "ptdit-export"
     model.metadata_props.update(records)
     if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:

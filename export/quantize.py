@@ -1,7 +1,9 @@
 """FP8 explicit quantization of a traced graph, in standard ONNX: for each quantized Linear (a MatMul whose weight
 initializer carries the PyTorch parameter name, export.exporter.clean), its input goes through QuantizeLinear /
 DequantizeLinear (FLOAT8E4M3FN, the calibrated per-tensor scale) and its weight is stored as FLOAT8E4M3FN behind a
-DequantizeLinear. TensorRT fuses Q/DQ -> MatMul into an FP8 GEMM; ONNX Runtime's CPU provider runs it as written."""
+DequantizeLinear. TensorRT fuses Q/DQ -> MatMul into an FP8 GEMM; ONNX Runtime's CPU provider runs it as written.
+The file declares opset FILE_OPSET (21), where Transpose takes FLOAT8E4M3FN: ONNX Runtime's default rewrites move the
+input Q of an attention output projection back across the heads' Transpose (ptdit.contract.fp8.FILE_OPSET)."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ if TYPE_CHECKING:
     from ptdit.fp8 import LayerScales
 
 ZERO_POINT = "fp8_zero_point"
+FILE_IR_VERSION = 10  # what opset 21 needs
 
 
 def module_path(weight_name: str, prefix: str = "") -> str | None:
@@ -29,6 +32,7 @@ def quantize_graph(model: onnx_ir.Model, scales: dict[str, LayerScales], prefix:
     import onnx_ir as ir
     import torch
 
+    from ptdit.contract.fp8 import FILE_OPSET
     from ptdit.fp8 import quantize
 
     graph = model.graph
@@ -82,5 +86,9 @@ def quantize_graph(model: onnx_ir.Model, scales: dict[str, LayerScales], prefix:
     missing = sorted(set(scales) - done)
     if missing:
         raise ValueError(f"the graph has no MatMul for the quantized layer {missing[0]} (and {len(missing) - 1} more)")
+    # The traced nodes, declared at the opset whose Transpose takes FLOAT8E4M3FN (ptdit.contract.fp8.FILE_OPSET):
+    # ONNX Runtime's default QDQ rewrites move the pairs across the attention's Transposes.
+    graph.opset_imports[""] = max(graph.opset_imports.get("", FILE_OPSET), FILE_OPSET)
+    model.ir_version = max(model.ir_version or 0, FILE_IR_VERSION)
     return len(done)
 

@@ -143,7 +143,7 @@ class Fp32Reference:
 
         if spec.res not in self._scales:
             c = self.opts.calibration
-            what = f"{c.calibrator}{f' {c.percentile}' if c.calibrator == 'percentile' else ''}"
+            what = f"{c.calibrator}{f' {c.quantile}' if c.quantile is not None else ''}"
             with stages.run("calibrate", f"calibrate FP8 scales: {c.trajectories} trajectories x {c.steps} steps, "
                                          f"{what} (PyTorch fp32)"):
                 shape = spec.latent_shape(self.opts.cfg.in_channels, latent_hw(spec.res))

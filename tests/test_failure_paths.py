@@ -400,6 +400,20 @@ def test_a_truncated_negative_embedding_is_one_line(folder, tmp_path):
     assert "negative.npz is not a readable .npz file (BadZipFile" in one_error_line(result, "ptdit-run")
 
 
+def test_a_nan_in_the_stored_negative_prompt_names_its_file_not_an_option(folder, tmp_path):
+    folder = lying_pipeline(folder, tmp_path)
+    with np.load(folder / "negative.npz") as stored:
+        arrays = dict(stored)
+    arrays["text_embeds"].flat[:7] = np.nan
+    np.savez(folder / "negative.npz", **arrays)
+    restamp(folder)
+    result = run("runtime", str(folder), "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "x.png"))
+    assert result.returncode == 2 and "encode:" not in result.stderr
+    line = one_error_line(result, "ptdit-run")
+    assert f"{folder / 'negative.npz'} (the folder's stored negative prompt) holds 7 NaN or infinite values" in line
+    assert "re-export the folder with ptdit-export --pipeline" in line and "--negative-prompt" not in line
+
+
 def test_a_prompt_that_is_not_utf8_is_refused(folder, tmp_path):
     result = run("runtime", str(folder), "--prompt", os.fsdecode(b"a \xff fox"), "--out",
                  str(tmp_path / "x.png"))
@@ -466,6 +480,12 @@ def test_export_options_that_do_not_apply_are_refused(tmp_path):
 
     result = CliRunner().invoke(main, [*TINY, "--checkpoint-key", "ema", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "--checkpoint-key names a state dict inside --checkpoint" in result.output
+    for args, message in ((["--vae-precision", "fp16"], "--vae-precision goes with --pipeline: add --pipeline, or "
+                                                        "drop it"),
+                          (["--skip-checks", "--checks", "full"], "--skip-checks is --checks none, and --checks full "
+                                                                  "asks for checks: pass one")):
+        result = CliRunner().invoke(main, [*TINY, *args, "--out", str(tmp_path / "o")])
+        assert result.exit_code == 2 and message in result.output, result.output
     assert not (tmp_path / "o").exists()
 
 

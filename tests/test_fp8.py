@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,6 +78,37 @@ def test_the_graph_holds_fp8_weights_behind_qdq_for_the_quantized_layers_only(fp
     assert len(step_fp8) == 20 and all(name.startswith("model.") for name in step_fp8)
 
 
+def test_onnxruntime_loads_and_runs_an_fp8_export_with_its_default_session_options(fp8):
+    """Other tools (Triton's onnxruntime backend, Polygraphy, Optimum) open the file with ONNX Runtime's defaults: its
+    QDQ rewrites put a Transpose on FLOAT8E4M3FN, which the file's opset (21) allows. Same graph as the project's own
+    session runs, to within where ORT's moved Q/DQ leave its fp16 casts."""
+    import onnxruntime as ort
+
+    from ptdit.contract.fp8 import FILE_OPSET
+    from runtime.artifact import load_artifact
+    from runtime.backends.onnxruntime_session import OnnxRuntimeSession
+
+    path = fp8 / f"{STEM}.onnx"
+    model = onnx.load(str(path), load_external_data=False)
+    assert {o.domain: o.version for o in model.opset_import}[""] == FILE_OPSET == 21
+    plain = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    feeds = {"latent": rng.standard_normal((2, 4, 32, 32), dtype=np.float32),
+             "timestep": np.array([900.0, 500.0], np.float32),
+             "text_embeds": rng.standard_normal((2, 200, 4096), dtype=np.float32),
+             "text_mask": np.ones((2, 200), np.int64)}
+    assert {i.name for i in plain.get_inputs()} == set(feeds)
+    (default,) = plain.run(["noise_pred"], feeds)
+    session = OnnxRuntimeSession(load_artifact(path), device="cpu")
+    try:
+        (ours,) = session.ort_session.run(["noise_pred"], feeds)
+    finally:
+        session.close()
+    assert np.isfinite(default).all() and default.shape == ours.shape == (2, 8, 32, 32)
+    diff = np.linalg.norm(default.astype(np.float64) - ours) / np.linalg.norm(ours.astype(np.float64))
+    assert diff < 1e-2, diff  # tiny at 256: 3.2e-3, against 1.2e-2 between the FP8 graph and PyTorch fp32
+
+
 def test_the_fake_quantized_twin_rounds_as_onnxruntime_does():
     import ml_dtypes
     import onnxruntime as ort
@@ -125,6 +157,8 @@ def test_the_two_calibrators_and_the_fake_quantized_model(tiny_model):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--opset", "18"], "--precision fp8 needs --opset 19 or later"),
+    (["--percentile", "99.5"], "--percentile applies to --calibrator percentile only, and the calibrator is max: add "
+                               "--calibrator percentile, or drop --percentile"),
     (["--calibrator", "percentile", "--precision", "fp16"], "the calibration options set the scales of an FP8 export"),
     (["--fp8-layers", "all", "--precision", "fp16"], "the calibration options set the scales of an FP8 export"),
     (["--calibration-prompts", "PROMPTS"], "--calibration-prompts encodes prompts with the pipeline's text encoder"),
@@ -234,3 +268,41 @@ def test_calibration_refuses_non_finite_activations():
     with pytest.raises(Failure, match="NaN or infinite values at the input of a") as error:
         observer.scales({"a": layer})
     assert "check the checkpoint, or calibrate on other text" in str(error.value) and "\x1f" not in str(error.value)
+
+
+def test_the_percentile_counts_as_given_only_when_it_was_given(tmp_path):
+    """--percentile (percentile=) is refused with the max calibrator, whatever its value (it was dropped: the
+    manifest recorded max); not given, the percentile calibrator takes 99.99."""
+    from export import export_model
+    from export.calibration import CalibrationOptions
+    from ptdit.contract.errors import InputError
+    from ptdit.contract.fp8 import DEFAULT_PERCENTILE
+
+    CalibrationOptions().check()
+    assert CalibrationOptions("percentile").quantile == DEFAULT_PERCENTILE and CalibrationOptions().quantile is None
+    assert CalibrationOptions("percentile", 99.5).quantile == 99.5
+    for given in (99.5, DEFAULT_PERCENTILE):
+        with pytest.raises(InputError, match=r"percentile applies to calibrator='percentile' only, and the calibrator "
+                                             r"is max: add calibrator='percentile', or drop percentile"):
+            CalibrationOptions("max", given).check()
+    with pytest.raises(InputError, match="percentile applies to calibrator='percentile' only"):
+        export_model(256, preset="tiny", precision="fp8", percentile=99.5, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_fp8_graph_whose_manifest_says_fp16_is_refused_by_the_projects_check(fp8, tmp_path):
+    """The graph's own records are read (without its weights) before ONNX Runtime parses it, whose INVALID_GRAPH
+    text about a float8 Transpose would otherwise speak first."""
+    stem = "ptdit-tiny-256-b2-fp8"
+    for f in fp8.glob(f"{stem}.*"):
+        shutil.copy(f, tmp_path / f.name)
+    manifest = tmp_path / f"{stem}.json"
+    data = json.loads(manifest.read_text())
+    data["export"]["precision"] = "fp16"
+    del data["export"]["quantization"]
+    manifest.write_text(json.dumps(data))
+    done = run("runtime", str(tmp_path / f"{stem}.onnx"), "--random-text", "--steps", "1", "--out",
+               str(tmp_path / "l.npy"))
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert f"{stem}.onnx is not the graph its manifest describes (the graph records another precision)" in done.stderr
+    assert "INVALID_GRAPH" not in done.stderr and not (tmp_path / "l.npy").exists()

@@ -214,7 +214,7 @@ def test_an_fp16_vae_tile_stays_within_one_level_of_255(tmp_path):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--text-encoder", "{tmp}"], "--text-encoder and --vae go with --pipeline"),
+    (["--text-encoder", "{tmp}"], "--text-encoder goes with --pipeline: add --pipeline, or drop it"),
     (["--pipeline", "--frames", "6"], "unsupported frame count 6: video needs a latent frame count that is a positive"),
     (["--pipeline", "--text-encoder", "{tmp}"], "is not a Hugging Face T5 folder (no config.json)"),
     (["--pipeline", "--vae", "{tmp}/missing.ckpt"], "missing.ckpt does not exist"),

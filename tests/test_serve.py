@@ -410,6 +410,7 @@ def test_a_sigterm_while_the_models_load_leaves_no_server(folder, tmp_path):
         process.kill()
     assert "ptdit-serve run: error: terminated" in process.stderr.read()
     assert tritonservers_on(ports.grpc) == [] and not list(tmp_path.glob("ptdit-serve-*"))
+    assert not list(tmp_path.glob("tritonserver-*.log"))  # no empty log of a server that never served
 
 
 def test_a_server_that_dies_while_serving_ends_the_command_with_one_line(triton, folder, tmp_path):
@@ -468,3 +469,49 @@ def test_ptdit_run_server_refusals_before_any_request(tmp_path):
     done = subprocess.run(run[:3] + ["some.onnx"] + run[3:], cwd=ROOT, capture_output=True, text=True)
     assert done.returncode == 2 and "--server takes the place of ARTIFACT" in done.stderr
     assert not out.exists()
+    # addresses gRPC would take for names to resolve (and log its own lines about): refused in one line
+    for address, why in (("", "is empty"), ("localhost", "has no port"),
+                         ("localhost:99999", "has port 99999, outside 1-65535"), ("local host:8001", "holds spaces"),
+                         ("http://localhost:8001", "is not HOST:PORT")):
+        done = subprocess.run(run[:4] + [address] + run[5:], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+            f"ptdit-run: error: the server address {address!r} {why}: pass the gRPC address of ptdit-serve run as "
+            f"HOST:PORT, e.g. localhost:8001"], done.stderr
+    assert not out.exists()
+
+
+def test_ptdit_serve_refuses_one_port_twice_and_a_file_for_a_folder_before_any_start(folder, tmp_path):
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    done = cli("run", str(folder), "--http-port", "9000", "--grpc-port", "9000", "--metrics-port", "9002", env=env)
+    assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+        "ptdit-serve run: error: --http-port and --grpc-port are both 9000: the HTTP, gRPC and metrics endpoints "
+        "each need a port of their own"], done.stderr
+    onnx = folder / "ptdit-tiny-256-b2-fp16.onnx"
+    for command in (["run", str(onnx)], ["repository", str(onnx), "--out", str(tmp_path / "repo")]):
+        done = cli(*command, env=env)
+        assert done.returncode == 2 and done.stderr.strip().splitlines() == [
+            f"ptdit-serve {command[0]}: error: {onnx} is a transformer ONNX, not a pipeline folder: pass a folder "
+            f"written by ptdit-export --pipeline (the folder that holds pipeline.json)"], done.stderr
+    assert not (tmp_path / "repo").exists() and not list(tmp_path.iterdir())
+
+
+def test_a_server_stopped_before_it_is_ready_leaves_no_log(tmp_path, monkeypatch):
+    """A Ctrl-C while the models load: the log of our own, empty or not, is named by no error, so it goes too."""
+    import tempfile
+
+    slow = tmp_path / "bin" / "tritonserver"
+    slow.parent.mkdir()
+    slow.write_text(f"#!{sys.executable}\nimport time\ntime.sleep(300)\n")
+    slow.chmod(0o755)
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))
+    local = LocalServer(find_server(tritonserver=slow), tmp_path, free_ports())
+
+    def interrupted() -> bool:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(local, "ready", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        local.start(timeout_s=30)
+    assert local.process is None and list(logs.iterdir()) == []

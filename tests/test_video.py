@@ -298,6 +298,17 @@ def test_video_refusals(video_pipeline, pipelines, tmp_path):
                                          r"chunks of 12 latent frames, \[\[0, 8\], \[7, 12\]\]"):
         PTDiTPipeline.from_folder(folder, "onnxruntime", "cpu")
 
+    # the tile plan is checked against the decode rules as the chunks are: an edited one gave a clip of another size
+    manifest = json.loads((video_pipeline / "pipeline.json").read_text())
+    manifest["vae_decoder"]["plan"].update(factor=4, keep=128)
+    (folder / "pipeline.json").write_text(json.dumps(manifest))
+    result = run("runtime", str(folder), "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "x.mp4"))
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert ('its VAE tile plan {"blend": 0, "factor": 4, "keep": 128, "starts": [0], "tile": 32} is not the published '
+            'decode\'s plan of a 32-wide latent at 256 px, {"blend": 0, "factor": 8, "keep": 256, "starts": [0], '
+            '"tile": 32}') in result.stderr
+    assert not (tmp_path / "x.mp4").exists()
+
 
 def test_only_video_chunk_sessions_shrink_the_arena_after_each_run(video_pipeline, pipelines):
     """ONNX Runtime's arena would keep every chunk session's activations (README "Memory", measured: 3.0 GB against

@@ -53,6 +53,13 @@ def shown(path: str | os.PathLike[str]) -> str:
     return text
 
 
+def write_error(error: OSError, path: str | os.PathLike[str]) -> OSError:
+    """A write the disk refused, naming `path` by the name its user knows where the writer named no file (Pillow)."""
+    if error.filename is not None or error.errno is None:
+        return error
+    return OSError(error.errno, error.strerror, shown(path))
+
+
 @dataclass
 class _Claim:
     target: Path

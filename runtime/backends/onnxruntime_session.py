@@ -15,7 +15,7 @@ from ptdit.contract.bf16 import emulate_bf16
 from ptdit.contract.dtypes import ONNX_ELEMENT_TYPES, onnxruntime_dtype_name
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.fp8 import FP8, ONNXRUNTIME_DISABLED_OPTIMIZERS
-from ptdit.contract.graph_check import check_io, check_recorded
+from ptdit.contract.graph_check import check_io, check_onnx, check_recorded
 from ptdit.contract.onnx_manifest import OnnxManifest, TensorSpec
 
 from ..artifact import Artifact
@@ -48,6 +48,11 @@ class OnnxRuntimeSession(Session):
         self.feeds = HostFeeds(artifact.inputs)
         self.transfers = Transfers()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        # The project's own check first, on the proto without its weights: a graph its manifest does not describe
+        # (an FP8 graph whose manifest says fp16) is refused in the project's words, not in ONNX Runtime's.
+        assert isinstance(artifact.manifest, OnnxManifest)
+        check_onnx(artifact.path, artifact.manifest)
+        quiet_onnxruntime(ort)
         options = ort.SessionOptions()
         options.log_severity_level = 3
         if not SPIN_IDLE_THREADS:
@@ -217,6 +222,12 @@ class OnnxRuntimeStepLoop(StepLoop):
     def close(self) -> None:
         self.bindings.clear()
         self.values.clear()
+
+
+def quiet_onnxruntime(ort: Any) -> None:
+    """ONNX Runtime's default logger (the environment's: provider registration, the CUDA provider's fallbacks)
+    writes warnings to the terminal before any session's own severity applies: errors only."""
+    ort.set_default_logger_severity(3)
 
 
 def gpu_visible() -> bool:

@@ -102,9 +102,12 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
                                    out_path, force, not no_verify, options, console)
         else:
-            if prompt is not None or negative_prompt is not None:
-                raise InputError(f"--prompt needs a pipeline folder (ptdit-export --pipeline); {artifact.name} takes "
-                                 f"text features: --text FILE or --random-text")
+            given = [flag for flag, value in (("--prompt", prompt), ("--negative-prompt", negative_prompt))
+                     if value is not None]
+            if given:
+                raise InputError(f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} a pipeline folder "
+                                 f"(ptdit-export --pipeline); {artifact.name} takes text features: --text FILE (and "
+                                 f"--negative-text FILE) or --random-text")
             summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
                           random_text, out_path, force, not no_verify, options, console)
     if as_json:
@@ -125,10 +128,11 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
                   out_path: Path, force: bool, console: Console | None = None) -> dict[str, Any]:
     """The image of the pipeline a server of ptdit-serve runs, written as run_pipeline writes it."""
     from ..pipeline.text_to_image import write_png
-    from ..serve.client import generate
+    from ..serve.client import check_address, generate
 
     if prompt is None:
         raise InputError("--server needs --prompt \"...\"")
+    check_address(url)  # before the first line of progress: a bad address is the one line
     console = console or Console()
     check_out(out_path, (".png",))
     with Outputs(force) as outputs:

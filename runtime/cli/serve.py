@@ -14,6 +14,7 @@ from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import Failure, InputError
 from ptdit.contract.numbers import INSTANCES, Range
 
+from ..pipeline.folder import check_pipeline_path
 from ..serve import protocol
 from ..serve.environment import default_env_dir, find_server, setup
 from ..serve.repository import QUEUE, QUEUE_TIMEOUT_S, ServeOptions, write_repository
@@ -107,7 +108,7 @@ def repository_command(folder: Path, out_dir: Path, backend: str, device: str, l
 
 
 @main.command("run")
-@click.argument("source", metavar="FOLDER", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.argument("source", metavar="FOLDER", type=click.Path(exists=True, path_type=Path))
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
 @click.option("--http-port", type=Number(Ports.RANGE), default=8000, show_default=True, help="HTTP/REST port.")
 @click.option("--grpc-port", type=Number(Ports.RANGE), default=8001, show_default=True,
@@ -130,6 +131,8 @@ def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics
     the serving options below) or a repository of ptdit-serve repository. Prints the addresses and serves until
     Ctrl-C or SIGTERM, which let the requests in flight finish."""
     with exit_codes("ptdit-serve run", debug, writes=False):
+        ports = Ports(http_port, grpc_port, metrics_port)  # three different ports, before any work
+        check_pipeline_path(source)  # a file (an ONNX) is refused in the project's words, not click's
         server = find_server(env_dir, tritonserver)
         scratch = None
         try:
@@ -146,7 +149,7 @@ def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics
                 repository = write_repository(source, scratch / "repository",
                                               ServeOptions(backend, device, instances, max_queue_size,
                                                            queue_timeout_s, layout), symlinks=True)
-            local = LocalServer(server, repository, Ports(http_port, grpc_port, metrics_port), host, exit_timeout_s)
+            local = LocalServer(server, repository, ports, host, exit_timeout_s)
             console.line(f"ptdit-serve: starting {server.binary} ({server.source}) on {repository}")
             with local:
                 click.echo(f"serving {protocol.MODEL}: http {local.http_url}  grpc {local.grpc_url}  metrics "

@@ -21,8 +21,35 @@ class PipelineFolder:
         return self.path / name
 
 
+FOLDER_FIX = "pass a folder written by ptdit-export --pipeline (the folder that holds pipeline.json)"
+_GRAPHS = {"noise_prediction": "transformer", "step": "transformer step", "text_encoder": "text encoder",
+           "vae_decoder": "VAE decoder"}
+
+
+def check_pipeline_path(path: Path) -> None:
+    """A pipeline folder is a folder: a path that is missing or a file is refused in one line naming what it is
+    (before anything reads path/pipeline.json, which a file makes "Not a directory")."""
+    if not path.exists():
+        raise InputError(f"{path} does not exist: {FOLDER_FIX}")
+    if path.is_dir():
+        return
+    suffix = path.suffix.lower()
+    kind = {".onnx": "an ONNX", ".plan": "a TensorRT plan", ".json": "a JSON file"}.get(suffix, "a file")
+    if suffix in (".onnx", ".plan"):
+        from ptdit.contract.manifests import read_artifact_manifest
+
+        try:
+            graph = read_artifact_manifest(path, verify=False).export.graph
+        except InputError:  # no manifest beside it, or not one of ours: still a file, not a folder
+            pass
+        else:
+            kind = f"a {_GRAPHS.get(graph, graph)} {'ONNX' if suffix == '.onnx' else 'TensorRT plan'}"
+    raise InputError(f"{path} is {kind}, not a pipeline folder: {FOLDER_FIX}")
+
+
 def load_pipeline(path: str | Path, verify: bool = True) -> PipelineFolder:
     path = Path(path)
+    check_pipeline_path(path)
     manifest = read_manifest(PipelineManifest, path / "pipeline.json", "this folder",
                              f"{path} is a folder without pipeline.json: pass a folder written by ptdit-export "
                              f"--pipeline, or an .onnx / .plan")

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, Union
 
 import numpy as np
 
+from ptdit.contract.arguments import checked
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 
@@ -72,6 +73,7 @@ class PTDiTPipeline:
 
     def __init__(self, transformer: Session, components: PipelineComponents | None = None):
         self.transformer, self.components = transformer, components
+        self.closed = False
         try:
             if transformer.artifact.export.resolution is None:
                 raise InputError(f"{transformer.artifact.path.name} is a {transformer.artifact.export.graph} "
@@ -83,6 +85,7 @@ class PTDiTPipeline:
         self.text_len, self.text_dim = spec.shape[1], spec.shape[2]
 
     @classmethod
+    @checked
     def from_folder(cls, folder: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
                     runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
                     weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:
@@ -104,6 +107,7 @@ class PTDiTPipeline:
         return cls(components.sessions["transformer"], components)
 
     @classmethod
+    @checked
     def from_artifact(cls, artifact: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
                       runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
                       weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:
@@ -115,6 +119,7 @@ class PTDiTPipeline:
         options = _tensorrt_options(runtime_cache_dir, lean_runtime, weight_budget)
         return cls(open_session(str(path), backend, device, verify, torch_precision, options))
 
+    @checked
     def encode_prompt(self, prompt: str, name: str = "prompt") -> tuple[np.ndarray, np.ndarray]:
         """The T5 features [L, D] (float32) and mask [L] (int64) of `prompt`, as the pipeline feeds them (`name`: the
         parameter it came in, for the error without a text encoder)."""
@@ -123,6 +128,7 @@ class PTDiTPipeline:
                              f"transformer artifact alone: pass {option(name + '_embeds')}, or use a pipeline folder")
         return self.components.encode(prompt)
 
+    @checked
     def __call__(self, prompt: Prompts | None = None, negative_prompt: Prompts | None = None,
                  num_inference_steps: int = DEFAULT_STEPS, guidance_scale: float = DEFAULT_GUIDANCE, seed: int = 0,
                  num_images_per_prompt: int = 1, prompt_embeds: np.ndarray | None = None,
@@ -260,7 +266,8 @@ class PTDiTPipeline:
         return texts
 
     def close(self) -> None:
-        """Release every session; a second close() does nothing."""
+        """Release every session; a second close() does nothing, and every other call is refused after it."""
+        self.closed = True
         if self.components is not None:
             self.components.close()
         else:

@@ -5,17 +5,21 @@ runtime.PTDiTPipeline strings them together with the sampler."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from ptdit.contract.arrays import read_arrays
-from ptdit.contract.errors import InputError
-from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks
+from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.outputs import shown, write_error
+from ptdit.contract.pipeline_manifest import TilePlan
+from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
+from ..sampling.text import non_finite
 from ..session import open_session
 from .folder import PipelineFolder, component_path
 from .prompt import PromptTokenizer
@@ -51,6 +55,7 @@ class PipelineComponents:
             self.plan, self.chunks = m.vae_decoder.plan, m.vae_decoder.chunks
             self.stored_negative = read_arrays(folder.file(m.negative_prompt.file))
             self._check_fit()
+            self._check_stored_negative()
         except BaseException:
             self.close()
             raise
@@ -77,6 +82,13 @@ class PipelineComponents:
             problems.append(f"its VAE chunks {[list(c) for c in self.chunks]} are not the published decode's chunks "
                             f"of {latent[2]} latent frames, {[list(c) for c in temporal_chunks(latent[2])]}")
             frames_fit = False
+        resolution_fits = transformer.export.resolution == m.resolution
+        if frames_fit and resolution_fits and m.resolution % latent[-1] == 0:  # the published decode's plan
+            published = tile_plan(latent[-1], m.frames, m.resolution // latent[-1])
+            if self.plan != published:
+                problems.append(f"its VAE tile plan {plan_text(self.plan)} is not the published decode's plan of a "
+                                f"{latent[-1]}-wide latent at {m.resolution} px, {plan_text(published)}")
+                frames_fit = False
         encoded = list(self.sessions["text_encoder"].artifact.spec("text_embeds").shape[1:])
         if encoded != text_in:
             problems.append(f"the text encoder gives features {encoded}, the transformer takes {text_in}")
@@ -96,6 +108,16 @@ class PipelineComponents:
         if problems:
             raise InputError(f"the components of {self.folder.path} do not fit each other: {'; '.join(problems)}; "
                              f"re-export the folder with ptdit-export --pipeline")
+
+    def _check_stored_negative(self) -> None:
+        """The stored negative prompt's features are the folder's, not the user's: NaN or inf there is a broken
+        export, named by its file (a message about the negative prompt option would name what the user did not
+        pass)."""
+        bad = non_finite(self.stored_negative["text_embeds"])
+        if bad:
+            name = self.folder.manifest.negative_prompt.file
+            raise InputError(f"{self.folder.file(name)} (the folder's stored negative prompt) holds {bad} NaN or "
+                             f"infinite values in its text_embeds: re-export the folder with ptdit-export --pipeline")
 
     def encode(self, prompt: str) -> tuple[np.ndarray, np.ndarray]:
         ids, mask = self.tokenizer(prompt)
@@ -151,7 +173,8 @@ class PipelineComponents:
 
 
 def write_png(path: Path, pixels: np.ndarray, metadata: dict[str, Any]) -> None:
-    """The image with the run's settings as PNG text chunks (`path` may be the output's temporary name)."""
+    """The image with the run's settings as PNG text chunks (`path` may be the output's temporary name), read back
+    before it is published: a file that does not give the very pixels is a Failure."""
     try:
         from PIL import Image, PngImagePlugin
     except ImportError:
@@ -159,4 +182,19 @@ def write_png(path: Path, pixels: np.ndarray, metadata: dict[str, Any]) -> None:
     info = PngImagePlugin.PngInfo()
     for key, value in metadata.items():
         info.add_text(key, str(value))
-    Image.fromarray(pixels, "RGB").save(path, format="PNG", pnginfo=info)
+    try:
+        Image.fromarray(pixels, "RGB").save(path, format="PNG", pnginfo=info)
+    except OSError as e:
+        raise write_error(e, path) from None
+    try:
+        with Image.open(path) as image:
+            same = np.array_equal(np.asarray(image.convert("RGB")), pixels)
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's words for a file it cannot read
+        raise Failure(f"{shown(path)} was written but does not read back: {e}") from None
+    if not same:
+        raise Failure(f"{shown(path)} was written but reads back other pixels than were written")
+
+
+def plan_text(plan: TilePlan) -> str:
+    """A tile plan as pipeline.json writes it."""
+    return json.dumps(plan.to_dict(), sort_keys=True)

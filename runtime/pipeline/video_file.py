@@ -6,17 +6,26 @@ WebP's EXIF ImageDescription and the GIF's comment as JSON, each PNG's text chun
 
 Reruns give the same bytes: x264 runs on one thread (its output depends on the thread count) with ffmpeg's
 bitexact flags (no version strings or times), for the same imageio-ffmpeg wheel.
+
+Nothing is taken on trust: each writer is tried on two tiny frames before any work (check_writer), and what it
+wrote is read back before the caller publishes it (an .mp4 decodes whole to as many frames, a .gif to as many
+frames, a .webp and PNG frames to the very frames).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.outputs import shown, write_error
+
+from .ffmpeg_process import decoded_frames, encode_mp4, try_encoder
 
 FPS = 24  # the published sampler's (Open-Sora-Plan v1.2 opensora/sample/sample_t2v.py --fps)
 MP4_QUALITY = 6  # imageio's 0-10 quality scale, as the published sampler writes its clips
@@ -35,42 +44,54 @@ def video_kind(path: Path) -> str:
 
 
 def check_writer(kind: str) -> None:
-    """What a kind needs is installed and works (before any work): imageio-ffmpeg and its ffmpeg binary for .mp4,
-    Pillow (with WebP for .webp)."""
-    package = "imageio-ffmpeg" if kind == "mp4" else "pillow"
-    what = "an .mp4" if kind == "mp4" else f"a {kind}" if kind != "png" else "PNG frames"
+    """The writer of `kind` works, tried on two tiny frames before any work: for .mp4 imageio-ffmpeg and an ffmpeg
+    that encodes H.264 and reads it back, for the others Pillow (with WebP for .webp)."""
+    if kind == "mp4":
+        try_encoder()
+        return
+    what = f"a .{kind}" if kind != "png" else "PNG frames"
     try:
-        if kind == "mp4":
-            import imageio_ffmpeg
-
-            imageio_ffmpeg.get_ffmpeg_exe()  # a wheel brings one; an sdist or $IMAGEIO_FFMPEG_EXE may not
-        else:
-            from PIL import features
-
-            if kind == "webp" and not features.check_module("webp"):  # animation comes with it (Pillow >= 11)
-                raise InputError("writing a .webp needs a Pillow built with WebP: pip install --force-reinstall "
-                                 "pillow (its wheels have it), or write .mp4 or .gif")
+        from PIL import features
     except ImportError:
-        raise InputError(f"writing {what} needs {package}: pip install {package} (or the [video] extra)") from None
-    except RuntimeError as e:  # imageio-ffmpeg without a usable ffmpeg
-        raise InputError(f"writing {what} needs ffmpeg: {str(e).splitlines()[0]} (pip install --force-reinstall "
-                         f"imageio-ffmpeg brings one)") from None
+        raise InputError(f"writing {what} needs pillow: pip install pillow (or the [video] extra)") from None
+    if kind == "webp" and not features.check_module("webp"):  # animation comes with it (Pillow >= 11)
+        raise InputError("writing a .webp needs a Pillow built with WebP: pip install --force-reinstall pillow (its "
+                         "wheels have it), or write .mp4 or .gif")
+    with tempfile.TemporaryDirectory() as folder:
+        frames = [np.full((16, 16, 3), value, np.uint8) for value in (0, 255)]
+        try:
+            _write(Path(folder) / "trial", kind, frames, "{}", FPS)
+            _check(Path(folder) / "trial", kind, _digests(frames), 16, 16, FPS)
+        except (OSError, Failure) as e:
+            raise InputError(f"writing {what} does not work here: {e}") from None
 
 
 def write_video(path: Path, kind: str, frames: Sequence[np.ndarray], metadata: dict[str, Any],
                 fps: int = FPS) -> None:
-    """uint8 frames [H, W, 3] to `path` (a file, or for "png" a folder it makes), `metadata` stored in it. `path`
-    may be the output's temporary name: the container is named, not guessed from the suffix."""
-    check_writer(kind)
-    text = json.dumps(metadata, sort_keys=True)
+    """uint8 frames [H, W, 3] to `path` (a file, or for "png" a folder it makes), `metadata` stored in it, then read
+    back: a file that does not decode whole, or to other frames, is a Failure (a full disk an OSError), so the
+    caller never publishes it. `path` may be the output's temporary name: the container is named, not guessed from
+    the suffix."""
+    if not frames:
+        raise ValueError("no frames to write")
+    height, width = frames[0].shape[:2]
+    try:
+        _write(path, kind, frames, json.dumps(metadata, sort_keys=True), fps, metadata)
+    except OSError as e:
+        raise write_error(e, path) from None
+    _check(path, kind, _digests(frames), width, height, fps)
+
+
+def _write(path: Path, kind: str, frames: Sequence[np.ndarray], text: str, fps: int,
+           metadata: dict[str, Any] | None = None) -> None:
     if kind == "mp4":
-        _write_mp4(path, frames, text, fps)
+        encode_mp4(path, frames, fps, MP4_QUALITY, text)
     elif kind == "png":
         from .text_to_image import write_png
 
         path.mkdir()
         for i, frame in enumerate(frames):
-            write_png(path / f"frame-{i:05d}.png", frame, {**metadata, "frame": i})
+            write_png(path / f"frame-{i:05d}.png", frame, {**(metadata or {}), "frame": i})
     else:
         from PIL import Image
 
@@ -86,18 +107,42 @@ def write_video(path: Path, kind: str, frames: Sequence[np.ndarray], metadata: d
                            lossless=True, exif=exif.tobytes())
 
 
-def _write_mp4(path: Path, frames: Sequence[np.ndarray], comment: str, fps: int) -> None:
-    import imageio_ffmpeg
+def _digests(frames: Sequence[np.ndarray]) -> list[bytes]:
+    return [hashlib.sha256(np.ascontiguousarray(frame).tobytes()).digest() for frame in frames]
 
-    height, width = frames[0].shape[:2]
-    writer = imageio_ffmpeg.write_frames(
-        str(path), (width, height), fps=fps, codec="libx264", quality=MP4_QUALITY, pix_fmt_in="rgb24",
-        pix_fmt_out="yuv420p", macro_block_size=16, ffmpeg_log_level="error",
-        output_params=["-f", "mp4", "-threads", "1", "-fflags", "+bitexact", "-flags", "+bitexact",
-                       "-metadata", f"comment={comment}"])
-    writer.send(None)  # start ffmpeg
+
+def _check(path: Path, kind: str, digests: list[bytes], width: int, height: int, fps: int) -> None:
+    """What was written reads back: as many frames of the right size (.mp4 and .gif: H.264 and a palette are
+    lossy), the very frames (lossless .webp; PNG frames are each read back as write_png writes them)."""
+    if kind == "mp4":
+        count = decoded_frames(path, width, height)
+    elif kind == "png":
+        count = len(list(path.iterdir()))
+    else:
+        found = _read_animation(path, kind, width, height, fps)
+        if kind == "webp" and len(found) == len(digests) and found != digests:
+            raise Failure(f"{shown(path)} was written but reads back other frames than were written")
+        count = len(found)
+    if count != len(digests):
+        raise Failure(f"{shown(path)} was written but reads back as {count} frames, not {len(digests)}")
+
+
+def _read_animation(path: Path, kind: str, width: int, height: int, fps: int) -> list[bytes]:
+    """The digest of every frame of a .gif or .webp, a frame stored once for a run of identical ones (Pillow
+    merges them, adding up their durations) counted as often as it is shown."""
+    from PIL import Image
+
+    unit = 10 * round(100 / fps) if kind == "gif" else round(1000 / fps)  # GIF counts in 1/100 s
+    found: list[bytes] = []
     try:
-        for frame in frames:
-            writer.send(np.ascontiguousarray(frame))
-    finally:
-        writer.close()
+        with Image.open(path) as image:
+            for i in range(getattr(image, "n_frames", 1)):
+                image.seek(i)
+                pixels = np.asarray(image.convert("RGB"))
+                if pixels.shape != (height, width, 3):
+                    raise Failure(f"{shown(path)} holds a frame of {pixels.shape[1]} x {pixels.shape[0]}, not "
+                                  f"{width} x {height}")
+                found += [hashlib.sha256(pixels.tobytes()).digest()] * round(image.info.get("duration", unit) / unit)
+    except (OSError, SyntaxError, ValueError) as e:  # Pillow's words for a file it cannot read
+        raise Failure(f"{shown(path)} was written but does not read back: {e}") from None
+    return found

@@ -9,13 +9,16 @@ out; `ptdit-run --server URL` writes it as the same PNG ptdit-run writes for the
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
-from ptdit.contract.errors import Failure, InputError
-from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS
+from ptdit.contract.arguments import checked
+from ptdit.contract.errors import Failure, InputError, option
+from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 
 from . import protocol
 
@@ -27,7 +30,41 @@ class Generated:
     pipeline: str  # the name of the pipeline folder the server runs
 
 
+TIMEOUT_S = Range(0, 24 * 3600, low_open=True)  # seconds a request may take
+
+
+_ADDRESS = re.compile(r"^(?:\[(?P<ipv6>[0-9A-Fa-f:.]+)\]|(?P<host>[^\s:\[\]/]+)):(?P<port>\d{1,5})$")
+ADDRESS_FIX = "pass the gRPC address of ptdit-serve run as HOST:PORT, e.g. localhost:8001"
+
+
+def check_address(url: str) -> str:
+    """A server's gRPC address, HOST:PORT (or [IPv6]:PORT), checked before gRPC sees it: gRPC takes an empty or
+    misspelled address for a name to resolve, logs its own lines to the terminal and fails late."""
+    def refuse(why: str) -> InputError:
+        return InputError(f"the server address {url!r} {why}: {ADDRESS_FIX}")
+
+    if not isinstance(url, str) or not url.strip():
+        raise refuse("is empty")
+    if any(c.isspace() for c in url):
+        raise refuse("holds spaces")
+    match = _ADDRESS.match(url)
+    if match is None:
+        raise refuse("has no port" if ":" not in url or url.startswith("[") and "]:" not in url else
+                      "is not HOST:PORT")
+    if not 1 <= int(match["port"]) <= 65535:
+        raise refuse(f"has port {match['port']}, outside 1-65535")
+    return url
+
+
+def quiet_grpc() -> None:
+    """gRPC's C core logs to the terminal (stderr) on its own, before our one-line error says the same: it is
+    silenced unless the user asked for its logs (GRPC_VERBOSITY, GRPC_TRACE). Read when grpc is first imported."""
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+
+
 def _client(url: str) -> tuple[Any, Any]:
+    check_address(url)
+    quiet_grpc()
     try:
         import tritonclient.grpc as grpcclient
     except ImportError:
@@ -52,10 +89,13 @@ def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int
 
 class PipelineClient:
     """A connection to the served pipeline, kept for many requests (a context manager). A refused request (a bad
-    input, a full queue) is an InputError with the server's message; no server at url is one too."""
+    input, a full queue) is an InputError with the server's message; no server at url is one too. The arguments
+    are checked before anything is sent; after close() every call is refused."""
 
+    @checked
     def __init__(self, url: str) -> None:
         self.url = url
+        self.closed = False
         self._grpc, self._client = _client(url)
         try:
             config = self._call(lambda: self._client.get_model_config(protocol.MODEL, as_json=True))["config"]
@@ -77,15 +117,24 @@ class PipelineClient:
                 raise InputError(f"the server refused the request: {message}") from None
             raise Failure(f"the server failed the request: {message}") from None
 
+    @checked
     def generate(self, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
                  guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None) -> Generated:
+        SEED.check(option("seed"), seed)
+        STEPS.check(option("steps"), steps)
+        GUIDANCE.check(option("guidance_scale"), guidance_scale)
+        if timeout_s is not None:
+            TIMEOUT_S.check(option("timeout_s"), timeout_s)
         inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale)
         answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
         timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
         return Generated(answer.as_numpy("image"), timings, self.pipeline)
 
     def close(self) -> None:
-        self._client.close()
+        """Close the connection; a second close() does nothing, and every other call is refused after it."""
+        if not self.closed:
+            self.closed = True
+            self._client.close()
 
     def __enter__(self) -> PipelineClient:
         return self

@@ -41,6 +41,17 @@ class Ports:
     grpc: int = 8001
     metrics: int = 8002
 
+    def __post_init__(self) -> None:
+        """Three valid, different ports, refused before any start (Triton would bind the first and fail the next)."""
+        named = (("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics))
+        for name, port in named:
+            self.RANGE.check(f"--{name}-port", port)
+        for i, (name, port) in enumerate(named):
+            for other, port_of_other in named[i + 1:]:
+                if port == port_of_other:
+                    raise InputError(f"--{name}-port and --{other}-port are both {port}: the HTTP, gRPC and metrics "
+                                     f"endpoints each need a port of their own")
+
     def check_free(self, host: str) -> None:
         """Refuse a port another program listens on before starting (Triton would log it and exit)."""
         for name, port in (("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics)):
@@ -71,7 +82,10 @@ class LocalServer:
                  exit_timeout_s: int = 60, log: Path | None = None) -> None:
         self.server, self.repository, self.ports, self.host = server, repository, ports, host
         self.exit_timeout_s = exit_timeout_s
-        self.own_log = log is None  # a log of our own is removed after a clean stop, kept after a failure
+        # A log of our own is removed after a clean stop and after a stop before ready (a Ctrl-C while the models
+        # load), kept when an error names it; a log the user asked for (`log`) is always kept.
+        self.own_log = log is None
+        self.log_reported = False  # an error raised names self.log: it is kept
         self.log = log or Path(tempfile.gettempdir()) / "tritonserver-(not started).log"
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -104,11 +118,11 @@ class LocalServer:
             handle, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(handle)
             self.log = Path(name)
-        with open(self.log, "wb") as log:
-            # A session of its own: a Ctrl-C at the terminal reaches us, and we stop the server in order.
-            self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
-                                            env=self.server.environ(), start_new_session=True)
         try:
+            with open(self.log, "wb") as log:
+                # A session of its own: a Ctrl-C at the terminal reaches us, and we stop the server in order.
+                self.process = subprocess.Popen(self.command(), stdout=log, stderr=subprocess.STDOUT,
+                                                env=self.server.environ(), start_new_session=True)
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
                 if self.process.poll() is not None:
@@ -117,9 +131,12 @@ class LocalServer:
                 if self.ready():
                     return self
                 time.sleep(0.2)
+            self.log_reported = True
             raise Failure(f"tritonserver was not ready after {timeout_s:.0f} s (its log: {self.log})")
         except BaseException:  # a failure, or Ctrl-C / SIGTERM while the models load: no server is left behind
             self.stop()
+            if not self.log_reported:  # nothing points at it: no log is left behind either
+                self._remove_own_log()
             raise
 
     def ready(self) -> bool:
@@ -140,6 +157,7 @@ class LocalServer:
                   and not any(word in line for word in IGNORED)]
         why = errors[0] if errors else (text.strip().splitlines() or ["no output"])[-1]
         why = why.split("\\n")[0].removeprefix("ERROR: ")  # the Python backend logs a traceback, escaped, after it
+        self.log_reported = True
         return Failure(f"tritonserver exited before it was ready: {why} (its log: {self.log})")
 
     def wait(self) -> int:
@@ -163,9 +181,19 @@ class LocalServer:
                 raise
         finally:
             self.process = None
-        if process.returncode == 0 and self.own_log:
-            self.log.unlink(missing_ok=True)
+        if process.returncode == 0 or self._log_is_empty():
+            self._remove_own_log()
         return process.returncode
+
+    def _log_is_empty(self) -> bool:
+        try:
+            return self.log.stat().st_size == 0
+        except OSError:
+            return False
+
+    def _remove_own_log(self) -> None:
+        if self.own_log:
+            self.log.unlink(missing_ok=True)
 
     def __enter__(self) -> LocalServer:
         return self.start() if self.process is None else self
