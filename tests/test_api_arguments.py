@@ -42,6 +42,26 @@ def test_the_checker_reads_the_annotations():
                              ((1, 2, "x", None, None, (1, 2), 7), "h", "an array or None, got int 7")]:
         assert refused(lambda args=args: f(*args), name) == f"{name} must be {text}"
     assert conforms("fp16", Any) and describe(int | None) == "an integer or None"
+    assert conforms(np.True_, bool) and not conforms(np.int64(1), bool)
+
+
+def test_names_only_type_checkers_see_are_matched_by_name():
+    """An annotation naming a class imported for type checkers only (dotted too) is matched by class name, so the
+    check imports nothing heavy and never fails on the name itself."""
+    namespace: dict[str, Any] = {}
+    exec("from __future__ import annotations\n"
+         "def f(model: onnx_ir.Model | None = None, cfg: PTDiTConfig | str = 'x') -> None:\n    pass\n", namespace)
+    f = checked(namespace["f"])
+
+    class PTDiTConfig:
+        pass
+
+    class Model:
+        pass
+
+    f(Model(), PTDiTConfig())
+    f(None, "tiny")
+    assert refused(lambda: f(3), "model") == "model must be a Model or None, got int 3"
 
 
 @pytest.fixture(scope="module")

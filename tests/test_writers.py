@@ -76,6 +76,37 @@ def test_each_writer_reads_back_what_it_wrote(tmp_path):
         video_file._check(tmp_path / "cut.gif", "gif", video_file._digests(frames), 64, 64, 24)
 
 
+@pytest.mark.parametrize("run", [1, 2, 11, 13, 16, 29, 48])
+def test_runs_of_identical_frames_and_still_clips_read_back(tmp_path, run):
+    """Pillow stores a run of identical frames once (a GIF's duration rounded down to 1/100 s) and a clip of one
+    picture as a still: both read back as the frames written. An .mp4 of a size that is no multiple of 16 is
+    scaled up to whole macro blocks, as imageio-ffmpeg writes it, and reads back at that size."""
+    from runtime.pipeline.video_file import write_video
+
+    still, other = noise(2, side=32)
+    for kind in ("gif", "webp"):
+        write_video(tmp_path / f"still.{kind}", kind, [still] * run, {})
+        write_video(tmp_path / f"runs.{kind}", kind, [still] * run + [other] + [still] * run, {})
+    rng = np.random.default_rng(run)
+    write_video(tmp_path / "odd.mp4", "mp4", [rng.integers(0, 256, (40, 72, 3), np.uint8) for _ in range(3)], {})
+
+
+def test_a_signal_deferred_while_the_body_fails_is_still_raised():
+    """signals_deferred (around a child's start, a publish): a signal that came while the body raised replaces the
+    body's error (Ctrl-C then a bad ffmpeg is exit 130, not 2), and both handlers are back afterwards."""
+    from ptdit.contract.interrupts import Terminated, signals_deferred
+
+    before = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Terminated) as stopped:
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+            raise OSError(2, "No such file or directory")
+    assert isinstance(stopped.value.__context__, OSError)
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
+    assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
+
+
 @needs_root
 @pytest.mark.parametrize("kind", ["mp4", "webp", "gif", "png"])
 def test_a_full_disk_under_each_writer_is_said_and_nothing_is_published(tmp_path, kind, capsys):

@@ -32,8 +32,19 @@ from .errors import InputError, option
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-class _Unresolved:
+class _UnresolvedType(type):
+    def __getattr__(cls, name: str) -> Any:  # a dotted name of a module imported for type checkers: onnx_ir.Model
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return _unresolved(name)
+
+
+class _Unresolved(metaclass=_UnresolvedType):
     """A name the annotations use that exists only for type checkers (an import under TYPE_CHECKING)."""
+
+
+def _unresolved(name: str) -> type:
+    return _UnresolvedType(name, (_Unresolved,), {})
 
 
 def _namespace(function: Callable[..., Any]) -> dict[str, Any]:
@@ -41,7 +52,7 @@ def _namespace(function: Callable[..., Any]) -> dict[str, Any]:
         def __missing__(self, name: str) -> Any:
             if hasattr(builtins, name):
                 return getattr(builtins, name)
-            return type(name, (_Unresolved,), {})
+            return _unresolved(name)
 
     return Names(function.__globals__)
 
@@ -85,7 +96,7 @@ def conforms(value: Any, hint: Any) -> bool:
     if issubclass(hint, _Unresolved):
         return hint.__name__ in {cls.__name__ for cls in type(value).__mro__}
     if hint is bool:
-        return isinstance(value, bool) or type(value).__name__ == "bool_"
+        return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"))
     if hint is int:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:

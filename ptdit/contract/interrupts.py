@@ -47,18 +47,31 @@ def sigterm_interrupts() -> Iterator[None]:
 
 @contextlib.contextmanager
 def signals_deferred() -> Iterator[None]:
-    """A SIGINT or SIGTERM that arrives while the body runs (a publish: a few renames) is acted on when the body
-    has finished, so that it runs whole."""
+    """A SIGINT or SIGTERM that arrives while the body runs (a publish: a few renames; the start of a child) is
+    acted on when the body has finished, so that it runs whole; if the body raised, the signal is raised in its
+    place. The handlers are swapped with both signals blocked, so none falls between the two."""
     if not in_main_thread():
         yield
         return
     pending: list[int] = []
-    previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum))
-                for s in (signal.SIGINT, signal.SIGTERM)}
+    deferred = (signal.SIGINT, signal.SIGTERM)
+    with _blocked(deferred):
+        previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in deferred}
     try:
         yield
     finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-    if pending:
-        raise interrupt_for(pending[0])
+        with _blocked(deferred):
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+        if pending:
+            raise interrupt_for(pending[0])
+
+
+@contextlib.contextmanager
+def _blocked(signals: tuple[int, ...]) -> Iterator[None]:
+    """The signals wait at the kernel while the body runs; delivered after it, to the handlers it set."""
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, signals)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)

@@ -69,6 +69,7 @@ class OnnxRuntimeSession(Session):
         except Exception as e:  # ORT raises its own exception types for corrupt or unsupported files
             self.close()
             raise InputError(f"ONNX Runtime cannot load {artifact.path.name} ({str(e).splitlines()[0]})") from None
+        self._check_provider(device)
         self._check_graph(set(extra_outputs or []), bf16_twin)
         self.output_names = [o.name for o in self.ort_session.get_outputs()]
         self._binding = self.ort_session.io_binding()
@@ -78,6 +79,18 @@ class OnnxRuntimeSession(Session):
             # run, once per session: a pipeline's chunk sessions would hold the sum. Shrunk, it holds one run's.
             self._run_options.add_run_config_entry("memory.enable_memory_arena_shrinkage",
                                                    "gpu:0" if self.device == "cuda" else "cpu:0")
+
+    def _check_provider(self, device: str) -> None:
+        """ONNX Runtime falls back to its CPU provider without a word when the CUDA one cannot start (the CUDA or
+        cuDNN libraries onnxruntime-gpu was built for are missing): --device cuda refuses, auto says what runs."""
+        running = self.ort_session.get_providers()[0]
+        if running == self.provider:
+            return
+        if device == "cuda":
+            self.close()
+            raise InputError(f"ONNX Runtime could not start its CUDA provider (onnxruntime-gpu needs the CUDA and cuDNN "
+                             f"libraries it was built for): install them, or use {option('device', 'cpu')}")
+        self.provider, self.device, self.backend = running, "cpu", f"onnxruntime ({running})"
 
     def _check_graph(self, extra_outputs: set[str], bf16_twin: bool) -> None:
         """The graph ONNX Runtime loaded must be the one the manifest describes (ptdit.contract.graph_check)."""
@@ -225,9 +238,10 @@ class OnnxRuntimeStepLoop(StepLoop):
 
 
 def quiet_onnxruntime(ort: Any) -> None:
-    """ONNX Runtime's default logger (the environment's: provider registration, the CUDA provider's fallbacks)
-    writes warnings to the terminal before any session's own severity applies: errors only."""
-    ort.set_default_logger_severity(3)
+    """ONNX Runtime's default logger (the environment's: provider registration, a CUDA provider that cannot start)
+    writes to the terminal on its own, before any session's severity applies: nothing below fatal. Its errors reach
+    the project as exceptions or as the provider in effect (_check_provider), which the project says in one line."""
+    ort.set_default_logger_severity(4)
 
 
 def gpu_visible() -> bool:

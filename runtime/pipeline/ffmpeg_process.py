@@ -28,6 +28,12 @@ from ptdit.contract.outputs import shown
 # Why a write failed, as ffmpeg prints it (strerror): a full disk is told as every stage tells it.
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EIO, errno.EACCES)
 CHUNK = 1 << 20
+MACRO_BLOCK = 16  # H.264's: a frame of another size is scaled up to the next multiple, as imageio-ffmpeg does
+
+
+def macro_blocks(pixels: int) -> int:
+    """A frame side as the .mp4 stores it."""
+    return -(-pixels // MACRO_BLOCK) * MACRO_BLOCK
 
 
 @dataclass(frozen=True)
@@ -64,8 +70,8 @@ def _fix() -> str:
 
 
 def run(command: list[str], feed: Iterable[bytes] | None = None) -> Finished:
-    """Run `command`: with `feed`, write it to the child's stdin; without, count the bytes of its stdout. Any
-    exception here, SIGINT and SIGTERM included, kills the child and waits for it before it goes on."""
+    """Run `command`: with `feed`, write it to the child's stdin; without, count the bytes of its stdout. However
+    this ends (an error, SIGINT, SIGTERM, any number of them), the child is stopped and waited for first."""
     with tempfile.TemporaryFile() as errors:
         process = None
         try:
@@ -87,31 +93,44 @@ def run(command: list[str], feed: Iterable[bytes] | None = None) -> Finished:
                 while chunk := process.stdout.read(CHUNK):
                     size += len(chunk)
             code = process.wait()
-        except BaseException:
-            if process is not None:
-                with signals_deferred():
-                    process.kill()
-                    process.wait()
-            raise
         finally:
-            for stream in (process.stdin, process.stdout) if process is not None else ():
-                if stream is not None:
-                    try:
-                        stream.close()
-                    except BrokenPipeError:
-                        pass
+            if process is not None:
+                _reap(process)
         errors.seek(0)
         return Finished(code, errors.read().decode(errors="replace"), size)
 
 
+def _reap(process: subprocess.Popen[bytes]) -> None:
+    """Kill the child if it still runs and wait for it, however many signals arrive meanwhile (the first is raised
+    once it is done), then close its pipes."""
+    interrupt: KeyboardInterrupt | None = None
+    while process.returncode is None:
+        try:
+            process.kill()
+            process.wait()
+        except KeyboardInterrupt as e:
+            interrupt = interrupt or e
+    for stream in (process.stdin, process.stdout):
+        if stream is not None:
+            try:
+                stream.close()
+            except BrokenPipeError:
+                pass
+    if interrupt is not None:
+        raise interrupt
+
+
 def encode_command(exe: str, path: Path, width: int, height: int, fps: int, quality: float,
                    comment: str) -> list[str]:
-    """H.264 (libx264) in yuv420p from rgb24 frames on stdin, as imageio-ffmpeg's writer runs it at `quality` (0-10),
-    on one thread with ffmpeg's bitexact flags so that reruns give the same bytes."""
+    """H.264 (libx264) in yuv420p from rgb24 frames on stdin, as imageio-ffmpeg's writer runs it at `quality` (0-10)
+    (frames scaled up to whole macro blocks), on one thread with ffmpeg's bitexact flags so that reruns give the
+    same bytes."""
     crf = int((1 - quality / 10.0) * 51)
+    padded = (macro_blocks(width), macro_blocks(height))
+    scale = ["-vf", f"scale={padded[0]}:{padded[1]}"] if padded != (width, height) else []
     return [exe, "-y", "-f", "rawvideo", "-vcodec", "rawvideo", "-s", f"{width}x{height}", "-pix_fmt", "rgb24",
             "-r", str(Fraction(fps).limit_denominator()), "-i", "-", "-an", "-vcodec", "libx264", "-pix_fmt",
-            "yuv420p", "-crf", str(crf), "-v", "error", "-f", "mp4", "-threads", "1", "-fflags", "+bitexact",
+            "yuv420p", "-crf", str(crf), *scale, "-v", "error", "-f", "mp4", "-threads", "1", "-fflags", "+bitexact",
             "-flags", "+bitexact", "-metadata", f"comment={comment}", str(path)]
 
 

@@ -25,7 +25,7 @@ import numpy as np
 from ptdit.contract.errors import Failure, InputError
 from ptdit.contract.outputs import shown, write_error
 
-from .ffmpeg_process import decoded_frames, encode_mp4, try_encoder
+from .ffmpeg_process import decoded_frames, encode_mp4, macro_blocks, try_encoder
 
 FPS = 24  # the published sampler's (Open-Sora-Plan v1.2 opensora/sample/sample_t2v.py --fps)
 MP4_QUALITY = 6  # imageio's 0-10 quality scale, as the published sampler writes its clips
@@ -115,11 +115,11 @@ def _check(path: Path, kind: str, digests: list[bytes], width: int, height: int,
     """What was written reads back: as many frames of the right size (.mp4 and .gif: H.264 and a palette are
     lossy), the very frames (lossless .webp; PNG frames are each read back as write_png writes them)."""
     if kind == "mp4":
-        count = decoded_frames(path, width, height)
+        count = decoded_frames(path, macro_blocks(width), macro_blocks(height))
     elif kind == "png":
         count = len(list(path.iterdir()))
     else:
-        found = _read_animation(path, kind, width, height, fps)
+        found = _read_animation(path, width, height, fps, digests)
         if kind == "webp" and len(found) == len(digests) and found != digests:
             raise Failure(f"{shown(path)} was written but reads back other frames than were written")
         count = len(found)
@@ -127,13 +127,14 @@ def _check(path: Path, kind: str, digests: list[bytes], width: int, height: int,
         raise Failure(f"{shown(path)} was written but reads back as {count} frames, not {len(digests)}")
 
 
-def _read_animation(path: Path, kind: str, width: int, height: int, fps: int) -> list[bytes]:
-    """The digest of every frame of a .gif or .webp, a frame stored once for a run of identical ones (Pillow
-    merges them, adding up their durations) counted as often as it is shown."""
+def _read_animation(path: Path, width: int, height: int, fps: int, written: list[bytes]) -> list[bytes]:
+    """The digest of every frame of a .gif or .webp as it is shown. Pillow stores a run of identical frames once
+    with their durations added up (a GIF's rounded down to 1/100 s), and a clip of one picture as a still with no
+    duration: that one frame stands for every frame written if they are all the same."""
     from PIL import Image
 
-    unit = 10 * round(100 / fps) if kind == "gif" else round(1000 / fps)  # GIF counts in 1/100 s
-    found: list[bytes] = []
+    unit = round(1000 / fps)  # what each frame was written with
+    shown_frames: list[tuple[bytes, int | None]] = []
     try:
         with Image.open(path) as image:
             for i in range(getattr(image, "n_frames", 1)):
@@ -142,7 +143,9 @@ def _read_animation(path: Path, kind: str, width: int, height: int, fps: int) ->
                 if pixels.shape != (height, width, 3):
                     raise Failure(f"{shown(path)} holds a frame of {pixels.shape[1]} x {pixels.shape[0]}, not "
                                   f"{width} x {height}")
-                found += [hashlib.sha256(pixels.tobytes()).digest()] * round(image.info.get("duration", unit) / unit)
+                shown_frames.append((hashlib.sha256(pixels.tobytes()).digest(), image.info.get("duration")))
     except (OSError, SyntaxError, ValueError) as e:  # Pillow's words for a file it cannot read
         raise Failure(f"{shown(path)} was written but does not read back: {e}") from None
-    return found
+    if len(shown_frames) == 1 and not shown_frames[0][1]:
+        return [shown_frames[0][0]] * len(written) if set(written) == {shown_frames[0][0]} else [shown_frames[0][0]]
+    return [digest for digest, duration in shown_frames for _ in range(max(1, round((duration or unit) / unit)))]

@@ -91,15 +91,19 @@ class LocalServer:
 
     @property
     def http_url(self) -> str:
-        return f"{self.host}:{self.ports.http}"
+        return f"{self._address}:{self.ports.http}"
 
     @property
     def grpc_url(self) -> str:
-        return f"{self.host}:{self.ports.grpc}"
+        return f"{self._address}:{self.ports.grpc}"
+
+    @property
+    def _address(self) -> str:
+        return f"[{self.host}]" if ":" in self.host else self.host  # an IPv6 address, as HOST:PORT writes it
 
     @property
     def metrics_url(self) -> str:
-        return f"http://{self.host}:{self.ports.metrics}/metrics"
+        return f"http://{self._address}:{self.ports.metrics}/metrics"
 
     def command(self) -> list[str]:
         command = [str(self.server.binary), "--model-repository", str(self.repository.resolve()),
