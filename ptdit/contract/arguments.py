@@ -96,7 +96,8 @@ def conforms(value: Any, hint: Any) -> bool:
     if issubclass(hint, _Unresolved):
         return hint.__name__ in {cls.__name__ for cls in type(value).__mro__}
     if hint is bool:
-        return isinstance(value, bool) or (type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool"))
+        numpy_bool = type(value).__module__ == "numpy" and type(value).__name__ in ("bool_", "bool")
+        return isinstance(value, bool) or numpy_bool
     if hint is int:
         return isinstance(value, numbers.Integral) and not isinstance(value, bool)
     if hint is float:

@@ -88,8 +88,8 @@ class OnnxRuntimeSession(Session):
             return
         if device == "cuda":
             self.close()
-            raise InputError(f"ONNX Runtime could not start its CUDA provider (onnxruntime-gpu needs the CUDA and cuDNN "
-                             f"libraries it was built for): install them, or use {option('device', 'cpu')}")
+            raise InputError(f"ONNX Runtime could not start its CUDA provider (onnxruntime-gpu needs the CUDA and "
+                             f"cuDNN libraries it was built for): install them, or use {option('device', 'cpu')}")
         self.provider, self.device, self.backend = running, "cpu", f"onnxruntime ({running})"
 
     def _check_graph(self, extra_outputs: set[str], bf16_twin: bool) -> None:
