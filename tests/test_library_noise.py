@@ -45,7 +45,8 @@ def test_a_cuda_provider_that_cannot_start_is_said_once_not_logged(pipelines, mo
 def test_grpc_is_quiet_and_the_address_is_checked_before_it_loads():
     """A bad address is refused before tritonclient (and gRPC's C core, which logs on its own) is imported."""
     code = ("import sys\nfrom runtime.serve.client import PipelineClient\n"
-            "from ptdit.contract.errors import InputError\ntry:\n    PipelineClient('')\nexcept InputError as e:\n    print(e)\n"
+            "from ptdit.contract.errors import InputError\n"
+            "try:\n    PipelineClient('')\nexcept InputError as e:\n    print(e)\n"
             "print('grpc' in sys.modules, 'tritonclient' in sys.modules)")
     result = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
     assert result.stderr == ""
