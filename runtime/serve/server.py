@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
-from ptdit.contract.errors import Failure, InputError
+from ptdit.contract.errors import Failure, InputError, option
 from ptdit.contract.numbers import Range
 
 from .environment import TritonServer
@@ -45,12 +45,12 @@ class Ports:
         """Three valid, different ports, refused before any start (Triton would bind the first and fail the next)."""
         named = (("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics))
         for name, port in named:
-            self.RANGE.check(f"--{name}-port", port)
+            self.RANGE.check(option(f"{name}_port"), port)
         for i, (name, port) in enumerate(named):
             for other, port_of_other in named[i + 1:]:
                 if port == port_of_other:
-                    raise InputError(f"--{name}-port and --{other}-port are both {port}: the HTTP, gRPC and metrics "
-                                     f"endpoints each need a port of their own")
+                    raise InputError(f"{option(name + '_port')} and {option(other + '_port')} are both {port}: the "
+                                     f"HTTP, gRPC and metrics endpoints each need a port of their own")
 
     def check_free(self, host: str) -> None:
         """Refuse a port another program listens on before starting (Triton would log it and exit)."""
