@@ -328,3 +328,33 @@ def test_ctrl_c_during_ptdit_runs_mp4_write(video_pipeline, tmp_path):
     assert last_line(stderr) == "ptdit-run: error: interrupted; nothing was written"
     assert not alive(encoders[0])
     assert not out.exists() or list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_a_latent_is_read_back_before_it_is_published(tmp_path, monkeypatch, suffix):
+    """save_latents reads its file back: the very latent, or a Failure; a full disk names the file."""
+    from runtime.sampling import latents
+
+    latent = np.random.default_rng(0).standard_normal((1, 4, 8, 8)).astype(np.float32)
+    latents.save_latents(tmp_path / f"ok{suffix}", latent, {"seed": 0})
+    assert np.array_equal(latents.read_latent(tmp_path / f"ok{suffix}"), latent)
+    monkeypatch.setattr(latents, "read_latent", lambda path: latent[..., ::-1])  # a writer that left other numbers
+    with pytest.raises(Failure, match=rf"bad{re.escape(suffix)} was written but reads back another latent"):
+        latents.save_latents(tmp_path / f"bad{suffix}", latent, {})
+
+
+@needs_root
+@pytest.mark.parametrize("suffix", [".npy", ".safetensors"])
+def test_a_full_disk_under_the_latent_writer(tmp_path, capsys, suffix):
+    from ptdit.contract.commands import exit_codes
+    from ptdit.contract.outputs import Outputs
+    from runtime.sampling.latents import save_latents
+
+    with Disk(tmp_path / "disk", 4) as disk:
+        with pytest.raises(SystemExit) as stopped, Outputs() as outputs:
+            with exit_codes("test"):
+                save_latents(outputs.claim(disk / f"l{suffix}"), np.zeros((1, 4, 64, 64), np.float32), {})
+                outputs.commit()
+        assert stopped.value.code == 1 and list(disk.iterdir()) == []
+        assert last_line(capsys.readouterr().err) == f"test: error: {disk / f'l{suffix}'}: No space left on device; " \
+                                                      f"nothing was written"
