@@ -69,6 +69,12 @@ def transformer(tmp_path_factory) -> Path:
     return export_model(256, preset="tiny", checks="none", out_dir=tmp_path_factory.mktemp("arguments"))[0].path
 
 
+@pytest.fixture(scope="module")
+def pipe(pipelines):
+    with PTDiTPipeline.from_folder(pipelines[256], "onnxruntime", "cpu") as opened:
+        yield opened
+
+
 @pytest.mark.parametrize("arguments,parameter", [
     (dict(prompt=123), "prompt"),
     (dict(prompt=["a fox", 7]), "prompt"),
@@ -84,14 +90,13 @@ def transformer(tmp_path_factory) -> Path:
     (dict(prompt="a fox", shift="1"), "shift"),
     (dict(prompt_embeds=5), "prompt_embeds"),
 ])
-def test_a_pipeline_refuses_wrong_arguments_before_any_work(pipelines, arguments, parameter):
-    with PTDiTPipeline.from_folder(pipelines[256], "onnxruntime", "cpu") as pipe:
-        def no_work(*args: object, **kwargs: object) -> None:
-            raise AssertionError("the work began before the arguments were checked")
+def test_a_pipeline_refuses_wrong_arguments_before_any_work(pipe, monkeypatch, arguments, parameter):
+    def no_work(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the work began before the arguments were checked")
 
-        pipe.components.encode = no_work  # type: ignore[method-assign]
-        pipe.transformer.set_inputs = no_work  # type: ignore[method-assign]
-        refused(lambda: pipe(**arguments), parameter)
+    monkeypatch.setattr(pipe.components, "encode", no_work)
+    monkeypatch.setattr(pipe.transformer, "set_inputs", no_work)
+    refused(lambda: pipe(**arguments), parameter)
 
 
 def test_a_closed_pipeline_refuses_every_call(pipelines, transformer):
