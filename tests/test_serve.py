@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ptdit.contract.errors import Failure
 from runtime.pipeline.folder import load_pipeline
 from runtime.serve import protocol
 from runtime.serve.client import generate
@@ -515,3 +516,24 @@ def test_a_server_stopped_before_it_is_ready_leaves_no_log(tmp_path, monkeypatch
     with pytest.raises(KeyboardInterrupt):
         local.start(timeout_s=30)
     assert local.process is None and list(logs.iterdir()) == []
+
+
+def test_a_log_an_error_names_is_kept_whatever_the_server_exits_with(tmp_path, monkeypatch):
+    """A server never ready in time is stopped (SIGTERM; it exits 0) and the Failure names its log: the log stays,
+    and still holds what the server wrote."""
+    import tempfile
+
+    slow = tmp_path / "bin" / "tritonserver"
+    slow.parent.mkdir()
+    slow.write_text(f"#!{sys.executable}\nimport signal, sys, time\nprint('loading models', flush=True)\n"
+                    f"signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))\ntime.sleep(300)\n")
+    slow.chmod(0o755)
+    logs = tmp_path / "tmp"
+    logs.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(logs))
+    local = LocalServer(find_server(tritonserver=slow), tmp_path, free_ports())
+    monkeypatch.setattr(local, "ready", lambda: False)
+    with pytest.raises(Failure, match=r"tritonserver was not ready after 1 s \(its log: (.*)\)") as error:
+        local.start(timeout_s=1)
+    named = Path(re.search(r"its log: (.*)\)", str(error.value))[1])
+    assert local.process is None and named.parent == logs and "loading models" in named.read_text()

@@ -161,6 +161,7 @@ def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics
                     code = local.stop()
                     console.line(f"ptdit-serve: stopped (tritonserver exit code {code})")
                     return
+                local.log_reported = True  # the error names it: stop() keeps it
                 raise Failure(f"tritonserver exited on its own with code {code} (its log: {local.log})")
         finally:
             if scratch is not None:

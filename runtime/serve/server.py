@@ -185,8 +185,8 @@ class LocalServer:
                 raise
         finally:
             self.process = None
-        if process.returncode == 0 or self._log_is_empty():
-            self._remove_own_log()
+        if not self.log_reported and (process.returncode == 0 or self._log_is_empty()):
+            self._remove_own_log()  # kept where an error names it
         return process.returncode
 
     def _log_is_empty(self) -> bool:
