@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -50,6 +51,19 @@ def video_pipeline(tmp_path_factory) -> Path:
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     return out / "ptdit-tiny-256-f12-pipeline"
+
+
+@pytest.fixture(scope="session")
+def video_clip(video_pipeline, tmp_path_factory) -> tuple[Path, dict]:
+    """ptdit-run of the video pipeline to .mp4 (2 steps, seed 3) and its --json summary, made once per run."""
+    clip = tmp_path_factory.mktemp("clip") / "clip.mp4"
+    result = subprocess.run([sys.executable, "-m", "runtime", str(video_pipeline), *VIDEO_CLIP_ARGS, "--out", str(clip),
+                             "--json"], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return clip, json.loads(result.stdout)
+
+
+VIDEO_CLIP_ARGS = ("--prompt", "a red fox running in the snow", "--steps", "2", "--seed", "3")
 
 
 def plan_manifest_for(onnx_path: Path, plan: Path, target: str = "tensorrt", version: str = "10.13.3.9",

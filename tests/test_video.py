@@ -169,7 +169,7 @@ def test_video_pipeline_folder_contents_and_checks(video_pipeline):
         assert parse["passed"] is (True if parse["ran"] else None)
 
 
-def test_prompt_to_a_clip_and_the_python_api_give_the_same_frames(video_pipeline, tmp_path):
+def test_prompt_to_a_clip_and_the_python_api_give_the_same_frames(video_pipeline, video_clip, tmp_path):
     """ptdit-run --out clip.mp4, ptdit-run --out FOLDER (PNG frames) and PTDiTPipeline(...).frames ("np") for the
     same seed: the same frames, so writing the API's frames with the run's metadata gives the MP4's bytes; the
     clip has 1 + 4 (12 - 1) = 45 frames of 256 x 256 and its settings in the file. The other containers keep the
@@ -180,11 +180,7 @@ def test_prompt_to_a_clip_and_the_python_api_give_the_same_frames(video_pipeline
     from runtime.diff.metrics import psnr
     from runtime.pipeline.video_file import FPS, write_video
 
-    clip = tmp_path / "clip.mp4"
-    result = run("runtime", str(video_pipeline), "--prompt", PROMPT, "--steps", "2", "--seed", "3", "--out",
-                 str(clip), "--json")
-    assert result.returncode == 0, result.stderr
-    summary = json.loads(result.stdout)
+    clip, summary = video_clip  # ptdit-run --prompt PROMPT --steps 2 --seed 3 --out clip.mp4 --json
     assert summary["video"] == [45, 256, 256, 3] and summary["fps"] == FPS and summary["format"] == "mp4"
     assert set(summary["seconds"]) == {"encode", "sample", "decode"}
     decoded, tags = read_mp4(clip)

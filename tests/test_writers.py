@@ -196,25 +196,32 @@ def mp4_atoms(data: bytes) -> dict[str, tuple[int, int]]:
 
 
 @needs_root
-def test_a_disk_that_fills_while_ffmpeg_writes_the_trailer(video_pipeline, tmp_path):
-    """The issue's case: ptdit-run to .mp4 on a disk with room for the frames (the mdat atom) and not for the
-    trailer (the moov atom, written last). ffmpeg fails at its end; the run says so and publishes nothing."""
-    command = [sys.executable, "-m", "runtime", str(video_pipeline), "--prompt", PROMPT, "--steps", "1", "--seed",
-               "5"]
-    whole = subprocess.run([*command, "--out", str(tmp_path / "whole.mp4")], cwd=ROOT, capture_output=True, text=True)
-    assert whole.returncode == 0, whole.stderr
-    data = (tmp_path / "whole.mp4").read_bytes()
+def test_a_disk_that_fills_while_ffmpeg_writes_the_trailer(video_pipeline, video_clip, tmp_path):
+    """The issue's case: ptdit-run to .mp4 where the frames (the mdat atom) fit and the trailer (the moov atom,
+    written last; sized from the same run's clip written elsewhere) does not. On a tmpfs with pages for the frames
+    and the lock file where the trailer needs one more page; else (the trailer fits in the frames' last page) under
+    a file size limit just past the frames. ffmpeg fails at its end; the run says so and publishes nothing."""
+    import resource
+
+    from conftest import VIDEO_CLIP_ARGS
+
+    data = video_clip[0].read_bytes()
     atoms = mp4_atoms(data)
     mdat_end = sum(atoms["mdat"])
     assert atoms["moov"][0] == mdat_end and mdat_end + atoms["moov"][1] == len(data)
     frames_pages = -(-mdat_end // PAGE)
-    assert frames_pages < -(-len(data) // PAGE), "the trailer fits in the frames' last page: no such disk"
-    with Disk(tmp_path / "disk", frames_pages + 1) as disk:  # and a page for the lock file
-        result = subprocess.run([*command, "--out", str(disk / "clip.mp4")], cwd=ROOT, capture_output=True,
-                                text=True)
+    by_pages = frames_pages < -(-len(data) // PAGE)
+
+    def limited() -> None:  # in the child: writes past the frames are refused (EFBIG)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (mdat_end + 8, mdat_end + 8))
+
+    with Disk(tmp_path / "disk", frames_pages + 1 if by_pages else frames_pages + 64) as disk:
+        result = subprocess.run([sys.executable, "-m", "runtime", str(video_pipeline), *VIDEO_CLIP_ARGS, "--out",
+                                 str(disk / "clip.mp4")], cwd=ROOT, capture_output=True, text=True,
+                                preexec_fn=None if by_pages else limited)
         assert result.returncode == 1, result.stderr
-        assert last_line(result) == f"ptdit-run: error: {disk / 'clip.mp4'}: No space left on device; nothing was " \
-                                    f"written"
+        reason = "No space left on device" if by_pages else "File too large"
+        assert last_line(result) == f"ptdit-run: error: {disk / 'clip.mp4'}: {reason}; nothing was written"
         assert list(disk.iterdir()) == []
         assert "wrote" not in result.stdout
 
@@ -277,11 +284,11 @@ def test_a_signal_during_the_ffmpeg_write_stops_it_and_publishes_nothing(tmp_pat
     decoding), the signal stops the command: the child is killed and waited for, nothing is published, nothing
     is left in the folder (nor written there later), the message says so, exit 130 / 143."""
     out = tmp_path / "out"
-    process = subprocess.Popen([sys.executable, "-c", WRITER, str(out / "clip.mp4"), "160"], cwd=ROOT,
+    process = subprocess.Popen([sys.executable, "-c", WRITER, str(out / "clip.mp4"), "96"], cwd=ROOT,
                                stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     seen: dict[int, str] = {}
-    wanted = {"first frame": "frame 1", "mid-stream": "frame 80", "ffmpeg finishing": "sent"}.get(point)
+    wanted = {"first frame": "frame 1", "mid-stream": "frame 48", "ffmpeg finishing": "sent"}.get(point)
     told = []
     for line in process.stderr:
         told.append(line)
