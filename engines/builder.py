@@ -120,7 +120,8 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
     if flavour.target == "rtx":
         apply_rtx(cast("tensorrt_rtx.IBuilderConfig", config), trt, targets)
     if flavour.target == "tensorrt":  # TensorRT-RTX has no timing cache (its operations are no-ops there)
-        cache_bytes = options.timing_cache.read_bytes() if options.timing_cache and options.timing_cache.exists() else b""
+        cache = options.timing_cache
+        cache_bytes = cache.read_bytes() if cache and cache.exists() else b""
         if not config.set_timing_cache(config.create_timing_cache(cache_bytes), False):
             report(f"  the timing cache {options.timing_cache} was rejected (made by another TensorRT or GPU, or "
                    f"corrupt): building with a new one, which replaces it")

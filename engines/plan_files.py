@@ -51,7 +51,8 @@ def plan_stem(onnx_stem: str, targets_tag: str, builder_tag: str, mark_blocks: b
 def read_plan_manifest(plan_path: Path) -> PlanManifest:
     """The manifest next to a plan this stage wrote (<plan stem>.json)."""
     manifest_path = plan_path.with_suffix(".json")
-    return read_manifest(PlanManifest, manifest_path, "this plan", f"{plan_path} has no manifest ({manifest_path.name})")
+    return read_manifest(PlanManifest, manifest_path, "this plan",
+                         f"{plan_path} has no manifest ({manifest_path.name})")
 
 
 def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dict[str, Any]) -> str | None:

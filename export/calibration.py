@@ -103,7 +103,8 @@ def recorded_calibration(quantization: Quantization) -> dict[str, Any]:
     """CalibrationOptions.wanted() of what a manifest records."""
     calibration = quantization.calibration
     text = calibration.text_sha256 or "random"
-    return {"layers": quantization.layer_set, "calibrator": calibration.calibrator, "percentile": calibration.percentile,
+    return {"layers": quantization.layer_set, "calibrator": calibration.calibrator,
+            "percentile": calibration.percentile,
             "steps": calibration.steps, "trajectories": calibration.trajectories, "text": text}
 
 

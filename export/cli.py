@@ -154,9 +154,11 @@ def parse_triple(ctx: click.Context, param: click.Parameter, value: str | None) 
 def main(resolutions: tuple[str, ...], frames: int | None, preset: str | None, config_file: Path | None,
          checkpoint: str | None, checkpoint_key: str | None, precision: str, batch: int, text_len: int,
          proxy: str | None, proxy_offset: tuple[int, int, int] | None, opset: int | None, seed: int, out_dir: Path,
-         force: bool, check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None, vae: Path | None,
+         force: bool, check_choice: str, skip_checks: bool, step: bool, pipeline: bool, text_encoder: Path | None,
+         vae: Path | None,
          fp8_layers: str, calibrator: str, percentile: float | None, calibration_steps: int,
-         calibration_trajectories: int, calibration_text: Path | None, calibration_prompts: Path | None, text_encoder_precision: str,
+         calibration_trajectories: int, calibration_text: Path | None, calibration_prompts: Path | None,
+         text_encoder_precision: str,
          vae_precision: str, torch_device: str, as_json: bool, debug: bool, console: Console) -> None:
     """Export PT-DiT to ONNX with static shapes for each resolution.
 
@@ -226,7 +228,8 @@ def describe(result: ExportResult) -> str:
     if result.up_to_date:
         level = result.checks.get("level", "none")
         return f"up to date: {result.onnx_path} ({size:.2f} GB, checks {level}); --force re-exports it"
-    lines = [f"wrote {result.onnx_path} ({size:.2f} GB in {len(result.files)} files, manifest {result.manifest_path.name})"]
+    lines = [f"wrote {result.onnx_path} ({size:.2f} GB in {len(result.files)} files, manifest "
+             f"{result.manifest_path.name})"]
     checks = result.checks
     if checks.get("skipped"):
         lines.append("checks: none (--checks none)")

@@ -73,7 +73,8 @@ class ExportSpec:
         # Float I/O stays fp32 at every precision: the graph casts on entry and exit, so callers and the
         # sampler never convert, and the fp32 timestep feeds the fp32 sinusoid island.
         b, length = self.batch, self.text_len
-        text = [TensorSpec("text_embeds", (b, length, text_dim), "float32"), TensorSpec("text_mask", (b, length), "int64")]
+        text = [TensorSpec("text_embeds", (b, length, text_dim), "float32"),
+                TensorSpec("text_mask", (b, length), "int64")]
         if self.step:  # one latent: the guidance pair is formed inside the graph
             return [
                 TensorSpec("latent", self.latent_shape(in_channels, latent_side, batch=1), "float32"),

@@ -180,7 +180,8 @@ def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int], interpolation_scal
     spatial_dim, temporal_dim = 3 * dim // 4, dim // 4
     rows, cols = np.meshgrid(np.arange(height, dtype=np.float32), np.arange(width, dtype=np.float32), indexing="ij")
     spatial = np.concatenate(
-        [_sincos_1d(spatial_dim // 2, cols / interpolation_scale), _sincos_1d(spatial_dim // 2, rows / interpolation_scale)],
+        [_sincos_1d(spatial_dim // 2, cols / interpolation_scale),
+         _sincos_1d(spatial_dim // 2, rows / interpolation_scale)],
         axis=1,
     )  # [H*W, 3dim/4]
     temporal = _sincos_1d(temporal_dim, np.arange(frames, dtype=np.float32))  # [F, dim/4]

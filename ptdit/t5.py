@@ -61,7 +61,8 @@ class T5Config:
         try:
             d = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as e:
-            raise InputError(f"cannot read the text encoder's {path} ({e}): pass a Hugging Face T5 encoder folder") from None
+            raise InputError(f"cannot read the text encoder's {path} ({e}): pass a Hugging Face T5 encoder "
+                             f"folder") from None
         if d.get("model_type") != "t5" or d.get("feed_forward_proj", "gated-gelu") != "gated-gelu":
             raise InputError(f"{path} is not a T5 v1.1 config (model_type {d.get('model_type')!r}, feed_forward_proj "
                              f"{d.get('feed_forward_proj')!r}): the Qihoo-T2X text encoder is T5 v1.1 with gated-gelu")

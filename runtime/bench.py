@@ -156,8 +156,9 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         final = r["step_loop_transfers"]["finish"]
         lines.append(f"| {r['step_artifact']} | {r['backend']} | {r['host_loop_ms_per_step']:.2f} | "
-                     f"{r['step_loop_ms_per_step']:.2f} | {r['step_over_host']:.3f} | {per_step(r['host_loop_transfers'])} "
-                     f"| {per_step(r['step_loop_transfers'])} | {final['from_device_bytes']:,} B, {final['syncs']} syncs | "
+                     f"{r['step_loop_ms_per_step']:.2f} | {r['step_over_host']:.3f} | "
+                     f"{per_step(r['host_loop_transfers'])} | {per_step(r['step_loop_transfers'])} | "
+                     f"{final['from_device_bytes']:,} B, {final['syncs']} syncs | "
                      f"{r['latent_rel_l2']:.1e} |")
     return "\n".join(lines)
 
@@ -166,7 +167,8 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
 @click.argument("artifacts", nargs=-1, type=click.Path(exists=True, path_type=Path))
 @click.option("--artifact", "artifact_options", type=click.Path(exists=True, path_type=Path), multiple=True,
               help="Deprecated spelling of the ARTIFACTS arguments.")
-@click.option("--loops", "loop_pairs", type=(click.Path(exists=True, path_type=Path), click.Path(exists=True, path_type=Path)),
+@click.option("--loops", "loop_pairs",
+              type=(click.Path(exists=True, path_type=Path), click.Path(exists=True, path_type=Path)),
               multiple=True, metavar="NOISE STEP", help="Host loop on NOISE against the step loop on STEP.")
 @click.option("--loops-backend", type=click.Choice(["auto", "onnxruntime", "torch", "tensorrt"]), default="auto",
               show_default=True, help="What runs the --loops comparison (auto: by the artifacts' kind).")
@@ -204,7 +206,8 @@ def main(artifacts: tuple[Path, ...], artifact_options: tuple[Path, ...], loop_p
         loops = [measure_loops(noise, step, loops_backend, loop_steps, max(rounds // 3, 1), tensorrt=plan_options)
                  for noise, step in loop_pairs]
     if as_json:
-        report = {"overhead": rows, "latency": latency, "loops": loops, "loops_table": loops_table(loops) if loops else None}
+        report = {"overhead": rows, "latency": latency, "loops": loops,
+                  "loops_table": loops_table(loops) if loops else None}
         click.echo(json.dumps(report, indent=2))
         return
     if rows:
@@ -213,7 +216,8 @@ def main(artifacts: tuple[Path, ...], artifact_options: tuple[Path, ...], loop_p
         click.echo("| --- | --- | --- | --- | --- | --- |")
     for r in rows:
         b, s = r["bare_run_p10_p90_ms"], r["sampler_step_p10_p90_ms"]
-        click.echo(f"| {r['artifact']} | {r['backend']} | {r['calls']} | {r['bare_run_ms']:.2f} ({b[0]:.2f}-{b[1]:.2f}) | "
+        click.echo(f"| {r['artifact']} | {r['backend']} | {r['calls']} | "
+                   f"{r['bare_run_ms']:.2f} ({b[0]:.2f}-{b[1]:.2f}) | "
                    f"{r['sampler_step_ms']:.2f} ({s[0]:.2f}-{s[1]:.2f}) | {r['overhead_ratio'] * 100:+.2f} % |")
     if rows:
         click.echo(f"target: overhead < {TARGET_OVERHEAD * 100:.0f} %")

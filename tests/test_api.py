@@ -170,7 +170,7 @@ def test_pipeline_from_a_transformer_artifact_takes_text_features(graphs):
             out = pipe(prompt_embeds=embeds, prompt_attention_mask=mask, num_inference_steps=3, seed=2)
             steps: list[np.ndarray] = []
             one = pipe(prompt_embeds=embeds[0], num_inference_steps=3, seed=2,
-                       callback_on_step_end=lambda i, t, x: steps.append(x))
+                       callback_on_step_end=lambda i, t, x: steps.append(x))  # noqa: B023 (called within the iteration)
             with pytest.raises(InputError, match=r"^prompt needs a text encoder"):
                 pipe("a red fox")
             with pytest.raises(InputError, match=r"^output_type='pil' needs a VAE decoder"):
@@ -197,7 +197,8 @@ def test_export_pipeline_reuses_an_up_to_date_folder(pipelines):
     lines: list[str] = []
     (folder,) = export_pipeline(256, preset="tiny", out_dir=pipelines[256].parent, progress=lines.append)
     assert folder.up_to_date and folder.path == pipelines[256] and folder.manifest.resolution == 256
-    with pytest.raises(InputError, match=r"vae-decoder-.*-fp32.json was exported in fp32, and fp16 is asked for: .*force=True"):
+    with pytest.raises(InputError,
+                       match=r"vae-decoder-.*-fp32.json was exported in fp32, and fp16 is asked for: .*force=True"):
         export_pipeline(256, preset="tiny", out_dir=pipelines[256].parent, vae_precision="fp16")
 
 

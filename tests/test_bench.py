@@ -63,7 +63,8 @@ def test_runtime_section_measures_both_backends_and_both_loops():
 
 
 def test_export_section_measures_time_and_rss(tmp_path):
-    result = CliRunner().invoke(main, ["export", "--preset", "tiny", "--res", "256", "--results", str(tmp_path / "b.json")])
+    result = CliRunner().invoke(main, ["export", "--preset", "tiny", "--res", "256", "--results",
+                                       str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     measured = json.loads((tmp_path / "b.json").read_text())["export"][0]["measured"]
     assert measured["seconds"] > 0 and measured["peak_rss_bytes"] > 100e6 and measured["fp16_weight_bytes"] > 0
@@ -94,7 +95,8 @@ def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
 
     monkeypatch.setattr(complexity, "complexity_rows", lambda *a: complexity_rows("tiny", False, lambda line: None))
     monkeypatch.setattr(export_cost, "run_export", lambda args: {
-        "seconds": 1.0, "stage_seconds": {"trace": 0.5}, "peak_rss_bytes": 2e9, "artifact_bytes": 1, "fp16_weight_bytes": 1e9})
+        "seconds": 1.0, "stage_seconds": {"trace": 0.5}, "peak_rss_bytes": 2e9, "artifact_bytes": 1,
+        "fp16_weight_bytes": 1e9})
     monkeypatch.setattr(build_cost, "build_rows", lambda *a: [])
     monkeypatch.setattr(runtime_cost, "runtime_rows", lambda *a: {"overhead": [], "latency": []})
     monkeypatch.setattr(gpu, "gpu_rows", lambda *a: {"skipped": "stand-in"})

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from test_runtime import artifact_copy
 
 from conftest import plan_manifest_for
 from ptdit.contract.commands import exit_codes
@@ -26,7 +27,6 @@ from ptdit.contract.plan_manifest import BuildOptions
 from ptdit.contract.records import Record, RecordError, optional
 from ptdit.contract.tensorrt import import_flavour, logger_for
 from runtime.artifact import load_artifact
-from test_runtime import artifact_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -12,9 +12,9 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
+from test_runtime import artifact_copy
 
 from runtime.cli.diff import main
-from test_runtime import artifact_copy
 
 
 def run(*args: str) -> tuple[int, str, str]:
@@ -81,7 +81,8 @@ def corrupt_block(path: Path, block: int) -> None:
     name = f"transformer_blocks.{block}.ff.net.2.weight"
     for i, init in enumerate(model.graph.initializer):
         if init.name == name:
-            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(numpy_helper.to_array(init) * np.float32(1.05), name))
+            scaled = numpy_helper.to_array(init) * np.float32(1.05)
+            model.graph.initializer[i].CopyFrom(numpy_helper.from_array(scaled, name))
             break
     else:
         raise AssertionError(f"{name} not in the graph")

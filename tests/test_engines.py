@@ -89,7 +89,8 @@ def flavour(kind: str) -> Flavour | None:
         (BuildOptions(version_compatible=True), "fp16", "rtx", True, "it has no lean runtime (libnvinfer_lean)"),
         (BuildOptions(refittable=True), "fp16", "rtx", False, "--refittable needs a GPU with TensorRT-RTX"),
         (BuildOptions(strip_plan=True), "fp16", "rtx", False, "--strip-plan needs a GPU with TensorRT-RTX"),
-        (BuildOptions(timing_cache=Path("t")), "fp16", "rtx", True, "--timing-cache is not available with TensorRT-RTX"),
+        (BuildOptions(timing_cache=Path("t")), "fp16", "rtx", True,
+         "--timing-cache is not available with TensorRT-RTX"),
     ],
 )
 def test_option_rules(options, precision, kind, has_gpu, message):
@@ -257,7 +258,8 @@ def manifest_io(tmp_path: Path) -> tuple[OnnxArtifact, PlanIO]:
 def test_plan_io_must_match_the_manifest(tmp_path):
     artifact, io = manifest_io(tmp_path)
     check_io(io, artifact, mark_blocks=False)
-    fp32_output_lost = PlanIO(io.inputs, [replace(t, dtype="float16") if t.name == "noise_pred" else t for t in io.outputs])
+    fp32_output_lost = PlanIO(io.inputs,
+                              [replace(t, dtype="float16") if t.name == "noise_pred" else t for t in io.outputs])
     with pytest.raises(BuildError, match="noise_pred dtype is float16, the manifest says float32"):
         check_io(fp32_output_lost, artifact, mark_blocks=False)
     with pytest.raises(BuildError, match="text_mask missing"):
@@ -294,7 +296,8 @@ def test_help_is_instant_and_has_examples():
     assert "Examples:" in result.stdout and "--fp16-weak" in result.stdout and "--timing-cache" in result.stdout
     probe = ("import sys, engines.cli, engines.build, engines.builder; print(sorted(m for m in sys.modules if m in "
              "('torch', 'tensorrt') or m.startswith('ptdit.') and not m.startswith('ptdit.contract')))")
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_one_tensorrt_logger_per_module_and_process():

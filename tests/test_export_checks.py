@@ -159,7 +159,8 @@ def test_bf16_emulation_matches_torch_bf16(tmp_path):
     init = numpy_helper.from_array(w_bf16.view(torch.int16).numpy().view(np.uint16), "w")
     init.data_type = TensorProto.BFLOAT16
     model = model_of(
-        [helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16), helper.make_node("MatMul", ["xb", "w"], ["yb"]),
+        [helper.make_node("Cast", ["x"], ["xb"], to=TensorProto.BFLOAT16),
+         helper.make_node("MatMul", ["xb", "w"], ["yb"]),
          helper.make_node("Cast", ["yb"], ["y"], to=TensorProto.FLOAT)],
         [vi("x", TensorProto.FLOAT, [4, 16])], [vi("y", TensorProto.FLOAT, [4, 16])], [init])
     path = save(model, tmp_path)

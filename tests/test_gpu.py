@@ -88,7 +88,8 @@ def sample_rel_l2(plan: Path, onnx_path: Path, steps: int = 4) -> tuple[float, l
 @needs_tensorrt
 def test_build_a_tiny_fp16_plan(tmp_path):
     onnx_path = export_tiny(tmp_path)
-    result = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--target", "tensorrt", "--json"], cwd=ROOT,
+    result = subprocess.run([sys.executable, "-m", "engines", str(onnx_path), "--target", "tensorrt", "--json"],
+                            cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
@@ -209,7 +210,8 @@ def test_gpu_benchmark_runs_on_tiny():
 
     data = gpu_rows("tiny", (256,), compile_model=False, report=lambda line: None)
     assert {r["attention"] for r in data["rows"]} == {"proxy", "full"}
-    assert all(r["eager_ms"] > 0 and 0 < r["eager_fraction_of_floor"] and r["peak_memory_bytes"] > 0 for r in data["rows"])
+    assert all(r["eager_ms"] > 0 and 0 < r["eager_fraction_of_floor"] and r["peak_memory_bytes"] > 0
+               for r in data["rows"])
     assert "PT-DiT" in gpu_table(data)
 
 
@@ -361,7 +363,8 @@ def test_pytorch_step_loop_keeps_the_latent_on_the_gpu(tmp_path):
     host = Sampler(host_session, steps=30).sample(text)
     result = StepSampler(step_session, steps=30).sample(text)
     assert "cuda" in step_session.backend
-    assert all(s.transfers.to_dict() == {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0} for s in result.steps)
+    none = {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0}
+    assert all(s.transfers.to_dict() == none for s in result.steps)
     assert result.finish.syncs == 1 and result.finish.from_device_bytes == result.latent.nbytes
     assert np.linalg.norm(result.latent - host.latent) / np.linalg.norm(host.latent) < 1e-5
     host_session.close()

@@ -31,7 +31,8 @@ CONTRACT_CLICK = "ptdit/contract/cli_types.py"  # the command-line types every s
 # tqdm for the progress bars of its Console)
 # TensorRT modules are loaded by name through ptdit.contract.tensorrt.import_flavour, by these modules alone; the
 # import statements elsewhere are for TensorRT's types only (under TYPE_CHECKING).
-TENSORRT_LOADERS = {"export/checks/tensorrt_parse.py", "engines/tensorrt_api.py", "runtime/backends/tensorrt/flavour.py"}
+TENSORRT_LOADERS = {"export/checks/tensorrt_parse.py", "engines/tensorrt_api.py",
+                    "runtime/backends/tensorrt/flavour.py"}
 TYPE_ONLY_TENSORRT = {"export/checks/tensorrt_parse.py", "ptdit/contract/tensorrt.py"}
 # The runtime uses torch, the model and onnxruntime only inside the optional backends that need them.
 RUNTIME_OPTIONAL = {"torch", "onnxruntime"}
@@ -112,7 +113,8 @@ def test_dependency_rules(package):
 
 def test_tensorrt_is_loaded_by_the_flavour_modules_alone():
     loaders = {rel(p) for package in PACKAGES for p in sources(package) if rel(p) != "ptdit/contract/tensorrt.py"
-               and any(isinstance(n, ast.Call) and getattr(n.func, "id", getattr(n.func, "attr", "")) == "import_flavour"
+               and any(isinstance(n, ast.Call)
+                       and getattr(n.func, "id", getattr(n.func, "attr", "")) == "import_flavour"
                        for n in ast.walk(ast.parse(p.read_text())))}
     assert loaders == TENSORRT_LOADERS
 

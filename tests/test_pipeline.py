@@ -51,7 +51,8 @@ def test_pipeline_folder_contents_and_checks(pipelines):
     folder = pipelines[1024]
     manifest = json.loads((folder / "pipeline.json").read_text())
     assert manifest["schema"] == "ptdit-pipeline/1" and manifest["transformer"] == "ptdit-tiny-1024-b2-fp16.onnx"
-    assert manifest["vae_decoder"]["plan"] == {"starts": [0, 56, 112], "tile": 64, "factor": 8, "blend": 64, "keep": 448}
+    assert manifest["vae_decoder"]["plan"] == {"starts": [0, 56, 112], "tile": 64, "factor": 8, "blend": 64,
+                                               "keep": 448}
     assert sorted(manifest["vae_decoder"]["tiles"]) == ["16x16", "16x64", "64x16", "64x64"]
     assert set(manifest["sha256"]) == {p.name for p in folder.iterdir() if p.name != "pipeline.json"}
     negative = np.load(folder / "negative.npz")

@@ -14,11 +14,11 @@ import onnxruntime as ort
 import pytest
 import torch
 from click.testing import CliRunner
+from test_checkpoint import published_layout
 
 from conftest import model_inputs
 from ptdit import InputError, PTDiT, load_checkpoint, preset, window_for
 from ptdit.layers import sinusoid_frequencies
-from test_checkpoint import published_layout
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -141,6 +141,6 @@ def test_every_command_that_takes_a_preset_accepts_it(tmp_path):
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "absent.safetensors does not exist" in result.stderr  # past preset parsing
     from export.benchmarks.complexity import complexity_rows
-    
+
     rows = complexity_rows("qihoo-t2x", onnx=False, report=lambda line: None)
     assert rows[0]["proxy"]["attention"] > 0

@@ -105,7 +105,8 @@ def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
     assert result.returncode == 0, result.stderr
     summary = json.loads(result.stdout)
     plan = Path(summary["plan"])
-    assert plan.name == onnx_path.name.replace(".onnx", f"-portable-rtx{'.'.join(tensorrt_rtx.__version__.split('.')[:2])}.plan")
+    rtx = ".".join(tensorrt_rtx.__version__.split(".")[:2])
+    assert plan.name == onnx_path.name.replace(".onnx", f"-portable-rtx{rtx}.plan")
     manifest = json.loads(plan.with_suffix(".json").read_text())
 
     assert manifest["schema"] == "ptdit-plan/2"
@@ -246,7 +247,8 @@ def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp
         built = run("engines", str(folder / name), "--target", "rtx", "--out", str(tmp_path), "--json", *extra)
         assert built.returncode == 0, built.stderr
         plan_manifest = json.loads(Path(json.loads(built.stdout)["manifest"]).read_text())
-        assert plan_manifest["inputs"] == onnx_manifest["inputs"] and plan_manifest["outputs"] == onnx_manifest["outputs"]
+        assert plan_manifest["inputs"] == onnx_manifest["inputs"]
+        assert plan_manifest["outputs"] == onnx_manifest["outputs"]
         assert plan_manifest["precision"] == onnx_manifest["export"]["precision"]
 
 

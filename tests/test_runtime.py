@@ -78,7 +78,8 @@ def test_inputs_are_kept_between_runs_and_checked(tmp_path):
     path = artifact_copy(tmp_path)
     session = open_session(str(path), "onnxruntime", "cpu")
     f = feeds(path)
-    with pytest.raises(InputError, match=r"input\(s\) \['latent', 'text_embeds', 'text_mask', 'timestep'\] were never set"):
+    with pytest.raises(InputError,
+                       match=r"input\(s\) \['latent', 'text_embeds', 'text_mask', 'timestep'\] were never set"):
         session.run()
     session.set_inputs({"text_embeds": f["text_embeds"], "text_mask": f["text_mask"].astype(bool)})  # bool mask is fine
     session.set_inputs({"latent": f["latent"], "timestep": f["timestep"]})
@@ -88,7 +89,8 @@ def test_inputs_are_kept_between_runs_and_checked(tmp_path):
     session.set_inputs({"timestep": f["timestep"]})
     np.testing.assert_array_equal(session.run()["noise_pred"], first)
     for bad, message in [
-        ({"latent": f["latent"][:1]}, r"input 'latent' has shape \[1, 4, 32, 32\], the artifact needs \[2, 4, 32, 32\]"),
+        ({"latent": f["latent"][:1]},
+         r"input 'latent' has shape \[1, 4, 32, 32\], the artifact needs \[2, 4, 32, 32\]"),
         ({"latent": f["latent"].astype(np.float64)}, "input 'latent' is float64, the artifact needs float32"),
         ({"text_mask": f["text_mask"].astype(np.float32)}, "input 'text_mask' is float32, the artifact needs int64"),
         ({"noise": f["latent"]}, r"unknown input\(s\) \['noise'\]"),
@@ -213,9 +215,12 @@ def test_plan_compatibility_rules(built, running, vc, ok):
 @pytest.mark.parametrize(
     "targets,cc,ok",
     [((["8.9"], "--compute-capability"), "8.9", True), ((["8.9"], "--compute-capability"), "8.6", False),
-     ((["8.6", "12.0"], "--compute-capability"), "12.0", True), ((["8.6", "12.0"], "--compute-capability"), "9.0", False),
-     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "8.0", True), ((list(RTX_DEFAULT), "TensorRT-RTX default"), "12.3", True),
-     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "9.0", False), ((list(RTX_DEFAULT), "TensorRT-RTX default"), "7.5", False)],
+     ((["8.6", "12.0"], "--compute-capability"), "12.0", True),
+     ((["8.6", "12.0"], "--compute-capability"), "9.0", False),
+     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "8.0", True),
+     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "12.3", True),
+     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "9.0", False),
+     ((list(RTX_DEFAULT), "TensorRT-RTX default"), "7.5", False)],
 )
 def test_rtx_plans_run_on_the_compute_capabilities_they_target(targets, cc, ok):
     ccs, source = targets
@@ -223,7 +228,8 @@ def test_rtx_plans_run_on_the_compute_capabilities_they_target(targets, cc, ok):
     if ok:
         check_compatible(*plan, "1.7.1.116", "GPU", cc)
     else:
-        with pytest.raises(InputError, match=f"built for compute capability {', '.join(ccs)}; this GPU is GPU \\({cc}\\)"):
+        with pytest.raises(InputError,
+                           match=f"built for compute capability {', '.join(ccs)}; this GPU is GPU \\({cc}\\)"):
             check_compatible(*plan, "1.7.1.116", "GPU", cc)
     with pytest.raises(InputError, match="built with TensorRT-RTX 1.7.1.116; this machine runs TensorRT-RTX 1.8.0.1"):
         check_compatible(*plan, "1.8.0.1", "GPU", ccs[0])
@@ -277,16 +283,19 @@ def test_byte_sizes():
             ByteSize().convert(bad, None, None)
 
 
-@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is not None, reason="TensorRT-RTX is installed")
+@pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt_rtx") is not None,
+                    reason="TensorRT-RTX is installed")
 def test_an_rtx_plan_without_tensorrt_rtx(tmp_path):
-    with pytest.raises(InputError, match="built with TensorRT-RTX, which is not installed: pip install tensorrt-rtx-cu13"):
+    with pytest.raises(InputError,
+                       match="built with TensorRT-RTX, which is not installed: pip install tensorrt-rtx-cu13"):
         open_session(str(fake_plan(tmp_path, "1.7.1.116", "8.9", target="rtx")))
 
 
 @pytest.mark.skipif(cuda.cudart().cudaGetDeviceCount()[0] == cuda.cudart().cudaError_t.cudaSuccess,
                     reason="a GPU is visible")
 def test_cuda_layer_names_the_failing_call_and_error():
-    with pytest.raises(cuda.CudaError, match=r"cudaMalloc failed: cudaErrorInsufficientDriver \(CUDA driver version is"):
+    with pytest.raises(cuda.CudaError,
+                       match=r"cudaMalloc failed: cudaErrorInsufficientDriver \(CUDA driver version is"):
         cuda.DeviceBuffer(1024)
     with pytest.raises(InputError, match="no CUDA GPU is visible .*use backend='onnxruntime' or backend='torch'"):
         cuda.current_device()
@@ -390,7 +399,8 @@ def test_ptdit_run_console_script_and_light_imports():
              "runtime.pipeline.text_to_image, runtime.pipeline.prompt, runtime.diff.artifact_diff; "
              "print(sorted(m for m in sys.modules if m in ('torch', 'onnxruntime', 'tensorrt') "
              "or m.startswith('ptdit.') and not m.startswith('ptdit.contract')))")
-    assert subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout.strip() == "[]"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT).stdout
+    assert loaded.strip() == "[]"
 
 
 def test_overhead_benchmark_runs(tmp_path):

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from test_runtime import artifact_copy
 
 from ptdit.contract.errors import InputError
 from ptdit.contract.onnx_manifest import (
@@ -24,7 +25,6 @@ from runtime.sampling.host_loop import Sampler
 from runtime.sampling.schedule import schedule, timestep_shift
 from runtime.sampling.text import load_text, make_conditioning
 from runtime.session import open_session
-from test_runtime import artifact_copy
 
 
 def test_published_shift_and_schedule():
@@ -116,7 +116,8 @@ def test_text_files(tmp_path):
     np.testing.assert_array_equal(mask, np.ones((1, 7)))
     from safetensors.numpy import save_file
 
-    save_file({"text_embeds": features, "text_mask": (np.arange(7) < 3).astype(np.int64)}, str(tmp_path / "b.safetensors"))
+    save_file({"text_embeds": features, "text_mask": (np.arange(7) < 3).astype(np.int64)},
+              str(tmp_path / "b.safetensors"))
     assert load_text(tmp_path / "b.safetensors")[1].tolist() == [[1, 1, 1, 0, 0, 0, 0]]
     pair_mask = np.stack([np.ones(7), np.arange(7) < 2]).astype(np.int64)
     np.savez(tmp_path / "pair.npz", text_embeds=np.stack([features, -features]), text_mask=pair_mask)

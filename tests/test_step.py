@@ -83,7 +83,8 @@ def test_step_export_contract_manifest_and_checks(exports):
     assert [(t["name"], t["shape"], t["dtype"]) for t in manifest["inputs"]] == [
         ("latent", [1, 4, 32, 32], "float32"), ("step", [1], "int64"), ("schedule", [1001], "float32"),
         ("text_embeds", [2, 200, 4096], "float32"), ("text_mask", [2, 200], "int64"), ("guidance", [1], "float32")]
-    assert [(t["name"], t["shape"]) for t in manifest["outputs"]] == [("latent_next", [1, 4, 32, 32]), ("step_next", [1])]
+    assert [(t["name"], t["shape"]) for t in manifest["outputs"]] == [("latent_next", [1, 4, 32, 32]),
+                                                                      ("step_next", [1])]
     info = manifest["export"]["step"]
     assert manifest["export"]["graph"] == "step" and info["carry"] == {"latent": "latent_next", "step": "step_next"}
     assert info["latent_dtype"] == "float32" and info["guidance"] is True and info["max_steps"] == 1000
@@ -123,7 +124,8 @@ def test_fp16_step_graph_stays_within_the_fp16_trajectory_threshold(exports):
     reference = open_session(str(exports[(256, 2, "fp32")][0]), "onnxruntime", "cpu")
     host_fp16 = open_session(str(exports[(256, 2, "fp16")][0]), "onnxruntime", "cpu")
     step_fp16 = open_session(str(exports[(256, 2, "fp16")][1]), "onnxruntime", "cpu")
-    fp32, host, step = (make_sampler(s, STEPS, 4.0, seed=3).sample(text).latent for s in (reference, host_fp16, step_fp16))
+    fp32, host, step = (make_sampler(s, STEPS, 4.0, seed=3).sample(text).latent
+                        for s in (reference, host_fp16, step_fp16))
     assert rel_l2(step, fp32) <= DEFAULT_THRESHOLDS["fp16"].max_trajectory_rel_l2
     assert rel_l2(step, host) <= 1e-5  # the fp32 carry adds nothing to the host loop's fp16 error
 
@@ -139,7 +141,8 @@ def test_the_step_loop_moves_nothing_between_steps(exports):
     session.close()
     latent_bytes = 4 * 128 * 128 * 4
     assert result.setup.to_device_bytes == sum(inputs.values()) and result.setup.from_device_bytes == 0
-    assert all(s.transfers.to_dict() == {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0} for s in result.steps)
+    none = {"to_device_bytes": 0, "from_device_bytes": 0, "syncs": 0}
+    assert all(s.transfers.to_dict() == none for s in result.steps)
     assert result.finish.from_device_bytes == latent_bytes and result.finish.to_device_bytes == 0
     session = open_session(str(noise), "onnxruntime", "cpu")
     host = Sampler(session, 4, 4.0).sample(text)
@@ -160,7 +163,8 @@ def test_the_pytorch_backend_runs_step_artifacts_on_the_device_too(exports):
     assert rel_l2(result.latent, expected) <= 1e-5
     assert all(s.transfers.to_device_bytes == s.transfers.from_device_bytes == 0 for s in result.steps)
     # The plain run() interface still works on a step artifact: one step, outputs by the contract's names.
-    feeds = {"latent": np.zeros((1, 4, 32, 32), np.float32), "step": np.array([0]), "schedule": np.zeros(1001, np.float32),
+    feeds = {"latent": np.zeros((1, 4, 32, 32), np.float32), "step": np.array([0]),
+             "schedule": np.zeros(1001, np.float32),
              "text_embeds": text.embeds, "text_mask": text.mask, "guidance": np.ones(1, np.float32)}
     torch_session.set_inputs(feeds)
     out = torch_session.run()
@@ -215,19 +219,23 @@ def test_ptdit_diff_accepts_step_artifacts(exports, tmp_path):
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / f"{step.stem}.diff.json").read_text())
     entry = report["references"]["fp32"]
-    assert list(entry["outputs"]) == ["latent_next - latent"] and entry["outputs"]["latent_next - latent"]["rel_l2"] < 1e-5
+    assert list(entry["outputs"]) == ["latent_next - latent"]
+    assert entry["outputs"]["latent_next - latent"]["rel_l2"] < 1e-5
     assert entry["trajectory"]["steps"] == 4 and entry["trajectory"]["rel_l2"] < 1e-5
     assert "noise_pred_rel_l2_per_step" not in entry["trajectory"]  # the step loop keeps its state on the device
     assert len(entry["blocks"]) == 2 and report["passed"]
 
 
 def test_export_step_refusals_leave_nothing(tmp_path):
-    result = run_cli("export", "--preset", "tiny", "--res", "256", "--step", "--batch", "3", "--out", str(tmp_path / "a"))
-    assert result.returncode == 2 and "--step needs --batch 2 (the guidance pair) or 1 (unguided), got 3" in result.stderr
+    result = run_cli("export", "--preset", "tiny", "--res", "256", "--step", "--batch", "3", "--out",
+                     str(tmp_path / "a"))
+    assert result.returncode == 2
+    assert "--step needs --batch 2 (the guidance pair) or 1 (unguided), got 3" in result.stderr
     assert not (tmp_path / "a").exists()
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "ptdit-tiny-256-b2-fp16-step.onnx").write_bytes(b"old")
-    result = run_cli("export", "--preset", "tiny", "--res", "256", "--step", "--checks", "none", "--out", str(tmp_path / "b"))
+    result = run_cli("export", "--preset", "tiny", "--res", "256", "--step", "--checks", "none", "--out",
+                     str(tmp_path / "b"))
     assert result.returncode == 2 and "ptdit-tiny-256-b2-fp16-step.onnx has no manifest" in result.stderr
     assert "it is stale and is not reused; pass --force to replace it" in result.stderr
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["ptdit-tiny-256-b2-fp16-step.onnx"]

@@ -18,7 +18,6 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 import trt_stubs
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -71,9 +71,10 @@ def main(onnx_path: str, target: str) -> None:
     logger.log(trt.ILogger.Severity.ERROR, "an error")
     logger.log(trt.ILogger.Severity.WARNING, "a warning")
     logger.log(trt.ILogger.Severity.VERBOSE, "verbose detail")
-    result["logged_errors"] = list(getattr(logger, "errors"))  # a copy: later builds reuse (and clear) the logger
+    result["logged_errors"] = list(logger.errors)  # a copy: later builds reuse (and clear) the logger
 
-    result["dtype_names"] = {name: tensorrt_dtype_name(member.name) for name, member in trt.DataType.__members__.items()}
+    members = trt.DataType.__members__.items()
+    result["dtype_names"] = {name: tensorrt_dtype_name(member.name) for name, member in members}
     if flavour.ahead_of_time:
         targets = Targets(("8.6", "8.9"), "--compute-capability")
         result["compute_capabilities"] = rtx_targets(flavour.module, targets)

@@ -97,7 +97,8 @@ def _stand_in_libraries(module: Path, version: str, lib: Path, work: Path) -> No
         parts = line.split()
         if len(parts) == 2 and parts[0] == "U" and "@" not in parts[1]:
             symbols.add(parts[1])
-    symbols = {s for s in symbols if not s.startswith(("Py", "_Py")) and s not in ("dlopen", "dlsym", "dlclose", "dlerror")}
+    symbols = {s for s in symbols
+               if not s.startswith(("Py", "_Py")) and s not in ("dlopen", "dlsym", "dlclose", "dlerror")}
     major, minor, patch = (int(v) for v in version.split(".")[:3])
     lines = [f"void* {s}(void) {{ return 0; }}" for s in sorted(symbols - {"getInferLibVersion"})]
     lines.append(f"int getInferLibVersion(void) {{ return {major * 10000 + minor * 100 + patch}; }}")
@@ -253,4 +254,5 @@ if __name__ == "__main__":
     if rtx is None:
         print(f"TensorRT-RTX: not installed ({RTX_DISTRIBUTION})")
     else:
-        print(f"TensorRT-RTX {rtx.version}: MYPYPATH={rtx.stubs} (as tensorrt: {rtx.as_tensorrt}{os.pathsep}{rtx.stubs})")
+        print(f"TensorRT-RTX {rtx.version}: MYPYPATH={rtx.stubs} "
+              f"(as tensorrt: {rtx.as_tensorrt}{os.pathsep}{rtx.stubs})")

@@ -69,7 +69,8 @@ def complexity_table(rows: list[dict[str, Any]]) -> str:
         p, f = r["proxy"], r["full"]
         p_total, f_total = p["linear"] + p["attention"], f["linear"] + f["attention"]
         agree = "n/a" if "agree" not in p else ("yes" if p["agree"] and f["agree"] else "NO")
-        lines.append(f"| {shape} | {r['analytic_ratio'] * 100:.2f} %{paper} | {p_total / 1e9:,.1f} ({p['attention'] / 1e9:,.1f}) | "
+        lines.append(f"| {shape} | {r['analytic_ratio'] * 100:.2f} %{paper} | "
+                     f"{p_total / 1e9:,.1f} ({p['attention'] / 1e9:,.1f}) | "
                      f"{f_total / 1e9:,.1f} ({f['attention'] / 1e9:,.1f}) | {p_total / f_total:.3f} | "
                      f"{p['attention'] / f['attention']:.4f} | {agree} |")
     return "\n".join(lines)

@@ -121,7 +121,8 @@ def amax_ratio(quantized: nn.Module, wanted: list[str], ours: dict[str, Any]) ->
 def fp8_accuracy_table(rows: list[dict[str, Any]]) -> str:
     timesteps = rows[0]["timesteps"] if rows else list(TIMESTEPS)
     ts = " | ".join(f"t={t:g}" for t in timesteps)
-    lines = [f"| preset | res | quantized | calibration | Linears | {ts} | max | calibration s | input amax / ptdit's |",
+    lines = [f"| preset | res | quantized | calibration | Linears | {ts} | max | calibration s | "
+             "input amax / ptdit's |",
              "| --- " * (8 + len(timesteps)) + "|"]
     for r in rows:
         errs = " | ".join(f"{e:.2%}" for e in r["rel_l2"])

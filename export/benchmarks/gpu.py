@@ -104,8 +104,8 @@ def fp8_linear_rows(torch: Any, model: Any, res: int, device: str, timer: Callab
         w = torch.randn(n, k, device=device, dtype=torch.float16) * 0.05
         scale_x, scale_w = (t.abs().max().float() / 448 for t in (x, w))
         x8, w8 = (x / scale_x).to(torch.float8_e4m3fn), (w / scale_w).to(torch.float8_e4m3fn)
-        fp16_ms = timer(lambda: x @ w.t())
-        fp8_ms = timer(lambda: torch._scaled_mm(x8, w8.t(), scale_a=scale_x, scale_b=scale_w,
+        fp16_ms = timer(lambda: x @ w.t())  # noqa: B023 (called within the iteration)
+        fp8_ms = timer(lambda: torch._scaled_mm(x8, w8.t(), scale_a=scale_x, scale_b=scale_w,  # noqa: B023 (called within the iteration)
                                                 out_dtype=torch.float16))
         y16 = (x @ w.t()).float()
         y8 = torch._scaled_mm(x8, w8.t(), scale_a=scale_x, scale_b=scale_w, out_dtype=torch.float16).float()
@@ -143,7 +143,7 @@ def gpu_model_rows(torch: Any, model: Any, resolutions: tuple[int, ...], rate: f
         torch.cuda.empty_cache()
         torch.cuda.reset_peak_memory_stats()
         with torch.no_grad():
-            eager_ms = time_cuda(torch, lambda: model(*args))
+            eager_ms = time_cuda(torch, lambda: model(*args))  # noqa: B023 (called within the iteration)
         peak = torch.cuda.max_memory_allocated()
         macs = count_macs(cfg, res, batch=2).total
         floor_ms = 2 * macs / rate * 1000
@@ -155,7 +155,7 @@ def gpu_model_rows(torch: Any, model: Any, resolutions: tuple[int, ...], rate: f
             report(f"  {cfg.attention} attention at {res}: torch.compile")
             compiled = torch.compile(model)
             with torch.no_grad():
-                compiled_ms = time_cuda(torch, lambda: compiled(*args), warmup=3)
+                compiled_ms = time_cuda(torch, lambda: compiled(*args), warmup=3)  # noqa: B023 (called within the iteration)
             row["compiled_ms"] = round(compiled_ms, 2)
             row["compiled_fraction_of_floor"] = round(floor_ms / compiled_ms, 3)
             torch._dynamo.reset()
@@ -167,7 +167,8 @@ def gpu_table(data: dict[str, Any]) -> str:
     if "skipped" in data:
         return f"GPU: skipped ({data['skipped']})"
     lines = [f"{data['device']}, fp16 matmul {data['matmul_tflops']} TFLOP/s measured",
-             "| model | dtype | res | GMAC | floor ms | eager ms (of floor) | compiled ms (of floor) | peak memory GB |",
+             "| model | dtype | res | GMAC | floor ms | eager ms (of floor) | compiled ms (of floor) | "
+             "peak memory GB |",
              "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in data["rows"]:
         compiled = f"{r['compiled_ms']} ({r['compiled_fraction_of_floor']:.0%})" if "compiled_ms" in r else "n/a"

@@ -41,7 +41,8 @@ def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, repo
 
 
 def runtime_table(data: dict[str, Any]) -> str:
-    lines = ["| artifact | ONNX Runtime CPU ms/step | PyTorch CPU ms/step | PyTorch / ONNX Runtime | runtime overhead |",
+    lines = ["| artifact | ONNX Runtime CPU ms/step | PyTorch CPU ms/step | PyTorch / ONNX Runtime | "
+             "runtime overhead |",
              "| --- | --- | --- | --- | --- |"]
     overhead = {r["artifact"]: r["overhead_ratio"] for r in data["overhead"]}
     by_artifact: dict[str, dict[str, float]] = {}

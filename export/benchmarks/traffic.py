@@ -101,7 +101,8 @@ def traffic_table(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         c = r["copies_per_block"]
         other = sum(v for k, v in c.items() if k not in ("Transpose", "Slice"))
-        lines.append(f"| {r['preset']} | {r['res']} | {r['nodes_per_block']} | {sum(c.values())} ({c.get('Transpose', 0)}"
+        lines.append(f"| {r['preset']} | {r['res']} | {r['nodes_per_block']} | "
+                     f"{sum(c.values())} ({c.get('Transpose', 0)}"
                      f" / {c.get('Slice', 0)} / {other}) | {sum(r['views_per_block'].values())} | "
                      f"{r['copy_bytes_per_block'] / 1e6:.1f} | {r['copy_bytes'] / 1e6:.0f} | "
                      + " | ".join(str(r["estimated_us_per_step"][g]) for g in gpus) + " |")

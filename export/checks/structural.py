@@ -43,7 +43,8 @@ def static_shapes(model: onnx.ModelProto) -> dict[str, Any]:
     graph = model.graph
     known = {v.name: v for v in [*graph.input, *graph.output, *graph.value_info]}
     problems = []
-    for name in [*(v.name for v in graph.input), *(o for n in graph.node for o in n.output), *(v.name for v in graph.output)]:
+    produced = (o for n in graph.node for o in n.output)
+    for name in [*(v.name for v in graph.input), *produced, *(v.name for v in graph.output)]:
         value = known.get(name)
         if value is None or not value.type.tensor_type.HasField("shape"):
             problems.append(f"'{name}' has no inferred shape")

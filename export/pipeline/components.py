@@ -35,7 +35,8 @@ def text_encoder(pipe: PipelineOptions) -> tuple[Any, Any, Weights]:
     if pipe.text_encoder is None:
         cfg = T5_PRESETS["tiny"]
         return T5Encoder(cfg).eval(), standin_tokenizer(cfg.vocab_size), Weights("seeded", seed=0)
-    tokenizer = load_tokenizer(pipe.text_encoder, T5Config.from_hf_dir(pipe.text_encoder).vocab_size)  # before the weights
+    vocab_size = T5Config.from_hf_dir(pipe.text_encoder).vocab_size
+    tokenizer = load_tokenizer(pipe.text_encoder, vocab_size)  # before the weights
     return load_hf_t5(pipe.text_encoder), tokenizer, Weights("checkpoint", path=str(pipe.text_encoder),
                                                              sha256=folder_sha256(pipe.text_encoder))
 

@@ -35,14 +35,18 @@ def read_artifact_manifest(path: Path, verify: bool = True) -> OnnxManifest | Pl
     """The manifest of an .onnx or a .plan (<stem>.json next to it); with `verify`, the files must match the
     sha256 it records."""
     if path.suffix not in (".onnx", ".plan"):
-        raise InputError(f"{path} is neither an .onnx nor a .plan file: pass an artifact of ptdit-export or ptdit-build")
+        raise InputError(f"{path} is neither an .onnx nor a .plan file: pass an artifact of ptdit-export or "
+                         f"ptdit-build")
     if not path.is_file():
         raise InputError(f"{path} does not exist")
     json_path = path.with_suffix(".json")
     of, missing = f"this {path.suffix}", (f"{path} has no manifest ({json_path.name}): keep the files ptdit-export "
                                           f"and ptdit-build wrote together")
-    manifest: OnnxManifest | PlanManifest = (read_manifest(OnnxManifest, json_path, of, missing) if path.suffix == ".onnx"
-                                             else read_manifest(PlanManifest, json_path, of, missing))
+    manifest: OnnxManifest | PlanManifest
+    if path.suffix == ".onnx":
+        manifest = read_manifest(OnnxManifest, json_path, of, missing)
+    else:
+        manifest = read_manifest(PlanManifest, json_path, of, missing)
     if verify:
         verify_files(path.parent, manifest.files, "its manifest", manifest.FIX)
     return manifest

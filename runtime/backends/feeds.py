@@ -49,7 +49,8 @@ def check_feed(spec: TensorSpec, value: np.ndarray) -> np.ndarray:
         raise InputError(f"input '{spec.name}' has shape {list(value.shape)}, the artifact needs {list(spec.shape)}")
     want = numpy_dtype(spec.dtype)
     if value.dtype != want:
-        convertible = np.issubdtype(want, np.integer) and (np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_)
+        integers = np.issubdtype(value.dtype, np.integer) or value.dtype == np.bool_
+        convertible = np.issubdtype(want, np.integer) and integers
         if not convertible:
             raise InputError(f"input '{spec.name}' is {value.dtype}, the artifact needs {want}")
         value = value.astype(want)

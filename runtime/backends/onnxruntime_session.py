@@ -24,7 +24,6 @@ from .feeds import HostFeeds
 from .interface import Session, StepLoop
 from .transfers import Transfers
 
-
 # ONNX Runtime's idle worker threads spin by default, which suits one process running one session after another.
 # A process that shares the CPU with others (a model inside Triton) sets this to False: on the 2-core machine the
 # spinning threads of a served pipeline kept Triton's own threads off the cores, and its next request waited 188 ms

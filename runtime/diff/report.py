@@ -19,7 +19,7 @@ def table(result: dict[str, Any]) -> str:
                 f"{m['cosine']:.6f} | {m['outside_tolerance']:.2%} |")
 
     notes: list[str] = []
-    for reference, entry in result["references"].items():
+    for entry in result["references"].values():
         label = f"torch {entry['precision']}"
         for name, m in entry["outputs"].items():
             lines.append(row(label, name, m))

@@ -23,7 +23,7 @@ from ...artifact import Artifact
 class TensorRTOptions:
     """What a TensorRT plan may need from the run (the other backends ignore it)."""
 
-    runtime_cache_dir: Path | None = None  # TensorRT-RTX: where the JIT runtime cache is kept (default: next to the plan)
+    runtime_cache_dir: Path | None = None  # TensorRT-RTX: where the JIT runtime cache is kept (default: by the plan)
     lean_runtime: Path | None = None  # version-compatible plans built with --exclude-lean-runtime need it loaded
     weight_budget: int | None = None  # bytes of weights kept on the GPU, for plans built with --weight-streaming
 
@@ -44,7 +44,8 @@ def import_runtime_module(target: str, version_compatible: bool) -> ModuleType:
     if target == "rtx":
         module = import_flavour("rtx")
         if module is None:
-            raise InputError(f"this plan was built with TensorRT-RTX, which is not installed: {FLAVOURS['rtx'].install}")
+            raise InputError(f"this plan was built with TensorRT-RTX, which is not installed: "
+                             f"{FLAVOURS['rtx'].install}")
         return module
     module = import_flavour("tensorrt")
     if module is None and version_compatible:
