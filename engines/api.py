@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ptdit.contract.arguments import checked
 from ptdit.contract.plan_manifest import BuildOptions
+from ptdit.contract.progress import Reporter
 
 if TYPE_CHECKING:
     from .build import BuildResult
 
-Progress = Callable[[str], None]  # one line of what the build is doing
 LOG = logging.getLogger("engines")
 DEFAULTS = BuildOptions()
 
@@ -35,7 +35,7 @@ def build_engine(onnx: str | Path, *, target: str = "auto", compute_capabilities
                  exclude_lean_runtime: bool = False, refittable: bool = False, strip_plan: bool = False,
                  weight_streaming: bool = False, fp16_weak: bool = False, allow_fp32: bool = False,
                  mark_blocks: bool = False, triton_repo: str | Path | None = None, force: bool = False,
-                 progress: Progress | None = None) -> BuildResult:
+                 progress: Reporter | None = None) -> BuildResult:
     """Build a TensorRT plan from an ONNX of ptdit-export, as ptdit-build does; a BuildResult with .path (the
     plan), .manifest (the typed plan manifest), .manifest_path, .up_to_date and .triton_model. target: auto,
     tensorrt (full TensorRT 10.x / 11.x, on the GPU the plan is for) or rtx (TensorRT-RTX, no GPU needed);

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 from ptdit.contract.dtypes import precision_of_element_type
 from ptdit.contract.errors import InputError, option
@@ -23,6 +23,7 @@ from ptdit.contract.plan_manifest import (
     PlanSource,
     Targets,
 )
+from ptdit.contract.progress import Reporter
 from ptdit.contract.triton_config import write_model
 
 from .errors import BuildError
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from .gpu import GpuInfo
     from .tensorrt_api import Flavour
 
-Reporter = Callable[[str], None]
 
 
 @dataclass

@@ -11,11 +11,12 @@ import resource
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, NamedTuple, cast
+from typing import TYPE_CHECKING, Any, NamedTuple, cast
 
 from ptdit.contract.dtypes import tensorrt_dtype_name
 from ptdit.contract.onnx_manifest import TensorSpec
 from ptdit.contract.plan_manifest import BuildOptions, Targets
+from ptdit.contract.progress import Reporter
 from ptdit.contract.tensorrt import errors_of, logger_for
 
 from .errors import BuildError
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     import tensorrt as trt
     import tensorrt_rtx  # noqa: F401  (named in a cast)
 
-Reporter = Callable[[str], None]
 
 
 class PlanIO(NamedTuple):

@@ -10,11 +10,11 @@ from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, SupportsInt
 
 from ptdit.contract.interrupts import Terminated
+from ptdit.contract.progress import Reporter
 
 if TYPE_CHECKING:
     import tensorrt as trt
 
-Reporter = Callable[[str], None]
 SHOWN_DEPTH = 2  # build phases nested deeper than this are not printed (TensorRT-RTX nests many small ones)
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING, Sequence
 
 from ptdit.contract.arguments import checked
 from ptdit.contract.errors import InputError, option
@@ -26,6 +26,7 @@ from ptdit.contract.fp8 import (
     FP8,
     MIN_OPSET,
 )
+from ptdit.contract.progress import Reporter
 
 from .calibration import CalibrationOptions
 from .options import ExportOptions, PipelineOptions
@@ -37,7 +38,6 @@ if TYPE_CHECKING:
     from .pipeline.folder import PipelineExport
     from .run import ExportResult
 
-Progress = Callable[[str], None]  # one line of what the export is doing
 LOG = logging.getLogger("export")
 
 
@@ -53,7 +53,7 @@ def export_model(resolution: int | Sequence[int] = 1024, *, preset: str | None =
                  percentile: float | None = None, calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
                  calibration_trajectories: int = DEFAULT_CALIBRATION_TRAJECTORIES,
                  calibration_text: str | Path | None = None,
-                 progress: Progress | None = None) -> list[ExportResult]:
+                 progress: Reporter | None = None) -> list[ExportResult]:
     """Export PT-DiT to ONNX with static shapes, as ptdit-export does: one ExportResult per graph (each
     resolution, and with step=True its step graph after it), with .path (the ONNX), .manifest (the typed
     manifest), .files, .checks, .seconds and .up_to_date. preset: xl (default), tiny, qihoo-t2x; or config: a
@@ -88,7 +88,7 @@ def export_pipeline(resolution: int | Sequence[int] = 1024, *, text_encoder: str
                     percentile: float | None = None, calibration_steps: int = DEFAULT_CALIBRATION_STEPS,
                     calibration_trajectories: int = DEFAULT_CALIBRATION_TRAJECTORIES,
                     calibration_text: str | Path | None = None, calibration_prompts: str | Path | None = None,
-                    progress: Progress | None = None) -> list[PipelineExport]:
+                    progress: Reporter | None = None) -> list[PipelineExport]:
     """A pipeline folder per resolution, as ptdit-export --pipeline writes it (.path, .up_to_date, .manifest):
     the transformer, the T5 text encoder (text_encoder: a Hugging Face T5 folder; default a seeded stand-in),
     the CausalVAE decoder tiles (vae: its checkpoint; default a seeded stand-in), the tokenizer and the

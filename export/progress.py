@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator
+from typing import Iterator
 
-Reporter = Callable[[str], None]
+from ptdit.contract.progress import Reporter
 
 
 class Stages:

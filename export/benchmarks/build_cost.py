@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ptdit.contract.manifests import read_artifact_manifest
 from ptdit.contract.plan_manifest import PlanManifest
+from ptdit.contract.progress import Reporter
 
 from .child import run_module
 
@@ -23,7 +24,7 @@ DEFAULT_CONFIGS = ("", "--opt-level 0", "--opt-level 5", "--tiling-level fast")
 
 
 def build_rows(preset: str, resolutions: tuple[int, ...], precision: str, target: str, configs: tuple[str, ...],
-               report: Callable[[str], None]) -> list[dict[str, Any]]:
+               report: Reporter) -> list[dict[str, Any]]:
     rows = []
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-build-") as tmp:
         for res in resolutions:

@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any
+
+from ptdit.contract.progress import Reporter
 
 PAPER_RATIOS = {256: 0.343, 512: 0.097, 1024: 0.047, 2048: 0.023}  # Qihoo-T2X, attention cost vs full attention
 RESOLUTIONS = (256, 512, 1024, 2048)
 VIDEO = ((256, 8), (256, 16), (512, 8), (512, 16))  # res, latent frames (29 and 61 frames out)
 
 
-def complexity_rows(preset_name: str, onnx: bool, report: Callable[[str], None]) -> list[dict[str, Any]]:
+def complexity_rows(preset_name: str, onnx: bool, report: Reporter) -> list[dict[str, Any]]:
     from ptdit import attention_cost_ratio, count_macs, preset
 
     cfg = preset(preset_name)
@@ -31,7 +33,7 @@ def complexity_rows(preset_name: str, onnx: bool, report: Callable[[str], None])
     return rows
 
 
-def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Callable[[str], None]) -> dict[Any, Any]:
+def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Reporter) -> dict[Any, Any]:
     """Trace the real model (seeded weights; nothing written) at each shape and count its graph."""
     import gc
 

@@ -8,10 +8,11 @@ from __future__ import annotations
 import copy
 import importlib
 import time
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
 from ptdit.contract.errors import InputError
 from ptdit.contract.fp8 import CALIBRATORS, LAYER_KINDS, LAYER_SETS, layer_kind
+from ptdit.contract.progress import Reporter
 
 if TYPE_CHECKING:
     import torch
@@ -32,7 +33,7 @@ def modelopt_quantization() -> Any:
                          f"or drop --modelopt") from None
 
 
-def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: Callable[[str], None],
+def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: Reporter,
                       timesteps: tuple[float, ...] = TIMESTEPS) -> list[dict[str, Any]]:
     """Rows of rel L2 of noise_pred against fp32 at each held-out timestep: one per layer kind alone (max
     calibration), per layer set and calibrator, and per layer set with ModelOpt's calibration."""

@@ -9,6 +9,7 @@ from collections import Counter
 from typing import Any, Callable
 
 from ptdit.contract.fp8 import LAYER_SETS, layer_kind
+from ptdit.contract.progress import Reporter
 
 DTYPES = ("float16", "bfloat16")
 
@@ -48,7 +49,7 @@ def time_cuda(torch: Any, fn: Callable[[], Any], warmup: int = 3, repeats: int =
 
 
 def gpu_rows(preset_name: str, resolutions: tuple[int, ...], compile_model: bool,
-             report: Callable[[str], None]) -> dict[str, Any]:
+             report: Reporter) -> dict[str, Any]:
     import torch
 
     from ptdit import PTDiT, preset
@@ -132,7 +133,7 @@ def forward_args(torch: Any, cfg: Any, res: int, device: str, dtype: Any) -> tup
 
 
 def gpu_model_rows(torch: Any, model: Any, resolutions: tuple[int, ...], rate: float, compile_model: bool,
-                   report: Callable[[str], None]) -> list[dict[str, Any]]:
+                   report: Reporter) -> list[dict[str, Any]]:
     from ptdit import count_macs
 
     cfg, rows = model.cfg, []

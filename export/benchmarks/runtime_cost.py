@@ -7,12 +7,14 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from ptdit.contract.progress import Reporter
 
 from .child import run_module
 
 
-def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, report: Callable[[str], None],
+def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, report: Reporter,
                  overhead_steps: int = 10, overhead_rounds: int = 10, loops_backend: str = "onnxruntime",
                  loop_steps: int = 30) -> dict[str, Any]:
     """Export each (preset, res, precision) with its step graph to a temporary directory and run the runtime's

@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from ptdit.contract.progress import Reporter
 
 from .child import run_module
 
 
 def serve_rows(folder: Path | None, preset_name: str, res: int, concurrency: list[int], requests: int, steps: int,
-               instances: int, backend: str, device: str, report: Callable[[str], None],
+               instances: int, backend: str, device: str, report: Reporter,
                layout: str | None = None) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-serve-") as tmp:
         if folder is None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
+
+from ptdit.contract.progress import Reporter
 
 if TYPE_CHECKING:
     import onnx_ir
@@ -70,7 +72,7 @@ def graph_traffic(model: onnx_ir.Model) -> dict[str, Any]:
 
 
 def traffic_rows(preset_name: str, resolutions: tuple[int, ...], precision: str,
-                 report: Callable[[str], None]) -> list[dict[str, Any]]:
+                 report: Reporter) -> list[dict[str, Any]]:
     """Trace the model (seeded weights; nothing written) at each resolution and measure its graph."""
     from ptdit import preset
 

@@ -8,11 +8,12 @@ from __future__ import annotations
 import json
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from ptdit.contract.errors import InputError
 from ptdit.contract.manifests import read_manifest
 from ptdit.contract.pipeline_manifest import PipelineManifest
+from ptdit.contract.progress import Reporter
 
 from .child import run_module
 
@@ -20,7 +21,7 @@ PROMPT = "a red fox running in the snow"
 
 
 def video_rows(folder: Path | None, preset_name: str, res: int, frames: int, steps: int,
-               report: Callable[[str], None]) -> dict[str, Any]:
+               report: Reporter) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-video-") as tmp:
         result: dict[str, Any] = {}
         if folder is None:

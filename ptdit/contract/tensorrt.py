@@ -12,7 +12,9 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Callable, cast
+from typing import TYPE_CHECKING, Any, cast
+
+from .progress import Reporter
 
 if TYPE_CHECKING:  # tensorrt_lean and tensorrt_rtx have the same logger API: typed against tensorrt's
     import tensorrt as trt
@@ -45,7 +47,6 @@ def import_flavour(name: str) -> ModuleType | None:
         return None
 
 
-Reporter = Callable[[str], None]
 _LOGGERS: dict[str, Any] = {}
 
 

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any, Mapping
 
 import numpy as np
 
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.graph_check import FIX
-from ptdit.contract.progress import Counter, no_counter
+from ptdit.contract.progress import Counter, Reporter, no_counter
 
 from ..artifact import Artifact, load_artifact
 from ..backends.interface import Session, StepLoop
@@ -22,7 +22,6 @@ from ..sampling.text import make_conditioning
 from .metrics import DEFAULT_THRESHOLDS, Thresholds, diff_metrics, within
 
 REPORT_SCHEMA = "ptdit-diff/1"
-Reporter = Callable[[str], None]
 MID_TRAJECTORY_T = 700.0
 
 

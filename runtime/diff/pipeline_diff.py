@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
 from ptdit.contract.errors import InputError
 from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2
-from ptdit.contract.progress import Counter, no_counter
+from ptdit.contract.progress import Counter, Reporter, no_counter
 
 from ..pipeline.folder import component_path, load_pipeline
 from ..pipeline.ptdit_pipeline import COMMAND_NAMES, PTDiTPipeline
@@ -45,7 +45,7 @@ def component_diff(path: Path, kind: str, feeds: dict[str, np.ndarray], options:
             "max_rel_l2": COMPONENT_MAX_REL_L2[kind][artifact.precision], **metrics}
 
 
-def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, report: Callable[[str], None],
+def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, report: Reporter,
                       counter: Counter = no_counter) -> dict[str, Any]:
     folder = load_pipeline(folder_path, options.verify)
     m = folder.manifest

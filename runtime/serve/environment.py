@@ -26,10 +26,10 @@ import sys
 import sysconfig
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from ptdit.contract.errors import Failure, InputError
 from ptdit.contract.files import write_atomically
+from ptdit.contract.progress import Reporter
 
 PYTRITON = "nvidia-pytriton==0.7.0"
 MODEL_NUMPY = "numpy==1.26.4"
@@ -85,7 +85,7 @@ def _our_paths() -> list[str]:
     return list(dict.fromkeys(paths))
 
 
-def setup(env_dir: Path, progress: Callable[[str], None] = print, force: bool = False) -> TritonServer:
+def setup(env_dir: Path, progress: Reporter = print, force: bool = False) -> TritonServer:
     """Make (or with force, remake) the server environment at env_dir; a complete one is reused. Its marker file
     is written last: a folder without it (an interrupted setup) is never used, and the next setup remakes it."""
     if (env_dir / MARKER).exists() and not force:

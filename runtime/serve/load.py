@@ -11,13 +11,14 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import click
 
 from ptdit.contract.cli_types import Number
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.numbers import CLIENTS, DEFAULT_STEPS, INSTANCES, REQUESTS, STEPS
+from ptdit.contract.progress import Reporter
 
 from ..pipeline.ptdit_pipeline import PTDiTPipeline
 from .client import PipelineClient
@@ -45,7 +46,7 @@ def _outside(latencies: list[float], on_server: list[float]) -> float:
 
 
 def measure_load(folder: Path, concurrency: list[int], requests: int, steps: int, instances: int, backend: str,
-                 device: str, report: Callable[[str], None], layout: str | None = None) -> dict[str, Any]:
+                 device: str, report: Reporter, layout: str | None = None) -> dict[str, Any]:
     """In-process and 1 client alternately (the overhead), then each concurrency > 1 against the server."""
     server = find_server()
     with tempfile.TemporaryDirectory(prefix="ptdit-serve-load-") as tmp:
