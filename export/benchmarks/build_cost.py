@@ -14,7 +14,7 @@ from ptdit.contract.manifests import read_artifact_manifest
 from ptdit.contract.plan_manifest import PlanManifest
 from ptdit.contract.progress import Reporter
 
-from .child import run_module
+from .child import export_json, run_module
 
 TARGET_BUILD_SECONDS = 60.0
 TARGET_RSS_OVER_PLAN = 2.0
@@ -29,9 +29,9 @@ def build_rows(preset: str, resolutions: tuple[int, ...], precision: str, target
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-build-") as tmp:
         for res in resolutions:
             report(f"  ptdit-export --preset {preset} --res {res} --precision {precision} --checks none")
-            run_module(["export", "--preset", preset, "--res", str(res), "--precision", precision, "--checks",
-                        "none", "--out", tmp])
-            onnx_path = Path(tmp) / f"ptdit-{preset}-{res}-b2-{precision}.onnx"
+            _, graphs = export_json(["--preset", preset, "--res", str(res), "--precision", precision, "--checks",
+                                     "none", "--out", tmp])
+            onnx_path = Path(graphs[0]["onnx"])
             for config in configs:
                 options = config.split()
                 report(f"  ptdit-build {onnx_path.name} --target {target} {config}".rstrip())

@@ -9,12 +9,14 @@ where /proc is not there.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
+from typing import Any
 
 import click
 
@@ -60,3 +62,10 @@ def run_module(args: list[str]) -> ChildRun:
             raise click.ClickException(f"python -m {' '.join(args)} failed:\n{err.read().strip()[-2000:]}")
         peak_kib = int(open(peak_file).read()) if os.path.exists(peak_file) else usage.ru_maxrss
         return ChildRun(wall, peak_kib * 1024, out.read())
+
+
+def export_json(args: list[str]) -> tuple[ChildRun, list[dict[str, Any]]]:
+    """ptdit-export `args` in a child process, and what it says it wrote (its --json: each graph's "onnx", or each
+    pipeline's "folder"): artifact names come from the export itself, never rebuilt here."""
+    child = run_module(["export", *args, "--json"])
+    return child, json.loads(child.stdout)

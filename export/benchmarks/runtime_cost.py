@@ -6,12 +6,11 @@ from __future__ import annotations
 
 import json
 import tempfile
-from pathlib import Path
 from typing import Any
 
 from ptdit.contract.progress import Reporter
 
-from .child import run_module
+from .child import export_json, run_module
 
 
 def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, report: Reporter,
@@ -24,10 +23,10 @@ def runtime_rows(artifacts: list[tuple[str, int, str]], latency_steps: int, repo
         paths, loops = [], []
         for preset_name, res, precision in artifacts:
             report(f"  exporting {preset_name} at {res} ({precision}, with --step)")
-            run_module(["export", "--preset", preset_name, "--res", str(res), "--precision", precision, "--out", tmp,
-                        "--skip-checks", "--step"])
-            noise = str(Path(tmp) / f"ptdit-{preset_name}-{res}-b2-{precision}.onnx")
-            pair = [noise, noise.replace(".onnx", "-step.onnx")]
+            _, graphs = export_json(["--preset", preset_name, "--res", str(res), "--precision", precision, "--out", tmp,
+                                     "--skip-checks", "--step"])
+            pair = [graph["onnx"] for graph in graphs]  # the noise prediction, then its step graph
+            noise = pair[0]
             if loops_backend == "tensorrt":
                 report(f"  building both graphs of {preset_name} at {res} with ptdit-build")
                 fp32 = ["--allow-fp32"] if precision == "fp32" else []

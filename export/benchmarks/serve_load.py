@@ -11,7 +11,7 @@ from typing import Any
 
 from ptdit.contract.progress import Reporter
 
-from .child import run_module
+from .child import export_json, run_module
 
 
 def serve_rows(folder: Path | None, preset_name: str, res: int, concurrency: list[int], requests: int, steps: int,
@@ -20,9 +20,9 @@ def serve_rows(folder: Path | None, preset_name: str, res: int, concurrency: lis
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-serve-") as tmp:
         if folder is None:
             report(f"  exporting the {preset_name} pipeline at {res}")
-            run_module(["export", "--preset", preset_name, "--res", str(res), "--pipeline", "--skip-checks", "--out",
-                        tmp])
-            folder = Path(tmp) / f"ptdit-{preset_name}-{res}-pipeline"
+            _, folders = export_json(["--preset", preset_name, "--res", str(res), "--pipeline", "--skip-checks",
+                                      "--out", tmp])
+            folder = Path(folders[0]["folder"])
         report(f"  serving {folder.name} on a local tritonserver: {requests} requests per concurrency "
                f"{', '.join(map(str, concurrency))} ({steps} steps each)")
         args = ["runtime.serve.load", str(folder), "--requests", str(requests), "--steps", str(steps), "--instances",

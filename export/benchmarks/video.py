@@ -15,7 +15,7 @@ from ptdit.contract.manifests import read_manifest
 from ptdit.contract.pipeline_manifest import PipelineManifest
 from ptdit.contract.progress import Reporter
 
-from .child import run_module
+from .child import export_json, run_module
 
 PROMPT = "a red fox running in the snow"
 
@@ -26,9 +26,9 @@ def video_rows(folder: Path | None, preset_name: str, res: int, frames: int, ste
         result: dict[str, Any] = {}
         if folder is None:
             report(f"  exporting the {preset_name} video pipeline at {res}, {frames} latent frames")
-            child = run_module(["export", "--preset", preset_name, "--res", str(res), "--frames", str(frames),
-                                "--pipeline", "--out", tmp])
-            folder = Path(tmp) / f"ptdit-{preset_name}-{res}-f{frames}-pipeline"
+            child, folders = export_json(["--preset", preset_name, "--res", str(res), "--frames", str(frames),
+                                          "--pipeline", "--out", tmp])
+            folder = Path(folders[0]["folder"])
             result["export"] = {"seconds": round(child.seconds, 1), "peak_rss_bytes": child.peak_rss_bytes}
         manifest = read_manifest(PipelineManifest, folder / "pipeline.json", "this folder",
                                  f"{folder} has no pipeline.json: pass a folder of ptdit-export --pipeline --frames F")
