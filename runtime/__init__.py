@@ -10,7 +10,10 @@ from typing import TYPE_CHECKING
 from ptdit.contract.lazy import lazy_attributes
 
 if TYPE_CHECKING:
+    from .diff.api import DiffResult, diff_artifact
     from .pipeline.ptdit_pipeline import PTDiTPipeline, PTDiTPipelineOutput
 
-__all__ = ["PTDiTPipeline", "PTDiTPipelineOutput"]
-__getattr__ = lazy_attributes(__name__, dict.fromkeys(__all__, ".pipeline.ptdit_pipeline"))
+__all__ = ["PTDiTPipeline", "PTDiTPipelineOutput", "diff_artifact", "DiffResult"]
+__getattr__ = lazy_attributes(__name__, {"PTDiTPipeline": ".pipeline.ptdit_pipeline",
+                                         "PTDiTPipelineOutput": ".pipeline.ptdit_pipeline",
+                                         "diff_artifact": ".diff.api", "DiffResult": ".diff.api"})

@@ -166,3 +166,31 @@ def test_external_data_artifacts_run_from_their_own_directory(tmp_path, monkeypa
     assert code == 0, stderr
     entry = report_of(path)["references"]["fp32"]
     assert len(entry["blocks"]) == 2 and entry["outputs"]["noise_pred"]["rel_l2"] < 1e-1
+
+
+def test_diff_artifact_is_the_python_face_of_ptdit_diff(tmp_path):
+    """diff_artifact gives a typed result (the report, its path, what was written, up_to_date); ptdit-diff is a thin
+    layer over it: the same options reuse the same report; a stale one is refused naming force=True (the command:
+    --force); bad values are refused before any work, naming the parameter."""
+    from ptdit.contract.errors import InputError
+    from runtime import DiffResult, diff_artifact
+
+    path = artifact_copy(tmp_path, "fp32")
+    lines: list[str] = []
+    result = diff_artifact(path, steps=2, blocks=False, progress=lines.append)
+    assert isinstance(result, DiffResult) and result.passed and not result.up_to_date
+    assert result.written == [result.report_path] and result.report == report_of(path)
+    assert result.report["references"]["fp32"]["trajectory"]["steps"] == 2 and lines
+    again = diff_artifact(str(path), steps=2, blocks=False, progress=lines.append)
+    assert again.up_to_date and again.written == [] and again.report == result.report
+    code, stdout, _ = run(str(path), "--steps", "2", "--no-blocks", "--json")  # the command reuses it too
+    assert code == 0 and json.loads(stdout) == result.report
+    with pytest.raises(InputError, match=r"is stale and is not reused; pass force=True to measure again"):
+        diff_artifact(path, steps=3, blocks=False)
+    for arguments, message in [(dict(reference="fp64"), "reference must be one of fp32, same, both"),
+                               (dict(steps=-1), r"steps must be an integer in \[0, 1000\]"),
+                               (dict(rtol=float("nan")), "rtol must be a finite number"),
+                               (dict(out_dir=3), "out_dir must be a string or a path or None")]:
+        with pytest.raises(InputError, match=message):
+            diff_artifact(path, **arguments)
+    assert sorted(p.name for p in tmp_path.glob("*.diff.*")) == [f"{path.stem}.diff.json"]

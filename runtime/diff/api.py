@@ -1,0 +1,136 @@
+"""ptdit-diff from Python: keyword options, a typed result, progress through a callback or `logging`.
+
+    from runtime import diff_artifact
+
+    result = diff_artifact("artifacts/ptdit-tiny-256-b2-fp16.onnx", steps=4)
+    result.passed, result.report["references"]["fp32"]["outputs"], result.report_path, result.up_to_date
+
+A report already there, measured on the same files with the same options, is reused (up_to_date); a stale one is
+refused unless force=True. Errors are InputError naming these parameters.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ptdit.contract.arguments import checked
+from ptdit.contract.errors import InputError, option
+from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.outputs import Outputs
+from ptdit.contract.progress import Counter, Reporter, no_counter
+
+from ..backends.tensorrt.flavour import TensorRTOptions
+from .metrics import GATE, TOLERANCE
+
+COMPARED_STEPS = Range(0, STEPS.high, integer=True)  # 0: no sampling run
+REFERENCES = ("fp32", "same", "both")
+BACKENDS = ("auto", "tensorrt", "onnxruntime")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_PROMPT = "a red fox in the snow"
+LOG = logging.getLogger("runtime")
+
+
+@dataclass(frozen=True)
+class DiffResult:
+    report: dict[str, Any]  # the report, as written to report_path (.diff.json)
+    report_path: Path
+    plot_path: Path  # the per-block plot (.diff.png), where the diff has blocks
+    up_to_date: bool  # a report already there was reused
+    written: list[Path] = field(default_factory=list)  # what this call published (nothing when reused)
+
+    @property
+    def passed(self) -> bool:
+        """Every gate held (thresholds of an artifact, the limits of a pipeline folder)."""
+        return bool(self.report["passed"])
+
+
+@checked
+def diff_artifact(artifact: str | Path, *, reference: str = "fp32", backend: str = "auto", device: str = "auto",
+                  seed: int = 0, steps: int = 10, guidance: float = 4.0, blocks: bool = True,
+                  blocks_plan: str | Path | None = None, prompt: str = DEFAULT_PROMPT, rtol: float | None = None,
+                  atol: float | None = None, max_rel_l2: float | None = None,
+                  max_trajectory_rel_l2: float | None = None, out_dir: str | Path | None = None,
+                  force: bool = False, verify: bool = True, runtime_cache_dir: str | Path | None = None,
+                  lean_runtime: str | Path | None = None, weight_budget: int | None = None,
+                  progress: Reporter | None = None, counter: Counter | None = None) -> DiffResult:
+    """Compare an artifact (.onnx via ONNX Runtime, .plan via TensorRT) or a pipeline folder with the PyTorch model
+    it came from, as ptdit-diff does: per output, per transformer block and over `steps` sampling steps (a folder:
+    each component, then the image or clip by PSNR, on `prompt`). reference: fp32, same (the artifact's own
+    precision policy) or both; the gates (rtol, atol, max_rel_l2, max_trajectory_rel_l2) default per precision.
+    The report and plot go next to the artifact, or to out_dir. progress: each line of progress (default: the
+    `runtime` logger, at INFO); counter: the counted stages (ptdit.contract.progress.Counter)."""
+    from .artifact_diff import DiffOptions, run_diff
+    from .identity import diff_identity, report_state, verify_identity
+    from .metrics import DEFAULT_THRESHOLDS, Thresholds
+    from .report import has_blocks, plot, report_json
+
+    path = Path(artifact)
+    report_line, count = progress or LOG.info, counter or no_counter
+    for name, choice, choices in (("reference", reference, REFERENCES), ("backend", backend, BACKENDS),
+                                  ("device", device, DEVICES)):
+        if choice not in choices:
+            raise InputError(f"{option(name)} must be one of {', '.join(choices)}, got {choice!r}")
+    SEED.check(option("seed"), seed)
+    COMPARED_STEPS.check(option("steps"), steps)
+    GUIDANCE.check(option("guidance"), guidance)
+    for name, value, allowed in (("rtol", rtol, TOLERANCE), ("atol", atol, TOLERANCE), ("max_rel_l2", max_rel_l2, GATE),
+                                 ("max_trajectory_rel_l2", max_trajectory_rel_l2, GATE)):
+        if value is not None:
+            allowed.check(option(name), value)
+    directory = Path(out_dir) if out_dir is not None else path.parent
+    report_path, plot_path = directory / f"{path.stem}.diff.json", directory / f"{path.stem}.diff.png"
+    tensorrt = TensorRTOptions(Path(runtime_cache_dir) if runtime_cache_dir is not None else None,
+                               Path(lean_runtime) if lean_runtime is not None else None, weight_budget)
+    plan = Path(blocks_plan) if blocks_plan is not None else None
+    if path.is_dir():
+        given = [option(name) for name, value in (("rtol", rtol), ("atol", atol), ("max_rel_l2", max_rel_l2),
+                                                  ("max_trajectory_rel_l2", max_trajectory_rel_l2),
+                                                  ("blocks_plan", blocks_plan)) if value is not None]
+        if reference != "fp32":
+            given.append(option("reference"))
+        if given:
+            raise InputError(f"{', '.join(given)} apply to an .onnx or .plan; a pipeline folder is judged against the "
+                             f"PyTorch fp32 pipeline by its own limits (README, \"Accuracy diff\"): drop them")
+        options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, blocks, None, None, verify, tensorrt)
+    else:
+        from ..artifact import load_artifact
+
+        base = DEFAULT_THRESHOLDS[load_artifact(path, verify=False).manifest.precision]
+        thresholds = Thresholds(
+            rtol=base.rtol if rtol is None else rtol,
+            atol=base.atol if atol is None else atol,
+            max_rel_l2=base.max_rel_l2 if max_rel_l2 is None else max_rel_l2,
+            max_trajectory_rel_l2=(base.max_trajectory_rel_l2 if max_trajectory_rel_l2 is None
+                                   else max_trajectory_rel_l2),
+        )
+        references = ("fp32", "same") if reference == "both" else (reference,)
+        options = DiffOptions(references, backend, device, seed, steps, guidance, blocks, plan, thresholds, verify,
+                              tensorrt)
+    identity = diff_identity(path, options, prompt if path.is_dir() else None)
+    state = None if force else report_state(report_path, plot_path, identity)
+    if state is not None and state[1] is None:
+        raise InputError(f"{state[0]}: it is stale and is not reused; pass {option('force', True)} to measure again")
+    if state is not None:
+        reused = state[1]
+        assert reused is not None  # a stale report was refused above
+        if verify:
+            verify_identity(path, identity)
+        report_line(f"ptdit-diff: {report_path} is up to date (same files and options); it is reused")
+        return DiffResult(reused, report_path, plot_path, up_to_date=True)
+    with Outputs(force) as outputs:  # the report and the plot: published together once the diff has run
+        staged_report, staged_plot = outputs.claim(report_path), outputs.claim(plot_path)
+        if path.is_dir():
+            from .pipeline_diff import run_pipeline_diff
+
+            result = run_pipeline_diff(path, prompt, options, report_line, count)
+        else:
+            result = run_diff(path, options, report_line, count)
+            if has_blocks(result):
+                plot(result, staged_plot)
+        result["identity"] = identity
+        staged_report.write_text(report_json(result))
+        written = outputs.commit()
+    return DiffResult(result, report_path, plot_path, up_to_date=False, written=written)
