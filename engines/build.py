@@ -119,8 +119,8 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
     plan_path = out_dir / f"{stem}.plan"
     identity = {"onnx_sha256": onnx.sha256, "builder": flavour.label, "targets": targets.to_dict(),
                 "options": options.comparable()}
-    state = existing_plan_state(plan_path, onnx, identity)
-    if state == "current" and not force:
+    existing = existing_plan_state(plan_path, onnx, identity)
+    if existing.state == "current" and not force:
         report(f"ptdit-build: {plan_path} is up to date (same ONNX, options, builder and targets); --force rebuilds it")
         manifest = read_plan_manifest(plan_path)
         triton_model = None
@@ -130,8 +130,8 @@ def build(onnx_path: Path, options: BuildOptions, out_dir: Path | None, force: b
                 write_model(model_dir, stem, plan_path, manifest.inputs, manifest.outputs)
                 triton_model, = outputs.commit()
         return BuildResult(plan_path, plan_path.with_suffix(".json"), True, manifest, triton_model)
-    if state is not None and not force:
-        raise InputError(f"{state}: it is stale and is not reused; pass {option('force', True)} to rebuild it")
+    if not force:
+        existing.refuse_if_stale("rebuild it")
 
     with Outputs(force) as outputs:  # claimed before the build: locked, writable (ptdit.contract.outputs)
         staged_plan = outputs.claim(plan_path)

@@ -11,6 +11,7 @@ from ptdit.contract.files import file_sha256
 from ptdit.contract.manifests import read_artifact_manifest, read_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.plan_manifest import PlanManifest
+from ptdit.contract.reuse import Existing
 
 
 @dataclass(frozen=True)
@@ -55,23 +56,23 @@ def read_plan_manifest(plan_path: Path) -> PlanManifest:
                          f"{plan_path} has no manifest ({manifest_path.name})")
 
 
-def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dict[str, Any]) -> str | None:
-    """None if nothing is there; "current" if the plan was built from this ONNX with the same options;
-    otherwise a sentence saying why it is stale."""
+def existing_plan_state(plan_path: Path, onnx: OnnxArtifact, build_identity: dict[str, Any]) -> Existing[None]:
+    """Absent if nothing is there; current if the plan was built from this ONNX with the same options; otherwise
+    stale, saying why."""
     manifest_path = plan_path.with_suffix(".json")
     if not plan_path.exists() and not manifest_path.exists():
-        return None
+        return Existing.absent()
     if not manifest_path.exists():
-        return f"{plan_path.name} has no manifest, so its origin is unknown"
+        return Existing.stale(f"{plan_path.name} has no manifest, so its origin is unknown")
     try:
         manifest = read_plan_manifest(plan_path)
     except InputError as e:  # unreadable, foreign or incomplete: the plan cannot be shown to be current
-        return f"{plan_path.name}'s manifest cannot be used ({e})"
+        return Existing.stale(f"{plan_path.name}'s manifest cannot be used ({e})")
     if manifest.onnx.sha256 != onnx.sha256:
-        return (f"{plan_path.name} was built from a different ONNX (sha256 {manifest.onnx.sha256[:12]}, now "
-                f"{onnx.sha256[:12]})")
+        return Existing.stale(f"{plan_path.name} was built from a different ONNX (sha256 {manifest.onnx.sha256[:12]}, "
+                              f"now {onnx.sha256[:12]})")
     if manifest.build.identity != build_identity:
-        return f"{plan_path.name} was built with different options, another builder or other targets"
+        return Existing.stale(f"{plan_path.name} was built with different options, another builder or other targets")
     if not plan_path.exists() or file_sha256(plan_path) != manifest.plan.sha256:
-        return f"{plan_path.name} does not match its manifest"
-    return "current"
+        return Existing.stale(f"{plan_path.name} does not match its manifest")
+    return Existing.current()

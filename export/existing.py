@@ -14,6 +14,7 @@ from ptdit.contract.files import file_sha256, verify_files
 from ptdit.contract.fp8 import FP8
 from ptdit.contract.manifests import read_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
+from ptdit.contract.reuse import Existing
 
 from .calibration import recorded_calibration
 from .options import ExportOptions, artifact_files
@@ -63,31 +64,32 @@ def checked_level(manifest: OnnxManifest) -> str:
     return "none" if checks.get("skipped") else str(checks.get("level", "none"))
 
 
-def existing_state(out_dir: Path, spec: ExportSpec, wanted: Wanted) -> tuple[str, OnnxManifest | None] | None:
-    """None when nothing of the graph is there; ("current", its manifest) when it is up to date; otherwise
-    (a sentence saying why it is stale, None)."""
+def existing_state(out_dir: Path, spec: ExportSpec, wanted: Wanted) -> Existing[OnnxManifest]:
+    """Absent when nothing of the graph is there; current (with its manifest) when it is up to date; otherwise stale,
+    saying why."""
     onnx_path, data_path, manifest_path = artifact_files(out_dir, spec.stem)
     there = [p for p in (onnx_path, data_path, manifest_path) if p.exists() or p.is_symlink()]
     if not there:
-        return None
+        return Existing.absent()
     if manifest_path not in there:
-        return f"{there[0]} has no manifest ({manifest_path.name}), so what it holds is unknown", None
+        return Existing.stale(f"{there[0]} has no manifest ({manifest_path.name}), so what it holds is unknown")
     try:
         manifest = read_manifest(OnnxManifest, manifest_path, "this export", "")
         verify_files(out_dir, manifest.files, manifest_path.name, "")
     except InputError as e:
-        return f"{manifest_path} cannot be used ({e.template.rstrip('; ')})", None
+        return Existing.stale(f"{manifest_path} cannot be used ({e.template.rstrip('; ')})")
     extra = [p.name for p in there if p.name not in manifest.files and p != manifest_path]
     if extra:
-        return f"{', '.join(extra)} in {out_dir} {'is' if len(extra) == 1 else 'are'} not in its manifest", None
+        verb = "is" if len(extra) == 1 else "are"
+        return Existing.stale(f"{', '.join(extra)} in {out_dir} {verb} not in its manifest")
     have, want = _plain(recorded(manifest)), _plain(wanted.of(spec))
     differs = [key for key in want if have.get(key) != want[key]]
     if differs:
-        return f"{onnx_path} was exported with other settings ({', '.join(differs)} differ)", None
+        return Existing.stale(f"{onnx_path} was exported with other settings ({', '.join(differs)} differ)")
     done = checked_level(manifest)
     if CHECK_ORDER.index(done) < CHECK_ORDER.index(wanted.level):
-        return f"{onnx_path} was checked at level {done}, and {wanted.level} is asked for", None
-    return "current", manifest
+        return Existing.stale(f"{onnx_path} was checked at level {done}, and {wanted.level} is asked for")
+    return Existing.current(manifest)
 
 
 def _plain(values: dict[str, Any]) -> dict[str, Any]:

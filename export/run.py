@@ -58,6 +58,9 @@ class ExportResult:
 def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_counter) -> list[ExportResult]:
     """Every graph the options ask for. Graphs already there and up to date are reused (export.existing); stale
     ones are refused unless `opts.force`; the rest are exported and published together."""
+    from ptdit.contract.onnx_manifest import OnnxManifest
+    from ptdit.contract.reuse import Existing
+
     from .existing import Wanted, existing_state
 
     check_export_options(opts)
@@ -68,12 +71,11 @@ def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_coun
     specs = [spec for res in opts.resolutions for spec in specs_for(opts, res)]
     reused: dict[str, ExportResult] = {}
     for spec in specs:
-        state = None if opts.force else existing_state(opts.out_dir, spec, wanted)
-        if state is None:
-            continue
-        what, manifest = state
+        existing = Existing[OnnxManifest].absent() if opts.force else existing_state(opts.out_dir, spec, wanted)
+        existing.refuse_if_stale("replace it")
+        manifest = existing.found
         if manifest is None:
-            raise InputError(f"{what}: it is stale and is not reused; pass {option('force', True)} to replace it")
+            continue
         data = manifest.artifact.external_data
         names = [manifest.artifact.onnx, *([data] if data else [])]
         files = [opts.out_dir / name for name in [*names, f"{spec.stem}.json"]]

@@ -173,3 +173,18 @@ def test_one_logger_per_tensorrt_module_for_every_stage():
         builder_logger.log(trt.ILogger.Severity.ERROR, "an error")
     assert len(builder_logger.errors) == 20  # only the last errors are kept
     assert import_flavour("rtx") is trt and json_text({"b": 1, "a": 2}) == '{\n  "a": 2,\n  "b": 1\n}\n'
+
+
+def test_one_reuse_rule_for_every_output():
+    """Existing: absent, current with what was read of it, or stale with why; a stale one is refused in one
+    sentence, naming force=True as the caller knows it (--force on a command line)."""
+    from ptdit.contract.errors import InputError
+    from ptdit.contract.reuse import Existing
+
+    Existing.absent().refuse_if_stale("replace it")
+    assert Existing.current({"a": 1}).found == {"a": 1} and Existing.absent().found is None
+    with pytest.raises(InputError) as error:
+        Existing.stale("x.onnx was exported with other settings (seed differ)").refuse_if_stale("replace it")
+    assert str(error.value) == ("x.onnx was exported with other settings (seed differ): it is stale and is not reused; "
+                                "pass force=True to replace it")
+    assert error.value.render().endswith("pass --force to replace it")

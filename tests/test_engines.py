@@ -237,17 +237,23 @@ def test_stale_and_current_plans(tmp_path):
     identity = {"onnx_sha256": artifact.sha256, "builder": "TensorRT 10.13.3.9",
                 "targets": Targets(("9.0",), "build GPU").to_dict(), "options": BuildOptions().comparable()}
     plan = tmp_path / "m.plan"
-    assert existing_plan_state(plan, artifact, identity) is None
+    def state(wanted: dict = identity) -> tuple[str, str]:
+        existing = existing_plan_state(plan, artifact, wanted)
+        return existing.state, existing.why
+
+    assert state() == ("absent", "")
     plan.write_bytes(b"plan bytes")
-    assert "has no manifest" in existing_plan_state(plan, artifact, identity)
+    assert state() == ("stale", "m.plan has no manifest, so its origin is unknown")
     manifest = plan_manifest_for(artifact.path, plan, identity=identity)
     write_manifest(plan.with_suffix(".json"), manifest)
-    assert existing_plan_state(plan, artifact, identity) == "current"
-    assert "another builder" in existing_plan_state(plan, artifact, {**identity, "builder": "TensorRT 11.4.0.106"})
+    assert state() == ("current", "")
+    kind, why = state({**identity, "builder": "TensorRT 11.4.0.106"})
+    assert kind == "stale" and "another builder" in why
     plan.write_bytes(b"tampered")
-    assert "does not match its manifest" in existing_plan_state(plan, artifact, identity)
+    assert state() == ("stale", "m.plan does not match its manifest")
     write_manifest(plan.with_suffix(".json"), replace(manifest, onnx=replace(manifest.onnx, sha256="0" * 64)))
-    assert "built from a different ONNX" in existing_plan_state(plan, artifact, identity)
+    kind, why = state()
+    assert kind == "stale" and "built from a different ONNX" in why
 
 
 def manifest_io(tmp_path: Path) -> tuple[OnnxArtifact, PlanIO]:

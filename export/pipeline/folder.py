@@ -21,6 +21,7 @@ from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
 from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, PipelineManifest, TilePlan, VaeDecoderEntry
 from ptdit.contract.progress import Counter, no_counter
+from ptdit.contract.reuse import Existing
 from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
 from ptdit.resolution import VAE_FACTOR, latent_hw
 from ptdit.vae import LATENT_SCALE
@@ -92,12 +93,11 @@ def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporte
     wanted = Wanted(opts)
     todo = []
     for res in opts.resolutions:
-        state = None if opts.force else pipeline_state(opts, pipe, res, wanted)
-        if state == "current":
+        existing = Existing[None].absent() if opts.force else pipeline_state(opts, pipe, res, wanted)
+        existing.refuse_if_stale("replace it")
+        if existing.state == "current":
             report(f"ptdit-export --pipeline: {pipeline_dir(opts, res)} is up to date (same components, weights and "
                    f"options); it is reused")
-        elif state is not None:
-            raise InputError(f"{state}: it is stale and is not reused; pass {option('force', True)} to replace it")
         else:
             todo.append(res)
     if todo:
@@ -111,37 +111,37 @@ def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporte
     return [PipelineExport(pipeline_dir(opts, res), res not in todo) for res in opts.resolutions]
 
 
-def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted: Wanted) -> str | None:
-    """None when the folder is not there, "current" when its files match pipeline.json and every component was
-    exported from the weights and with the options asked for now, else why it is stale."""
+def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted: Wanted) -> Existing[None]:
+    """Absent when the folder is not there, current when its files match pipeline.json and every component was
+    exported from the weights and with the options asked for now, else stale, saying why."""
     folder = pipeline_dir(opts, res)
     if not folder.exists():
-        return None
+        return Existing.absent()
     try:
         manifest = read_manifest(PipelineManifest, folder / "pipeline.json", "this folder", "no pipeline.json")
         verify_files(folder, manifest.files, "pipeline.json", "")
     except InputError as e:
-        return f"{folder} cannot be used ({e.template.rstrip('; ')})"
+        return Existing.stale(f"{folder} cannot be used ({e.template.rstrip('; ')})")
     spec = spec_for(opts, res)
     transformer = existing_state(folder, spec, wanted)
-    if transformer is None:
-        return (f"{folder} holds the transformer {manifest.transformer}, not {spec.stem}.onnx (another precision, "
-                f"batch or text length)")
-    if transformer[1] is None:
-        return transformer[0]
+    if transformer.state == "absent":
+        return Existing.stale(f"{folder} holds the transformer {manifest.transformer}, not {spec.stem}.onnx (another "
+                              f"precision, batch or text length)")
+    if transformer.state == "stale":
+        return Existing.stale(transformer.why)
     if (manifest.step_graph is not None) != opts.step:
-        return f"{folder} was exported {'with' if manifest.step_graph else 'without'} {option('step')}"
+        return Existing.stale(f"{folder} was exported {'with' if manifest.step_graph else 'without'} {option('step')}")
     if opts.step:
         step_spec = spec_for(opts, res, step=True)
         step = existing_state(folder, step_spec, wanted)
-        if manifest.step_graph != f"{step_spec.stem}.onnx" or step is None:
-            return f"{folder} holds the step graph {manifest.step_graph}, not {step_spec.stem}.onnx"
-        if step[1] is None:
-            return step[0]
+        if manifest.step_graph != f"{step_spec.stem}.onnx" or step.state == "absent":
+            return Existing.stale(f"{folder} holds the step graph {manifest.step_graph}, not {step_spec.stem}.onnx")
+        if step.state == "stale":
+            return Existing.stale(step.why)
     plan, chunks, shapes = decode_plan(res, opts.frames)
     decode, wanted_tiles = manifest.vae_decoder, sorted(shape_name(shape) for shape in shapes)
     if sorted(decode.tiles) != wanted_tiles or decode.plan != plan or decode.chunks != chunks:
-        return f"{folder} holds VAE decoders of {sorted(decode.tiles)}, its decode needs {wanted_tiles}"
+        return Existing.stale(f"{folder} holds VAE decoders of {sorted(decode.tiles)}, its decode needs {wanted_tiles}")
     vae_weights = ({"source": "seeded"} if pipe.vae is None
                    else {"source": "checkpoint", "sha256": file_sha256(pipe.vae)})
     encoder_weights = ({"source": "seeded"} if pipe.text_encoder is None
@@ -153,12 +153,14 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
         component = read_manifest(OnnxManifest, folder / name, "this component", f"{folder / name} is missing")
         recorded = component.model.weights.to_dict()
         if component.precision != precision:
-            return f"{folder / name} was exported in {component.precision}, and {precision} is asked for"
+            return Existing.stale(f"{folder / name} was exported in {component.precision}, and {precision} is asked "
+                                  f"for")
         if any(recorded.get(k) != v for k, v in weights.items()):
-            return f"{folder / name} was exported from other weights"
+            return Existing.stale(f"{folder / name} was exported from other weights")
         if CHECK_ORDER.index(checked_level(component)) < CHECK_ORDER.index(wanted.level):
-            return f"{folder / name} was checked at level {checked_level(component)}, and {wanted.level} is asked for"
-    return "current"
+            return Existing.stale(f"{folder / name} was checked at level {checked_level(component)}, and "
+                                  f"{wanted.level} is asked for")
+    return Existing.current()
 
 
 def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: Path, report: Reporter) -> None:

@@ -21,6 +21,7 @@ from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.outputs import Outputs
 from ptdit.contract.progress import Counter, Reporter, no_counter
+from ptdit.contract.reuse import Existing
 
 from ..backends.tensorrt.flavour import TensorRTOptions
 from .metrics import GATE, TOLERANCE
@@ -110,12 +111,10 @@ def diff_artifact(artifact: str | Path, *, reference: str = "fp32", backend: str
         options = DiffOptions(references, backend, device, seed, steps, guidance, blocks, plan, thresholds, verify,
                               tensorrt)
     identity = diff_identity(path, options, prompt if path.is_dir() else None)
-    state = None if force else report_state(report_path, plot_path, identity)
-    if state is not None and state[1] is None:
-        raise InputError(f"{state[0]}: it is stale and is not reused; pass {option('force', True)} to measure again")
-    if state is not None:
-        reused = state[1]
-        assert reused is not None  # a stale report was refused above
+    existing = Existing[dict[str, Any]].absent() if force else report_state(report_path, plot_path, identity)
+    existing.refuse_if_stale("measure again")
+    reused = existing.found
+    if reused is not None:
         if verify:
             verify_identity(path, identity)
         report_line(f"ptdit-diff: {report_path} is up to date (same files and options); it is reused")

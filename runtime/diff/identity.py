@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ptdit.contract.files import verify_files
+from ptdit.contract.reuse import Existing
 
 from ..artifact import load_artifact
 from ..pipeline.folder import load_pipeline
@@ -53,24 +54,23 @@ def diff_identity(path: Path, options: DiffOptions, prompt: str | None) -> dict[
     return plain
 
 
-def report_state(report_path: Path, plot_path: Path,
-                 identity: dict[str, Any]) -> tuple[str, dict[str, Any] | None] | None:
-    """None when neither the report nor the plot is there; ("current", the report) when the report holds
-    `identity` (and its plot is there when it has one); otherwise (why it is stale, None)."""
+def report_state(report_path: Path, plot_path: Path, identity: dict[str, Any]) -> Existing[dict[str, Any]]:
+    """Absent when neither the report nor the plot is there; current (with the report) when the report holds
+    `identity` (and its plot is there when it has one); otherwise stale, saying why."""
     if not report_path.exists() and not plot_path.exists():
-        return None
+        return Existing.absent()
     if not report_path.is_file():
-        return f"{plot_path} is there without its report {report_path.name}", None
+        return Existing.stale(f"{plot_path} is there without its report {report_path.name}")
     try:
         report: dict[str, Any] = json.loads(report_path.read_text())
     except (ValueError, UnicodeDecodeError) as e:
-        return f"{report_path} is not a readable report ({type(e).__name__})", None
+        return Existing.stale(f"{report_path} is not a readable report ({type(e).__name__})")
     held = report.get("identity") if isinstance(report, dict) else None
     if held != identity:
-        return f"{report_path} was measured {_difference(held, identity)}", None
+        return Existing.stale(f"{report_path} was measured {_difference(held, identity)}")
     if ("references" in report and has_blocks(report)) != plot_path.is_file():  # a pipeline report has no plot
-        return f"{report_path} and {plot_path.name} do not belong together", None
-    return "current", report
+        return Existing.stale(f"{report_path} and {plot_path.name} do not belong together")
+    return Existing.current(report)
 
 
 def verify_identity(path: Path, identity: dict[str, Any]) -> None:
