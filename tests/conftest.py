@@ -10,6 +10,17 @@ import torch
 
 from ptdit import PTDiT, preset
 
+# The fast tier (python3 -m pytest -m "not slow", README "Set up and run") leaves out what exports or builds many
+# variants, runs the docs' examples or starts a server: every test that uses one of these fixtures, and the modules
+# that mark themselves slow (pytestmark). CI runs everything.
+SLOW_FIXTURES = {"pipelines", "video_pipeline", "video_clip", "exports", "mid_onnx", "server", "triton", "fp8"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
 
 def model_inputs(batch: int, latent_fhw: tuple[int, int, int], text_len: int = 12, seed: int = 0,
                  in_channels: int = 4, text_dim: int = 4096) -> tuple[torch.Tensor, ...]:

@@ -13,6 +13,8 @@ from export.benchmarks.complexity import complexity_rows, complexity_table, grap
 from export.benchmarks.runtime_cost import runtime_rows, runtime_table
 from ptdit import count_macs, preset
 
+pytestmark = pytest.mark.slow  # exports, builds and runs many variants
+
 
 def test_onnx_graph_count_agrees_with_the_model_count():
     cfg = preset("tiny")

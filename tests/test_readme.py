@@ -18,6 +18,8 @@ from pathlib import Path
 
 import pytest
 
+pytestmark = pytest.mark.slow  # runs the docs' examples
+
 README = Path(__file__).resolve().parents[1] / "README.md"
 NEEDS = re.compile(r"#\s*(needs\b.*)$")
 INSTALL = re.compile(r"^python3 -m pip install [^&]*&&\s*")

@@ -24,6 +24,8 @@ if importlib.util.find_spec("tensorrt_rtx") is None:
 
 import tensorrt_rtx  # noqa: E402
 
+pytestmark = pytest.mark.slow  # builds engines with TensorRT-RTX
+
 # (precision, resolution, frames, variant): tiny exports built for real in CI. Variants: None (strided proxies,
 # the resolution table's windows), "mean" (--proxy mean), "qihoo" (the qihoo-t2x preset's settings at tiny size:
 # fixed 8 x 8 attention and proxy windows, mean proxies), "interleaved" (8 x 8 windows holding 4 interleaved

@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import onnx
+import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,6 +103,7 @@ def source_copy(folder: Path) -> Path:
     return folder
 
 
+@pytest.mark.slow  # exports from two checkouts
 def test_the_same_export_from_two_checkouts_is_the_same_bytes(tmp_path):
     """Two copies of the sources in unrelated folders, the same command run from two working directories: every
     file written (the graph and its manifest) is the same bytes, and none names

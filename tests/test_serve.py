@@ -30,6 +30,8 @@ ROOT = Path(__file__).resolve().parent.parent
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 
+pytestmark = pytest.mark.slow  # starts a server
+
 STEPS = 2  # each request: a few tenths of a second on the tiny pipeline
 
 
