@@ -89,6 +89,7 @@ def corrupt_block(path: Path, block: int) -> None:
     onnx.save(model, str(path))
 
 
+@pytest.mark.slow  # a diff per corrupted block
 @pytest.mark.parametrize("block", [1, 2])
 def test_a_corrupted_block_is_found(tmp_path, block):
     source = four_block_export()

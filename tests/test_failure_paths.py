@@ -170,6 +170,7 @@ def test_a_location_that_cannot_be_written_is_refused_before_the_work(tmp_path):
             subprocess.run(["umount", str(directory)])
 
 
+@pytest.mark.slow  # exports two graphs
 def test_sigterm_during_the_second_graph_publishes_nothing(tmp_path):
     """--step writes two graphs; stopped while the second is traced, neither is published, and the run's
     directories are gone. (SIGINT takes the same path: tests/test_real_engines.py sends both to a build.)"""
@@ -205,6 +206,7 @@ def test_sigterm_while_sampling_leaves_no_latent(folder, tmp_path):
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.slow  # two exports
 def test_two_concurrent_exports_to_one_place_one_refuses(tmp_path):
     """The first run (two graphs: seconds of work after its claim) is still running when the second claims."""
     first = subprocess.Popen([sys.executable, "-m", "export", *TINY, "--step", "--checks", "none", "--seed", "1",

@@ -244,6 +244,7 @@ def test_fp8_targets_default_to_the_gpus_with_fp8():
     assert resolve("rtx", (), None, "fp16").tag == "portable"
 
 
+@pytest.mark.slow  # exports an FP8 pipeline
 def test_a_pipeline_folder_with_an_fp8_transformer_calibrated_on_prompts(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a red fox in the snow\n\na lighthouse at dusk\n")

@@ -141,6 +141,7 @@ def test_a_tampered_pipeline_and_prompts_for_plain_artifacts_are_refused(pipelin
     assert result.returncode == 2 and "--prompt needs a pipeline folder" in result.stderr
 
 
+@pytest.mark.slow  # exports a pipeline of real-format weights
 def test_a_hugging_face_t5_folder_and_a_vae_checkpoint_are_loaded(tmp_path):
     """Weights in their published formats: a T5 encoder folder (config.json, model.safetensors, tokenizer.json)
     as transformers writes it, loaded on the meta device; a whole-VAE checkpoint, encoder entries ignored."""
@@ -244,6 +245,7 @@ def test_an_existing_pipeline_folder_needs_force(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["ptdit-tiny-256-pipeline"]
 
 
+@pytest.mark.slow  # exports a step pipeline
 def test_a_step_pipeline_samples_with_its_step_graph_and_is_reused_or_refused(tmp_path):
     """--pipeline --step: the folder holds both graphs and samples with the step graph (the image of the noise graph's
     host loop to the fp16 graphs' precision); asked again the same way it is reused, without --step it is stale; it

@@ -20,6 +20,8 @@ from pathlib import Path
 import pytest
 import trt_stubs
 
+pytestmark = pytest.mark.slow  # mypy over the stubs of three TensorRT bindings
+
 ROOT = Path(__file__).resolve().parent.parent
 VERSIONS = ["10.13.3.9", "11.4.0.106"]
 CONFIGURATIONS = [*VERSIONS, "rtx"]
