@@ -73,9 +73,10 @@ def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_coun
     for spec in specs:
         existing = Existing[OnnxManifest].absent() if opts.force else existing_state(opts.out_dir, spec, wanted)
         existing.refuse_if_stale("replace it")
-        manifest = existing.found
-        if manifest is None:
+        if existing.state == "absent":
             continue
+        manifest = existing.found
+        assert manifest is not None  # a current export is read from its manifest
         data = manifest.artifact.external_data
         names = [manifest.artifact.onnx, *([data] if data else [])]
         files = [opts.out_dir / name for name in [*names, f"{spec.stem}.json"]]

@@ -113,8 +113,9 @@ def diff_artifact(artifact: str | Path, *, reference: str = "fp32", backend: str
     identity = diff_identity(path, options, prompt if path.is_dir() else None)
     existing = Existing[dict[str, Any]].absent() if force else report_state(report_path, plot_path, identity)
     existing.refuse_if_stale("measure again")
-    reused = existing.found
-    if reused is not None:
+    if existing.state == "current":
+        reused = existing.found
+        assert reused is not None  # a current report is the one read
         if verify:
             verify_identity(path, identity)
         report_line(f"ptdit-diff: {report_path} is up to date (same files and options); it is reused")
