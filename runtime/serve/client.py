@@ -21,6 +21,7 @@ from ptdit.contract.errors import Failure, InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 
 from . import protocol
+from .server import Ports
 
 
 @dataclass(frozen=True)
@@ -51,8 +52,8 @@ def check_address(url: str) -> str:
     if match is None:
         raise refuse("has no port" if ":" not in url or url.startswith("[") and "]:" not in url else
                       "is not HOST:PORT")
-    if not 1 <= int(match["port"]) <= 65535:
-        raise refuse(f"has port {match['port']}, outside 1-65535")
+    if not Ports.RANGE.accepts(int(match["port"])):
+        raise refuse(f"has port {match['port']}, outside {Ports.RANGE.low}-{Ports.RANGE.high}")
     return url
 
 
