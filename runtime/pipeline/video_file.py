@@ -96,7 +96,7 @@ def _write(path: Path, kind: str, frames: Sequence[np.ndarray], text: str, fps: 
         from PIL import Image
 
         images = [Image.fromarray(frame, "RGB") for frame in frames]
-        duration = round(1000 / fps)
+        duration = frame_ms(fps)
         if kind == "gif":
             images[0].save(path, format="GIF", save_all=True, append_images=images[1:], duration=duration, loop=0,
                            comment=text.encode())
@@ -105,6 +105,11 @@ def _write(path: Path, kind: str, frames: Sequence[np.ndarray], text: str, fps: 
             exif[EXIF_IMAGE_DESCRIPTION] = text
             images[0].save(path, format="WEBP", save_all=True, append_images=images[1:], duration=duration, loop=0,
                            lossless=True, exif=exif.tobytes())
+
+
+def frame_ms(fps: int) -> int:
+    """How long each frame of a .webp or .gif is shown, as written (whole milliseconds)."""
+    return round(1000 / fps)
 
 
 def _digests(frames: Sequence[np.ndarray]) -> list[bytes]:
@@ -133,7 +138,7 @@ def _read_animation(path: Path, width: int, height: int, fps: int, written: list
     duration: that one frame stands for every frame written if they are all the same."""
     from PIL import Image
 
-    unit = round(1000 / fps)  # what each frame was written with
+    unit = frame_ms(fps)  # what each frame was written with
     shown_frames: list[tuple[bytes, int | None]] = []
     try:
         with Image.open(path) as image:
