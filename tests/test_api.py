@@ -252,8 +252,8 @@ def test_quiet_and_the_artifact_argument(graphs, tmp_path):
 
 
 def test_every_option_of_every_command_has_help():
+    from bench.cli import main as bench
     from engines.cli import main as build
-    from export.benchmarks.cli import main as bench
     from export.cli import main as export
     from runtime.bench import main as runtime_bench
     from runtime.cli.diff import main as diff

@@ -8,9 +8,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from export.benchmarks.cli import main
-from export.benchmarks.complexity import complexity_rows, complexity_table, graph_counts
-from export.benchmarks.runtime_cost import runtime_rows, runtime_table
+from bench.cli import main
+from bench.complexity import complexity_rows, complexity_table, graph_counts
+from bench.runtime_cost import runtime_rows, runtime_table
 from ptdit import count_macs, preset
 
 pytestmark = pytest.mark.slow  # exports, builds and runs many variants
@@ -93,7 +93,7 @@ def test_build_section_builds_for_real_with_tensorrt_rtx(tmp_path):
 
 def test_all_runs_every_section_into_one_json(tmp_path, monkeypatch):
     """`all` composes the five sections (each replaced by a quick stand-in: the sections are tested above)."""
-    from export.benchmarks import build_cost, complexity, export_cost, gpu, runtime_cost
+    from bench import build_cost, complexity, export_cost, gpu, runtime_cost
 
     monkeypatch.setattr(complexity, "complexity_rows", lambda *a: complexity_rows("tiny", False, lambda line: None))
     monkeypatch.setattr(export_cost, "run_export", lambda args: {
@@ -115,7 +115,7 @@ def test_the_fp8_linear_comparison_covers_every_quantized_linear_call(tiny_model
 
     import torch
 
-    from export.benchmarks import gpu
+    from bench import gpu
 
     model = copy.deepcopy(tiny_model).half()
     result = gpu.fp8_linear_rows(torch, model, 256, "cpu", lambda fn: (fn(), 1.0)[1])
@@ -127,7 +127,7 @@ def test_the_fp8_linear_comparison_covers_every_quantized_linear_call(tiny_model
 
 
 def test_the_traffic_report_counts_the_copies_of_each_block():
-    from export.benchmarks import traffic
+    from bench import traffic
 
     rows = traffic.traffic_rows("tiny", (256,), "fp16", lambda line: None)
     row = rows[0]
@@ -142,7 +142,7 @@ def test_the_traffic_report_counts_the_copies_of_each_block():
 
 
 def test_the_fp8_report_measures_each_layer_kind_and_set():
-    from export.benchmarks import fp8_accuracy
+    from bench import fp8_accuracy
     from ptdit.contract.fp8 import LAYER_KINDS
 
     rows = fp8_accuracy.fp8_accuracy_rows("tiny", 256, False, lambda line: None, timesteps=(900.0, 100.0))
@@ -161,7 +161,7 @@ def test_fp8_report_without_modelopt_says_how_to_get_it(monkeypatch):
 
     from click.testing import CliRunner
 
-    from export.benchmarks.cli import main
+    from bench.cli import main
 
     monkeypatch.setitem(sys.modules, "modelopt", None)  # as where nvidia-modelopt is not installed
     monkeypatch.setitem(sys.modules, "modelopt.torch", None)

@@ -242,8 +242,8 @@ def test_a_full_disk_says_so_and_leaves_nothing(tmp_path):
 # 2. Numbers: checked before any work, NaN never passes.
 
 def commands() -> list[tuple[str, click.Command]]:
+    from bench.cli import main as bench
     from engines.cli import main as build
-    from export.benchmarks.cli import main as bench
     from export.cli import main as export
     from runtime.bench import main as runtime_bench
     from runtime.cli.diff import main as diff
@@ -263,7 +263,7 @@ def test_every_command_says_its_version_and_the_versions_it_drives():
     from ptdit.contract.cli_types import DRIVEN
 
     tops = [(prog, command) for prog, command in commands() if not prog.startswith("ptdit-bench ")]
-    from export.benchmarks.cli import main as bench
+    from bench.cli import main as bench
 
     for prog, command in [*tops, ("ptdit-bench", bench)]:
         result = CliRunner().invoke(command, ["--version"])

@@ -206,7 +206,7 @@ def test_gpu_benchmark_runs_on_tiny():
     torch = pytest.importorskip("torch")
     if not torch.cuda.is_available():
         pytest.skip("torch has no CUDA")
-    from export.benchmarks.gpu import gpu_rows, gpu_table
+    from bench.gpu import gpu_rows, gpu_table
 
     data = gpu_rows("tiny", (256,), compile_model=False, report=lambda line: None)
     assert {r["attention"] for r in data["rows"]} == {"proxy", "full"}

@@ -12,13 +12,16 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-PACKAGES = ("ptdit", "export", "engines", "runtime")
+PACKAGES = ("ptdit", "export", "engines", "runtime", "bench")
 TENSORRT = {"tensorrt", "tensorrt_lean", "tensorrt_rtx"}
 FORBIDDEN = {
-    "ptdit": {"onnx", "onnxruntime", "export", "engines", "runtime"} | TENSORRT,
-    "export": {"engines", "runtime"} | TENSORRT,
-    "engines": {"torch", "ptdit", "runtime", "export"},
-    "runtime": {"export", "engines"},
+    "ptdit": {"onnx", "onnxruntime", "export", "engines", "runtime", "bench"} | TENSORRT,
+    "export": {"engines", "runtime", "bench"} | TENSORRT,
+    "engines": {"torch", "ptdit", "runtime", "export", "bench"},
+    "runtime": {"export", "engines", "bench"},
+    # ptdit-bench sits above the stages and measures the engine build and the runtime through their own commands, in
+    # child processes (so each stage's peak RSS is its own): it imports neither, nor TensorRT.
+    "bench": {"engines", "runtime"} | TENSORRT,
 }
 # The one place of shared facts (manifests, file hashing, dtype names, the TensorRT flavours and logger, the exit
 # codes, how outputs are published, the ranges of numbers): every stage may import it, and it imports the standard

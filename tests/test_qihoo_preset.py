@@ -140,7 +140,7 @@ def test_every_command_that_takes_a_preset_accepts_it(tmp_path):
                              str(tmp_path / "absent.safetensors"), "--out", str(tmp_path / "o")],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode == 2 and "absent.safetensors does not exist" in result.stderr  # past preset parsing
-    from export.benchmarks.complexity import complexity_rows
+    from bench.complexity import complexity_rows
 
     rows = complexity_rows("qihoo-t2x", onnx=False, report=lambda line: None)
     assert rows[0]["proxy"]["attention"] > 0

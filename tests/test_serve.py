@@ -346,7 +346,7 @@ def test_the_tensorrt_repository_makes_every_component_a_plan_model_on_every_gpu
 def test_ptdit_bench_serve_reports_every_concurrency_and_the_overhead(triton, folder):
     import json
 
-    done = subprocess.run([sys.executable, "-c", "from export.benchmarks.cli import main; main()", "serve", "--folder",
+    done = subprocess.run([sys.executable, "-c", "from bench.cli import main; main()", "serve", "--folder",
                            str(folder),
                            "--concurrency", "2", "--requests", "2", "--steps", "1", "--json"], cwd=ROOT,
                           capture_output=True, text=True)

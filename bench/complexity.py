@@ -37,8 +37,9 @@ def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Reporte
     """Trace the real model (seeded weights; nothing written) at each shape and count its graph."""
     import gc
 
-    from ..exporter import build_model, clean, strip_block_outputs, trace
-    from ..spec import ExportSpec
+    from export.exporter import build_model, clean, strip_block_outputs, trace
+    from export.spec import ExportSpec
+
     from .graph_macs import graph_macs
 
     counts = {}

@@ -74,10 +74,9 @@ def graph_traffic(model: onnx_ir.Model) -> dict[str, Any]:
 def traffic_rows(preset_name: str, resolutions: tuple[int, ...], precision: str,
                  report: Reporter) -> list[dict[str, Any]]:
     """Trace the model (seeded weights; nothing written) at each resolution and measure its graph."""
+    from export.exporter import build_model, clean, strip_block_outputs, trace
+    from export.spec import ExportSpec
     from ptdit import preset
-
-    from ..exporter import build_model, clean, strip_block_outputs, trace
-    from ..spec import ExportSpec
 
     cfg = preset(preset_name)
     model, _ = build_model(cfg, "fp16" if precision == "fp8" else precision)

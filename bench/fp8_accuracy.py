@@ -39,10 +39,9 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: R
     calibration), per layer set and calibrator, and per layer set with ModelOpt's calibration."""
     import torch
 
+    from export.calibration import CalibrationOptions, calibrate
     from ptdit import PTDiT, preset
     from ptdit.fp8 import fake_quantized
-
-    from ..calibration import CalibrationOptions, calibrate
 
     mtq = modelopt_quantization() if with_modelopt else None
     cfg = preset(preset_name)

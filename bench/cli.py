@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from export.spec import FRAMES, PRECISIONS
 from ptdit.config import PRESETS
 from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, console_options, version_option
 from ptdit.contract.commands import exit_codes
@@ -23,7 +24,6 @@ from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import CLIENTS, INSTANCES, REQUESTS, ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
-from ..spec import FRAMES, PRECISIONS
 from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, serve_load, traffic, video
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
