@@ -19,10 +19,10 @@ from click.testing import CliRunner
 from conftest import plan_manifest_for
 from engines.build import check_io, preflight, weights_precision
 from engines.builder import PlanIO
-from engines.cli import FLAGS, main
+from engines.cli import main
 from engines.errors import BuildError
 from engines.gpu import GpuInfo
-from engines.options import validate
+from engines.options import BUILD, validate
 from engines.plan_files import OnnxArtifact, existing_plan_state, load_onnx, plan_stem
 from engines.targets import RTX_DEFAULT, parse_compute_capabilities, resolve
 from engines.tensorrt_api import Flavour
@@ -97,7 +97,7 @@ def test_option_rules(options, precision, kind, has_gpu, message):
     """`message` as ptdit-build shows it (its flags); a Python caller reads the parameters (build_engine's)."""
     with pytest.raises(InputError) as raised:
         validate(options, precision, flavour(kind), has_gpu)
-    assert message in raised.value.render(lambda name: FLAGS.get(name) or flag_of(name))
+    assert message in raised.value.render(lambda name: BUILD.flags().get(name) or flag_of(name))
     python = str(raised.value)
     assert not re.search(r"(?<!ptdit-export )--(?!precision)[a-z]", python), python
 

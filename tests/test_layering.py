@@ -42,7 +42,7 @@ RUNTIME_OPTIONAL = {"torch", "onnxruntime"}
 RUNTIME_OPTIONAL_MODULES = {"runtime/backends/torch_session.py", "runtime/backends/onnxruntime_session.py"}
 # The runtime reads as one stack: a module imports only from its own layer or the ones below it.
 RUNTIME_LAYERS = [("cli", "bench", "bench_decode", "__main__"), ("diff", "serve"), ("pipeline",), ("sampling",),
-                  ("session",), ("backends",), ("artifact", "errors")]
+                  ("session",), ("backends",), ("artifact", "errors", "run_options")]
 MAX_LINES = 350
 
 

@@ -274,7 +274,7 @@ def test_the_plan_options_reach_the_session_from_every_command(tmp_path, command
 
 
 def test_byte_sizes():
-    from runtime.cli.options import ByteSize
+    from ptdit.contract.cli_types import ByteSize
 
     assert [ByteSize().convert(v, None, None) for v in ("1024", "512M", "2G", "1.5GiB", "64k")] == \
         [1024, 512 << 20, 2 << 30, 3 << 29, 64 << 10]

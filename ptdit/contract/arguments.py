@@ -1,12 +1,14 @@
-"""The Python face checks what it is given before any work, against the one declaration there is: the signature.
+"""The Python face checks what it is given before any work, against the one declaration there is: the signature,
+or a stage's declared options (ptdit.contract.options), which become keyword parameters of it.
 
-    @checked
-    def export_model(resolution: int | Sequence[int] = 1024, *, precision: str = "fp16", ...) -> ...
+    @checked(options=EXPORT_MODEL)
+    def export_model(resolution: int | Sequence[int] = 1024, *, progress: Reporter | None = None, **options) -> ...
 
 Every argument is held against its annotation as it is called: a wrong type is an InputError naming the parameter
 (`prompt must be a string or a list of strings, got int 123`), before the body runs, so never a TypeError from
 deep inside or a failure after some work. On a method, an object whose `closed` is true refuses every call.
-Value checks (ranges, choices) stay where they are: ptdit.contract.numbers and each stage's options.
+The declared options' values are checked against their declarations (choices, ranges); other value checks stay
+with the body.
 
 The annotations understood: classes (int is not bool; a float may be any real number; a path is a str or an
 os.PathLike; an ndarray anything numpy.asarray takes), None, unions, Sequence / list / tuple of them, Callable, Any,
@@ -28,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, TypeVar
 
 from .errors import InputError, option
+from .options import Options
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -57,10 +60,10 @@ def _namespace(function: Callable[..., Any]) -> dict[str, Any]:
     return Names(function.__globals__)
 
 
-def _hints(function: Callable[..., Any]) -> dict[str, Any]:
+def _hints(function: Callable[..., Any], signature: inspect.Signature) -> dict[str, Any]:
     names = _namespace(function)
     hints = {}
-    for name, parameter in inspect.signature(function).parameters.items():
+    for name, parameter in signature.parameters.items():
         annotation = parameter.annotation
         if annotation is inspect.Parameter.empty or name == "self":
             continue
@@ -138,11 +141,29 @@ def _shown(value: Any) -> str:
     return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
 
 
-def checked(function: F) -> F:
+def declared_signature(function: Callable[..., Any], options: Options) -> inspect.Signature:
+    """`function`'s signature with the declared options as keyword parameters (before its own keyword ones, in
+    place of its **options). A parameter of its own named as a declared option keeps its place and takes the
+    declaration's annotation and default (`def export_model(resolution: Any = None, ...)`: the first argument)."""
+    own = [p for p in inspect.signature(function).parameters.values() if p.kind is not p.VAR_KEYWORD]
+    own = [p.replace(annotation=options[p.name].type, default=options[p.name].default) if p.name in options else p
+           for p in own]
+    leading = [p for p in own if p.kind is not p.KEYWORD_ONLY]
+    declared = [inspect.Parameter(o.name, inspect.Parameter.KEYWORD_ONLY, default=o.default, annotation=o.type)
+                for o in options.python() if o.name not in {p.name for p in own}]
+    return inspect.signature(function).replace(
+        parameters=[*leading, *declared, *(p for p in own if p.kind is p.KEYWORD_ONLY)])
+
+
+def checked(function: F | None = None, *, options: Options | None = None) -> Any:
     """Check every argument of `function` against its annotation before it runs (and, on a method, that the
-    object is not closed)."""
+    object is not closed). With `options` (ptdit.contract.options), the function takes them through its **options:
+    they become keyword parameters of its signature, and each value is checked against its declaration too; the
+    function gets every declared option, the defaults filled in."""
+    if function is None:
+        return functools.partial(checked, options=options)
     hints: dict[str, Any] | None = None
-    signature = inspect.signature(function)
+    signature = declared_signature(function, options) if options is not None else inspect.signature(function)
     is_method = next(iter(signature.parameters), None) == "self"
 
     @functools.wraps(function)
@@ -151,12 +172,18 @@ def checked(function: F) -> F:
         if is_method and args and getattr(args[0], "closed", False):
             raise InputError(f"this {type(args[0]).__name__} is closed: {function.__name__}() is refused after "
                              f"close(); make a new one")
-        hints = hints if hints is not None else _hints(function)
-        bound = signature.bind(*args, **kwargs)
+        hints = hints if hints is not None else _hints(function, signature)
+        bound = signature.bind(*args, **kwargs)  # an unknown keyword is a TypeError, as for any function
         for name, value in bound.arguments.items():
             hint = hints.get(name)
             if hint is not None and not conforms(value, hint):
                 raise InputError(f"{option(name)} must be {describe(hint)}, got {_shown(value)}")
-        return function(*args, **kwargs)
+        if options is None:
+            return function(*args, **kwargs)
+        options.check(bound.arguments)
+        bound.apply_defaults()
+        return function(*bound.args, **bound.kwargs)
 
+    if options is not None:
+        call.__signature__ = signature  # type: ignore[attr-defined]
     return typing.cast(F, call)

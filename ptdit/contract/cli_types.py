@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from .numbers import Range
+from .options import Option, Options
 from .progress import Advance
 
 
@@ -35,6 +36,102 @@ class Number(click.ParamType):
 
     def get_metavar(self, param: click.Parameter, ctx: click.Context | None = None) -> str:
         return f"{self.name} {self.accepted.interval().removeprefix('in ')}".strip()
+
+
+class OneOf(click.Choice):
+    """A choice among declared values of any type (ints: --res 1024), read by their text; the value is the declared
+    one."""
+
+    def __init__(self, choices: tuple[Any, ...]) -> None:
+        self.values = {str(c): c for c in choices}
+        super().__init__(list(self.values))
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        return self.values[super().convert(str(value), param, ctx)]
+
+
+class Triple(click.ParamType):
+    """Three integers T,H,W (e.g. 0,4,4)."""
+
+    name = "T,H,W"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> tuple[int, int, int]:
+        if isinstance(value, tuple):
+            return value
+        try:
+            parts = tuple(int(v) for v in str(value).split(","))
+        except ValueError:
+            parts = ()
+        if len(parts) != 3:
+            self.fail(f"expected three integers T,H,W (e.g. 0,4,4), got {value!r}", param, ctx)
+        return parts[0], parts[1], parts[2]
+
+
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+
+
+class ByteSize(click.ParamType):
+    """A byte count: 2147483648, or with a binary unit: 512M, 2G."""
+
+    name = "BYTES"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("IB").removesuffix("B")
+        unit = text[-1] if text and text[-1] in _UNITS else ""
+        try:
+            count = int(float(text[: len(text) - len(unit)]) * _UNITS[unit])
+        except (ValueError, OverflowError):  # not a number, NaN, inf
+            count = 0
+        if count < 1:
+            self.fail(f"{value!r} is not a positive byte count (e.g. 2147483648, 512M, 2G)", param, ctx)
+        return count
+
+
+def _click_type(declared: Option) -> Any:
+    if declared.choices:
+        return OneOf(declared.choices)
+    if declared.kind in ("file", "folder", "path"):
+        return click.Path(dir_okay=declared.kind != "file", file_okay=declared.kind != "folder", path_type=Path)
+    if declared.kind:
+        return {"triple": Triple(), "bytes": ByteSize()}[declared.kind]
+    return Number(declared.accepted) if declared.accepted is not None else None
+
+
+def click_option(declared: Option) -> Callable[[Any], Any]:
+    """The click option of a declared option: its flag, type, default and help."""
+    settings: dict[str, Any] = {"help": declared.help}
+    if declared.type in (bool, "bool") and not declared.kind:
+        if declared.default:  # --no-verify sets verify=False
+            settings.update(is_flag=True, flag_value=False, default=True)
+        else:
+            settings.update(is_flag=True, default=False)
+        return click.option(declared.cli_flag, declared.name, **settings)
+    default = declared.default
+    if declared.multiple:
+        default = list(default) if isinstance(default, (list, tuple)) else ([] if default is None else [default])
+    settings.update(type=_click_type(declared), default=default, multiple=declared.multiple,
+                    show_default=declared.show_default, required=declared.required)
+    if declared.metavar:
+        settings["metavar"] = declared.metavar
+    return click.option(declared.cli_flag, declared.name, **settings)
+
+
+def declared_options(options: Options) -> Callable[[Any], Any]:
+    """A command's click options, one for each option of `options` that the command has, in their order."""
+    def decorate(command: Any) -> Any:
+        for declared in reversed(list(options.command())):
+            command = click_option(declared)(command)
+        return command
+
+    return decorate
+
+
+def given(ctx: click.Context, names: list[str]) -> list[str]:
+    """Of the parameters `names`, the flags of those given on the command line (not left at their default)."""
+    return [param.opts[0] for param in ctx.command.params
+            if param.name in names and ctx.get_parameter_source(param.name) != click.core.ParameterSource.DEFAULT]
 
 
 # What --version reports besides ptdit-deploy: the packages the stages drive, by their import names.
@@ -132,6 +229,17 @@ def console_options(command: Any) -> Any:
     run = click.option("-v", "--verbose", is_flag=True, help="Also show every step, tile and stage as a line.")(run)
     return click.option("-q", "--quiet", is_flag=True,
                         help="Show no progress (lines or bars): only errors and the result.")(run)
+
+
+def command_options(json_help: str = "Print a machine-readable summary on stdout.") -> Callable[[Any], Any]:
+    """What every stage's command has: --json (the command gets `as_json`), --debug (tracebacks), -q / -v (the
+    command gets `console`, console_options) and --version."""
+    def decorate(command: Any) -> Any:
+        command = console_options(version_option(command))
+        command = click.option("--debug", is_flag=True, help="Show tracebacks.")(command)
+        return click.option("--json", "as_json", is_flag=True, help=json_help)(command)
+
+    return decorate
 
 
 def artifact_argument(what: str, unless: str | None = None) -> Callable[[Any], Any]:

@@ -8,14 +8,16 @@ from typing import Any
 
 import click
 
-from ptdit.contract.cli_types import Console, Number, artifact_argument, console_options, version_option
+from ptdit.contract.cli_types import Console, artifact_argument, command_options, declared_options
+from ptdit.contract.cli_types import given as given_flags
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
-from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, SHIFT, STEPS
+from ptdit.contract.options import Option, Options
 from ptdit.contract.outputs import Outputs
 
 from ..backends.tensorrt.flavour import TensorRTOptions
-from .options import check_out, tensorrt_options
+from ..run_options import SAMPLING, SESSION, TENSORRT_RUN
+from .options import check_out
 
 EXAMPLES = """\b
 Examples:
@@ -39,43 +41,29 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 """
 
 
+RUN = SESSION.only("backend", "device") + SAMPLING + Options(
+    Option("text", "Path | None", None, "Text features file.", kind="path"),
+    Option("negative_text", "Path | None", None, "Unconditional text features file.", kind="path"),
+    Option("random_text", bool, False, "Seeded Gaussian text features (pipeline tests)."),
+    Option("server", str | None, None, "Draw --prompt on this server of ptdit-serve run (its gRPC address), in place "
+           "of ARTIFACT.", metavar="HOST:PORT"),
+    Option("prompt", str | None, None, "A pipeline folder: the text to draw."),
+    Option("negative_prompt", str | None, None, "A pipeline folder: the negative prompt [default: \"\"]."),
+    Option("out", "Path", None, "Latents: .npy or .safetensors; for a pipeline folder the image, .png; for a video "
+           "pipeline .mp4, .webp, .gif, or a folder of PNG frames (no suffix).", kind="path", required=True),
+    Option("force", bool, False, "Overwrite --out."),
+) + SESSION.without("backend", "device")
+
+
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @artifact_argument("an .onnx or .plan (with its manifest), or a pipeline folder (ptdit-export --pipeline)",
                    unless="server")
-@click.option("--backend", type=click.Choice(["auto", "tensorrt", "onnxruntime", "torch"]), default="auto",
-              show_default=True, help="auto: tensorrt for a .plan, onnxruntime for an .onnx.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto", show_default=True,
-              help="For onnxruntime and torch.")
-@click.option("--steps", type=Number(STEPS), default=DEFAULT_STEPS, show_default=True, help="Sampling steps.")
-@click.option("--cfg", "guidance", type=Number(GUIDANCE), default=DEFAULT_GUIDANCE, show_default=True,
-              help="Classifier-free guidance scale.")
-@click.option("--seed", type=Number(SEED), default=0, show_default=True, help="Seed of the initial noise.")
-@click.option("--shift", type=Number(SHIFT), default=None,
-              help="Timestep shift [default: sqrt(H*W)/512, as published].")
-@click.option("--text", "text_path", type=click.Path(path_type=Path), default=None, help="Text features file.")
-@click.option("--negative-text", "negative_path", type=click.Path(path_type=Path), default=None,
-              help="Unconditional text features file.")
-@click.option("--random-text", is_flag=True, help="Seeded Gaussian text features (pipeline tests).")
-@click.option("--server", default=None, metavar="HOST:PORT",
-              help="Draw --prompt on this server of ptdit-serve run (its gRPC address), in place of ARTIFACT.")
-@click.option("--prompt", default=None, help="A pipeline folder: the text to draw.")
-@click.option("--negative-prompt", default=None, help="A pipeline folder: the negative prompt [default: \"\"].")
-@click.option("--out", "out_path", type=click.Path(path_type=Path), required=True,
-              help="Latents: .npy or .safetensors; for a pipeline folder the image, .png; for a video pipeline "
-                   ".mp4, .webp, .gif, or a folder of PNG frames (no suffix).")
-@click.option("--force", is_flag=True, help="Overwrite --out.")
-@tensorrt_options
-@click.option("--no-verify", is_flag=True, help="Skip the sha256 check of the artifact against its manifest.")
-@click.option("--json", "as_json", is_flag=True, help="Print a machine-readable summary on stdout.")
-@click.option("--debug", is_flag=True, help="Show tracebacks.")
-@console_options
-@version_option
+@declared_options(RUN)
+@command_options()
 def main(artifact: Path | None, backend: str, device: str, steps: int, guidance: float, seed: int,
-         shift: float | None, text_path: Path | None, negative_path: Path | None, random_text: bool,
-         server: str | None, prompt: str | None,
-         negative_prompt: str | None, out_path: Path, force: bool, runtime_cache_dir: Path | None,
-         lean_runtime: Path | None, weight_budget: int | None, no_verify: bool, as_json: bool, debug: bool,
-         console: Console) -> None:
+         shift: float | None, text: Path | None, negative_text: Path | None, random_text: bool,
+         server: str | None, prompt: str | None, negative_prompt: str | None, out: Path, force: bool,
+         verify: bool, as_json: bool, debug: bool, console: Console, **tensorrt_run: Any) -> None:
     """Sample a latent from ARTIFACT, an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free
     guidance), or an image from ARTIFACT, a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder,
     a PNG); a video pipeline folder gives a clip (.mp4, .webp, .gif or a folder of PNG frames).
@@ -83,15 +71,14 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
     Progress goes to stderr (a bar on a terminal; -v: every step, -q: nothing); the latent (or the image) is
     written to --out. The sampler is the same whichever backend runs the model.
     """
-    with exit_codes("ptdit-run", debug, flags={"guidance": "--cfg"}):
-        options = TensorRTOptions(runtime_cache_dir, lean_runtime, weight_budget)
+    with exit_codes("ptdit-run", debug, flags=RUN.flags()):
+        options = TensorRTOptions.of(tensorrt_run)
+        text_path, negative_path, out_path = text, negative_text, out
         if artifact is None:
             assert server is not None  # artifact_argument: --server in its place
-            local = {"--text": text_path, "--negative-text": negative_path, "--random-text": random_text or None,
-                     "--shift": shift, "--backend": None if backend == "auto" else backend,
-                     "--device": None if device == "auto" else device, "--runtime-cache-dir": runtime_cache_dir,
-                     "--lean-runtime": lean_runtime, "--weight-budget": weight_budget, "--no-verify": no_verify or None}
-            given = [flag for flag, value in local.items() if value is not None]
+            local = ["text", "negative_text", "random_text", "shift", "backend", "device", *TENSORRT_RUN.names(),
+                     "verify"]
+            given = given_flags(click.get_current_context(), local)
             if given:
                 raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "
                                  f"the server runs its own pipeline: drop {'them' if len(given) > 1 else 'it'}")
@@ -100,7 +87,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
             if text_path or negative_path or random_text:
                 raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
-                                   out_path, force, not no_verify, options, console)
+                                   out_path, force, verify, options, console)
         else:
             given = [flag for flag, value in (("--prompt", prompt), ("--negative-prompt", negative_prompt))
                      if value is not None]
@@ -109,7 +96,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
                                  f"(ptdit-export --pipeline); {artifact.name} takes text features: --text FILE (and "
                                  f"--negative-text FILE) or --random-text")
             summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
-                          random_text, out_path, force, not no_verify, options, console)
+                          random_text, out_path, force, verify, options, console)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif "video" in summary:
@@ -223,8 +210,9 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
     options = tensorrt or TensorRTOptions()
     with Outputs(force) as outputs:
         staged = outputs.claim(out_path, folder=video and kind == "png")  # before any work: locked, not there yet
-        with PTDiTPipeline.from_folder(folder_path, backend, device, verify, options.runtime_cache_dir,
-                                       options.lean_runtime, options.weight_budget) as pipe:
+        with PTDiTPipeline.from_folder(folder_path, backend, device, verify,
+                                       runtime_cache_dir=options.runtime_cache_dir, lean_runtime=options.lean_runtime,
+                                       weight_budget=options.weight_budget) as pipe:
             console.line(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}")
             assert pipe.components is not None  # from_folder: the folder's components
             with console.counter("sampling", steps, "step") as step_done, \

@@ -18,12 +18,14 @@ from typing import Any
 
 from ptdit.contract.arguments import checked
 from ptdit.contract.errors import InputError, option
-from ptdit.contract.numbers import GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.numbers import DEFAULT_GUIDANCE, GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.options import Option, Options
 from ptdit.contract.outputs import Outputs
 from ptdit.contract.progress import Counter, Reporter, no_counter
 from ptdit.contract.reuse import Existing
 
 from ..backends.tensorrt.flavour import TensorRTOptions
+from ..run_options import TENSORRT_RUN, VERIFY
 from .metrics import GATE, TOLERANCE
 
 COMPARED_STEPS = Range(0, STEPS.high, integer=True)  # 0: no sampling run
@@ -48,43 +50,59 @@ class DiffResult:
         return bool(self.report["passed"])
 
 
-@checked
-def diff_artifact(artifact: str | Path, *, reference: str = "fp32", backend: str = "auto", device: str = "auto",
-                  seed: int = 0, steps: int = 10, guidance: float = 4.0, blocks: bool = True,
-                  blocks_plan: str | Path | None = None, prompt: str = DEFAULT_PROMPT, rtol: float | None = None,
-                  atol: float | None = None, max_rel_l2: float | None = None,
-                  max_trajectory_rel_l2: float | None = None, out_dir: str | Path | None = None,
-                  force: bool = False, verify: bool = True, runtime_cache_dir: str | Path | None = None,
-                  lean_runtime: str | Path | None = None, weight_budget: int | None = None,
-                  progress: Reporter | None = None, counter: Counter | None = None) -> DiffResult:
+DIFF = Options(
+    Option("reference", str, "fp32", "PyTorch fp32, PyTorch in the artifact's own precision policy, or both.",
+           choices=REFERENCES, show_default=True),
+    Option("backend", str, "auto", "What runs the artifact (auto: tensorrt for a .plan, onnxruntime for an .onnx).",
+           choices=BACKENDS, show_default=True),
+    Option("device", str, "auto", "For onnxruntime and the PyTorch reference.", choices=DEVICES, show_default=True),
+    Option("seed", int, 0, "Seed of the inputs and of the sampling run.", accepted=SEED, show_default=True),
+    Option("steps", int, 10, "Sampling steps compared (0: skip).", accepted=COMPARED_STEPS, show_default=True),
+    Option("guidance", float, DEFAULT_GUIDANCE, "Classifier-free guidance scale of the sampling run.", flag="--cfg",
+           accepted=GUIDANCE, show_default=True),
+    Option("blocks", bool, True, "Skip the per-block comparison.", flag="--no-blocks"),
+    Option("blocks_plan", "str | Path | None", None, "For a plan: the ptdit-build --mark-blocks plan [default: "
+           "<plan stem>-blocks.plan].", kind="file"),
+    Option("prompt", str, DEFAULT_PROMPT, "For a pipeline folder: the prompt run through both pipelines.",
+           show_default=True),
+    Option("rtol", float | None, None, "Element-wise relative tolerance [default: per precision].",
+           accepted=TOLERANCE),
+    Option("atol", float | None, None, "Element-wise absolute tolerance [default: per precision].",
+           accepted=TOLERANCE),
+    Option("max_rel_l2", float | None, None, "Largest relative L2 error of an output.", accepted=GATE),
+    Option("max_trajectory_rel_l2", float | None, None, "Largest relative L2 error of the latent after the sampling "
+           "run.", accepted=GATE),
+    Option("out_dir", "str | Path | None", None, "Where the report and plot go [default: next to the artifact].",
+           flag="--out", kind="folder"),
+    Option("force", bool, False, "Overwrite an existing report and plot."),
+) + TENSORRT_RUN + Options(VERIFY)
+
+
+@checked(options=DIFF)
+def diff_artifact(artifact: str | Path, *, progress: Reporter | None = None, counter: Counter | None = None,
+                  **options: Any) -> DiffResult:
     """Compare an artifact (.onnx via ONNX Runtime, .plan via TensorRT) or a pipeline folder with the PyTorch model
     it came from, as ptdit-diff does: per output, per transformer block and over `steps` sampling steps (a folder:
     each component, then the image or clip by PSNR, on `prompt`). reference: fp32, same (the artifact's own
     precision policy) or both; the gates (rtol, atol, max_rel_l2, max_trajectory_rel_l2) default per precision.
-    The report and plot go next to the artifact, or to out_dir. progress: each line of progress (default: the
-    `runtime` logger, at INFO); counter: the counted stages (ptdit.contract.progress.Counter)."""
+    The report and plot go next to the artifact, or to out_dir. The keywords are ptdit-diff's options
+    (runtime.diff.api.DIFF). progress: each line of progress (default: the `runtime` logger, at INFO); counter:
+    the counted stages (ptdit.contract.progress.Counter)."""
+    return _diff(Path(artifact), progress or LOG.info, counter or no_counter, **options)
+
+
+def _diff(path: Path, report_line: Reporter, count: Counter, reference: str, backend: str, device: str, seed: int,
+          steps: int, guidance: float, blocks: bool, blocks_plan: str | Path | None, prompt: str, rtol: float | None,
+          atol: float | None, max_rel_l2: float | None, max_trajectory_rel_l2: float | None,
+          out_dir: str | Path | None, force: bool, verify: bool, **tensorrt_run: Any) -> DiffResult:
     from .artifact_diff import DiffOptions, run_diff
     from .identity import diff_identity, report_state, verify_identity
     from .metrics import DEFAULT_THRESHOLDS, Thresholds
     from .report import has_blocks, plot, report_json
 
-    path = Path(artifact)
-    report_line, count = progress or LOG.info, counter or no_counter
-    for name, choice, choices in (("reference", reference, REFERENCES), ("backend", backend, BACKENDS),
-                                  ("device", device, DEVICES)):
-        if choice not in choices:
-            raise InputError(f"{option(name)} must be one of {', '.join(choices)}, got {choice!r}")
-    SEED.check(option("seed"), seed)
-    COMPARED_STEPS.check(option("steps"), steps)
-    GUIDANCE.check(option("guidance"), guidance)
-    for name, value, allowed in (("rtol", rtol, TOLERANCE), ("atol", atol, TOLERANCE), ("max_rel_l2", max_rel_l2, GATE),
-                                 ("max_trajectory_rel_l2", max_trajectory_rel_l2, GATE)):
-        if value is not None:
-            allowed.check(option(name), value)
     directory = Path(out_dir) if out_dir is not None else path.parent
     report_path, plot_path = directory / f"{path.stem}.diff.json", directory / f"{path.stem}.diff.png"
-    tensorrt = TensorRTOptions(Path(runtime_cache_dir) if runtime_cache_dir is not None else None,
-                               Path(lean_runtime) if lean_runtime is not None else None, weight_budget)
+    tensorrt = TensorRTOptions.of(tensorrt_run)
     plan = Path(blocks_plan) if blocks_plan is not None else None
     if path.is_dir():
         given = [option(name) for name, value in (("rtol", rtol), ("atol", atol), ("max_rel_l2", max_rel_l2),

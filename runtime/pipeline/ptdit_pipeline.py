@@ -30,6 +30,7 @@ from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SE
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
+from ..run_options import SESSION
 from ..sampling.step_sampler import make_sampler
 from ..sampling.text import TextConditioning, make_conditioning
 from ..session import open_session
@@ -85,10 +86,9 @@ class PTDiTPipeline:
         self.text_len, self.text_dim = spec.shape[1], spec.shape[2]
 
     @classmethod
-    @checked
-    def from_folder(cls, folder: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
-                    runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
-                    weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:
+    @checked(options=SESSION)
+    def from_folder(cls, folder: str | Path, backend: Any = None, device: Any = None, verify: Any = None, *,
+                    torch_precision: str | None = None, **options: Any) -> PTDiTPipeline:
         """A pipeline folder written by ptdit-export --pipeline. backend: auto / onnxruntime / torch, or tensorrt
         with a plan of each component built into the folder by ptdit-build; device: auto / cpu / cuda (ONNX
         Runtime and torch); verify: check every file's sha256 against pipeline.json first; the TensorRT options
@@ -97,8 +97,8 @@ class PTDiTPipeline:
         if path.is_file():
             raise InputError(f"{path} is a file: a pipeline folder is a directory written by ptdit-export "
                              f"--pipeline; for a transformer .onnx or .plan use PTDiTPipeline.from_artifact")
-        options = _tensorrt_options(runtime_cache_dir, lean_runtime, weight_budget)
-        components = PipelineComponents(load_pipeline(path, verify), backend, device, verify, options, torch_precision)
+        components = PipelineComponents(load_pipeline(path, verify), backend, device, verify,
+                                        TensorRTOptions.of(options), torch_precision)
         return cls(components.sessions["transformer"], components)
 
     @classmethod
@@ -107,17 +107,15 @@ class PTDiTPipeline:
         return cls(components.sessions["transformer"], components)
 
     @classmethod
-    @checked
-    def from_artifact(cls, artifact: str | Path, backend: str = "auto", device: str = "auto", verify: bool = True,
-                      runtime_cache_dir: str | Path | None = None, lean_runtime: str | Path | None = None,
-                      weight_budget: int | None = None, torch_precision: str | None = None) -> PTDiTPipeline:
+    @checked(options=SESSION)
+    def from_artifact(cls, artifact: str | Path, backend: Any = None, device: Any = None, verify: Any = None, *,
+                      torch_precision: str | None = None, **options: Any) -> PTDiTPipeline:
         """A transformer artifact alone (.onnx or .plan with its manifest; a step graph too): text features in,
         latents out. The options are from_folder's."""
         path = Path(artifact)
         if path.is_dir():
             raise InputError(f"{path} is a folder: use PTDiTPipeline.from_folder for a pipeline folder")
-        options = _tensorrt_options(runtime_cache_dir, lean_runtime, weight_budget)
-        return cls(open_session(str(path), backend, device, verify, torch_precision, options))
+        return cls(open_session(str(path), backend, device, verify, torch_precision, TensorRTOptions.of(options)))
 
     @checked
     def encode_prompt(self, prompt: str, name: str = "prompt") -> tuple[np.ndarray, np.ndarray]:
@@ -279,12 +277,6 @@ class PTDiTPipeline:
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  traceback: TracebackType | None) -> None:
         self.close()
-
-
-def _tensorrt_options(cache_dir: str | Path | None, lean_runtime: str | Path | None,
-                      weight_budget: int | None) -> TensorRTOptions:
-    return TensorRTOptions(Path(cache_dir) if cache_dir is not None else None,
-                           Path(lean_runtime) if lean_runtime is not None else None, weight_budget)
 
 
 def _prompts(value: Prompts, name: str) -> list[str]:

@@ -10,13 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
+from typing import Any, Mapping
 
 from ptdit.contract.errors import InputError, option
-from ptdit.contract.numbers import Range
 from ptdit.contract.plan_manifest import RTX_DEFAULT_SOURCE, BuilderInfo, BuildOptions, Targets
 from ptdit.contract.tensorrt import FLAVOURS, import_flavour
 
 from ...artifact import Artifact
+from ...run_options import TENSORRT_RUN
 
 
 @dataclass(frozen=True)
@@ -28,8 +29,15 @@ class TensorRTOptions:
     weight_budget: int | None = None  # bytes of weights kept on the GPU, for plans built with --weight-streaming
 
     def __post_init__(self) -> None:
-        if self.weight_budget is not None:
-            Range(1, None, integer=True).check(option("weight_budget"), self.weight_budget)
+        TENSORRT_RUN.check({"weight_budget": self.weight_budget})
+
+    @classmethod
+    def of(cls, values: Mapping[str, Any]) -> TensorRTOptions:
+        """From the declared options' values (run_options.TENSORRT_RUN): paths as str or Path."""
+        def path(name: str) -> Path | None:
+            return Path(values[name]) if values.get(name) is not None else None
+
+        return cls(path("runtime_cache_dir"), path("lean_runtime"), values.get("weight_budget"))
 
     def given(self) -> list[str]:
         """What was set, in words (for the refusal of options given to another backend)."""
