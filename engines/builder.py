@@ -1,7 +1,7 @@
 """The TensorRT part of ptdit-build: parse, configure, build, and read back the plan's I/O.
 
 Written against the bindings of TensorRT 10.x, 11.x and TensorRT-RTX 1.x (the module comes from
-tensorrt_api.select) and type-checked against stubs of all three (tests/test_trt_conformance.py). Full
+tensorrt_api.select) and type-checked against stubs of all three (tests/engines/test_trt_conformance.py). Full
 TensorRT builds only where a GPU exists; TensorRT-RTX builds anywhere.
 """
 

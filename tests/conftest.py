@@ -10,6 +10,12 @@ import torch
 
 from ptdit import PTDiT, preset
 
+# The tests are arranged by package (tests/ptdit, tests/export, tests/engines, tests/runtime, tests/bench; what spans
+# the stages at the top). A few share a helper with a neighbour's module (test_runtime.artifact_copy, fake_plan;
+# test_engines.exported; test_checkpoint.published_layout): every folder is importable, whichever runs first.
+TESTS = Path(__file__).resolve().parent
+sys.path[:0] = [str(TESTS / package) for package in ("ptdit", "export", "engines", "runtime", "bench")]
+
 # The fast tier (python3 -m pytest -m "not slow", README "Set up and run") leaves out what exports or builds many
 # variants, runs the docs' examples or starts a server: every test that uses one of these fixtures, and the modules
 # that mark themselves slow (pytestmark). CI runs everything.

@@ -173,7 +173,7 @@ def test_a_location_that_cannot_be_written_is_refused_before_the_work(tmp_path):
 @pytest.mark.slow  # exports two graphs
 def test_sigterm_during_the_second_graph_publishes_nothing(tmp_path):
     """--step writes two graphs; stopped while the second is traced, neither is published, and the run's
-    directories are gone. (SIGINT takes the same path: tests/test_real_engines.py sends both to a build.)"""
+    directories are gone. (SIGINT takes the same path: tests/engines/test_real_engines.py sends both to a build.)"""
     signum = signal.SIGTERM
     out = tmp_path / "made" / "out"
     process = subprocess.Popen([sys.executable, "-m", "export", *TINY, "--step", "--checks", "none", "--out",

@@ -33,7 +33,7 @@ from ptdit.contract.onnx_manifest import TensorSpec
 from ptdit.contract.plan_manifest import BuildOptions, Targets
 from ptdit.contract.triton_config import config_pbtxt, write_model
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @lru_cache(maxsize=None)

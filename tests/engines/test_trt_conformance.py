@@ -22,7 +22,7 @@ import trt_stubs
 
 pytestmark = pytest.mark.slow  # mypy over the stubs of three TensorRT bindings
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 VERSIONS = ["10.13.3.9", "11.4.0.106"]
 CONFIGURATIONS = [*VERSIONS, "rtx"]
 TRT_CODE = ["engines", "runtime", "ptdit/contract"]

@@ -15,7 +15,7 @@ import torch
 from ptdit.contract.onnx_manifest import Weights
 from ptdit.vae import VAE_PRESETS, CausalVAEDecoder
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -26,7 +26,7 @@ from runtime.serve.environment import default_env_dir, find_server, setup
 from runtime.serve.repository import ServeOptions, config_pbtxt, write_repository
 from runtime.serve.server import LocalServer, free_ports
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 grpcclient = pytest.importorskip("tritonclient.grpc")
 from tritonclient.utils import InferenceServerException  # noqa: E402
 

@@ -26,7 +26,7 @@ from runtime.sampling.step_sampler import StepSampler, make_sampler
 from runtime.sampling.text import make_conditioning
 from runtime.session import open_session
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STEPS = 30
 
 

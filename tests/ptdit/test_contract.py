@@ -28,7 +28,7 @@ from ptdit.contract.records import Record, RecordError, optional
 from ptdit.contract.tensorrt import import_flavour, logger_for
 from runtime.artifact import load_artifact
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_manifests_are_written_back_byte_for_byte(tmp_path):

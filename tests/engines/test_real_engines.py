@@ -15,7 +15,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 if importlib.util.find_spec("tensorrt_rtx") is None:
     if os.environ.get("CI"):  # the test extra installs it: a CI run without it is a broken install

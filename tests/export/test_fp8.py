@@ -21,7 +21,7 @@ from export.cli import main as export_main
 from ptdit.contract.errors import Failure
 from ptdit.contract.fp8 import FP8_ELEMENT_TYPE, LAYER_SETS, layer_kind
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 STEM = "ptdit-tiny-256-b2-fp8"
 
 

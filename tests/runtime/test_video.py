@@ -20,7 +20,7 @@ from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2
 from ptdit.contract.vae_decode import decoded_frames, decoder_shapes, temporal_chunks, tile_plan
 from ptdit.vae import VAE_PRESETS, CausalVAEDecoder, published_decode
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "a red fox running in the snow"
 
 

@@ -1,6 +1,6 @@
 """Libraries that write to the terminal on their own are quiet, and what they would have said comes from the
 project, in one line: ONNX Runtime's default logger (a CUDA provider that cannot start), gRPC's C core (a bad server
-address; tests/test_serve.py runs ptdit-run --server)."""
+address; tests/runtime/test_serve.py runs ptdit-run --server)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 
 from ptdit.contract.errors import InputError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def text_encoder(folder: Path) -> Path:

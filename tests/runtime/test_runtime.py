@@ -28,7 +28,7 @@ from runtime.session import open_session, require
 
 RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")  # engines.targets.RTX_DEFAULT (runtime tests import no engines)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @lru_cache(maxsize=None)

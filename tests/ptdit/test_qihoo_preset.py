@@ -20,7 +20,7 @@ from conftest import model_inputs
 from ptdit import InputError, PTDiT, load_checkpoint, preset, window_for
 from ptdit.layers import sinusoid_frequencies
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def small(**changes) -> PTDiT:

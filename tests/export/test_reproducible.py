@@ -14,7 +14,7 @@ import onnx
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PACKAGES = ("ptdit", "export", "runtime", "engines")
 
 

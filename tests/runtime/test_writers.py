@@ -18,7 +18,7 @@ import pytest
 
 from ptdit.contract.errors import Failure, InputError
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROMPT = "a red fox running in the snow"
 PAGE = 4096
 needs_root = pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
