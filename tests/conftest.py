@@ -1,20 +1,18 @@
 from __future__ import annotations
 
+import importlib
 import json
+import shutil
 import subprocess
 import sys
+from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import pytest
 import torch
 
 from ptdit import PTDiT, preset
-
-# The tests are arranged by package (tests/ptdit, tests/export, tests/engines, tests/runtime, tests/bench; what spans
-# the stages at the top). A few share a helper with a neighbour's module (test_runtime.artifact_copy, fake_plan;
-# test_engines.exported; test_checkpoint.published_layout): every folder is importable, whichever runs first.
-TESTS = Path(__file__).resolve().parent
-sys.path[:0] = [str(TESTS / package) for package in ("ptdit", "export", "engines", "runtime", "bench")]
 
 # The fast tier (python3 -m pytest -m "not slow", README "Set up and run") leaves out what exports or builds many
 # variants, runs the docs' examples or starts a server: every test that uses one of these fixtures, and the modules
@@ -109,3 +107,82 @@ def plan_manifest_for(onnx_path: Path, plan: Path, target: str = "tensorrt", ver
         build=BuildRecord([], BuildOptions(**options), 0.0, 0.0, 0, 0, "network", identity or {}),
         precision=onnx.precision, inputs=onnx.inputs, outputs=onnx.outputs, model=onnx.model, export=onnx.export,
         geometry=onnx.geometry, block_outputs=onnx.block_outputs)
+
+
+@lru_cache(maxsize=None)
+def _export(precision: str, res: int = 256, extra: tuple[str, ...] = ()) -> Path:
+    import tempfile
+
+    out = Path(tempfile.mkdtemp(prefix=f"ptdit-tests-{precision}-"))
+    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", str(res), "--precision", precision,
+                    "--out", str(out), "--skip-checks", *extra], check=True, capture_output=True)
+    return next(out.glob("*.onnx"))
+
+
+def artifact_copy(directory: Path, precision: str = "fp32", res: int = 256, extra: tuple[str, ...] = ()) -> Path:
+    """A fresh copy in `directory` of a tiny export (made once per session for each set of arguments, unchecked)."""
+    source = _export(precision, res, extra)
+    for f in source.parent.iterdir():
+        shutil.copy(f, directory / f.name)
+    return directory / source.name
+
+
+def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", vc: bool = False,
+              target: str = "tensorrt", **options: bool) -> Path:
+    """A plan file and a manifest of the plan schema (not an engine: for the checks before deserializing)."""
+    from ptdit.contract.manifests import write_manifest
+
+    onnx_path = artifact_copy(directory)
+    plan = directory / "m.plan"
+    plan.write_bytes(b"not really a plan")
+    manifest = plan_manifest_for(onnx_path, plan, target, trt_version, ((cc,), "build GPU"), version_compatible=vc,
+                                 **options)
+    write_manifest(plan.with_suffix(".json"), manifest)
+    return plan
+
+
+# What the failure-path tests of every stage share: a command run in this process, and inputs edited to lie.
+TINY = ["--preset", "tiny", "--res", "256"]
+STEM = "ptdit-tiny-256-b2-fp16"
+COMMANDS = {"export": "export.cli", "engines": "engines.cli", "runtime": "runtime.cli.run", "diff": "runtime.cli.diff"}
+
+
+@dataclass
+class Ran:
+    returncode: int
+    stderr: str
+
+
+def run_command(module: str, *args: str) -> Ran:
+    """A command run in this process through its click entry point (ptdit-export, ptdit-build, ptdit-run,
+    ptdit-diff): its exit code and stderr, as a shell sees them. Signals and concurrency use real processes."""
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(importlib.import_module(COMMANDS[module]).main, list(args))
+    return Ran(result.exit_code, result.stderr)
+
+
+def one_error_line(result: Ran, prog: str) -> str:
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith(f"{prog}: error: ")]
+    assert len(lines) == 1, result.stderr
+    assert result.stderr.strip().splitlines()[-1] == lines[0], result.stderr  # the last line, no traceback after
+    return lines[0]
+
+
+@pytest.fixture
+def folder(pipelines: dict[int, Path]) -> Path:
+    """The tiny pipeline folder at 256, whose transformer is a plain export."""
+    return pipelines[256]
+
+
+def copy_artifact(source: Path, stem: str, to: Path) -> Path:
+    to.mkdir(exist_ok=True)
+    for f in source.glob(f"{stem}.*"):
+        shutil.copy(f, to / f.name)
+    return to / f"{stem}.onnx"
+
+
+def edit_json(path: Path, edit: object) -> None:
+    data = json.loads(path.read_text())
+    edit(data)  # type: ignore[operator]
+    path.write_text(json.dumps(data))

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 import types
 from dataclasses import replace
-from functools import lru_cache
 from pathlib import Path
 
 import onnx
 import pytest
 from click.testing import CliRunner
 
-from conftest import plan_manifest_for
+from conftest import artifact_copy, plan_manifest_for
 from engines.build import check_io, preflight, weights_precision
 from engines.builder import PlanIO
 from engines.cli import main
@@ -36,22 +34,6 @@ from ptdit.contract.triton_config import config_pbtxt, write_model
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@lru_cache(maxsize=None)
-def _export(precision: str) -> Path:
-    import tempfile
-
-    out = Path(tempfile.mkdtemp(prefix=f"ptdit-engines-{precision}-"))
-    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--precision", precision,
-                    "--out", str(out), "--skip-checks"], check=True, capture_output=True)
-    return out / f"ptdit-tiny-256-b2-{precision}.onnx"
-
-
-def exported(directory: Path, precision: str) -> Path:
-    """A fresh copy of a tiny export (made once per session) in `directory`."""
-    source = _export(precision)
-    for f in source.parent.iterdir():
-        shutil.copy(f, directory / f.name)
-    return directory / source.name
 
 
 def run(*args: str) -> tuple[int, str]:
@@ -123,7 +105,7 @@ def test_flag_options_order_and_identity():
 
 
 def test_onnx_and_manifest_are_checked_against_each_other(tmp_path):
-    onnx_path = exported(tmp_path, "fp16")
+    onnx_path = artifact_copy(tmp_path, "fp16")
     artifact = load_onnx(onnx_path)
     assert artifact.precision == "fp16" and artifact.stem == "ptdit-tiny-256-b2-fp16"
     assert weights_precision(onnx.load(str(onnx_path), load_external_data=False), onnx_path.name) == "fp16"
@@ -134,7 +116,7 @@ def test_onnx_and_manifest_are_checked_against_each_other(tmp_path):
 
 
 def test_manifest_lying_about_precision(tmp_path):
-    onnx_path = exported(tmp_path, "fp32")
+    onnx_path = artifact_copy(tmp_path, "fp32")
     manifest_path = onnx_path.with_suffix(".json")
     manifest = json.loads(manifest_path.read_text())
     manifest["export"]["precision"] = "fp16"
@@ -155,7 +137,7 @@ def test_manifest_lying_about_precision(tmp_path):
     ],
 )
 def test_bad_inputs_exit_2(tmp_path, setup, message):
-    onnx_path = exported(tmp_path, "fp16")
+    onnx_path = artifact_copy(tmp_path, "fp16")
     target = onnx_path
     if setup == "not_onnx":
         target = onnx_path.with_suffix(".pb")
@@ -176,26 +158,26 @@ def test_bad_inputs_exit_2(tmp_path, setup, message):
 
 
 def test_timing_cache_location_is_checked_before_building(tmp_path):
-    code, stderr = run(str(exported(tmp_path, "fp16")), "--timing-cache", str(tmp_path / "missing" / "t.cache"))
+    code, stderr = run(str(artifact_copy(tmp_path, "fp16")), "--timing-cache", str(tmp_path / "missing" / "t.cache"))
     assert code == 2 and "must be a file in an existing directory" in stderr
-    code, stderr = run(str(exported(tmp_path, "fp16")), "--timing-cache", str(tmp_path))
+    code, stderr = run(str(artifact_copy(tmp_path, "fp16")), "--timing-cache", str(tmp_path))
     assert code == 2 and "is a directory" in stderr
 
 
 def test_a_weightless_plan_is_not_shipped_to_triton(tmp_path):
-    code, stderr = run(str(exported(tmp_path, "fp16")), "--strip-plan", "--triton-repo", str(tmp_path / "repo"))
+    code, stderr = run(str(artifact_copy(tmp_path, "fp16")), "--strip-plan", "--triton-repo", str(tmp_path / "repo"))
     assert code == 2 and "would ship a weightless plan that Triton Inference Server cannot refit" in stderr
     assert not (tmp_path / "repo").exists()
 
 
 def test_fp32_onnx_is_refused_before_tensorrt_is_needed(tmp_path):
-    code, stderr = run(str(exported(tmp_path, "fp32")))
+    code, stderr = run(str(artifact_copy(tmp_path, "fp32")))
     assert code == 2 and "the engine would be fp32" in stderr
 
 
 @pytest.mark.skipif(__import__("importlib").util.find_spec("tensorrt") is not None, reason="TensorRT is installed")
 def test_without_tensorrt_the_error_says_what_to_install(tmp_path):
-    code, stderr = run(str(exported(tmp_path, "fp16")), "--target", "tensorrt")
+    code, stderr = run(str(artifact_copy(tmp_path, "fp16")), "--target", "tensorrt")
     assert code == 2
     assert "TensorRT is not installed" in stderr and "pip install --extra-index-url https://pypi.nvidia.com" in stderr
 
@@ -233,7 +215,7 @@ def test_compute_capability_targets():
 
 
 def test_stale_and_current_plans(tmp_path):
-    artifact = load_onnx(exported(tmp_path, "fp16"))
+    artifact = load_onnx(artifact_copy(tmp_path, "fp16"))
     identity = {"onnx_sha256": artifact.sha256, "builder": "TensorRT 10.13.3.9",
                 "targets": Targets(("9.0",), "build GPU").to_dict(), "options": BuildOptions().comparable()}
     plan = tmp_path / "m.plan"
@@ -257,7 +239,7 @@ def test_stale_and_current_plans(tmp_path):
 
 
 def manifest_io(tmp_path: Path) -> tuple[OnnxArtifact, PlanIO]:
-    artifact = load_onnx(exported(tmp_path, "fp16"))
+    artifact = load_onnx(artifact_copy(tmp_path, "fp16"))
     return artifact, PlanIO(list(artifact.manifest.inputs), list(artifact.manifest.outputs))
 
 

@@ -191,7 +191,7 @@ def test_api_level_probe_with_the_real_tensorrt_rtx(tmp_path):
 
 def test_run_cli_with_bindings_but_no_gpu(bindings, tmp_path):
     """ptdit-run on a plan with TensorRT importable and no GPU: one line, exit 2."""
-    from test_runtime import fake_plan
+    from conftest import fake_plan
 
     plan = fake_plan(tmp_path, trt_version=bindings.version)
     result = subprocess.run([sys.executable, "-m", "runtime", str(plan), "--random-text",
@@ -205,9 +205,9 @@ def test_run_cli_with_bindings_but_no_gpu(bindings, tmp_path):
 
 def test_build_cli_with_bindings_but_no_gpu(bindings, tmp_path):
     """ptdit-build with TensorRT importable and no GPU: one line, exit 2, nothing written."""
-    from test_engines import exported
+    from conftest import artifact_copy
 
-    onnx_path = exported(tmp_path, "fp16")
+    onnx_path = artifact_copy(tmp_path, "fp16")
     before = sorted(p.name for p in tmp_path.iterdir())
     result = subprocess.run([sys.executable, "-m", "engines", str(onnx_path)], cwd=ROOT,
                             env={**bindings.env, "PYTHONPATH": f"{bindings.env['PYTHONPATH']}:{ROOT}"},

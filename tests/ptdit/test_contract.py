@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_runtime import artifact_copy
 
-from conftest import plan_manifest_for
+from conftest import artifact_copy, plan_manifest_for
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.dtypes import precision_of_element_type, tensorrt_dtype_name
 from ptdit.contract.errors import Failure, InputError

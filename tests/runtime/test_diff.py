@@ -12,8 +12,8 @@ import onnx
 import pytest
 from click.testing import CliRunner
 from onnx import numpy_helper
-from test_runtime import artifact_copy
 
+from conftest import artifact_copy
 from runtime.cli.diff import main
 
 

@@ -4,10 +4,8 @@ layer's error path, the TensorRT session's compatibility rules, and ptdit-run en
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 import sys
-from functools import lru_cache
 from pathlib import Path
 
 import click
@@ -16,9 +14,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from conftest import plan_manifest_for
+from conftest import artifact_copy, fake_plan
 from ptdit.contract.errors import InputError
-from ptdit.contract.manifests import write_manifest
 from ptdit.contract.plan_manifest import BuilderInfo, BuildOptions, Targets
 from runtime.artifact import load_artifact
 from runtime.backends.tensorrt import cuda
@@ -31,21 +28,6 @@ RTX_DEFAULT = ("8.0", "8.6", "8.9", "12.0", "12.1")  # engines.targets.RTX_DEFAU
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@lru_cache(maxsize=None)
-def _export(precision: str, res: int = 256, extra: tuple[str, ...] = ()) -> Path:
-    import tempfile
-
-    out = Path(tempfile.mkdtemp(prefix=f"ptdit-runtime-{precision}-"))
-    subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", str(res), "--precision", precision,
-                    "--out", str(out), "--skip-checks", *extra], check=True, capture_output=True)
-    return next(out.glob("*.onnx"))
-
-
-def artifact_copy(directory: Path, precision: str = "fp32", res: int = 256, extra: tuple[str, ...] = ()) -> Path:
-    source = _export(precision, res, extra)
-    for f in source.parent.iterdir():
-        shutil.copy(f, directory / f.name)
-    return directory / source.name
 
 
 def feeds(path: Path, seed: int = 0) -> dict[str, np.ndarray]:
@@ -145,16 +127,6 @@ def test_a_corrupt_onnx_without_verification_is_still_refused(tmp_path):
         open_session(str(path), "onnxruntime", "cpu", verify=False)
 
 
-def fake_plan(directory: Path, trt_version: str = "10.13.3.9", cc: str = "9.0", vc: bool = False,
-              target: str = "tensorrt", **options: bool) -> Path:
-    """A plan file and a manifest of the plan schema (not an engine: for the checks before deserializing)."""
-    onnx_path = artifact_copy(directory)
-    plan = directory / "m.plan"
-    plan.write_bytes(b"not really a plan")
-    manifest = plan_manifest_for(onnx_path, plan, target, trt_version, ((cc,), "build GPU"), version_compatible=vc,
-                                 **options)
-    write_manifest(plan.with_suffix(".json"), manifest)
-    return plan
 
 
 def test_backend_selection(tmp_path):

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_runtime import artifact_copy
 
+from conftest import artifact_copy
 from ptdit.contract.errors import InputError
 from ptdit.contract.onnx_manifest import (
     ArtifactFiles,
