@@ -1,6 +1,6 @@
 """PyTorch -> ONNX: build the model in the export precision, trace it with static shapes, clean the graph.
 
-Exporter choice (measured on xl at 1024, fp16, 2 CPU cores; see README "Export cost"): torch.onnx's
+Exporter choice (measured on xl at 1024, fp16, 2 CPU cores; see docs/benchmarks.md, "Exporters compared"): torch.onnx's
 torch.export-based exporter traces with fake tensors, so no forward pass runs; its built-in optimizer is
 skipped because its pattern rewriter alone took ~530 s on this graph. Instead the graph gets constant
 folding with shape inference, dead-node removal, constant lifting, initializer de-duplication and CSE,

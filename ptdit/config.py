@@ -18,7 +18,7 @@ INFERENCE_PROXY_MODES: tuple[str, ...] = ("strided", "mean")
 @dataclass(frozen=True)
 class PTDiTConfig:
     """Everything that defines a PT-DiT network. Field names mirror the published PTDiTDiffuser config where
-    one exists (see README, "Differences from the published code")."""
+    one exists (see docs/differences.md)."""
 
     name: str = "custom"
     depth: int = 28

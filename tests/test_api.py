@@ -1,6 +1,6 @@
-"""The Python face: export_model / export_pipeline, build_engine, PTDiTPipeline (README "From Python"); re-runs
-that reuse what is up to date and refuse what is stale; errors that name the caller's parameters; the options
-every command shares (-q, the ARTIFACT argument, --json, help on every option)."""
+"""The Python face: export_model / export_pipeline, build_engine, PTDiTPipeline (README "From Python",
+docs/python.md); re-runs that reuse what is up to date and refuse what is stale; errors that name the caller's
+parameters; the options every command shares (-q, the ARTIFACT argument, --json, help on every option)."""
 
 from __future__ import annotations
 

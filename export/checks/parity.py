@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 PARITY_SEED = 0
 # Largest accepted relative L2 error of ONNX Runtime against the PyTorch fp32 model, per export precision.
 # fp32: 1e-5, an exact export up to summation order; fp16 and bf16 leave ~10x and ~5x headroom over what xl
-# measured (README, "Export accuracy").
+# measured (docs/benchmarks.md, "Export accuracy").
 # fp8: FP8_MAX_REL_L2 (below).
 MAX_REL_L2 = {"fp32": 1e-5, "fp16": 2e-2, "bf16": 1e-1, "fp8": 0.15}
 # ... and against PyTorch running the same precision policy (the exporter must not add error of its own

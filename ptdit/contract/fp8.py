@@ -41,7 +41,7 @@ LAYER_KINDS = (
 # adaLN-single (2 rows: no compute to gain, and its error reaches every block's modulation) and the final layer
 # (its error goes straight into the prediction). "tcm-mlp", the default: the window and shifted-window attention
 # projections (PT-DiT's TCM) and the MLP, 16 of the 22 token-sized GEMMs of a block and the kinds whose FP8 error
-# measured lowest (0.4-0.6 % each on xl at 256 against 3.9-8.5 % for the others; README "FP8"). "all": every
+# measured lowest (0.4-0.6 % each on xl at 256 against 3.9-8.5 % for the others; docs/fp8.md). "all": every
 # Linear of the blocks and the caption projection.
 LAYER_SETS = {
     "tcm-mlp": frozenset({"window_attention", "shifted_window_attention", "mlp"}),
@@ -55,7 +55,7 @@ DEFAULT_LAYER_SET = "tcm-mlp"
 # Runtime's QDQPropagationTransformer moves the Q of an attention output projection back across the heads' Reshape
 # and Transpose, and its QDQSelectorActionTransformer then drops the DQ -> Transpose -> Q pair, which leaves a
 # Transpose on FLOAT8E4M3FN. Transpose has float8 types only from opset 21 (Transpose-13 refuses them: INVALID_GRAPH),
-# and no placement of the pair avoids it (ORT moves a pair on either side of the Transpose across it; README "FP8").
+# and no placement of the pair avoids it (ORT moves a pair on either side of the Transpose across it; docs/fp8.md).
 # Declared 21, the graph loads with ONNX Runtime's default session options, whose CPU provider has the float8
 # Transpose. The nodes stay those traced: between 19 and 21 only the types of Cast, Reshape, Squeeze, Unsqueeze and
 # Transpose grew, and QuantizeLinear / DequantizeLinear gained attributes whose defaults are opset 19's behaviour.

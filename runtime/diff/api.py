@@ -112,7 +112,7 @@ def _diff(path: Path, report_line: Reporter, count: Counter, reference: str, bac
             given.append(option("reference"))
         if given:
             raise InputError(f"{', '.join(given)} apply to an .onnx or .plan; a pipeline folder is judged against the "
-                             f"PyTorch fp32 pipeline by its own limits (README, \"Accuracy diff\"): drop them")
+                             f"PyTorch fp32 pipeline by its own limits (docs/diff.md, \"Thresholds\"): drop them")
         options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, blocks, None, None, verify, tensorrt)
     else:
         from ..artifact import load_artifact

@@ -37,7 +37,7 @@ def within(value: float, limit: float) -> bool:
     return math.isfinite(value) and value <= limit
 
 
-# Defaults per artifact precision, from measurement (README, "Accuracy diff"): 3-10x the largest errors
+# Defaults per artifact precision, from measurement (docs/diff.md, "Thresholds"): 3-10x the largest errors
 # measured through ONNX Runtime for the tiny model (256, 1024) and the xl model (256).
 DEFAULT_THRESHOLDS = {
     "fp32": Thresholds(rtol=1e-3, atol=1e-4, max_rel_l2=1e-5, max_trajectory_rel_l2=1e-4),

@@ -23,7 +23,8 @@ from .metrics import DEFAULT_THRESHOLDS, diff_metrics, psnr, within
 
 PIPELINE_REPORT_SCHEMA = "ptdit-diff-pipeline/2"  # /2: components judged by the export's limits; video
 # Smallest PSNR (dB) of the artifact pipeline's image against the PyTorch fp32 pipeline, per transformer
-# precision: the tiny stand-ins measured 58 dB (fp16 through ONNX Runtime, README "Prompt in, image out").
+# precision: the tiny stand-ins (seeded weights) measured 59.2 dB (fp16 through ONNX Runtime, 10 steps;
+# docs/benchmarks.md, "Pipelines").
 MIN_PSNR_DB = {"fp32": 45.0, "fp16": 30.0, "bf16": 25.0, "fp8": 20.0}
 
 

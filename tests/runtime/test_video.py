@@ -307,8 +307,8 @@ def test_video_refusals(video_pipeline, pipelines, tmp_path):
 
 
 def test_only_video_chunk_sessions_shrink_the_arena_after_each_run(video_pipeline, pipelines):
-    """ONNX Runtime's arena would keep every chunk session's activations (README "Memory", measured: 3.0 GB against
-    1.9 GB for the 12-frame clip); image tiles and the other components keep theirs, as before."""
+    """ONNX Runtime's arena would keep every chunk session's activations (docs/pipelines.md, "Memory"; measured:
+    3.0 GB against 1.9 GB for the 12-frame clip); image tiles and the other components keep theirs, as before."""
     from runtime.session import open_session
 
     key = "memory.enable_memory_arena_shrinkage"
