@@ -20,7 +20,7 @@ TILING_LEVELS = ("none", "fast", "moderate", "full")  # TilingOptimizationLevel 
 WORKSPACE_GIB = Range(0, 4096, low_open=True)
 OPT_LEVEL = Range(0, 5, integer=True)
 DEFAULTS = BuildOptions()
-PathLike = "str | Path | None"
+PathLike = str | Path | None
 
 BUILD = Options(
     Option("target", str, "auto", "tensorrt: full TensorRT 10.x/11.x, builds on the GPU the plan is for; rtx: "

@@ -9,7 +9,7 @@ import time
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, BinaryIO, Callable, SupportsInt
 
-from ptdit.contract.interrupts import Terminated
+from ptdit.contract.interrupts import Terminated, stopping_signals
 from ptdit.contract.progress import Reporter
 
 if TYPE_CHECKING:
@@ -46,7 +46,7 @@ def run_interruptibly(work: Callable[[], Any], cancel: threading.Event) -> Any:
 
     worker = threading.Thread(target=target, name="tensorrt-build", daemon=True)
     in_main = threading.current_thread() is threading.main_thread()
-    previous = {s: signal.signal(s, stop) for s in (signal.SIGINT, signal.SIGTERM)} if in_main else {}
+    previous = {s: signal.signal(s, stop) for s in stopping_signals()} if in_main else {}
     try:
         worker.start()
         while worker.is_alive():

@@ -42,13 +42,12 @@ from .spec import (
     FRAMES,
     OPSETS,
     PRECISIONS,
-    SUPPORTED_OPSETS,
     TEXT_LEN,
     ExportSpec,
 )
 
 TORCH_DEVICES = ("auto", "cpu", "cuda")
-PathLike = "str | Path | None"
+PathLike = str | Path | None
 
 EXPORT = Options(
     Option("resolution", int | Sequence[int], 1024, "Image resolution in pixels; repeat for several artifacts.",
@@ -56,7 +55,7 @@ EXPORT = Options(
     Option("frames", int | None, None, "Video: latent frame count (a multiple of 4).", accepted=FRAMES),
     Option("preset", str | None, None, "Model preset [default: xl]; qihoo-t2x for the published weights.",
            choices=tuple(sorted(PRESETS))),
-    Option("config", "PTDiTConfig | str | Path | None", None,
+    Option("config", PTDiTConfig | str | Path | None, None,
            "Model config JSON (PTDiTConfig fields) instead of a preset.", kind="file"),
     Option("checkpoint", PathLike, None, "Weights (.safetensors/.pt/.pth); default: seeded synthetic weights.",
            kind="file"),
@@ -71,9 +70,9 @@ EXPORT = Options(
     Option("proxy_offset", tuple[int, int, int] | None, None, "Strided proxy offset inside each window.",
            kind="triple", metavar="T,H,W"),
     Option("opset", int | None, None, f"ONNX opset written [default: {DEFAULT_OPSET}; {MIN_OPSET} with --precision "
-           f"fp8].", accepted=OPSETS),
+           f"fp8].", accepted=OPSETS, note="the exporter writes these; LayerNormalization needs >= 17"),
     Option("seed", int, 0, "Seed of the synthetic weights.", accepted=SEED, show_default=True),
-    Option("out_dir", "str | Path", "artifacts", "Output directory.", flag="--out", kind="folder",
+    Option("out_dir", str | Path, "artifacts", "Output directory.", flag="--out", kind="folder",
            show_default=True),
     Option("force", bool, False, "Overwrite existing artifacts."),
     Option("checks", str, "auto", "fast: structural checks, TensorRT's parser, ONNX Runtime vs PyTorch on the graph "
@@ -109,7 +108,8 @@ EXPORT = Options(
     Option("text_encoder_precision", str, "fp16", "With --pipeline: the text encoder's precision (fp16 keeps fp32 "
            "islands where T5 overflows).", choices=FLOAT_PRECISIONS, show_default=True),
     Option("vae_precision", str, "fp32", "fp16 keeps GroupNorm in fp32 (bf16 convolutions need opset 22: not "
-           "offered).", choices=("fp32", "fp16"), show_default=True),
+           "offered).", choices=("fp32", "fp16"), show_default=True,
+           note="bf16 convolutions need opset 22: not offered"),
     Option("torch_device", str, "auto", "Where the PyTorch references of the parity check run (auto: cuda when "
            "available).", choices=TORCH_DEVICES, show_default=True),
 )
@@ -212,15 +212,13 @@ def check_export_options(opts: ExportOptions) -> None:
     """Every bad input is reported before any work starts."""
     if not opts.resolutions:
         raise InputError(f"no resolution given: pass {option('resolution', 1024)}")
-    if opts.opset not in SUPPORTED_OPSETS:
-        raise InputError(f"{option('opset')} {opts.opset} is not supported: the exporter writes opsets "
-                         f"{SUPPORTED_OPSETS.start}-{SUPPORTED_OPSETS.stop - 1} (LayerNormalization needs >= 17)")
-    EXPORT.check({"resolution": opts.resolutions, "frames": opts.frames, "precision": opts.precision,
-                  "batch": opts.batch, "text_len": opts.text_len, "seed": opts.seed, "checks": opts.checks,
-                  "torch_device": opts.torch_device, "fp8_layers": opts.calibration.layers,
-                  "calibrator": opts.calibration.calibrator, "percentile": opts.calibration.percentile,
-                  "calibration_steps": opts.calibration.steps,
-                  "calibration_trajectories": opts.calibration.trajectories})
+    calibration = opts.calibration
+    EXPORT.check({"resolution": opts.resolutions, "opset": opts.opset, "frames": opts.frames,
+                  "precision": opts.precision, "batch": opts.batch, "text_len": opts.text_len, "seed": opts.seed,
+                  "checks": opts.checks, "torch_device": opts.torch_device, "fp8_layers": calibration.layers,
+                  "calibrator": calibration.calibrator, "percentile": calibration.percentile,
+                  "calibration_steps": calibration.steps, "calibration_trajectories": calibration.trajectories})
+
     from ptdit.windows import strided_offset
 
     for res in opts.resolutions:

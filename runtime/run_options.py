@@ -4,10 +4,12 @@ PTDiTPipeline.__call__ names them as diffusers does: num_inference_steps, guidan
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, SHIFT, STEPS, Range
 from ptdit.contract.options import Option, Options
 
-PathLike = "str | Path | None"
+PathLike = str | Path | None
 BACKENDS = ("auto", "tensorrt", "onnxruntime", "torch")
 DEVICES = ("auto", "cpu", "cuda")
 

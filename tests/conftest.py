@@ -3,6 +3,7 @@ from __future__ import annotations
 import importlib
 import json
 import shutil
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -173,6 +174,12 @@ def one_error_line(result: Ran, prog: str) -> str:
 def folder(pipelines: dict[int, Path]) -> Path:
     """The tiny pipeline folder at 256, whose transformer is a plain export."""
     return pipelines[256]
+
+
+def on_a_terminal() -> None:
+    """Popen's preexec_fn for a command that a test stops with SIGINT: SIGINT at its default, as for a command in
+    the foreground of a terminal, whatever the test run was started with (a background job ignores it)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def copy_artifact(source: Path, stem: str, to: Path) -> Path:

@@ -111,8 +111,10 @@ def click_option(declared: Option) -> Callable[[Any], Any]:
     default = declared.default
     if declared.multiple:
         default = list(default) if isinstance(default, (list, tuple)) else ([] if default is None else [default])
-    settings.update(type=_click_type(declared), default=default, multiple=declared.multiple,
-                    show_default=declared.show_default, required=declared.required)
+    settings.update(type=_click_type(declared), multiple=declared.multiple, show_default=declared.show_default,
+                    required=declared.required)
+    if not declared.required:  # click takes an explicit default, even None, as the value a required option lacks
+        settings["default"] = default
     if declared.metavar:
         settings["metavar"] = declared.metavar
     return click.option(declared.cli_flag, declared.name, **settings)

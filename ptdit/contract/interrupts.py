@@ -31,6 +31,13 @@ def in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
+def stopping_signals() -> tuple[int, ...]:
+    """The signals that stop a command: SIGTERM, and SIGINT unless the command was started with it ignored (as
+    `sh -c 'ptdit-run ... &'` starts it; Python leaves an ignored SIGINT ignored, and so does every stage)."""
+    ignored = signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    return (signal.SIGTERM,) if ignored else (signal.SIGINT, signal.SIGTERM)
+
+
 @contextlib.contextmanager
 def sigterm_interrupts() -> Iterator[None]:
     """SIGTERM raises Terminated in the main thread while the body runs (Python raises KeyboardInterrupt for
@@ -54,7 +61,7 @@ def signals_deferred() -> Iterator[None]:
         yield
         return
     pending: list[int] = []
-    deferred = (signal.SIGINT, signal.SIGTERM)
+    deferred = stopping_signals()
     with _blocked(deferred):
         previous = {s: signal.signal(s, lambda signum, frame: pending.append(signum)) for s in deferred}
     try:

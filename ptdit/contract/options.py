@@ -38,6 +38,7 @@ class Option:
     metavar: str = ""
     show_default: bool = False  # the command's help shows the default (else the help text says it, if it matters)
     required: bool = False  # the command needs it
+    note: str = ""  # why the accepted values are what they are, added to the refusal of another
     command: bool = True  # an option of the command
     python: bool = True  # a keyword of the Python face
 
@@ -53,12 +54,13 @@ class Option:
         if value is None and self.default is None:
             return
         values = list(value) if self.multiple and isinstance(value, (list, tuple)) else [value]
+        why = f" ({self.note})" if self.note else ""
         for one in values:
-            if self.accepted is not None:
-                self.accepted.check(option(self.name), one)
+            if self.accepted is not None and not self.accepted.accepts(one):
+                raise InputError(f"{option(self.name)} must be {self.accepted.describe()}, got {one!r}{why}")
             if self.choices and not any(one == c and type(one) is type(c) for c in self.choices):
                 raise InputError(f"{option(self.name)} must be one of {', '.join(map(str, self.choices))}, got "
-                                 f"{one!r}")
+                                 f"{one!r}{why}")
 
 
 class Options:

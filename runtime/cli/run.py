@@ -42,14 +42,14 @@ text_embeds and text_mask); --negative-text the unconditional ones (default: zer
 
 
 RUN = SESSION.only("backend", "device") + SAMPLING + Options(
-    Option("text", "Path | None", None, "Text features file.", kind="path"),
-    Option("negative_text", "Path | None", None, "Unconditional text features file.", kind="path"),
+    Option("text", Path | None, None, "Text features file.", kind="path"),
+    Option("negative_text", Path | None, None, "Unconditional text features file.", kind="path"),
     Option("random_text", bool, False, "Seeded Gaussian text features (pipeline tests)."),
     Option("server", str | None, None, "Draw --prompt on this server of ptdit-serve run (its gRPC address), in place "
            "of ARTIFACT.", metavar="HOST:PORT"),
     Option("prompt", str | None, None, "A pipeline folder: the text to draw."),
     Option("negative_prompt", str | None, None, "A pipeline folder: the negative prompt [default: \"\"]."),
-    Option("out", "Path", None, "Latents: .npy or .safetensors; for a pipeline folder the image, .png; for a video "
+    Option("out", Path, None, "Latents: .npy or .safetensors; for a pipeline folder the image, .png; for a video "
            "pipeline .mp4, .webp, .gif, or a folder of PNG frames (no suffix).", kind="path", required=True),
     Option("force", bool, False, "Overwrite --out."),
 ) + SESSION.without("backend", "device")
@@ -76,8 +76,8 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
         text_path, negative_path, out_path = text, negative_text, out
         if artifact is None:
             assert server is not None  # artifact_argument: --server in its place
-            local = ["text", "negative_text", "random_text", "shift", "backend", "device", *TENSORRT_RUN.names(),
-                     "verify"]
+            local = ["text", "negative_text", "random_text", "shift", *TENSORRT_RUN.names(), "verify",
+                     *(name for name, value in (("backend", backend), ("device", device)) if value != "auto")]
             given = given_flags(click.get_current_context(), local)
             if given:
                 raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "

@@ -61,7 +61,7 @@ DIFF = Options(
     Option("guidance", float, DEFAULT_GUIDANCE, "Classifier-free guidance scale of the sampling run.", flag="--cfg",
            accepted=GUIDANCE, show_default=True),
     Option("blocks", bool, True, "Skip the per-block comparison.", flag="--no-blocks"),
-    Option("blocks_plan", "str | Path | None", None, "For a plan: the ptdit-build --mark-blocks plan [default: "
+    Option("blocks_plan", str | Path | None, None, "For a plan: the ptdit-build --mark-blocks plan [default: "
            "<plan stem>-blocks.plan].", kind="file"),
     Option("prompt", str, DEFAULT_PROMPT, "For a pipeline folder: the prompt run through both pipelines.",
            show_default=True),
@@ -72,7 +72,7 @@ DIFF = Options(
     Option("max_rel_l2", float | None, None, "Largest relative L2 error of an output.", accepted=GATE),
     Option("max_trajectory_rel_l2", float | None, None, "Largest relative L2 error of the latent after the sampling "
            "run.", accepted=GATE),
-    Option("out_dir", "str | Path | None", None, "Where the report and plot go [default: next to the artifact].",
+    Option("out_dir", str | Path | None, None, "Where the report and plot go [default: next to the artifact].",
            flag="--out", kind="folder"),
     Option("force", bool, False, "Overwrite an existing report and plot."),
 ) + TENSORRT_RUN + Options(VERIFY)

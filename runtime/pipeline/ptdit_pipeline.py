@@ -87,8 +87,9 @@ class PTDiTPipeline:
 
     @classmethod
     @checked(options=SESSION)
-    def from_folder(cls, folder: str | Path, backend: Any = None, device: Any = None, verify: Any = None, *,
-                    torch_precision: str | None = None, **options: Any) -> PTDiTPipeline:
+    def from_folder(cls, folder: str | Path, backend: Any = None, device: Any = None, verify: Any = None,
+                    runtime_cache_dir: Any = None, lean_runtime: Any = None, weight_budget: Any = None,
+                    torch_precision: str | None = None) -> PTDiTPipeline:
         """A pipeline folder written by ptdit-export --pipeline. backend: auto / onnxruntime / torch, or tensorrt
         with a plan of each component built into the folder by ptdit-build; device: auto / cpu / cuda (ONNX
         Runtime and torch); verify: check every file's sha256 against pipeline.json first; the TensorRT options
@@ -97,8 +98,9 @@ class PTDiTPipeline:
         if path.is_file():
             raise InputError(f"{path} is a file: a pipeline folder is a directory written by ptdit-export "
                              f"--pipeline; for a transformer .onnx or .plan use PTDiTPipeline.from_artifact")
-        components = PipelineComponents(load_pipeline(path, verify), backend, device, verify,
-                                        TensorRTOptions.of(options), torch_precision)
+        tensorrt = TensorRTOptions.of({"runtime_cache_dir": runtime_cache_dir, "lean_runtime": lean_runtime,
+                                       "weight_budget": weight_budget})
+        components = PipelineComponents(load_pipeline(path, verify), backend, device, verify, tensorrt, torch_precision)
         return cls(components.sessions["transformer"], components)
 
     @classmethod
@@ -108,14 +110,17 @@ class PTDiTPipeline:
 
     @classmethod
     @checked(options=SESSION)
-    def from_artifact(cls, artifact: str | Path, backend: Any = None, device: Any = None, verify: Any = None, *,
-                      torch_precision: str | None = None, **options: Any) -> PTDiTPipeline:
+    def from_artifact(cls, artifact: str | Path, backend: Any = None, device: Any = None, verify: Any = None,
+                      runtime_cache_dir: Any = None, lean_runtime: Any = None, weight_budget: Any = None,
+                      torch_precision: str | None = None) -> PTDiTPipeline:
         """A transformer artifact alone (.onnx or .plan with its manifest; a step graph too): text features in,
         latents out. The options are from_folder's."""
         path = Path(artifact)
         if path.is_dir():
             raise InputError(f"{path} is a folder: use PTDiTPipeline.from_folder for a pipeline folder")
-        return cls(open_session(str(path), backend, device, verify, torch_precision, TensorRTOptions.of(options)))
+        tensorrt = TensorRTOptions.of({"runtime_cache_dir": runtime_cache_dir, "lean_runtime": lean_runtime,
+                                       "weight_budget": weight_budget})
+        return cls(open_session(str(path), backend, device, verify, torch_precision, tensorrt))
 
     @checked
     def encode_prompt(self, prompt: str, name: str = "prompt") -> tuple[np.ndarray, np.ndarray]:

@@ -15,6 +15,8 @@ from pathlib import Path
 import onnx
 import pytest
 
+from conftest import on_a_terminal
+
 ROOT = Path(__file__).resolve().parents[2]
 
 if importlib.util.find_spec("tensorrt_rtx") is None:
@@ -203,7 +205,7 @@ def test_a_signal_during_a_build_is_answered_at_once_and_leaves_nothing(mid_onnx
 
     out = tmp_path / "plans"
     process = subprocess.Popen([sys.executable, "-m", "engines", str(mid_onnx), "--target", "rtx", "--out", str(out)],
-                               cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                               cwd=ROOT, stderr=subprocess.PIPE, text=True, preexec_fn=on_a_terminal)
     assert process.stderr is not None
     for line in process.stderr:
         if "Building engine" in line:

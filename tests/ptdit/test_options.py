@@ -95,6 +95,9 @@ def test_every_option_of_the_stage_commands_is_declared(index):
     for declared in options.command():
         param = params[declared.name]
         assert param.opts == [declared.cli_flag] and param.help == declared.help
+        assert param.required == declared.required, declared.name
+        if declared.required:
+            continue
         default = param.default
         if declared.multiple:
             assert list(default) == ([] if declared.default is None else
@@ -123,3 +126,24 @@ def test_every_python_face_takes_its_declared_keywords():
             assert parameters[declared.name].default == declared.default, (function.__name__, declared.name)
         assert not set(parameters) & {o.name for o in options if not o.python}
     assert "vae" not in inspect.signature(export_model).parameters  # a pipeline folder's own option
+
+
+def test_a_required_option_is_required_and_paths_may_be_any_path_like(tmp_path):
+    from pathlib import PurePosixPath
+
+    from export import export_model
+    from runtime import PTDiTPipeline
+    from runtime.cli.run import main as run
+
+    missing = CliRunner().invoke(run, [str(tmp_path / "x.onnx"), "--random-text"])
+    assert missing.exit_code == 2 and "Missing option '--out'" in missing.output
+    with pytest.raises(InputError, match=r"^checkpoint .*nothing.pt does not exist$"):  # a PurePath is a path
+        export_model(256, preset="tiny", checkpoint=PurePosixPath(tmp_path / "nothing.pt"), out_dir=tmp_path)
+    with pytest.raises(InputError, match=r"^opset must be an integer in \[18, 23\], got 17 \(the exporter writes "
+                                         r"these; LayerNormalization needs >= 17\)$"):
+        export_model(256, preset="tiny", opset=17)
+    assert list(tmp_path.iterdir()) == []
+    positional = [p.name for p in inspect.signature(PTDiTPipeline.from_folder).parameters.values()
+                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional == ["folder", "backend", "device", "verify", "runtime_cache_dir", "lean_runtime",
+                          "weight_budget", "torch_precision"]  # as before the declarations: positional calls work

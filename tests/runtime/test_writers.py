@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import on_a_terminal
 from ptdit.contract.errors import Failure, InputError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -106,6 +107,28 @@ def test_a_signal_deferred_while_the_body_fails_is_still_raised():
     assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before
     assert signal.pthread_sigmask(signal.SIG_BLOCK, []) == set()
 
+
+
+def test_a_command_started_with_sigint_ignored_keeps_ignoring_it():
+    """As Python does (and POSIX asks of a job started in the background by a shell without job control): a SIGINT
+    that was ignored when the command started stays ignored by every stage's handlers (the publish's deferral, the
+    build's); SIGTERM still stops it."""
+    from ptdit.contract.interrupts import Terminated, signals_deferred, stopping_signals
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # the test run itself may ignore it
+    try:
+        assert stopping_signals() == (signal.SIGINT, signal.SIGTERM)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        assert stopping_signals() == (signal.SIGTERM,)
+        with signals_deferred():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+        assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        with pytest.raises(Terminated), signals_deferred():
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 @needs_root
 @pytest.mark.parametrize("kind", ["mp4", "webp", "gif", "png"])
@@ -285,7 +308,7 @@ def test_a_signal_during_the_ffmpeg_write_stops_it_and_publishes_nothing(tmp_pat
     is left in the folder (nor written there later), the message says so, exit 130 / 143."""
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-c", WRITER, str(out / "clip.mp4"), "96"], cwd=ROOT,
-                               stderr=subprocess.PIPE, text=True)
+                               stderr=subprocess.PIPE, text=True, preexec_fn=on_a_terminal)
     assert process.stderr is not None
     seen: dict[int, str] = {}
     wanted = {"first frame": "frame 1", "mid-stream": "frame 48", "ffmpeg finishing": "sent"}.get(point)
@@ -322,7 +345,8 @@ def test_ctrl_c_during_ptdit_runs_mp4_write(video_pipeline, tmp_path):
     """The same through ptdit-run itself: Ctrl-C once its ffmpeg runs, exit 130, no clip, no ffmpeg left."""
     out = tmp_path / "out"
     process = subprocess.Popen([sys.executable, "-m", "runtime", str(video_pipeline), "--prompt", PROMPT, "--steps",
-                                "1", "--out", str(out / "clip.mp4")], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+                                "1", "--out", str(out / "clip.mp4")], cwd=ROOT, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=on_a_terminal)
     deadline = time.monotonic() + 120
     encoders: list[int] = []
     while not encoders:
