@@ -222,7 +222,7 @@ def check_export_options(opts: ExportOptions) -> None:
     from ptdit.windows import strided_offset
 
     for res in opts.resolutions:
-        window_for(res, opts.frames)
+        window_for(res, frames=opts.frames)
         strided_offset(geometry_for(opts, res), opts.cfg.proxy_window, opts.cfg.proxy_offset)
     if opts.step and opts.batch not in (1, 2):
         raise InputError(f"{option('step')} needs {option('batch', 2)} (the guidance pair) or 1 (unguided), got "

@@ -19,6 +19,8 @@ _EXPORTS = {
     "Geometry": "resolution",
     "geometry": "resolution",
     "window_for": "resolution",
+    "Size": "resolution",
+    "size_bins": "resolution",
     "PTDiT": "model",
     "load_checkpoint": "checkpoint",
     "read_state_dict": "checkpoint",
@@ -35,7 +37,7 @@ if TYPE_CHECKING:
     from .config import PRESETS, PTDiTConfig, preset
     from .contract.errors import InputError
     from .model import PTDiT
-    from .resolution import SUPPORTED_RESOLUTIONS, Geometry, geometry, window_for
+    from .resolution import SUPPORTED_RESOLUTIONS, Geometry, Size, geometry, size_bins, window_for
 
 
 def __getattr__(name: str) -> Any:

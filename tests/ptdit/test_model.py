@@ -3,7 +3,7 @@ import torch
 
 from conftest import model_inputs
 from ptdit import InputError, PTDiT, PTDiTConfig, preset
-from ptdit.resolution import SUPPORTED_RESOLUTIONS, latent_hw
+from ptdit.resolution import SUPPORTED_RESOLUTIONS, latent_hw, window_for
 
 
 @pytest.mark.parametrize("res", SUPPORTED_RESOLUTIONS)
@@ -14,6 +14,20 @@ def test_every_table_resolution_runs(tiny_model, res):
         out = tiny_model(*inputs)
     assert out.shape == (2, 8, side, side) and out.dtype == torch.float32
     assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("height,width,frames", [(192, 320, 1), (320, 192, 1), (128, 512, 1), (192, 320, 4)])
+def test_a_size_of_another_aspect_ratio_runs_in_its_classs_windows(tiny_model, height, width, frames):
+    inputs = model_inputs(2, (frames, height // 8, width // 8))
+    with torch.no_grad():
+        out = tiny_model(*inputs)
+        alone = tiny_model(*(x[1:] for x in inputs))
+    assert out.shape == (2, 8, *((frames,) if frames > 1 else ()), height // 8, width // 8)
+    assert torch.isfinite(out).all()
+    assert torch.allclose(out[1:], alone, atol=1e-5)  # each sample on its own, as at the square sizes
+    geo = tiny_model.geometry_of(tuple(inputs[0].shape))
+    assert geo.window == window_for(height, width, frames=frames if frames > 1 else None)
+    assert geo.grid == (frames, height // 16, width // 16)
 
 
 def test_video_grid(tiny_model):

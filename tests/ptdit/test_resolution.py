@@ -1,7 +1,16 @@
 import pytest
 
 from ptdit import InputError, geometry, window_for
-from ptdit.resolution import SUPPORTED_RESOLUTIONS, latent_hw
+from ptdit.resolution import (
+    SUPPORTED_RESOLUTIONS,
+    Size,
+    check_size,
+    grid_pixels,
+    latent_hw,
+    latent_size,
+    size_bins,
+    size_class,
+)
 
 
 @pytest.mark.parametrize("res,window", [(256, (1, 2, 2)), (512, (1, 4, 4)), (1024, (1, 8, 8)), (2048, (1, 16, 16))])
@@ -39,7 +48,44 @@ def test_window_override_is_validated():
     assert geometry((1, 64, 64), 2, window=(1, 4, 8)).window == (1, 4, 8)
     with pytest.raises(InputError, match="does not tile"):
         geometry((1, 64, 64), 2, window=(1, 5, 5))
-    with pytest.raises(InputError, match="non-square"):
-        geometry((1, 64, 32), 2)
+    assert geometry((1, 64, 32), 2).window == (1, 2, 2)  # 512 x 256: as near the 256 class as the 512, the smaller
+    with pytest.raises(InputError, match="^size 288x800 is not on the 512 class's grid: each side must be a multiple "
+                                         "of 64 pixels"):
+        geometry((1, 100, 36), 2)
     with pytest.raises(InputError, match="patch size"):
         geometry((1, 63, 63), 2)
+
+
+@pytest.mark.parametrize("res", SUPPORTED_RESOLUTIONS)
+def test_each_class_has_its_aspect_ratio_bins_on_its_grid(res):
+    """PixArt-alpha's ratios (and their reciprocals), snapped to the class's grid: 25 bins from 1:4 to 4:1, each
+    in its own class, each with its transpose, the square among them, their areas near the class's square."""
+    bins = size_bins(res)
+    grid = grid_pixels(res)
+    assert len(bins) == 25 and Size(res, res) in bins and grid == 16 * window_for(res)[2]
+    assert bins[0] == Size(2 * res, res // 2) and bins[-1] == Size(res // 2, 2 * res)  # 1:4 and 4:1 exactly
+    assert [b.ratio for b in bins] == sorted((b.ratio for b in bins), reverse=True)  # the narrowest first
+    for size in bins:
+        assert size.height % grid == 0 and size.width % grid == 0 and size_class(size.height, size.width) == res
+        assert Size(size.width, size.height) in bins
+        assert 0.9 <= size.height * size.width / res ** 2 <= 1.2
+        assert window_for(size.height, size.width) == window_for(res)
+
+
+def test_a_size_on_its_grid_is_accepted_and_another_is_refused_naming_sizes_that_are():
+    assert window_for(768, 1408) == (1, 8, 8) and latent_size(768, 1408) == (96, 176)
+    assert window_for(192, 320, frames=8) == (4, 2, 2)
+    geo = geometry((1, 96, 176), 2)
+    assert geo.grid == (1, 48, 88) and geo.windows == (1, 6, 11)
+    assert window_for(1024, 1024) == window_for(1024)  # a square size is its resolution
+    with pytest.raises(InputError) as refused:
+        window_for(720, 1280)
+    message = str(refused.value)
+    assert message == ("size 1280x720 is not on the 1024 class's grid: each side must be a multiple of 128 pixels "
+                       "(one 8 x 8 token window); nearest: 1280x640, 1280x768")
+    for named in ("1280x640", "1280x768"):
+        width, height = map(int, named.split("x"))
+        assert check_size(height, width) == 1024
+    for bad in [(0, 256), (256, -32), (256.0, 256), (True, 256)]:
+        with pytest.raises(InputError, match="is not a size: pass positive integers WIDTHxHEIGHT"):
+            check_size(*bad)

@@ -221,7 +221,7 @@ def test_no_value_has_more_than_8_dimensions(res, frames, proxy_mode, proxy_wind
     mode, interleaved proxy windows) may produce more. The exports' own rank check covers the ONNX graphs."""
     from ptdit import PTDiT, preset, window_for
 
-    window = window_for(res, frames)
+    window = window_for(res, frames=frames)
     cfg = preset("tiny").replace(depth=1, proxy_mode=proxy_mode if proxy_mode != "random" else "strided",
                                  train_proxy_mode=proxy_mode if proxy_mode == "random" else "random",
                                  proxy_window=(window[0], max(1, window[1] // 2), window[2]) if proxy_window else None)
