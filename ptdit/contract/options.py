@@ -27,7 +27,7 @@ KINDS = (*PATH_KINDS, "triple", "bytes", "")  # triple: "T,H,W"; bytes: 21474836
 @dataclass(frozen=True)
 class Option:
     name: str  # the Python keyword parameter; the command's flag is --name-with-dashes unless `flag` says otherwise
-    type: Any  # the Python parameter's annotation (a type, or a string naming types imported for type checking)
+    type: Any  # the Python parameter's annotation: a type (a string is read in the module of the function taking it)
     default: Any
     help: str
     flag: str = ""
