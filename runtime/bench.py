@@ -22,13 +22,13 @@ from typing import Any
 import click
 import numpy as np
 
-from ptdit.contract.cli_types import JsonFlagCommand, Number, version_option
+from ptdit.contract.cli_types import JsonFlagCommand, Number, declared_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import ROUNDS, STEPS
 
 from .backends.tensorrt.flavour import TensorRTOptions
-from .cli.options import tensorrt_options
+from .run_options import TENSORRT_RUN
 
 TARGET_OVERHEAD = 0.02
 
@@ -182,7 +182,7 @@ def loops_table(rows: list[dict[str, Any]]) -> str:
               help="Also time sampling steps on these backends (same artifact and inputs).")
 @click.option("--latency-steps", type=Number(STEPS), default=5, show_default=True,
               help="Sampling steps timed per --latency backend.")
-@tensorrt_options
+@declared_options(TENSORRT_RUN)
 @click.option("--json", "as_json", is_flag=True, help="Print the measurements as JSON on stdout instead of the tables.")
 @version_option
 def main(artifacts: tuple[Path, ...], artifact_options: tuple[Path, ...], loop_pairs: tuple[tuple[Path, Path], ...],

@@ -14,7 +14,7 @@ from typing import Any, Callable, Iterator
 import click
 
 from .numbers import Range
-from .options import Option, Options
+from .options import PATH_KINDS, Option, Options
 from .progress import Advance
 
 
@@ -92,7 +92,7 @@ class ByteSize(click.ParamType):
 def _click_type(declared: Option) -> Any:
     if declared.choices:
         return OneOf(declared.choices)
-    if declared.kind in ("file", "folder", "path"):
+    if declared.kind in PATH_KINDS:
         return click.Path(dir_okay=declared.kind != "file", file_okay=declared.kind != "folder", path_type=Path)
     if declared.kind:
         return {"triple": Triple(), "bytes": ByteSize()}[declared.kind]

@@ -1,20 +1,11 @@
-"""What the runtime's commands share: the options of a TensorRT plan's run, and the check of an output path.
-(How they end is ptdit.contract.errors.exit_codes, as for every command.)"""
+"""What the runtime's commands share: the check of an output path. (Their options are declared in
+runtime/run_options.py; how they end is ptdit.contract.errors.exit_codes, as for every command.)"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
-from ptdit.contract.cli_types import declared_options
 from ptdit.contract.errors import InputError
-
-from ..run_options import TENSORRT_RUN
-
-
-def tensorrt_options(command: Any) -> Any:
-    """The options of a TensorRT plan's run (--runtime-cache-dir, --lean-runtime, --weight-budget), as declared."""
-    return declared_options(TENSORRT_RUN)(command)
 
 
 def check_out(out_path: Path, suffixes: tuple[str, ...]) -> None:

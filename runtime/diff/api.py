@@ -25,13 +25,12 @@ from ptdit.contract.progress import Counter, Reporter, no_counter
 from ptdit.contract.reuse import Existing
 
 from ..backends.tensorrt.flavour import TensorRTOptions
-from ..run_options import TENSORRT_RUN, VERIFY
+from ..run_options import DEVICES, SESSION
 from .metrics import GATE, TOLERANCE
 
 COMPARED_STEPS = Range(0, STEPS.high, integer=True)  # 0: no sampling run
 REFERENCES = ("fp32", "same", "both")
 BACKENDS = ("auto", "tensorrt", "onnxruntime")
-DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_PROMPT = "a red fox in the snow"
 LOG = logging.getLogger("runtime")
 
@@ -75,7 +74,7 @@ DIFF = Options(
     Option("out_dir", str | Path | None, None, "Where the report and plot go [default: next to the artifact].",
            flag="--out", kind="folder"),
     Option("force", bool, False, "Overwrite an existing report and plot."),
-) + TENSORRT_RUN + Options(VERIFY)
+) + SESSION.without("backend", "device")  # the TensorRT run options and --no-verify, as ptdit-run's
 
 
 @checked(options=DIFF)
