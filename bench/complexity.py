@@ -39,6 +39,7 @@ def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Reporte
 
     from export.exporter import build_model, clean, strip_block_outputs, trace
     from export.spec import ExportSpec
+    from ptdit.contract.sizes import Size
 
     from .graph_macs import graph_macs
 
@@ -50,9 +51,9 @@ def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Reporte
         for res, frames in shapes:
             report(f"  counting the ONNX graph of {variant.name} ({attention} attention) at {res}"
                    + (f", {frames} frames" if frames else ""))
-            spec = ExportSpec(variant.name, res, frames, 2, 200, "fp16", 18)
-            outputs = spec.outputs(variant.out_channels, res // 8, variant.in_channels)
-            graph = trace(model, spec, spec.inputs(variant.in_channels, variant.text_dim, res // 8), outputs)
+            spec = ExportSpec(variant.name, Size(res, res), frames, 2, 200, "fp16", 18)
+            outputs = spec.outputs(variant.out_channels, variant.in_channels)
+            graph = trace(model, spec, spec.inputs(variant.in_channels, variant.text_dim), outputs)
             clean(graph, names)
             strip_block_outputs(graph, len(outputs))
             counts[(attention, res, frames)] = graph_macs(graph)

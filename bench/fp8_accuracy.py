@@ -62,7 +62,7 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: R
         report(f"  calibrating {cfg.name} at {res} ({calibrator})")
         start = time.perf_counter()
         scales[calibrator], _ = calibrate(model, CalibrationOptions(calibrator=calibrator), latent_shape, TEXT_LEN,
-                                          res, None, layers=every)
+                                          None, layers=every)
         seconds = time.perf_counter() - start
         groups = {f"set {s}": LAYER_SETS[s] for s in LAYER_SETS}
         if calibrator == "max":
@@ -79,7 +79,7 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: R
             wanted = sorted(n for n in every if layer_kind(n) in kinds)
             start = time.perf_counter()
             quantized = mtq.quantize(copy.deepcopy(model), modelopt_config(mtq, wanted), lambda m: calibrate(
-                m, CalibrationOptions(), latent_shape, TEXT_LEN, res, None, layers={}))
+                m, CalibrationOptions(), latent_shape, TEXT_LEN, None, layers={}))
             seconds = time.perf_counter() - start
             rows.append({"what": f"set {layer_set}", "calibration": "ModelOpt (FP8, max)", "layers": len(wanted),
                          "rel_l2": errors(quantized), "calibration_seconds": round(seconds, 1),

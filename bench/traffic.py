@@ -77,15 +77,16 @@ def traffic_rows(preset_name: str, resolutions: tuple[int, ...], precision: str,
     from export.exporter import build_model, clean, strip_block_outputs, trace
     from export.spec import ExportSpec
     from ptdit import preset
+    from ptdit.contract.sizes import Size
 
     cfg = preset(preset_name)
     model, _ = build_model(cfg, "fp16" if precision == "fp8" else precision)
     rows = []
     for res in resolutions:
         report(f"  tracing {cfg.name} at {res} ({precision}) and counting its data movement")
-        spec = ExportSpec(cfg.name, res, None, 2, 200, precision, 18)
-        outputs = spec.outputs(cfg.out_channels, res // 8, cfg.in_channels)
-        graph = trace(model, spec, spec.inputs(cfg.in_channels, cfg.text_dim, res // 8), outputs)
+        spec = ExportSpec(cfg.name, Size(res, res), None, 2, 200, precision, 18)
+        outputs = spec.outputs(cfg.out_channels, cfg.in_channels)
+        graph = trace(model, spec, spec.inputs(cfg.in_channels, cfg.text_dim), outputs)
         clean(graph, set(model.state_dict()))
         strip_block_outputs(graph, len(outputs))
         rows.append({"preset": preset_name, "res": res, "precision": precision, "depth": cfg.depth,

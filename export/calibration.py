@@ -23,6 +23,7 @@ from ptdit.contract.fp8 import (
 )
 from ptdit.contract.numbers import Range
 from ptdit.contract.schedule import timestep_shift, timesteps
+from ptdit.resolution import VAE_FACTOR
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,7 +137,7 @@ def read_prompts(path: Path) -> list[str]:
     return prompts
 
 
-def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, ...], text_len: int, res: int,
+def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, ...], text_len: int,
               frames: int | None, layers: dict[str, nn.Linear] | None = None,
               ) -> tuple[dict[str, LayerScales], Calibration]:
     """Run the trajectories (all at once, as one batch of guidance pairs) through `model` (fp32) and return the
@@ -161,7 +162,8 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
     text = torch.from_numpy(np.concatenate([cond, np.zeros_like(cond)]))
     mask = torch.from_numpy(np.concatenate([cond_mask, uncond_mask]))
     latent = torch.from_numpy(rng.standard_normal((n, *latent_shape[1:]), dtype=np.float32))
-    ts = timesteps(opts.steps, timestep_shift(res, frames))
+    height, width = (side * VAE_FACTOR for side in latent_shape[-2:])
+    ts = timesteps(opts.steps, timestep_shift(height, frames))  # TODO size: the published shift of (height, width)
     observer = Observer(opts.calibrator, opts.quantile or DEFAULT_PERCENTILE)
     guidance = torch.tensor([CALIBRATION_GUIDANCE])
     layers = quantized_linears(model, opts.layers) if layers is None else layers

@@ -40,7 +40,7 @@ class Wanted:
     def of(self, spec: ExportSpec) -> dict[str, Any]:
         return {"model config": self.opts.cfg.to_dict(), "weights": self.weights, "graph": spec.graph,
                 "precision": spec.precision, "batch": spec.batch, "opset": spec.opset, "frames": spec.frames,
-                "resolution": spec.res, "text length": spec.text_len, "calibration": self.calibration}
+                "size": str(spec.size), "text length": spec.text_len, "calibration": self.calibration}
 
     @cached_property
     def calibration(self) -> dict[str, Any] | None:
@@ -55,7 +55,7 @@ def recorded(manifest: OnnxManifest) -> dict[str, Any]:
             "weights": ({"source": "seeded", "seed": weights.seed} if weights.source == "seeded"
                         else {"source": weights.source, "sha256": weights.sha256, "key": weights.key}),
             "graph": export.graph, "precision": export.precision, "batch": export.batch, "opset": export.opset,
-            "frames": export.frames, "resolution": export.resolution, "text length": export.text_len,
+            "frames": export.frames, "size": str(export.image_size), "text length": export.text_len,
             "calibration": recorded_calibration(quantization) if quantization else None}
 
 

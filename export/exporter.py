@@ -194,16 +194,17 @@ def strip_build_metadata(model: onnx_ir.Model) -> None:
                 value.metadata_props.clear()
 
 
-def save(model: onnx_ir.Model, path: Path, records: dict[str, str]) -> list[Path]:
-    """Write the model (with `<name>.data` external weights when large), with `records` (what the manifest says
-    of it: ptdit.contract.graph_check.graph_records) in its metadata and none of the tracer's but each node's
-    namespace (strip_build_metadata); returns the files written. Every graph ptdit-export writes goes through here."""
+def save(model: onnx_ir.Model, path: Path, records: dict[str, str], external: bool = False) -> list[Path]:
+    """Write the model (with `<name>.data` external weights when large, or `external`), with `records` (what the
+    manifest says of it: ptdit.contract.graph_check.graph_records) in its metadata and none of the tracer's but each
+    node's namespace (strip_build_metadata); returns the files written. Every graph ptdit-export writes goes through
+    here."""
     import onnx_ir
 
     strip_build_metadata(model)
     model.producer_name = "ptdit-export"
     model.metadata_props.update(records)
-    if initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
+    if external or initializer_bytes(model) > EXTERNAL_DATA_THRESHOLD:
         data = path.with_name(path.name + ".data")
         onnx_ir.save(model, path, external_data=data.name)
         return [path, data]

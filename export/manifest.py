@@ -21,6 +21,7 @@ from ptdit.contract.onnx_manifest import (
     TensorSpec,
     Weights,
 )
+from ptdit.resolution import size_class
 
 from .spec import STEP_CARRY, STEP_SCHEDULE_LEN, ExportSpec
 
@@ -85,7 +86,9 @@ def transformer_manifest(cfg: PTDiTConfig, spec: ExportSpec, geo: Geometry, mode
         export=ExportInfo(
             graph=spec.graph, precision=spec.precision, batch=spec.batch,
             opset=spec.opset, frames=spec.frames, step=step_graph(spec), exporter=EXPORTER, tools=tool_versions(),
-            resolution=spec.res, text_len=spec.text_len, quantization=quantization),
+            resolution=spec.size.height if spec.size.square else size_class(spec.size.height, spec.size.width),
+            size=None if spec.size.square else [spec.size.height, spec.size.width], text_len=spec.text_len,
+            quantization=quantization),
         geometry=ExportGeometry(
             latent=list(inputs[0].shape[2:]), tokens=list(geo.grid), window=list(geo.window),
             windows=list(geo.windows), shift=list(geo.shift), proxy_mode=cfg.proxy_mode,

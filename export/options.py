@@ -4,6 +4,7 @@ all of it before any work starts."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -23,7 +24,8 @@ from ptdit.contract.fp8 import (
 )
 from ptdit.contract.numbers import SEED
 from ptdit.contract.options import Option, Options, as_list
-from ptdit.resolution import SUPPORTED_RESOLUTIONS, Geometry, geometry, latent_hw, window_for
+from ptdit.contract.sizes import Size, parse_size
+from ptdit.resolution import SUPPORTED_RESOLUTIONS, Geometry, geometry, size_bins, window_for
 
 from .calibration import (
     CALIBRATION_STEPS,
@@ -50,8 +52,13 @@ TORCH_DEVICES = ("auto", "cpu", "cuda")
 PathLike = str | Path | None
 
 EXPORT = Options(
-    Option("resolution", int | Sequence[int], 1024, "Image resolution in pixels; repeat for several artifacts.",
-           flag="--res", choices=SUPPORTED_RESOLUTIONS, multiple=True, show_default=True),
+    Option("resolution", int | Sequence[int] | None, None, "Square image resolution in pixels (N x N); repeat for "
+           "several sizes [default: 1024 unless --size is given].", flag="--res", choices=SUPPORTED_RESOLUTIONS,
+           multiple=True),
+    Option("size", str | Size | Sequence[str | Size] | None, None, "Image size WIDTHxHEIGHT, each side a multiple "
+           "of its class's grid (one attention window: 32, 64, 128, 256 px at the 256, 512, 1024, 2048 classes), "
+           "e.g. 1280x768; CLASS:common: that class's 1:1, 16:9, 9:16, 4:3 and 3:4 bins. Repeat for several; "
+           "several sizes share one weights file.", kind="size", multiple=True, metavar="WxH"),
     Option("frames", int | None, None, "Video: latent frame count (a multiple of 4).", accepted=FRAMES),
     Option("preset", str | None, None, "Model preset [default: xl]; qihoo-t2x for the published weights.",
            choices=tuple(sorted(PRESETS))),
@@ -121,7 +128,7 @@ EXPORT_MODEL = EXPORT.without(*PIPELINE_ONLY)
 @dataclass
 class ExportOptions:
     cfg: PTDiTConfig
-    resolutions: list[int]
+    sizes: list[Size]
     frames: int | None = None
     precision: str = "fp16"
     batch: int = 2
@@ -148,18 +155,45 @@ class PipelineOptions:
     vae_precision: str = "fp32"
 
 
-def spec_for(opts: ExportOptions, res: int, step: bool = False) -> ExportSpec:
-    return ExportSpec(opts.cfg.name, res, opts.frames, opts.batch, opts.text_len, opts.precision, opts.opset, step)
+def spec_for(opts: ExportOptions, size: Size, step: bool = False) -> ExportSpec:
+    return ExportSpec(opts.cfg.name, size, opts.frames, opts.batch, opts.text_len, opts.precision, opts.opset, step)
 
 
-def specs_for(opts: ExportOptions, res: int) -> list[ExportSpec]:
-    """The graphs one resolution gets: the noise prediction, and with --step the denoising step next to it."""
-    return [spec_for(opts, res), *([spec_for(opts, res, step=True)] if opts.step else [])]
+def specs_for(opts: ExportOptions, size: Size) -> list[ExportSpec]:
+    """The graphs one size gets: the noise prediction, and with --step the denoising step next to it."""
+    return [spec_for(opts, size), *([spec_for(opts, size, step=True)] if opts.step else [])]
 
 
-def geometry_for(opts: ExportOptions, res: int) -> Geometry:
-    side = latent_hw(res)
-    return geometry((opts.frames or 1, side, side), opts.cfg.patch_size, opts.cfg.window)
+def all_specs(opts: ExportOptions) -> list[ExportSpec]:
+    """Every graph the options ask for, size by size."""
+    return [spec for size in opts.sizes for spec in specs_for(opts, size)]
+
+
+def geometry_for(opts: ExportOptions, size: Size) -> Geometry:
+    latent = spec_for(opts, size).latent
+    return geometry((opts.frames or 1, *latent), opts.cfg.patch_size, opts.cfg.window)
+
+
+# The common aspect ratios (height / width) a CLASS:common size names: 1:1, 16:9, 9:16, 4:3, 3:4.
+COMMON_RATIOS = (1.0, 9 / 16, 16 / 9, 3 / 4, 4 / 3)
+
+
+def sizes_of(resolutions: Any, sizes: Any) -> list[Size]:
+    """The sizes asked for, in order, each once: --res N (N x N), then --size WxH or CLASS:common; none: 1024 x 1024."""
+    EXPORT["resolution"].check(resolutions)
+    wanted = [Size(res, res) for res in as_list(resolutions)] if resolutions is not None else []
+    for value in as_list(sizes) if sizes is not None else []:
+        text = value.strip() if isinstance(value, str) else ""
+        if text.endswith(":common"):
+            res_class = text.removesuffix(":common")
+            if not res_class.isdigit() or int(res_class) not in SUPPORTED_RESOLUTIONS:
+                raise InputError(f"{option('size')} {value!r}: CLASS:common takes a class of "
+                                 f"{', '.join(map(str, SUPPORTED_RESOLUTIONS))} (e.g. 1024:common)")
+            bins = size_bins(int(res_class))
+            wanted += [min(bins, key=lambda b: (abs(math.log(b.ratio / ratio)), b.height)) for ratio in COMMON_RATIOS]
+        else:
+            wanted.append(parse_size(value))
+    return list(dict.fromkeys(wanted)) or [Size(1024, 1024)]
 
 
 def artifact_files(out_dir: Path, stem: str) -> list[Path]:
@@ -193,9 +227,9 @@ def export_options(values: Mapping[str, Any]) -> ExportOptions:
     calibration = CalibrationOptions(values["calibrator"], values["percentile"], values["calibration_steps"],
                                      values["calibration_trajectories"], path["calibration_text"],
                                      path["calibration_prompts"], layers=values["fp8_layers"])
-    return ExportOptions(cfg, as_list(values["resolution"]), values["frames"], precision, values["batch"],
-                         values["text_len"], opset, Path(values["out_dir"]),
-                         str(path["checkpoint"]) if path["checkpoint"] is not None else None,
+    sizes = sizes_of(values["resolution"], values["size"])
+    return ExportOptions(cfg, sizes, values["frames"], precision, values["batch"], values["text_len"], opset,
+                         Path(values["out_dir"]), str(path["checkpoint"]) if path["checkpoint"] is not None else None,
                          values["checkpoint_key"], values["seed"], values["force"], values["checks"],
                          values["torch_device"], values["step"], calibration)
 
@@ -210,10 +244,10 @@ def pipeline_options(values: Mapping[str, Any]) -> PipelineOptions:
 
 def check_export_options(opts: ExportOptions) -> None:
     """Every bad input is reported before any work starts."""
-    if not opts.resolutions:
-        raise InputError(f"no resolution given: pass {option('resolution', 1024)}")
+    if not opts.sizes:
+        raise InputError(f"no size given: pass {option('resolution', 1024)} or {option('size', '1280x768')}")
     calibration = opts.calibration
-    EXPORT.check({"resolution": opts.resolutions, "opset": opts.opset, "frames": opts.frames,
+    EXPORT.check({"opset": opts.opset, "frames": opts.frames,
                   "precision": opts.precision, "batch": opts.batch, "text_len": opts.text_len, "seed": opts.seed,
                   "checks": opts.checks, "torch_device": opts.torch_device, "fp8_layers": calibration.layers,
                   "calibrator": calibration.calibrator, "percentile": calibration.percentile,
@@ -221,9 +255,11 @@ def check_export_options(opts: ExportOptions) -> None:
 
     from ptdit.windows import strided_offset
 
-    for res in opts.resolutions:
-        window_for(res, frames=opts.frames)
-        strided_offset(geometry_for(opts, res), opts.cfg.proxy_window, opts.cfg.proxy_offset)
+    for size in opts.sizes:
+        if not isinstance(size, Size):
+            raise InputError(f"{option('size')} takes WIDTHxHEIGHT sizes, got {size!r}")
+        window_for(size.height, size.width, frames=opts.frames)
+        strided_offset(geometry_for(opts, size), opts.cfg.proxy_window, opts.cfg.proxy_offset)
     if opts.step and opts.batch not in (1, 2):
         raise InputError(f"{option('step')} needs {option('batch', 2)} (the guidance pair) or 1 (unguided), got "
                          f"{opts.batch}")

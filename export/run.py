@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ptdit.checkpoint import state_dict_sha256
 from ptdit.contract.errors import InputError, option
+from ptdit.contract.files import file_sha256
 from ptdit.contract.fp8 import FP8
 from ptdit.contract.graph_check import graph_records
 from ptdit.contract.manifests import write_manifest
-from ptdit.contract.onnx_manifest import OnnxManifest
+from ptdit.contract.onnx_manifest import ArtifactFiles, OnnxManifest
 from ptdit.contract.outputs import Outputs
 from ptdit.contract.progress import Advance, Counter, no_counter
-from ptdit.resolution import latent_hw
+from ptdit.contract.sizes import Size
 
 from .calibration import load_calibration_text
-from .options import ExportOptions, artifact_files, check_export_options, check_level, geometry_for, specs_for
+from .options import ExportOptions, all_specs, artifact_files, check_export_options, check_level, geometry_for
 from .progress import Reporter, Stages
+from .shared_weights import SharedWeights
 from .spec import ExportSpec
 
 if TYPE_CHECKING:
@@ -68,7 +70,7 @@ def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_coun
         raise InputError(f"{option('calibration_prompts')} encodes prompts with the pipeline's text encoder: add "
                          f"{option('pipeline', True)}, or pass T5 features with {option('calibration_text')}")
     wanted = Wanted(opts)
-    specs = [spec for res in opts.resolutions for spec in specs_for(opts, res)]
+    specs = all_specs(opts)
     reused: dict[str, ExportResult] = {}
     for spec in specs:
         existing = Existing[OnnxManifest].absent() if opts.force else existing_state(opts.out_dir, spec, wanted)
@@ -106,13 +108,23 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: li
         model, weights = build_model(opts.cfg, opts.precision, opts.checkpoint, opts.checkpoint_key, opts.seed)
         weights = dataclasses.replace(weights, state_dict_sha256=state_dict_sha256(model))
     reference = Fp32Reference(opts)
-    results = []
-    for spec in specs if specs is not None else [s for res in opts.resolutions for s in specs_for(opts, res)]:
-        result = export_one(opts, spec, model, weights, report, place, reference)
+    specs = specs if specs is not None else all_specs(opts)
+    shared = SharedWeights() if len({spec.size for spec in specs}) > 1 else None
+    results, manifests = [], []
+    for spec in specs:
+        result, manifest = export_one(opts, spec, model, weights, report, place, reference, shared)
         result.seconds = {**stages.seconds, **result.seconds}
         results.append(result)
+        manifests.append(manifest)
         if advance:
             advance(spec.stem)
+    if shared is not None:  # the weights file is complete only now: its sha256 goes into every manifest
+        assert shared.path is not None
+        shared_sha = file_sha256(shared.path)
+        manifests = [dataclasses.replace(m, artifact=ArtifactFiles(m.artifact.onnx, shared.path.name, {
+            m.artifact.onnx: m.artifact.sha256[m.artifact.onnx], shared.path.name: shared_sha})) for m in manifests]
+    for result, manifest in zip(results, manifests):
+        write_manifest(place(result.manifest_path), manifest)
     return results
 
 
@@ -124,7 +136,7 @@ class Fp32Reference:
     def __init__(self, opts: ExportOptions):
         self.opts, self.kept = opts, opts.precision == FP8
         self._model: PTDiT | None = None
-        self._scales: dict[int, tuple[dict[str, LayerScales], Calibration]] = {}
+        self._scales: dict[Size, tuple[dict[str, LayerScales], Calibration]] = {}
         if opts.calibration.text_file is not None:
             text = load_calibration_text(opts.calibration.text_file, opts.text_len, opts.cfg.text_dim)
             self.opts = dataclasses.replace(opts, calibration=dataclasses.replace(opts.calibration, text=text))
@@ -141,35 +153,38 @@ class Fp32Reference:
         return model
 
     def scales(self, spec: ExportSpec, stages: Stages) -> tuple[dict[str, LayerScales], Calibration]:
-        """The FP8 scales of the spec's resolution (the step graph shares its noise prediction's)."""
+        """The FP8 scales of the spec's size (the step graph shares its noise prediction's)."""
         from .calibration import calibrate
 
-        if spec.res not in self._scales:
+        if spec.size not in self._scales:
             c = self.opts.calibration
             what = f"{c.calibrator}{f' {c.quantile}' if c.quantile is not None else ''}"
             with stages.run("calibrate", f"calibrate FP8 scales: {c.trajectories} trajectories x {c.steps} steps, "
                                          f"{what} (PyTorch fp32)"):
-                shape = spec.latent_shape(self.opts.cfg.in_channels, latent_hw(spec.res))
-                self._scales[spec.res] = calibrate(self.model(), c, shape, spec.text_len, spec.res, spec.frames)
-        return self._scales[spec.res]
+                shape = spec.latent_shape(self.opts.cfg.in_channels)
+                self._scales[spec.size] = calibrate(self.model(), c, shape, spec.text_len, spec.frames)
+        return self._scales[spec.size]
 
 
 def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Weights, report: Reporter,
-               place: Place, reference: Fp32Reference) -> ExportResult:
+               place: Place, reference: Fp32Reference, shared: SharedWeights | None = None,
+               ) -> tuple[ExportResult, OnnxManifest]:
+    """One graph written and checked, and its manifest (written by the caller, last); with `shared`, its weights
+    are moved into the shared weights file after its checks."""
     from .checks.parity import ExportedGraph
     from .checks.suite import run_checks
     from .exporter import clean, save, strip_block_outputs, trace
     from .manifest import quantization_record, transformer_manifest
     from .quantize import quantize_graph
 
-    cfg, res, geo = opts.cfg, spec.res, geometry_for(opts, spec.res)
-    side = latent_hw(res)
-    inputs = spec.inputs(cfg.in_channels, cfg.text_dim, side)
-    outputs = spec.outputs(cfg.out_channels, side, cfg.in_channels)
+    cfg, geo = opts.cfg, geometry_for(opts, spec.size)
+    inputs = spec.inputs(cfg.in_channels, cfg.text_dim)
+    outputs = spec.outputs(cfg.out_channels, cfg.in_channels)
     video = f", {opts.frames} frames" if opts.frames else ""
     what = (f"the denoising step ({'guidance pair' if spec.guided else 'unguided'})" if spec.step
             else f"batch {opts.batch}")
-    report(f"ptdit-export: {cfg.name} at {res} px{video}, {opts.precision}, {what} -> {opts.out_dir / spec.stem}.onnx")
+    report(f"ptdit-export: {cfg.name} at {spec.size} px{video}, {opts.precision}, {what} -> "
+           f"{opts.out_dir / spec.stem}.onnx")
     stages = Stages(report)
     scales, calibration = reference.scales(spec, stages) if spec.precision == FP8 else (None, None)
     prefix = "model." if spec.step else ""  # the step graph's module holds the model as .model
@@ -183,7 +198,8 @@ def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Wei
             quantize_graph(graph, scales, prefix)
     onnx_path = place(opts.out_dir / f"{spec.stem}.onnx")
     with stages.run("write", "write ONNX"):
-        files = save(graph, onnx_path, graph_records(cfg.to_dict(), spec.precision, spec.graph))
+        files = save(graph, onnx_path, graph_records(cfg.to_dict(), spec.precision, spec.graph),
+                     external=shared is not None)
     del graph
     gc.collect()
     checks: dict[str, Any] = {"skipped": True}
@@ -193,9 +209,10 @@ def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Wei
         checks = run_checks(exported, level, opts.torch_device, reference.model, stages)
     quantization = (quantization_record(scales, calibration, opts.calibration.layers)
                     if scales is not None and calibration else None)
+    if shared is not None:
+        with stages.run("share", "store the weights once, in the weights file all sizes share"):
+            files = [onnx_path, shared.absorb(onnx_path)]
     manifest = transformer_manifest(cfg, spec, geo, model, weights, files, inputs, outputs, block_names, checks,
                                     quantization)
-    manifest_path = place(opts.out_dir / f"{spec.stem}.json")
-    write_manifest(manifest_path, manifest)
-    final = [opts.out_dir / f.name for f in [*files, manifest_path]]
-    return ExportResult(final[0], final[-1], final, checks, dict(stages.seconds))
+    final = [opts.out_dir / f.name for f in [*files, Path(f"{spec.stem}.json")]]
+    return ExportResult(final[0], final[-1], final, checks, dict(stages.seconds)), manifest

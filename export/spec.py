@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from ptdit.contract.dtypes import PRECISION_DTYPES
 from ptdit.contract.numbers import Range
 from ptdit.contract.onnx_manifest import TensorSpec
+from ptdit.contract.sizes import Size
+from ptdit.resolution import VAE_FACTOR
 
 PRECISIONS = tuple(PRECISION_DTYPES)
 FLOAT_PRECISIONS = ("fp32", "fp16", "bf16")  # what the pipeline's text encoder offers
@@ -39,7 +41,7 @@ class ExportSpec:
     """Everything that determines the bytes of one artifact (besides the weights)."""
 
     preset: str
-    res: int
+    size: Size
     frames: int | None
     batch: int
     text_len: int
@@ -51,7 +53,7 @@ class ExportSpec:
     def stem(self) -> str:
         frames = f"-f{self.frames}" if self.frames else ""
         step = "-step" if self.step else ""
-        return f"ptdit-{self.preset}-{self.res}{frames}-b{self.batch}-{self.precision}{step}"
+        return f"ptdit-{self.preset}-{self.size.name}{frames}-b{self.batch}-{self.precision}{step}"
 
     @property
     def graph(self) -> str:
@@ -63,13 +65,16 @@ class ExportSpec:
         """A step graph mixes a (cond, uncond) batch with classifier-free guidance; batch 1 is unguided."""
         return self.step and self.batch == 2
 
-    def latent_shape(self, in_channels: int, latent_side: int, batch: int | None = None) -> tuple[int, ...]:
-        b = self.batch if batch is None else batch
-        if self.frames:
-            return (b, in_channels, self.frames, latent_side, latent_side)
-        return (b, in_channels, latent_side, latent_side)
+    @property
+    def latent(self) -> tuple[int, int]:
+        """The latent's (height, width)."""
+        return self.size.height // VAE_FACTOR, self.size.width // VAE_FACTOR
 
-    def inputs(self, in_channels: int, text_dim: int, latent_side: int) -> list[TensorSpec]:
+    def latent_shape(self, in_channels: int, batch: int | None = None) -> tuple[int, ...]:
+        b = self.batch if batch is None else batch
+        return (b, in_channels, *([self.frames] if self.frames else []), *self.latent)
+
+    def inputs(self, in_channels: int, text_dim: int) -> list[TensorSpec]:
         # Float I/O stays fp32 at every precision: the graph casts on entry and exit, so callers and the
         # sampler never convert, and the fp32 timestep feeds the fp32 sinusoid island.
         b, length = self.batch, self.text_len
@@ -77,20 +82,20 @@ class ExportSpec:
                 TensorSpec("text_mask", (b, length), "int64")]
         if self.step:  # one latent: the guidance pair is formed inside the graph
             return [
-                TensorSpec("latent", self.latent_shape(in_channels, latent_side, batch=1), "float32"),
+                TensorSpec("latent", self.latent_shape(in_channels, batch=1), "float32"),
                 TensorSpec("step", (1,), "int64"),
                 TensorSpec("schedule", (STEP_SCHEDULE_LEN,), "float32"),
                 *text,
                 *([TensorSpec("guidance", (1,), "float32")] if self.guided else []),
             ]
-        return [TensorSpec("latent", self.latent_shape(in_channels, latent_side), "float32"),
+        return [TensorSpec("latent", self.latent_shape(in_channels), "float32"),
                 TensorSpec("timestep", (b,), "float32"), *text]
 
-    def outputs(self, out_channels: int, latent_side: int, in_channels: int) -> list[TensorSpec]:
+    def outputs(self, out_channels: int, in_channels: int) -> list[TensorSpec]:
         if self.step:
-            return [TensorSpec("latent_next", self.latent_shape(in_channels, latent_side, batch=1), "float32"),
+            return [TensorSpec("latent_next", self.latent_shape(in_channels, batch=1), "float32"),
                     TensorSpec("step_next", (1,), "int64")]
-        return [TensorSpec("noise_pred", self.latent_shape(out_channels, latent_side), "float32")]
+        return [TensorSpec("noise_pred", self.latent_shape(out_channels), "float32")]
 
 
 def block_output_name(index: int) -> str:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from .contract.errors import InputError
+from .contract.sizes import Size
 
 VAE_FACTOR = 8
 TOKEN_PIXELS = VAE_FACTOR * 2  # image pixels per token side (the VAE's factor x the patch)
@@ -27,22 +28,6 @@ PIXART_RATIOS = (0.25, 0.26, 0.27, 0.28, 0.32, 0.33, 0.35, 0.4, 0.42, 0.48, 0.5,
                  0.82, 0.88, 0.94, 1.0, 1.07, 1.13, 1.21, 1.29, 1.38, 1.46, 1.67, 1.75, 2.0, 2.09, 2.4, 2.5, 3.0, 4.0)
 
 Triple = tuple[int, int, int]
-
-
-@dataclass(frozen=True)
-class Size:
-    """An image size in pixels; written WIDTHxHEIGHT, as --size takes it."""
-
-    height: int
-    width: int
-
-    def __str__(self) -> str:
-        return f"{self.width}x{self.height}"
-
-    @property
-    def ratio(self) -> float:
-        """height / width, as PixArt's bins are keyed."""
-        return self.height / self.width
 
 
 def _accepted() -> str:
@@ -179,8 +164,7 @@ def geometry(latent_fhw: Triple, patch_size: int, window: Triple | None = None) 
         raise InputError(f"latent {height}x{width} is not divisible by the patch size {patch_size}")
     grid = (frames, height // patch_size, width // patch_size)
     if window is None:
-        image = resolution_of_latent(height), resolution_of_latent(width)
-        window = window_for(image[0], None if height == width else image[1], frames=video_frames)
+        window = window_for(resolution_of_latent(height), resolution_of_latent(width), frames=video_frames)
     else:
         check_frames(video_frames)
         window = tuple(int(w) for w in window)  # type: ignore[assignment]

@@ -22,6 +22,7 @@ from ptdit.contract.outputs import Outputs
 from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, PipelineManifest, TilePlan, VaeDecoderEntry
 from ptdit.contract.progress import Counter, no_counter
 from ptdit.contract.reuse import Existing
+from ptdit.contract.sizes import Size
 from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
 from ptdit.resolution import VAE_FACTOR, latent_hw
 from ptdit.vae import LATENT_SCALE
@@ -92,7 +93,7 @@ def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporte
     check_export_options(opts)
     wanted = Wanted(opts)
     todo = []
-    for res in opts.resolutions:
+    for res in [size.height for size in opts.sizes]:
         existing = Existing[None].absent() if opts.force else pipeline_state(opts, pipe, res, wanted)
         existing.refuse_if_stale("replace it")
         if existing.state == "current":
@@ -108,7 +109,7 @@ def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporte
                     export_pipeline(opts, pipe, res, staged[res], report)
                     advance(pipeline_dir(opts, res).name)
             outputs.commit()
-    return [PipelineExport(pipeline_dir(opts, res), res not in todo) for res in opts.resolutions]
+    return [PipelineExport(pipeline_dir(opts, res), res not in todo) for res in [size.height for size in opts.sizes]]
 
 
 def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted: Wanted) -> Existing[None]:
@@ -122,7 +123,7 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
         verify_files(folder, manifest.files, "pipeline.json", "")
     except InputError as e:
         return Existing.stale(f"{folder} cannot be used ({e.template.rstrip('; ')})")
-    spec = spec_for(opts, res)
+    spec = spec_for(opts, Size(res, res))
     transformer = existing_state(folder, spec, wanted)
     if transformer.state == "absent":
         return Existing.stale(f"{folder} holds the transformer {manifest.transformer}, not {spec.stem}.onnx (another "
@@ -132,7 +133,7 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
     if (manifest.step_graph is not None) != opts.step:
         return Existing.stale(f"{folder} was exported {'with' if manifest.step_graph else 'without'} {option('step')}")
     if opts.step:
-        step_spec = spec_for(opts, res, step=True)
+        step_spec = spec_for(opts, Size(res, res), step=True)
         step = existing_state(folder, step_spec, wanted)
         if manifest.step_graph != f"{step_spec.stem}.onnx" or step.state == "absent":
             return Existing.stale(f"{folder} holds the step graph {manifest.step_graph}, not {step_spec.stem}.onnx")
@@ -180,7 +181,7 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: 
     with stages.run("negative_prompt", "encode the negative prompt \"\" in fp32, one layer at a time"):
         negative = negative_embedding(exported_encoder, tokenizer, opts.text_len, work / "negative.npz")
     del exported_encoder  # T5 is out of memory before the transformer (and its fp32 calibration model) is built
-    graphs = export_graphs(dataclasses.replace(opts, resolutions=[res], out_dir=work), report, lambda p: p)
+    graphs = export_graphs(dataclasses.replace(opts, sizes=[Size(res, res)], out_dir=work), report, lambda p: p)
     transformer = graphs[0]  # then, with --step, the step graph
     decoder, vae_weights = vae_decoder(pipe)
     plan, chunks, shapes = decode_plan(res, opts.frames)

@@ -13,9 +13,11 @@ from typing import Any, Callable, Iterator
 
 import click
 
+from .errors import InputError
 from .numbers import Range
 from .options import PATH_KINDS, Option, Options
 from .progress import Advance
+from .sizes import parse_size
 
 
 class Number(click.ParamType):
@@ -67,6 +69,23 @@ class Triple(click.ParamType):
         return parts[0], parts[1], parts[2]
 
 
+class SizeText(click.ParamType):
+    """An image size WIDTHxHEIGHT (1280x720), or a set of sizes a stage names (1024:common), as text: the stage reads
+    it against its resolution table."""
+
+    name = "WxH"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
+        text = str(value).strip()
+        if not text.endswith(":common"):
+            try:
+                parse_size(text)
+            except InputError:
+                self.fail(f"expected WIDTHxHEIGHT in pixels (e.g. 1280x720) or CLASS:common (e.g. 1024:common), got "
+                          f"{value!r}", param, ctx)
+        return text
+
+
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
 
 
@@ -95,7 +114,7 @@ def _click_type(declared: Option) -> Any:
     if declared.kind in PATH_KINDS:
         return click.Path(dir_okay=declared.kind != "file", file_okay=declared.kind != "folder", path_type=Path)
     if declared.kind:
-        return {"triple": Triple(), "bytes": ByteSize()}[declared.kind]
+        return {"triple": Triple(), "bytes": ByteSize(), "size": SizeText()}[declared.kind]
     return Number(declared.accepted) if declared.accepted is not None else None
 
 

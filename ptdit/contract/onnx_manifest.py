@@ -9,6 +9,7 @@ from typing import Any, ClassVar
 
 from .fp8 import Quantization
 from .records import Record, optional
+from .sizes import Size
 
 ONNX_SCHEMA = "ptdit-onnx/1"
 
@@ -73,10 +74,19 @@ class ExportInfo(Record):
     # Exports made before step graphs (2026-11-25) lack the next two: they read as noise-prediction graphs.
     graph: str = "noise_prediction"  # "noise_prediction", "step", "text_encoder", "vae_decoder"
     step: StepGraph | None = None
-    resolution: int | None = optional()  # the transformer's
+    resolution: int | None = optional()  # the transformer's: its square side, or the class of a size that is not square
+    size: list[int] | None = optional()  # the transformer's [height, width], where it is not square
     text_len: int | None = optional()  # the transformer's and the text encoder's
     latent: list[int] | None = optional()  # a VAE decoder tile's latent [h, w], or [t, h, w] (video)
     quantization: Quantization | None = optional()  # an FP8 export's (ptdit.contract.fp8)
+
+
+    @property
+    def image_size(self) -> Size | None:
+        """The transformer's image size (None: a component's export)."""
+        if self.size is not None:
+            return Size(*self.size)
+        return Size(self.resolution, self.resolution) if self.resolution is not None else None
 
 
 @dataclass(frozen=True)

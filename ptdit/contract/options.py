@@ -21,7 +21,7 @@ from .numbers import Range
 
 # How a command reads a value (a bool without a kind is a flag; choices and ranges are read as such).
 PATH_KINDS = ("file", "folder", "path")  # a path to a file, to a folder, or to either
-KINDS = (*PATH_KINDS, "triple", "bytes", "")  # triple: "T,H,W"; bytes: 2147483648, 512M, 2G
+KINDS = (*PATH_KINDS, "triple", "bytes", "size", "")  # triple: "T,H,W"; bytes: 2147483648, 512M, 2G; size: WxH
 
 
 @dataclass(frozen=True)

@@ -136,7 +136,7 @@ def test_the_two_calibrators_and_the_fake_quantized_model(tiny_model):
     from ptdit.fp8 import fake_quantized
 
     shape = (2, 4, 32, 32)
-    scales = {c: calibrate(tiny_model, CalibrationOptions(calibrator=c, layers="all"), shape, 12, 256, None)
+    scales = {c: calibrate(tiny_model, CalibrationOptions(calibrator=c, layers="all"), shape, 12, None)
               for c in ("max", "percentile")}
     maxed, pct = scales["max"][0], scales["percentile"][0]
     assert set(maxed) == set(pct) and len(maxed) == 2 * 24 + 2  # every block Linear, the caption projection's 2

@@ -140,7 +140,7 @@ def test_bad_inputs_name_the_problem(tiny_model):
         ((latent, timestep, text[..., :100], mask), "text_embeds must be"),
         ((latent, timestep, text, mask[:, :3]), "text_mask must be"),
         ((latent.long(), timestep, text, mask), "floating-point"),
-        ((latent[..., :24, :24], timestep, text, mask), "unsupported resolution 192"),
+        ((latent[..., :26, :26], timestep, text, mask), "size 208x208 is not on the 256 class's grid"),
         ((torch.zeros(2, 4, 6, 32, 32), timestep, text, mask), "multiple of 4"),
     ]
     for args, message in cases:
