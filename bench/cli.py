@@ -17,14 +17,25 @@ import click
 
 from export.spec import FRAMES, PRECISIONS
 from ptdit.config import PRESETS
-from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, console_options, version_option
+from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, SizeText, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
 from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import CLIENTS, INSTANCES, REQUESTS, ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
-from . import build_cost, complexity, export_cost, fp8_accuracy, gpu, runtime_cost, serve_load, traffic, video
+from . import (
+    build_cost,
+    complexity,
+    export_cost,
+    fp8_accuracy,
+    gpu,
+    runtime_cost,
+    serve_load,
+    sizes_cost,
+    traffic,
+    video,
+)
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
 
@@ -75,6 +86,7 @@ def report(line: str) -> None:
 Examples:
   ptdit-bench complexity --results bench.json
   ptdit-bench export --preset tiny --res 256 --json
+  ptdit-bench sizes --preset xl --size 1024:common --build   (one size against five, weights stored once)
   ptdit-bench build --res 256 --config '' --config '--opt-level 0'     (TensorRT-RTX, no GPU needed)
   ptdit-bench runtime
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
@@ -137,6 +149,27 @@ def export_command(preset_name: str, resolutions: tuple[int, ...], precision: st
             measured = export_cost.run_export(args + ["--checks", checks])
         rows.append({"preset": preset_name, "res": res, "precision": precision, "checks": checks, "measured": measured})
     publish("export", f"{export_cost.export_table(rows)}\n{export_cost.TARGETS_LINE}", rows, as_json, json_path)
+
+
+@main.command("sizes", cls=JsonFlagCommand)
+@PRESET_OPTION
+@click.option("--size", "sizes", type=SizeText(), multiple=True, default=["1024:common"], show_default=True,
+              help="Sizes exported together (repeat; CLASS:common: that class's five common ratios).")
+@PRECISION_OPTION
+@click.option("--build/--no-build", default=False, show_default=True,
+              help="Also build each size's plan with TensorRT-RTX.")
+@results_options
+def sizes_command(preset_name: str, sizes: tuple[str, ...], precision: str, build: bool, as_json: bool,
+                  json_path: Path | None) -> None:
+    """ptdit-export of one size against one export of several (the weights stored once): wall time, peak RSS and
+    disk, and their ratios; with --build, each size's plan."""
+    from export.options import sizes_of
+
+    asked = [str(size) for size in sizes_of(None, list(sizes))]
+    if len(asked) < 2:
+        raise click.UsageError("pass two sizes or more (--size), or a CLASS:common set")
+    result = sizes_cost.sizes_rows(preset_name, asked, precision, build, report)
+    publish("sizes", sizes_cost.sizes_table(result), result, as_json, json_path)
 
 
 @main.command("build", cls=JsonFlagCommand)

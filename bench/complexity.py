@@ -6,22 +6,28 @@ from __future__ import annotations
 from typing import Any
 
 from ptdit.contract.progress import Reporter
+from ptdit.contract.sizes import Size
 
 PAPER_RATIOS = {256: 0.343, 512: 0.097, 1024: 0.047, 2048: 0.023}  # Qihoo-T2X, attention cost vs full attention
 RESOLUTIONS = (256, 512, 1024, 2048)
+# 16:9, 9:16, 4:3 and 3:4 of the 1024 class (ptdit-export --size 1024:common, with 1024 x 1024)
+SIZES = (Size(768, 1408), Size(1408, 768), Size(896, 1152), Size(1152, 896))
 VIDEO = ((256, 8), (256, 16), (512, 8), (512, 16))  # res, latent frames (29 and 61 frames out)
+Shape = tuple[int | Size, int | None]  # a square side or a size, and latent frames
 
 
 def complexity_rows(preset_name: str, onnx: bool, report: Reporter) -> list[dict[str, Any]]:
     from ptdit import attention_cost_ratio, count_macs, preset
 
     cfg = preset(preset_name)
-    shapes: list[tuple[int, int | None]] = [(r, None) for r in RESOLUTIONS] + list(VIDEO)
+    shapes: list[Shape] = [(r, None) for r in RESOLUTIONS] + [(s, None) for s in SIZES] + list(VIDEO)
     rows = []
     counted = graph_counts(cfg, shapes, report) if onnx else {}
     for res, frames in shapes:
-        row: dict[str, Any] = {"res": res, "frames": frames, "analytic_ratio": attention_cost_ratio(res, frames),
-                               "paper_ratio": PAPER_RATIOS.get(res) if frames is None else None}
+        row: dict[str, Any] = {"res": res if isinstance(res, int) else str(res), "frames": frames,
+                               "analytic_ratio": attention_cost_ratio(res, frames),
+                               "paper_ratio": PAPER_RATIOS.get(res) if frames is None and isinstance(res, int)
+                               else None}
         for attention in ("proxy", "full"):
             macs = count_macs(cfg.replace(attention=attention), res, frames, batch=2)
             row[attention] = {"linear": macs.linear, "attention": macs.attention}
@@ -33,13 +39,12 @@ def complexity_rows(preset_name: str, onnx: bool, report: Reporter) -> list[dict
     return rows
 
 
-def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Reporter) -> dict[Any, Any]:
+def graph_counts(cfg: Any, shapes: list[Shape], report: Reporter) -> dict[Any, Any]:
     """Trace the real model (seeded weights; nothing written) at each shape and count its graph."""
     import gc
 
     from export.exporter import build_model, clean, strip_block_outputs, trace
     from export.spec import ExportSpec
-    from ptdit.contract.sizes import Size
 
     from .graph_macs import graph_macs
 
@@ -51,7 +56,8 @@ def graph_counts(cfg: Any, shapes: list[tuple[int, int | None]], report: Reporte
         for res, frames in shapes:
             report(f"  counting the ONNX graph of {variant.name} ({attention} attention) at {res}"
                    + (f", {frames} frames" if frames else ""))
-            spec = ExportSpec(variant.name, Size(res, res), frames, 2, 200, "fp16", 18)
+            spec = ExportSpec(variant.name, res if isinstance(res, Size) else Size(res, res), frames, 2, 200, "fp16",
+                              18)
             outputs = spec.outputs(variant.out_channels, variant.in_channels)
             graph = trace(model, spec, spec.inputs(variant.in_channels, variant.text_dim), outputs)
             clean(graph, names)

@@ -5,18 +5,20 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import PTDiTConfig
-from .resolution import Geometry, geometry, latent_hw
+from .contract.sizes import Size
+from .resolution import Geometry, geometry, latent_size
 from .windows import proxy_split
 
 DEFAULT_TEXT_LEN = 200  # model_max_length of the published Qihoo-T2X config
 
 
-def _geometry(cfg: PTDiTConfig | None, res: int, frames: int | None) -> Geometry:
-    side = latent_hw(res)
-    return geometry((frames or 1, side, side), cfg.patch_size if cfg else 2, cfg.window if cfg else None)
+def _geometry(cfg: PTDiTConfig | None, res: int | Size, frames: int | None) -> Geometry:
+    size = res if isinstance(res, Size) else Size(res, res)
+    latent = latent_size(size.height, size.width)
+    return geometry((frames or 1, *latent), cfg.patch_size if cfg else 2, cfg.window if cfg else None)
 
 
-def attention_cost_ratio(res: int, frames: int | None = None) -> float:
+def attention_cost_ratio(res: int | Size, frames: int | None = None) -> float:
     """The paper's PT-DiT / full-attention cost ratio 1/P^2 + 1/P + 2P/N (P tokens per window, N tokens):
     proxy self-attention, proxy-to-token cross-attention, window and shifted-window attention, against N^2."""
     geo = _geometry(None, res, frames)
@@ -49,9 +51,9 @@ def _attention(dim: int, queries: int, keys: int) -> MacCount:
 
 
 def count_macs(
-    cfg: PTDiTConfig, res: int, frames: int | None = None, batch: int = 1, text_len: int = DEFAULT_TEXT_LEN
+    cfg: PTDiTConfig, res: int | Size, frames: int | None = None, batch: int = 1, text_len: int = DEFAULT_TEXT_LEN
 ) -> MacCount:
-    """Exact multiply-add count of PTDiT(cfg) at this resolution (cfg.attention="full" counts the
+    """Exact multiply-add count of PTDiT(cfg) at this resolution, or size (cfg.attention="full" counts the
     full-attention DiT of the same width and depth)."""
     geo = _geometry(cfg, res, frames)
     d, n, p, n_windows = cfg.hidden_size, geo.num_tokens, geo.window_size, geo.num_windows

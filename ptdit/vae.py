@@ -250,11 +250,10 @@ def published_decode(decoder: Callable[[Tensor], Tensor], latent: Tensor) -> Ten
     in place into its right and lower neighbours over the plan's blend (weight y / blend), then cropped."""
     video = latent.ndim == 5
     frames = int(latent.shape[2]) if video else None
-    side = int(latent.shape[-1])
-    plan = tile_plan(side, frames, VAE_FACTOR)
+    plan = tile_plan(int(latent.shape[-2]), int(latent.shape[-1]), frames, VAE_FACTOR)
 
     def tiled(z: Tensor) -> Tensor:
-        rows = [[decoder(z[..., i:i + plan.tile, j:j + plan.tile]) for j in plan.starts] for i in plan.starts]
+        rows = [[decoder(z[..., i:i + plan.tile, j:j + plan.tile]) for j in plan.column_starts] for i in plan.starts]
         for i, row in enumerate(rows):
             for j, tile in enumerate(row):
                 for earlier, axis in ((rows[i - 1][j] if i else None, -2), (row[j - 1] if j else None, -1)):

@@ -36,3 +36,14 @@ SAMPLING = Options(
     Option("seed", int, 0, "Seed of the initial noise.", accepted=SEED, show_default=True),
     Option("shift", float | None, None, "Timestep shift [default: sqrt(H*W)/512, as published].", accepted=SHIFT),
 )
+# The size a pipeline folder's picture is given back at (ptdit-run's flags, PTDiTPipeline.__call__'s keywords).
+SIDE = Range(8, 16384, integer=True)  # pixels; a multiple of 8 (runtime.pipeline.sizes)
+IMAGE_SIZE = Options(
+    Option("height", int | None, None, "A pipeline folder: the image height in pixels, a multiple of 8 [default: "
+           "the folder's first size].", accepted=SIDE),
+    Option("width", int | None, None, "A pipeline folder: the image width in pixels, a multiple of 8.",
+           accepted=SIDE),
+    Option("use_resolution_binning", bool, True, "Refuse a --height x --width the folder does not hold, in place "
+           "of drawing the folder's size nearest in aspect ratio and resizing and centre-cropping it.",
+           flag="--no-resolution-binning"),
+)

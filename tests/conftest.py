@@ -50,11 +50,28 @@ def tiny_model() -> PTDiT:
 def pipelines(tmp_path_factory) -> dict[int, Path]:
     """Tiny pipeline folders (ptdit-export --pipeline, default checks) at 256 and 1024, made once per run."""
     out = tmp_path_factory.mktemp("pipelines")
-    result = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--res", "1024",
-                             "--pipeline", "--out", str(out)], cwd=Path(__file__).resolve().parent.parent,
-                            capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
+    runs = [subprocess.Popen([sys.executable, "-m", "export", "--preset", "tiny", "--res", str(res), "--pipeline",
+                              "--out", str(out)], cwd=Path(__file__).resolve().parent.parent,
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for res in (256, 1024)]
+    for run in runs:  # a folder each (one command's sizes make one folder)
+        _, stderr = run.communicate(timeout=900)
+        assert run.returncode == 0, stderr
     return {res: out / f"ptdit-tiny-{res}-pipeline" for res in (256, 1024)}
+
+
+# 16:9 and 9:16 of the 1024 class (its 1024:common bins), tiled by the VAE decode on both axes
+SIZED = ("1408x768", "768x1408")
+
+
+@pytest.fixture(scope="session")
+def sized_pipeline(tmp_path_factory) -> Path:
+    """A tiny pipeline folder of two sizes that are not square (ptdit-export --size ... --size ... --pipeline)."""
+    out = tmp_path_factory.mktemp("sized")
+    sizes = [arg for size in SIZED for arg in ("--size", size)]
+    result = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", *sizes, "--pipeline", "--out",
+                             str(out)], cwd=Path(__file__).resolve().parent.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out / f"ptdit-tiny-{'+'.join(SIZED)}-pipeline"
 
 
 @pytest.fixture(scope="session")

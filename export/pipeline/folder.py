@@ -19,12 +19,18 @@ from ptdit.contract.files import file_sha256, verify_files
 from ptdit.contract.manifests import read_manifest, write_manifest
 from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
-from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2, PipelineManifest, TilePlan, VaeDecoderEntry
+from ptdit.contract.pipeline_manifest import (
+    COMPONENT_MAX_REL_L2,
+    PipelineManifest,
+    PipelineSize,
+    TilePlan,
+    VaeDecoderEntry,
+)
 from ptdit.contract.progress import Counter, no_counter
 from ptdit.contract.reuse import Existing
 from ptdit.contract.sizes import Size
 from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
-from ptdit.resolution import VAE_FACTOR, latent_hw
+from ptdit.resolution import VAE_FACTOR, latent_size
 from ptdit.vae import LATENT_SCALE
 
 from ..existing import CHECK_ORDER, Wanted, checked_level, existing_state
@@ -42,18 +48,25 @@ from .components import (
 )
 
 
-def pipeline_dir(opts: ExportOptions, res: int) -> Path:
+def pipeline_dir(opts: ExportOptions) -> Path:
+    """The one folder of a run: named by its sizes (one square size: ptdit-<preset>-1024-pipeline, as before sizes)."""
     frames = f"-f{opts.frames}" if opts.frames else ""
-    return opts.out_dir / f"ptdit-{opts.cfg.name}-{res}{frames}-pipeline"
+    return opts.out_dir / f"ptdit-{opts.cfg.name}-{'+'.join(size.name for size in opts.sizes)}{frames}-pipeline"
 
 
-def decode_plan(res: int, frames: int | None) -> tuple[TilePlan, tuple[tuple[int, int], ...] | None,
-                                                   list[tuple[int, ...]]]:
-    """The published VAE decode of a resolution (and clip length): its tile plan, its causal chunks (video) and the
+def decode_plan(size: Size, frames: int | None) -> tuple[TilePlan, tuple[tuple[int, int], ...] | None,
+                                                       list[tuple[int, ...]]]:
+    """The published VAE decode of a size (and clip length): its tile plan, its causal chunks (video) and the
     latent shapes it calls the decoder with (an ONNX each)."""
-    side = latent_hw(res)
-    plan, chunks = tile_plan(side, frames, VAE_FACTOR), temporal_chunks(frames) if frames else None
-    return plan, chunks, decoder_shapes(plan, chunks, side, side)
+    height, width = latent_size(size.height, size.width)
+    plan, chunks = tile_plan(height, width, frames, VAE_FACTOR), temporal_chunks(frames) if frames else None
+    return plan, chunks, decoder_shapes(plan, chunks, height, width)
+
+
+def decoder_tiles(opts: ExportOptions) -> list[tuple[int, ...]]:
+    """Every latent shape the decode of any of the sizes needs, largest first, each once."""
+    shapes = {shape for size in opts.sizes for shape in decode_plan(size, opts.frames)[2]}
+    return sorted(shapes, reverse=True)
 
 
 def shape_name(shape: tuple[int, ...]) -> str:
@@ -87,35 +100,29 @@ class PipelineExport:
 
 def export_pipelines(opts: ExportOptions, pipe: PipelineOptions, report: Reporter,
                      counter: Counter = no_counter) -> list[PipelineExport]:
-    """One folder per resolution, all published together at the end (ptdit.contract.outputs). A folder already
-    there and up to date (pipeline_state) is reused; a stale one is refused unless `opts.force`."""
+    """The folder of every size asked for, published at the end (ptdit.contract.outputs). A folder already there
+    and up to date (pipeline_state) is reused; a stale one is refused unless `opts.force`."""
     check_pipeline_options(opts, pipe)
     check_export_options(opts)
-    wanted = Wanted(opts)
-    todo = []
-    for res in [size.height for size in opts.sizes]:
-        existing = Existing[None].absent() if opts.force else pipeline_state(opts, pipe, res, wanted)
-        existing.refuse_if_stale("replace it")
-        if existing.state == "current":
-            report(f"ptdit-export --pipeline: {pipeline_dir(opts, res)} is up to date (same components, weights and "
-                   f"options); it is reused")
-        else:
-            todo.append(res)
-    if todo:
-        with Outputs(opts.force) as outputs:
-            staged = {res: outputs.claim(pipeline_dir(opts, res), folder=True) for res in todo}
-            with counter("exporting", len(todo), "folder") as advance:
-                for res in todo:
-                    export_pipeline(opts, pipe, res, staged[res], report)
-                    advance(pipeline_dir(opts, res).name)
-            outputs.commit()
-    return [PipelineExport(pipeline_dir(opts, res), res not in todo) for res in [size.height for size in opts.sizes]]
+    folder = pipeline_dir(opts)
+    existing = Existing[None].absent() if opts.force else pipeline_state(opts, pipe, Wanted(opts))
+    existing.refuse_if_stale("replace it")
+    if existing.state == "current":
+        report(f"ptdit-export --pipeline: {folder} is up to date (same components, weights and options); it is reused")
+        return [PipelineExport(folder, True)]
+    with Outputs(opts.force) as outputs:
+        staged = outputs.claim(folder, folder=True)
+        with counter("exporting", 1, "folder") as advance:
+            export_pipeline(opts, pipe, staged, report)
+            advance(folder.name)
+        outputs.commit()
+    return [PipelineExport(folder, False)]
 
 
-def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted: Wanted) -> Existing[None]:
+def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, wanted: Wanted) -> Existing[None]:
     """Absent when the folder is not there, current when its files match pipeline.json and every component was
     exported from the weights and with the options asked for now, else stale, saying why."""
-    folder = pipeline_dir(opts, res)
+    folder = pipeline_dir(opts)
     if not folder.exists():
         return Existing.absent()
     try:
@@ -123,25 +130,16 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
         verify_files(folder, manifest.files, "pipeline.json", "")
     except InputError as e:
         return Existing.stale(f"{folder} cannot be used ({e.template.rstrip('; ')})")
-    spec = spec_for(opts, Size(res, res))
-    transformer = existing_state(folder, spec, wanted)
-    if transformer.state == "absent":
-        return Existing.stale(f"{folder} holds the transformer {manifest.transformer}, not {spec.stem}.onnx (another "
-                              f"precision, batch or text length)")
-    if transformer.state == "stale":
-        return Existing.stale(transformer.why)
-    if (manifest.step_graph is not None) != opts.step:
-        return Existing.stale(f"{folder} was exported {'with' if manifest.step_graph else 'without'} {option('step')}")
-    if opts.step:
-        step_spec = spec_for(opts, Size(res, res), step=True)
-        step = existing_state(folder, step_spec, wanted)
-        if manifest.step_graph != f"{step_spec.stem}.onnx" or step.state == "absent":
-            return Existing.stale(f"{folder} holds the step graph {manifest.step_graph}, not {step_spec.stem}.onnx")
-        if step.state == "stale":
-            return Existing.stale(step.why)
-    plan, chunks, shapes = decode_plan(res, opts.frames)
-    decode, wanted_tiles = manifest.vae_decoder, sorted(shape_name(shape) for shape in shapes)
-    if sorted(decode.tiles) != wanted_tiles or decode.plan != plan or decode.chunks != chunks:
+    entries = manifest.size_entries()
+    if [entry.size for entry in entries] != opts.sizes:
+        return Existing.stale(f"{folder} holds the sizes {', '.join(str(e.size) for e in entries)}, not "
+                              f"{', '.join(map(str, opts.sizes))}")
+    for size, entry in zip(opts.sizes, entries):
+        stale = _transformer_state(opts, folder, size, entry, wanted)
+        if stale is not None:
+            return stale
+    decode, wanted_tiles = manifest.vae_decoder, sorted(shape_name(shape) for shape in decoder_tiles(opts))
+    if sorted(decode.tiles) != wanted_tiles or decode.chunks != (temporal_chunks(opts.frames) if opts.frames else None):
         return Existing.stale(f"{folder} holds VAE decoders of {sorted(decode.tiles)}, its decode needs {wanted_tiles}")
     vae_weights = ({"source": "seeded"} if pipe.vae is None
                    else {"source": "checkpoint", "sha256": file_sha256(pipe.vae)})
@@ -164,10 +162,36 @@ def pipeline_state(opts: ExportOptions, pipe: PipelineOptions, res: int, wanted:
     return Existing.current()
 
 
-def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: Path, report: Reporter) -> None:
-    """The folder of one resolution, made at `work`."""
+def _transformer_state(opts: ExportOptions, folder: Path, size: Size, entry: PipelineSize,
+                       wanted: Wanted) -> Existing[None] | None:
+    """None when the size's transformer graphs and decode plan are those asked for, else why they are stale."""
+    spec = spec_for(opts, size)
+    transformer = existing_state(folder, spec, wanted)
+    if transformer.state == "absent":
+        return Existing.stale(f"{folder} holds the transformer {entry.transformer}, not {spec.stem}.onnx (another "
+                              f"precision, batch or text length)")
+    if transformer.state == "stale":
+        return Existing.stale(transformer.why)
+    if (entry.step_graph is not None) != opts.step:
+        return Existing.stale(f"{folder} was exported {'with' if entry.step_graph else 'without'} {option('step')}")
+    if opts.step:
+        step_spec = spec_for(opts, size, step=True)
+        step = existing_state(folder, step_spec, wanted)
+        if entry.step_graph != f"{step_spec.stem}.onnx" or step.state == "absent":
+            return Existing.stale(f"{folder} holds the step graph {entry.step_graph}, not {step_spec.stem}.onnx")
+        if step.state == "stale":
+            return Existing.stale(step.why)
+    plan, _, _ = decode_plan(size, opts.frames)
+    if entry.plan != plan:
+        return Existing.stale(f"{folder} decodes {size} with the tile plan {entry.plan.to_dict()}, the published "
+                              f"decode's is {plan.to_dict()}")
+    return None
+
+
+def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, work: Path, report: Reporter) -> None:
+    """The folder of every size, made at `work`."""
     work.mkdir()
-    report(f"ptdit-export --pipeline: {pipeline_dir(opts, res)}")
+    report(f"ptdit-export --pipeline: {pipeline_dir(opts)}")
     stages = Stages(report)
     encoder, tokenizer, encoder_weights = text_encoder(pipe)
     prompts = opts.calibration.prompts_file
@@ -181,18 +205,25 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, res: int, work: 
     with stages.run("negative_prompt", "encode the negative prompt \"\" in fp32, one layer at a time"):
         negative = negative_embedding(exported_encoder, tokenizer, opts.text_len, work / "negative.npz")
     del exported_encoder  # T5 is out of memory before the transformer (and its fp32 calibration model) is built
-    graphs = export_graphs(dataclasses.replace(opts, sizes=[Size(res, res)], out_dir=work), report, lambda p: p)
-    transformer = graphs[0]  # then, with --step, the step graph
+    graphs = export_graphs(dataclasses.replace(opts, out_dir=work), report, lambda p: p)
+    per_size = 2 if opts.step else 1  # export_graphs gives each size's noise prediction, then its step graph
     decoder, vae_weights = vae_decoder(pipe)
-    plan, chunks, shapes = decode_plan(res, opts.frames)
     level = check_level(opts.checks)
     tiles = {shape_name(shape): export_vae_tile(decoder, vae_weights, shape, pipe, work, stages, level)
-             for shape in shapes}
-    decoder_entry = VaeDecoderEntry(tiles, plan, latent_scale=f"applied inside the decoder (1 / {LATENT_SCALE})",
+             for shape in decoder_tiles(opts)}
+    entries = []
+    for i, size in enumerate(opts.sizes):
+        plan, _, _ = decode_plan(size, opts.frames)
+        own = graphs[i * per_size:(i + 1) * per_size]
+        entries.append(PipelineSize(size.height, size.width, own[0].onnx_path.name, plan,
+                                    own[1].onnx_path.name if opts.step else None))
+    first, chunks = entries[0], temporal_chunks(opts.frames) if opts.frames else None
+    decoder_entry = VaeDecoderEntry(tiles, first.plan, latent_scale=f"applied inside the decoder (1 / {LATENT_SCALE})",
                                     output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8", chunks=chunks)
+    one_square = len(entries) == 1 and first.height == first.width  # written as before sizes
     manifest = PipelineManifest(
-        resolution=res, transformer=transformer.onnx_path.name, text_encoder=text, tokenizer="tokenizer.json",
-        negative_prompt=negative, vae_decoder=decoder_entry, frames=opts.frames,
-        step_graph=graphs[1].onnx_path.name if opts.step else None,
+        resolution=graphs[0].manifest.export.resolution, transformer=first.transformer, text_encoder=text,
+        tokenizer="tokenizer.json", negative_prompt=negative, vae_decoder=decoder_entry, frames=opts.frames,
+        step_graph=first.step_graph, sizes=None if one_square else tuple(entries),
         sha256={f.name: file_sha256(f) for f in sorted(work.iterdir()) if f.is_file()})
     write_manifest(work / "pipeline.json", manifest)

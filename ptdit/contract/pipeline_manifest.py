@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from .records import Record, optional
+from .sizes import Size
 
 PIPELINE_SCHEMA = "ptdit-pipeline/1"
 # Largest relative L2 error of a component's artifact against its PyTorch fp32 reference (its own weights), per
@@ -35,17 +36,26 @@ class NegativePrompt(Record):
 
 @dataclass(frozen=True)
 class TilePlan(Record):
-    """The published tiled VAE decode of one resolution (computed by the export, carried out by the runtime)."""
+    """The published tiled VAE decode of one size (computed by the export, carried out by the runtime). Rows and
+    columns are tiled on their own: a tile at (starts[i], column_starts[j]) is the latent [i:i + tile, j:j + tile]
+    (cut at the latent's edge); `tile`, `blend` and `keep` hold for both axes."""
 
-    starts: tuple[int, ...]  # latent offsets of the tile rows (and columns: square latents)
+    starts: tuple[int, ...]  # latent offsets of the tile rows (and of the columns, unless `columns` says otherwise)
     tile: int  # latent tile side
     factor: int  # pixels per latent pixel
     blend: int  # pixels blended across a tile border
     keep: int  # pixels of each tile kept (the last tile: all of it)
+    # latent offsets of the tile columns where they differ from the rows' (latents that are not square); None:
+    # the same, so the plans of square latents are written as before
+    columns: tuple[int, ...] | None = optional()
+
+    @property
+    def column_starts(self) -> tuple[int, ...]:
+        return self.columns or self.starts
 
     @property
     def tiled(self) -> bool:
-        return len(self.starts) > 1
+        return len(self.starts) > 1 or len(self.column_starts) > 1
 
 
 @dataclass(frozen=True)
@@ -57,6 +67,26 @@ class VaeDecoderEntry(Record):
     # video: the latent frame ranges [start, end) decoded one after the other (vae_decode.temporal_chunks);
     # every chunk after the first drops its first decoded frame
     chunks: tuple[tuple[int, int], ...] | None = optional()
+
+
+@dataclass(frozen=True)
+class PipelineSize(Record):
+    """One image size a pipeline folder holds: its transformer graphs and its VAE decode's plan (the decoder tiles
+    every size needs are in the folder's vae_decoder.tiles)."""
+
+    height: int
+    width: int
+    transformer: str
+    plan: TilePlan
+    step_graph: str | None = optional()
+
+    @property
+    def size(self) -> Size:
+        return Size(self.height, self.width)
+
+    @property
+    def sampler_graph(self) -> str:
+        return self.step_graph or self.transformer
 
 
 @dataclass(frozen=True)
@@ -75,11 +105,21 @@ class PipelineManifest(Record):
     schema: str = PIPELINE_SCHEMA
     frames: int | None = optional()  # video: latent frames (1 + 4 (frames - 1) frames out); None: an image
     step_graph: str | None = optional()  # --step: the step graph's ONNX, which the runtime samples with
+    # Every size of a folder of several sizes, or of one that is not square, the first (the default) being the one
+    # resolution, transformer, step_graph and vae_decoder.plan name; absent: the one square size those name.
+    sizes: tuple[PipelineSize, ...] | None = optional()
 
     @property
     def sampler_graph(self) -> str:
         """The transformer graph the pipeline samples with: the step graph when there is one."""
         return self.step_graph or self.transformer
+
+    def size_entries(self) -> tuple[PipelineSize, ...]:
+        """The folder's sizes, the default first."""
+        if self.sizes:
+            return self.sizes
+        return (PipelineSize(self.resolution, self.resolution, self.transformer, self.vae_decoder.plan,
+                             self.step_graph),)
 
     @property
     def is_video(self) -> bool:

@@ -16,7 +16,7 @@ from ptdit.contract.options import Option, Options
 from ptdit.contract.outputs import Outputs
 
 from ..backends.tensorrt.flavour import TensorRTOptions
-from ..run_options import SAMPLING, SESSION, TENSORRT_RUN
+from ..run_options import IMAGE_SIZE, SAMPLING, SESSION, TENSORRT_RUN
 from .options import check_out
 
 EXAMPLES = """\b
@@ -52,7 +52,7 @@ RUN = SESSION.only("backend", "device") + SAMPLING + Options(
     Option("out", Path, None, "Latents: .npy or .safetensors; for a pipeline folder the image, .png; for a video "
            "pipeline .mp4, .webp, .gif, or a folder of PNG frames (no suffix).", kind="path", required=True),
     Option("force", bool, False, "Overwrite --out."),
-) + SESSION.without("backend", "device")
+) + IMAGE_SIZE + SESSION.without("backend", "device")
 
 
 @click.command(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
@@ -63,7 +63,8 @@ RUN = SESSION.only("backend", "device") + SAMPLING + Options(
 def main(artifact: Path | None, backend: str, device: str, steps: int, guidance: float, seed: int,
          shift: float | None, text: Path | None, negative_text: Path | None, random_text: bool,
          server: str | None, prompt: str | None, negative_prompt: str | None, out: Path, force: bool,
-         verify: bool, as_json: bool, debug: bool, console: Console, **tensorrt_run: Any) -> None:
+         height: int | None, width: int | None, use_resolution_binning: bool, verify: bool, as_json: bool,
+         debug: bool, console: Console, **tensorrt_run: Any) -> None:
     """Sample a latent from ARTIFACT, an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free
     guidance), or an image from ARTIFACT, a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder,
     a PNG); a video pipeline folder gives a clip (.mp4, .webp, .gif or a folder of PNG frames).
@@ -74,6 +75,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
     with exit_codes("ptdit-run", debug, flags=RUN.flags()):
         options = TensorRTOptions.of(tensorrt_run)
         text_path, negative_path, out_path = text, negative_text, out
+        size = {"height": height, "width": width, "use_resolution_binning": use_resolution_binning}
         if artifact is None:
             assert server is not None  # artifact_argument: --server in its place
             local = ["text", "negative_text", "random_text", "shift", *TENSORRT_RUN.names(), "verify",
@@ -82,15 +84,16 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
             if given:
                 raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "
                                  f"the server runs its own pipeline: drop {'them' if len(given) > 1 else 'it'}")
-            summary = run_on_server(server, prompt, negative_prompt, steps, guidance, seed, out_path, force, console)
+            summary = run_on_server(server, prompt, negative_prompt, steps, guidance, seed, out_path, force, console,
+                                    **size)
         elif artifact.is_dir():
             if text_path or negative_path or random_text:
                 raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
-                                   out_path, force, verify, options, console)
+                                   out_path, force, verify, options, console, **size)
         else:
             given = [flag for flag, value in (("--prompt", prompt), ("--negative-prompt", negative_prompt))
-                     if value is not None]
+                     if value is not None] + given_flags(click.get_current_context(), IMAGE_SIZE.names())
             if given:
                 raise InputError(f"{' and '.join(given)} {'need' if len(given) > 1 else 'needs'} a pipeline folder "
                                  f"(ptdit-export --pipeline); {artifact.name} takes text features: --text FILE (and "
@@ -112,7 +115,8 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
 
 
 def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, steps: int, guidance: float, seed: int,
-                  out_path: Path, force: bool, console: Console | None = None) -> dict[str, Any]:
+                  out_path: Path, force: bool, console: Console | None = None, height: int | None = None,
+                  width: int | None = None, use_resolution_binning: bool = True) -> dict[str, Any]:
     """The image of the pipeline a server of ptdit-serve runs, written as run_pipeline writes it."""
     from ..pipeline.text_to_image import write_png
     from ..serve.client import check_address, generate
@@ -125,10 +129,10 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
     with Outputs(force) as outputs:
         staged = outputs.claim(out_path)
         console.line(f"ptdit-run: {url}, {steps} steps, cfg {guidance}, seed {seed}")
-        result = generate(url, prompt, negative_prompt, seed, steps, guidance)
+        result = generate(url, prompt, negative_prompt, seed, steps, guidance, height, width, use_resolution_binning)
         for name, seconds in result.timings.items():
             console.line(f"  {name}: {seconds:.2f} s (on the server)")
-        metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed)
+        metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed, height, width)
         write_png(staged, result.pixels, metadata)
         outputs.commit()
     return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.timings,
@@ -136,10 +140,11 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
 
 
 def pipeline_metadata(prompt: str, negative_prompt: str | None, pipeline: str, steps: int, guidance: float,
-                      seed: int) -> dict[str, Any]:
+                      seed: int, height: int | None = None, width: int | None = None) -> dict[str, Any]:
     """The PNG's text chunks: the same from a folder and from a server, so the same seed gives the same bytes."""
+    size = {"size": f"{width}x{height}"} if height is not None and width is not None else {}
     return {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
-            "pipeline": pipeline, "steps": steps, "cfg": guidance, "seed": seed}
+            "pipeline": pipeline, "steps": steps, "cfg": guidance, "seed": seed, **size}
 
 
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
@@ -187,9 +192,10 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
 
 def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | None, backend: str, device: str,
                  steps: int, guidance: float, seed: int, shift: float | None, out_path: Path, force: bool,
-                 verify: bool, tensorrt: TensorRTOptions | None = None,
-                 console: Console | None = None) -> dict[str, Any]:
-    """The image (a PNG) or for a video folder the clip (video_file's kinds) of `prompt`."""
+                 verify: bool, tensorrt: TensorRTOptions | None = None, console: Console | None = None,
+                 height: int | None = None, width: int | None = None,
+                 use_resolution_binning: bool = True) -> dict[str, Any]:
+    """The image (a PNG) or for a video folder the clip (video_file's kinds) of `prompt`, at height x width."""
     import numpy as np
 
     from ..pipeline.folder import load_pipeline
@@ -213,19 +219,24 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
         with PTDiTPipeline.from_folder(folder_path, backend, device, verify,
                                        runtime_cache_dir=options.runtime_cache_dir, lean_runtime=options.lean_runtime,
                                        weight_budget=options.weight_budget) as pipe:
-            console.line(f"ptdit-run: {folder_path.name}, {steps} steps, cfg {guidance}, seed {seed}")
             assert pipe.components is not None  # from_folder: the folder's components
-            with console.counter("sampling", steps, "step") as step_done, \
-                    console.counter("decoding", pipe.components.tiles(), "tile") as tile_done:
-                try:
+            try:
+                drawn, wanted = pipe.size_for(height, width, use_resolution_binning)
+                drawn_at = f" (drawn at {drawn}, resized and cropped)" if drawn != wanted else ""
+                console.line(f"ptdit-run: {folder_path.name}, {wanted}{drawn_at}, {steps} steps, cfg {guidance}, "
+                             f"seed {seed}")
+                with console.counter("sampling", steps, "step") as step_done, \
+                        console.counter("decoding", pipe.components.tiles(drawn), "tile") as tile_done:
                     result = pipe(prompt, negative_prompt, steps, guidance, seed, shift=shift,
                                   callback_on_step_end=lambda i, t, latent: step_done(f"t={t:7.2f}"),
-                                  on_tile=lambda: tile_done(""))
-                except InputError as e:  # named as this command names them
-                    raise e.renamed(COMMAND_NAMES) from None
+                                  on_tile=lambda: tile_done(""), height=height, width=width,
+                                  use_resolution_binning=use_resolution_binning)
+            except InputError as e:  # named as this command names them
+                raise e.renamed(COMMAND_NAMES) from None
             for name, seconds in result.timings.items():
                 console.line(f"  {name}: {seconds:.2f} s")
-            metadata = pipeline_metadata(prompt, negative_prompt, folder_path.name, steps, guidance, seed)
+            metadata = pipeline_metadata(prompt, negative_prompt, folder_path.name, steps, guidance, seed, height,
+                                         width)
             if video:
                 assert isinstance(result.frames, list)
                 frames = [np.asarray(frame) for frame in result.frames[0]]

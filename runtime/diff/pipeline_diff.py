@@ -14,6 +14,7 @@ import numpy as np
 from ptdit.contract.errors import InputError
 from ptdit.contract.pipeline_manifest import COMPONENT_MAX_REL_L2
 from ptdit.contract.progress import Counter, Reporter, no_counter
+from ptdit.contract.sizes import Size
 
 from ..pipeline.folder import component_path, load_pipeline
 from ..pipeline.ptdit_pipeline import COMMAND_NAMES, PTDiTPipeline
@@ -54,17 +55,17 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
     result: dict[str, Any] = {"schema": PIPELINE_REPORT_SCHEMA, "pipeline": folder_path.name, "prompt": prompt,
                               "seed": options.seed, "components": {}}
     failures: list[str] = []
-    report(f"ptdit-diff: {folder_path.name}: the transformer")
-    transformer = run_diff(component_path(folder, m.transformer, backend), replace(options, references=("fp32",)),
-                           report, counter)
-    result["components"]["transformer"] = transformer
-    failures += [f"transformer: {f}" for f in transformer["failures"]]
-    if m.step_graph is not None:  # the graph the pipeline samples with
-        report(f"ptdit-diff: {folder_path.name}: the step graph")
-        step = run_diff(component_path(folder, m.step_graph, backend), replace(options, references=("fp32",)),
-                        report, counter)
-        result["components"]["step_graph"] = step
-        failures += [f"step graph: {f}" for f in step["failures"]]
+    entries = m.size_entries()
+    for i, entry in enumerate(entries):  # each size's transformer (and step graph): the first is "transformer"
+        at = "" if i == 0 else f" {entry.size}"
+        graphs = [("transformer", entry.transformer), *([("step_graph", entry.step_graph)] if entry.step_graph else [])]
+        for label, name in graphs:
+            report(f"ptdit-diff: {folder_path.name}: the {label.replace('_', ' ')}{at}")
+            diff = run_diff(component_path(folder, name, backend), replace(options, references=("fp32",)), report,
+                            counter)
+            result["components"][f"{label}{at}"] = diff
+            failures += [f"{label.replace('_', ' ')}{at}: {f}" for f in diff["failures"]]
+    precision = result["components"]["transformer"]["precision"]
 
     with PipelineComponents(folder, backend, options.device, options.verify, options.tensorrt) as components:
         ids, mask = components.tokenizer(prompt)
@@ -80,44 +81,56 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
             result["components"][label] = entry
             if not within(entry["rel_l2"], entry["max_rel_l2"]):
                 failures.append(f"{label}: relative L2 {entry['rel_l2']:.3g} > {entry['max_rel_l2']:g}")
-        report(f"ptdit-diff: {folder_path.name}: the whole pipeline, prompt to pixels")
         steps = options.steps or 10
-        pipe = PTDiTPipeline(components.sessions["transformer"], components)
-        got_pixels = _draw(pipe, prompt, steps, options, counter, "pipeline (artifacts)")
+        pipe = PTDiTPipeline(components.transformer(entries[0].size), components)
+        got = {}
+        for entry in entries:
+            report(f"ptdit-diff: {folder_path.name}: the whole pipeline at {entry.size}, prompt to pixels")
+            got[entry.size] = _draw(pipe, prompt, steps, options, counter, f"pipeline (artifacts) {entry.size}",
+                                    entry.size)
         backends = {name: session.backend for name, session in components.sessions.items()}
     with PTDiTPipeline.from_folder(folder_path, "torch", options.device, options.verify,
                                    torch_precision="fp32") as reference:
-        expected_pixels = _draw(reference, prompt, steps, options, counter, "pipeline (PyTorch fp32)")
-    precision = transformer["precision"]
-    value, least = psnr(got_pixels, expected_pixels), MIN_PSNR_DB[precision]
-    pictures = {"steps": steps, "psnr_db": value, "min_psnr_db": least,
-                "max_abs": int(np.abs(got_pixels.astype(np.int16) - expected_pixels).max()),
-                "mean_abs": float(np.abs(got_pixels.astype(np.float64) - expected_pixels).mean()), "backends": backends}
-    if m.is_video:
-        per_frame = [psnr(a, b) for a, b in zip(got_pixels, expected_pixels)]
-        worst = int(np.argmin(per_frame))
-        result["video"] = {**pictures, "video_frames": len(per_frame), "psnr_db_per_frame": per_frame,
-                           "worst_frame": worst, "worst_frame_psnr_db": per_frame[worst]}
-        value = per_frame[worst]  # the clip passes when its worst frame would pass as an image
-        if not value >= least:
-            failures.append(f"video: frame {worst} PSNR {value:.1f} dB < {least:g} dB")
-    else:
-        result["image"] = pictures
-        if not value >= least:  # NaN fails
-            failures.append(f"image: PSNR {value:.1f} dB < {least:g} dB")
+        for i, entry in enumerate(entries):  # the first size is "image" (or "video"), as in a folder of one
+            expected = _draw(reference, prompt, steps, options, counter, f"pipeline (PyTorch fp32) {entry.size}",
+                             entry.size)
+            key = ("video" if m.is_video else "image") + ("" if i == 0 else f" {entry.size}")
+            result[key] = _judged(got[entry.size], expected, m.is_video, MIN_PSNR_DB[precision], steps, backends,
+                                  key, failures)
     result["failures"] = failures
     result["passed"] = not failures
     return result
 
 
+def _judged(got_pixels: np.ndarray, expected_pixels: np.ndarray, video: bool, least: float, steps: int,
+            backends: dict[str, str], key: str, failures: list[str]) -> dict[str, Any]:
+    """The artifacts' picture against PyTorch's: PSNR and differences (a video's per frame; it passes when its
+    worst frame would pass as an image); a failure is added to `failures`."""
+    value = psnr(got_pixels, expected_pixels)
+    pictures = {"steps": steps, "psnr_db": value, "min_psnr_db": least,
+                "max_abs": int(np.abs(got_pixels.astype(np.int16) - expected_pixels).max()),
+                "mean_abs": float(np.abs(got_pixels.astype(np.float64) - expected_pixels).mean()), "backends": backends}
+    if video:
+        per_frame = [psnr(a, b) for a, b in zip(got_pixels, expected_pixels)]
+        worst = int(np.argmin(per_frame))
+        pictures.update(video_frames=len(per_frame), psnr_db_per_frame=per_frame, worst_frame=worst,
+                        worst_frame_psnr_db=per_frame[worst])
+        if not per_frame[worst] >= least:
+            failures.append(f"{key}: frame {worst} PSNR {per_frame[worst]:.1f} dB < {least:g} dB")
+    elif not value >= least:  # NaN fails
+        failures.append(f"{key}: PSNR {value:.1f} dB < {least:g} dB")
+    return pictures
+
+
 def _draw(pipe: PTDiTPipeline, prompt: str, steps: int, options: DiffOptions, counter: Counter,
-          label: str) -> np.ndarray:
-    """The pipeline's uint8 image [H, W, 3] (a video's frames [F, H, W, 3]) of `prompt` (its errors in ptdit-diff's
-    terms)."""
+          label: str, size: Size) -> np.ndarray:
+    """The pipeline's uint8 image [H, W, 3] (a video's frames [F, H, W, 3]) of `prompt` at `size` (its errors in
+    ptdit-diff's terms)."""
     with counter(label, steps, "step") as advance:
         try:
             out = pipe(prompt, num_inference_steps=steps, guidance_scale=options.guidance, seed=options.seed,
-                       callback_on_step_end=lambda i, t, latent: advance(f"t={t:7.2f}"))
+                       callback_on_step_end=lambda i, t, latent: advance(f"t={t:7.2f}"), height=size.height,
+                       width=size.width)
         except InputError as e:
             raise e.renamed(COMMAND_NAMES) from None
     if out.frames is not None:

@@ -83,7 +83,7 @@ def pipeline_table(result: dict[str, Any]) -> str:
     lines = [f"{result['pipeline']}: prompt {result['prompt']!r}, seed {result['seed']}", "",
              "| component | artifact | backend | rel L2 | max abs | cosine |", "| --- | --- | --- | --- | --- | --- |"]
     for label, entry in result["components"].items():
-        if label in ("transformer", "step_graph"):
+        if label.split(" ")[0] in ("transformer", "step_graph"):  # each size's: "transformer 768x1408"
             out = entry["references"]["fp32"]["outputs"]
             m = next(iter(out.values()))
             lines.append(f"| {label.replace('_', ' ')} | {entry['artifact']} | {entry['backend']} | "
@@ -91,17 +91,19 @@ def pipeline_table(result: dict[str, Any]) -> str:
         else:
             lines.append(f"| {label} | {entry['artifact']} | {entry['backend']} | {entry['rel_l2']:.3e} | "
                          f"{entry['max_abs']:.3e} | {entry['cosine']:.6f} |")
-    if "video" in result:
-        clip = result["video"]
-        lines += ["", f"video after {clip['steps']} steps against the PyTorch fp32 pipeline: worst frame "
-                      f"{clip['worst_frame']} of {clip['video_frames']} PSNR {clip['worst_frame_psnr_db']:.2f} dB (min "
-                      f"{clip['min_psnr_db']:g}), clip PSNR {clip['psnr_db']:.2f} dB, max abs {clip['max_abs']} / 255, "
-                      f"mean abs {clip['mean_abs']:.3f}"]
-    else:
-        image = result["image"]
-        lines += ["", f"image after {image['steps']} steps against the PyTorch fp32 pipeline: PSNR "
-                      f"{image['psnr_db']:.2f} dB (min {image['min_psnr_db']:g}), max abs {image['max_abs']} / 255, "
-                      f"mean abs {image['mean_abs']:.3f}"]
+    for key in (k for k in result if k.split(" ")[0] in ("image", "video")):  # one per size, the first unnamed
+        pictures, at = result[key], key.partition(" ")[2]
+        where = f" at {at}" if at else ""
+        if key.startswith("video"):
+            lines += ["", f"video{where} after {pictures['steps']} steps against the PyTorch fp32 pipeline: worst "
+                          f"frame {pictures['worst_frame']} of {pictures['video_frames']} PSNR "
+                          f"{pictures['worst_frame_psnr_db']:.2f} dB (min {pictures['min_psnr_db']:g}), clip PSNR "
+                          f"{pictures['psnr_db']:.2f} dB, max abs {pictures['max_abs']} / 255, mean abs "
+                          f"{pictures['mean_abs']:.3f}"]
+        else:
+            lines += ["", f"image{where} after {pictures['steps']} steps against the PyTorch fp32 pipeline: PSNR "
+                          f"{pictures['psnr_db']:.2f} dB (min {pictures['min_psnr_db']:g}), max abs "
+                          f"{pictures['max_abs']} / 255, mean abs {pictures['mean_abs']:.3f}"]
     lines += ["", "PASSED" if result["passed"] else "FAILED: " + "; ".join(result["failures"])]
     return "\n".join(lines)
 

@@ -27,6 +27,7 @@ import numpy as np
 from ptdit.contract.arguments import checked
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.sizes import Size
 
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
@@ -35,6 +36,7 @@ from ..sampling.step_sampler import make_sampler
 from ..sampling.text import TextConditioning, make_conditioning
 from ..session import open_session
 from .folder import load_pipeline
+from .sizes import choose_size, fit_array, fit_image
 from .text_to_image import PipelineComponents
 from .tiling import to_uint8, to_unit
 
@@ -101,12 +103,12 @@ class PTDiTPipeline:
         tensorrt = TensorRTOptions.of({"runtime_cache_dir": runtime_cache_dir, "lean_runtime": lean_runtime,
                                        "weight_budget": weight_budget})
         components = PipelineComponents(load_pipeline(path, verify), backend, device, verify, tensorrt, torch_precision)
-        return cls(components.sessions["transformer"], components)
+        return cls(components.transformer(components.sizes[0]), components)
 
     @classmethod
     def from_components(cls, components: PipelineComponents) -> PTDiTPipeline:
         """A pipeline on components opened otherwise (a served pipeline's, whose sessions call Triton models)."""
-        return cls(components.sessions["transformer"], components)
+        return cls(components.transformer(components.sizes[0]), components)
 
     @classmethod
     @checked(options=SESSION)
@@ -138,7 +140,8 @@ class PTDiTPipeline:
                  prompt_attention_mask: np.ndarray | None = None, negative_prompt_embeds: np.ndarray | None = None,
                  negative_prompt_attention_mask: np.ndarray | None = None, output_type: OutputType | None = None,
                  shift: float | None = None, callback_on_step_end: StepCallback | None = None,
-                 on_tile: Callable[[], None] | None = None) -> PTDiTPipelineOutput:
+                 on_tile: Callable[[], None] | None = None, height: int | None = None, width: int | None = None,
+                 use_resolution_binning: bool = True) -> PTDiTPipelineOutput:
         """Sample one image per prompt and per `num_images_per_prompt`; image i of the call (prompt-major)
         starts from the noise of `seed + i`, so the first is the image ptdit-run --seed gives.
 
@@ -151,19 +154,42 @@ class PTDiTPipeline:
         ptdit.contract.schedule.timestep_shift). callback_on_step_end(step, timestep, latent) is called after each
         step (with a step graph, each call copies the latent to the host); on_tile() after each VAE tile decoded.
         A video folder gives .frames in place of .images, decoded chunk by chunk (one chunk's pixels in float at a
-        time)."""
+        time). height, width (multiples of 8; default: the folder's first size): a size the folder holds is drawn
+        as it is; with use_resolution_binning (the default) any other is drawn at the folder's size nearest in
+        aspect ratio, then resized and centre-cropped to exactly height x width (latents stay at the size drawn);
+        without it, a size the folder does not hold is refused."""
         try:
+            size = self.size_for(height, width, use_resolution_binning)
             return self._call(prompt, negative_prompt, num_inference_steps, guidance_scale, seed,
                               num_images_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
-                              negative_prompt_attention_mask, output_type, shift, callback_on_step_end, on_tile)
+                              negative_prompt_attention_mask, output_type, shift, callback_on_step_end, on_tile, size)
         except InputError as e:
             raise e.renamed(API_NAMES) from None
+
+    @property
+    def sizes(self) -> tuple[Size, ...]:
+        """The image sizes this pipeline draws at, the default first."""
+        if self.components is not None:
+            return self.components.sizes
+        size = self.transformer.artifact.export.image_size
+        assert size is not None  # __init__: a transformer's
+        return (size,)
+
+    def size_for(self, height: int | None, width: int | None, binning: bool) -> tuple[Size, Size]:
+        """(the size drawn, the size given back) for height x width."""
+        if self.components is None and (height, width) != (None, None):
+            choose_size(self.sizes, height, width, True)  # the values' own checks
+            if Size(height or 0, width or 0) not in self.sizes:
+                raise InputError(f"{self.transformer.artifact.path.name} draws latents of {self.sizes[0]} only: pass "
+                                 f"that size, or none, or use a pipeline folder of the size")
+        drawn = choose_size(self.sizes, height, width, binning)
+        return drawn, drawn if height is None or width is None else Size(height, width)
 
     def _call(self, prompt: Prompts | None, negative_prompt: Prompts | None, steps: int, guidance: float, seed: int,
               per_prompt: int, prompt_embeds: np.ndarray | None, prompt_mask: np.ndarray | None,
               negative_embeds: np.ndarray | None, negative_mask: np.ndarray | None, output_type: OutputType | None,
-              shift: float | None, callback: StepCallback | None,
-              on_tile: Callable[[], None] | None) -> PTDiTPipelineOutput:
+              shift: float | None, callback: StepCallback | None, on_tile: Callable[[], None] | None,
+              size: tuple[Size, Size]) -> PTDiTPipelineOutput:
         output_type = output_type or ("pil" if self.components else "latent")
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"{option('output_type')} must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -182,17 +208,19 @@ class PTDiTPipeline:
         timings["encode"] = time.perf_counter() - start
         count = len(texts) * per_prompt
         SEED.check(f"{option('seed')} + the number of images - 1", seed + count - 1)
+        drawn, wanted = size
+        transformer = self.components.transformer(drawn) if self.components else self.transformer
         latents, decoded = [], []
         for i in range(count):
             start = time.perf_counter()
-            sampler = make_sampler(self.transformer, steps, guidance, seed + i, shift)
+            sampler = make_sampler(transformer, steps, guidance, seed + i, shift)
             latent = sampler.sample(texts[i // per_prompt], on_latent=callback).latent
             timings["sample"] += time.perf_counter() - start
             latents.append(latent)
             if output_type != "latent":
                 assert self.components is not None
                 start = time.perf_counter()
-                decoded.append(self._decode(latent, output_type, on_tile))
+                decoded.append(self._decode(latent, output_type, on_tile, wanted))
                 timings["decode"] += time.perf_counter() - start
         backends = ({name: s.backend for name, s in self.components.sessions.items()} if self.components
                     else {"transformer": self.transformer.backend})
@@ -206,21 +234,24 @@ class PTDiTPipeline:
                                    {k: round(v, 3) for k, v in timings.items()}, backends,
                                    frames=pictures if video else None)
 
-    def _decode(self, latent: np.ndarray, output_type: OutputType, on_tile: Callable[[], None] | None) -> Any:
-        """One latent's picture: a PIL image or float [H, W, 3] in [0, 1]; for a video, its list of PIL frames or
-        float [frames, H, W, 3], converted chunk by chunk as the decoder gives them (NaN and inf refused)."""
+    def _decode(self, latent: np.ndarray, output_type: OutputType, on_tile: Callable[[], None] | None,
+                size: Size) -> Any:
+        """One latent's picture, fitted to `size`: a PIL image or float [H, W, 3] in [0, 1]; for a video, its list of
+        PIL frames or float [frames, H, W, 3], converted chunk by chunk as the decoder gives them (NaN and inf
+        refused)."""
         assert self.components is not None
         video = self.components.is_video
         if output_type == "np":
             if not video:
-                return to_unit(self.components.decode(latent, on_tile))
-            return np.concatenate([to_unit(chunk) for chunk in self.components.decode_video(latent, on_tile)])
+                return fit_array(to_unit(self.components.decode(latent, on_tile)), size)
+            return np.concatenate([fit_array(to_unit(chunk), size)
+                                   for chunk in self.components.decode_video(latent, on_tile)])
         from PIL import Image as PILImage
 
         if not video:
-            return PILImage.fromarray(to_uint8(self.components.decode(latent, on_tile)), "RGB")
-        return [PILImage.fromarray(frame, "RGB") for chunk in self.components.decode_video(latent, on_tile)
-                for frame in to_uint8(chunk)]
+            return fit_image(PILImage.fromarray(to_uint8(self.components.decode(latent, on_tile)), "RGB"), size)
+        return [fit_image(PILImage.fromarray(frame, "RGB"), size)
+                for chunk in self.components.decode_video(latent, on_tile) for frame in to_uint8(chunk)]
 
     def _conditioning(self, prompt: Prompts | None, negative_prompt: Prompts | None, embeds: np.ndarray | None,
                       mask: np.ndarray | None, negative_embeds: np.ndarray | None,

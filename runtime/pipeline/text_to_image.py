@@ -14,7 +14,8 @@ import numpy as np
 from ptdit.contract.arrays import read_arrays
 from ptdit.contract.errors import Failure, InputError
 from ptdit.contract.outputs import shown, write_error
-from ptdit.contract.pipeline_manifest import TilePlan
+from ptdit.contract.pipeline_manifest import PipelineSize, TilePlan
+from ptdit.contract.sizes import Size
 from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
 
 from ..backends.interface import Session
@@ -44,36 +45,54 @@ class PipelineComponents:
         open_component = open_component or open_local
 
         m = folder.manifest
+        self._open = open_component
+        self.entries = {entry.size: entry for entry in m.size_entries()}
         self.sessions: dict[str, Session] = {}
         try:
             self.sessions["text_encoder"] = open_component(m.text_encoder.onnx)
-            self.sessions["transformer"] = open_component(m.sampler_graph)
             for shape, name in m.vae_decoder.tiles.items():
                 self.sessions[f"vae {shape}"] = open_component(name)
             self.text_len = self.sessions["text_encoder"].artifact.spec("input_ids").shape[1]
             self.tokenizer = PromptTokenizer(folder.file(m.tokenizer), self.text_len)
-            self.plan, self.chunks = m.vae_decoder.plan, m.vae_decoder.chunks
+            self.chunks = m.vae_decoder.chunks
+            self.plans: dict[tuple[int, int], TilePlan] = {}  # latent (height, width) -> its decode's plan
             self.stored_negative = read_arrays(folder.file(m.negative_prompt.file))
-            self._check_fit()
             self._check_stored_negative()
+            self.transformer(self.sizes[0])  # the default size's, checked with the rest before any work
         except BaseException:
             self.close()
             raise
 
-    def _check_fit(self) -> None:
+    @property
+    def sizes(self) -> tuple[Size, ...]:
+        """The folder's image sizes, the default first."""
+        return tuple(self.entries)
+
+    def transformer(self, size: Size) -> Session:
+        """The transformer session of one of the folder's sizes (opened on first use, checked to fit the rest)."""
+        name = "transformer" if size == self.sizes[0] else f"transformer {size}"
+        if name not in self.sessions:
+            entry = self.entries[size]
+            self.sessions[name] = self._open(entry.sampler_graph)
+            latent = self.sessions[name].artifact.spec("latent").shape
+            self.plans[(latent[-2], latent[-1])] = entry.plan
+            self._check_fit(self.sessions[name], entry)
+        return self.sessions[name]
+
+    def _check_fit(self, session: Session, entry: PipelineSize) -> None:
         """The components must fit each other (a folder's files can be swapped and its manifest re-stamped): the
         text encoder's features, the stored negative prompt and the transformer's text input; the transformer's
-        resolution, frames and latent, a video's chunks, and the VAE decoder tiles (and chunk lengths) its decode
-        needs. Checked before any component runs."""
-        transformer = self.sessions["transformer"].artifact
+        size, frames and latent, a video's chunks, and the VAE decoder tiles (and chunk lengths) its decode needs.
+        Checked before any component runs."""
+        transformer = session.artifact
         text_in = list(transformer.spec("text_embeds").shape[1:])  # [L, D]
         latent = transformer.spec("latent").shape  # [B, C, H, W], video [B, C, F, H, W]
         m = self.folder.manifest
         problems: list[str] = []
         frames_fit = True
-        if transformer.export.resolution != m.resolution:
-            problems.append(f"the transformer is for {transformer.export.resolution} px, pipeline.json says "
-                            f"{m.resolution} px")
+        size = transformer.export.image_size
+        if size != entry.size:
+            problems.append(f"the transformer {entry.sampler_graph} is for {size} px, pipeline.json says {entry.size}")
         if transformer.export.frames != m.frames or (m.frames is None) != (self.chunks is None):
             problems.append(f"the transformer is for {transformer.export.frames or 'no'} latent frames, pipeline.json "
                             f"says {m.frames or 'no'} frames and {'no' if self.chunks is None else 'some'} VAE chunks")
@@ -82,12 +101,11 @@ class PipelineComponents:
             problems.append(f"its VAE chunks {[list(c) for c in self.chunks]} are not the published decode's chunks "
                             f"of {latent[2]} latent frames, {[list(c) for c in temporal_chunks(latent[2])]}")
             frames_fit = False
-        resolution_fits = transformer.export.resolution == m.resolution
-        if frames_fit and resolution_fits and m.resolution % latent[-1] == 0:  # the published decode's plan
-            published = tile_plan(latent[-1], m.frames, m.resolution // latent[-1])
-            if self.plan != published:
-                problems.append(f"its VAE tile plan {plan_text(self.plan)} is not the published decode's plan of a "
-                                f"{latent[-1]}-wide latent at {m.resolution} px, {plan_text(published)}")
+        if frames_fit and size == entry.size and size.width % latent[-1] == 0:  # the published decode's plan
+            published = tile_plan(latent[-2], latent[-1], m.frames, size.width // latent[-1])
+            if entry.plan != published:
+                problems.append(f"its VAE tile plan {plan_text(entry.plan)} is not the published decode's plan of a "
+                                f"{latent[-2]} x {latent[-1]} latent at {size} px, {plan_text(published)}")
                 frames_fit = False
         encoded = list(self.sessions["text_encoder"].artifact.spec("text_embeds").shape[1:])
         if encoded != text_in:
@@ -98,10 +116,10 @@ class PipelineComponents:
             shapes = {k: list(v.shape) for k, v in stored.items()}
             problems.append(f"the stored negative prompt holds {shapes}, the transformer takes text_embeds "
                             f"{text_in} and text_mask {text_in[:1]}")
-        for shape in decoder_shapes(self.plan, self.chunks, latent[-2], latent[-1]) if frames_fit else ():
-            session = self.sessions.get(f"vae {'x'.join(map(str, shape))}")
+        for shape in decoder_shapes(entry.plan, self.chunks, latent[-2], latent[-1]) if frames_fit else ():
+            decoder = self.sessions.get(f"vae {'x'.join(map(str, shape))}")
             want = [1, latent[1], *shape]
-            got = list(session.artifact.spec("latent").shape) if session else None
+            got = list(decoder.artifact.spec("latent").shape) if decoder else None
             if got != want:
                 problems.append(f"the decode needs a VAE decoder of latent {want}, the folder has "
                                 f"{'none' if got is None else got}")
@@ -146,19 +164,24 @@ class PipelineComponents:
 
         return tile
 
+    def plan(self, latent: np.ndarray) -> TilePlan:
+        """The decode plan of a latent [1, C, (F,) H, W] of one of the folder's sizes."""
+        return self.plans[(latent.shape[-2], latent.shape[-1])]
+
     def decode(self, latent: np.ndarray, on_tile: Callable[[], None] | None = None) -> np.ndarray:
         """latent [1, C, H, W] -> image [1, 3, 8H, 8W] in about [-1, 1], tile by tile (`on_tile` after each)."""
-        return decode_tiled(latent, self.plan, self._tile_decoder(on_tile))
+        return decode_tiled(latent, self.plan(latent), self._tile_decoder(on_tile))
 
     def decode_video(self, latent: np.ndarray, on_tile: Callable[[], None] | None = None) -> Iterator[np.ndarray]:
         """latent [1, C, F, H, W] -> the frames of each causal chunk in turn, [1, 3, f, 8H, 8W] in about [-1, 1]
         (1 + 4 (F - 1) frames in all), each chunk tile by tile."""
         assert self.chunks is not None
-        return decode_chunks(latent, self.chunks, self.plan, self._tile_decoder(on_tile))
+        return decode_chunks(latent, self.chunks, self.plan(latent), self._tile_decoder(on_tile))
 
-    def tiles(self) -> int:
-        """How many decoder calls the decode of one latent makes."""
-        return (len(self.plan.starts) ** 2 if self.plan.tiled else 1) * len(self.chunks or [()])
+    def tiles(self, size: Size) -> int:
+        """How many decoder calls the decode of one latent of `size` makes."""
+        plan = self.entries[size].plan
+        return (len(plan.starts) * len(plan.column_starts) if plan.tiled else 1) * len(self.chunks or [()])
 
     def close(self) -> None:
         for session in self.sessions.values():

@@ -1,9 +1,10 @@
 """Tiled VAE decoding with the published blending (Open-Sora-Plan's CausalVAE tiled_decode2d): latent tiles of
-`tile` x `tile` at a stride of tile (1 - overlap), each decoded on its own; every tile is blended linearly into
-the one above and the one to its left over `blend` pixels, in place and in row-major order as published
-(so a tile blends with neighbours that were already blended themselves), then cropped to `keep` pixels per
-side and the crops concatenated. A video is decoded in causal chunks of latent frames, one after the other, each
-chunk tiled the same way; every chunk after the first drops its first decoded frame. The plan
+`tile` x `tile` starting at the plan's row starts down and its column starts across (each axis planned on its own),
+each decoded on its own; every tile is blended linearly into the one above and the one to its left over `blend`
+pixels, in place and in row-major order as published (so a tile blends with neighbours that were already blended
+themselves), then cropped to `keep` pixels per side (the last tile of a row or column is no larger) and the crops
+concatenated. A video is decoded in causal chunks of latent frames, one after the other, each chunk tiled the same
+way; every chunk after the first drops its first decoded frame. The plan
 (ptdit.contract.pipeline_manifest.TilePlan) and the chunks are computed by the export (ptdit.contract.vae_decode)
 and read from the pipeline manifest; this module only carries them out.
 """
@@ -45,7 +46,7 @@ def decode_tiled(latent: np.ndarray, plan: TilePlan, decode: Callable[[np.ndarra
     if not plan.tiled:
         return decode(latent)
     rows = [[decode(np.ascontiguousarray(latent[..., i:i + plan.tile, j:j + plan.tile])).copy()
-             for j in plan.starts] for i in plan.starts]
+             for j in plan.column_starts] for i in plan.starts]
     out_rows = []
     for i, row in enumerate(rows):
         kept = []

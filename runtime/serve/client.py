@@ -20,6 +20,7 @@ from ptdit.contract.arguments import checked
 from ptdit.contract.errors import Failure, InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 
+from ..run_options import SIDE
 from . import protocol
 from .server import Ports
 
@@ -74,11 +75,16 @@ def _client(url: str) -> tuple[Any, Any]:
 
 
 def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int, steps: int,
-            guidance_scale: float) -> list[Any]:
+            guidance_scale: float, height: int | None = None, width: int | None = None,
+            use_resolution_binning: bool = True) -> list[Any]:
     values: dict[str, object] = {"prompt": prompt.encode(), "seed": seed, "steps": steps,
                                  "guidance_scale": guidance_scale}
     if negative_prompt is not None:
         values["negative_prompt"] = negative_prompt.encode()
+    if height is not None or width is not None:  # the server refuses one without the other
+        values.update({name: value for name, value in (("height", height), ("width", width)) if value is not None})
+    if not use_resolution_binning:
+        values["use_resolution_binning"] = False
     inputs = []
     for spec in protocol.INPUTS:
         if spec.name in values:
@@ -120,13 +126,19 @@ class PipelineClient:
 
     @checked
     def generate(self, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
-                 guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None) -> Generated:
+                 guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None, height: int | None = None,
+                 width: int | None = None, use_resolution_binning: bool = True) -> Generated:
+        """One image; height x width (default: the served folder's first size) as PTDiTPipeline draws it."""
         SEED.check(option("seed"), seed)
         STEPS.check(option("steps"), steps)
         GUIDANCE.check(option("guidance_scale"), guidance_scale)
+        for name, side in (("height", height), ("width", width)):
+            if side is not None:
+                SIDE.check(option(name), side)
         if timeout_s is not None:
             TIMEOUT_S.check(option("timeout_s"), timeout_s)
-        inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale)
+        inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale, height, width,
+                         use_resolution_binning)
         answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
         timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
         return Generated(answer.as_numpy("image"), timings, self.pipeline)
@@ -145,7 +157,9 @@ class PipelineClient:
 
 
 def generate(url: str, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
-             guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None) -> Generated:
+             guidance_scale: float = DEFAULT_GUIDANCE, height: int | None = None, width: int | None = None,
+             use_resolution_binning: bool = True, timeout_s: float | None = None) -> Generated:
     """One image from the server at url (host:grpc-port), on a connection of its own."""
     with PipelineClient(url) as client:
-        return client.generate(prompt, negative_prompt, seed, steps, guidance_scale, timeout_s)
+        return client.generate(prompt, negative_prompt, seed, steps, guidance_scale, timeout_s, height, width,
+                               use_resolution_binning)

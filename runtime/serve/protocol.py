@@ -12,6 +12,8 @@ from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.triton_config import TRITON_TYPES, wire_type
 
+from ..run_options import SIDE
+
 MODEL = "ptdit"
 MAX_PROMPT_BYTES = 4096  # far above what T5 reads (its first L tokens); a bigger prompt is a mistake or an attack
 
@@ -38,11 +40,14 @@ INPUTS = (
     Tensor("seed", "int64", optional=True, default=0),
     Tensor("steps", "int32", optional=True, default=DEFAULT_STEPS),
     Tensor("guidance_scale", "float32", optional=True, default=DEFAULT_GUIDANCE),
+    Tensor("height", "int32", optional=True),  # absent: the folder's first size
+    Tensor("width", "int32", optional=True),
+    Tensor("use_resolution_binning", "bool", optional=True, default=True),
 )
 TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output named <stage>_seconds
 IMAGE = Tensor("image", "uint8")
 OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS))
-RANGES: dict[str, Range] = {"seed": SEED, "steps": STEPS, "guidance_scale": GUIDANCE}
+RANGES: dict[str, Range] = {"seed": SEED, "steps": STEPS, "guidance_scale": GUIDANCE, "height": SIDE, "width": SIDE}
 
 
 @dataclass(frozen=True)
@@ -52,6 +57,9 @@ class Request:
     seed: int
     steps: int
     guidance_scale: float
+    height: int | None = None
+    width: int | None = None
+    use_resolution_binning: bool = True
 
 
 def parse_request(values: Mapping[str, np.ndarray]) -> Request:
@@ -80,10 +88,19 @@ def parse_request(values: Mapping[str, np.ndarray]) -> Request:
     prompt = text("prompt")
     if prompt is None:
         raise InputError(f"{option('prompt')} is missing: send the text to draw")
-    numbers: dict[str, float] = {}
-    for spec in (t for t in INPUTS if t.dtype != "object"):
+    numbers: dict[str, float | None] = {}
+    for spec in (t for t in INPUTS if t.name in RANGES):
+        if spec.name not in values and spec.default is None:
+            numbers[spec.name] = None
+            continue
         value = np.asarray(one(spec.name) if spec.name in values else spec.default)
         number = int(value) if spec.dtype.startswith("int") else float(value)
         numbers[spec.name] = RANGES[spec.name].check(option(spec.name), number)
-    return Request(prompt, text("negative_prompt"), int(numbers["seed"]), int(numbers["steps"]),
-                   float(numbers["guidance_scale"]))
+    binning = bool(one("use_resolution_binning")) if "use_resolution_binning" in values else True
+
+    def integer(name: str) -> int | None:
+        value = numbers[name]
+        return None if value is None else int(value)
+
+    return Request(prompt, text("negative_prompt"), int(numbers["seed"] or 0), int(numbers["steps"] or 0),
+                   float(numbers["guidance_scale"] or 0.0), integer("height"), integer("width"), binning)

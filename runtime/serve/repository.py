@@ -97,7 +97,9 @@ def _instances(options: ServeOptions) -> str:
 def component_models(folder: PipelineFolder) -> dict[str, str]:
     """The components' Triton model names, by their file name in pipeline.json."""
     m = folder.manifest
-    names = {m.text_encoder.onnx: "text_encoder", m.transformer: "transformer"}
+    names = {m.text_encoder.onnx: "text_encoder"}
+    names.update({entry.transformer: "transformer" if i == 0 else f"transformer_{entry.size}"
+                  for i, entry in enumerate(m.size_entries())})
     names.update({onnx: f"vae_{shape}" for shape, onnx in m.vae_decoder.tiles.items()})
     return names
 
@@ -105,8 +107,7 @@ def component_models(folder: PipelineFolder) -> dict[str, str]:
 def config_pbtxt(folder: PipelineFolder, options: ServeOptions, components: dict[str, list[str]] | None = None) -> str:
     """The served model's config: static shapes (max_batch_size 0), one request per pipeline run; the queue
     policy needs Triton's dynamic batcher, which with max_batch_size 0 only queues (it never batches)."""
-    res = folder.manifest.resolution
-    outputs = [_tensor(protocol.IMAGE, [res, res, 3])]
+    outputs = [_tensor(protocol.IMAGE, [-1, -1, 3])]  # height x width: the folder's sizes, or any with binning
     outputs += [_tensor(spec, [1]) for spec in protocol.OUTPUTS[1:]]
     parameters = {"backend": options.backend, "device": options.device, "layout": options.chosen_layout,
                   "pipeline": folder.path.name}

@@ -59,7 +59,8 @@ class TritonPythonModel:
             asked = parse_request(values)
             assert self.pipe is not None  # initialize made it
             out = self.pipe(asked.prompt, asked.negative_prompt, asked.steps, asked.guidance_scale, asked.seed,
-                            output_type="pil")
+                            output_type="pil", height=asked.height, width=asked.width,
+                            use_resolution_binning=asked.use_resolution_binning)
             assert isinstance(out.images, list)  # output_type "pil"
             pixels = np.asarray(out.images[0], dtype=np.uint8)
             tensors = [pb_utils.Tensor("image", pixels)]

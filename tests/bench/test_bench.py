@@ -28,16 +28,19 @@ def test_onnx_graph_count_agrees_with_the_model_count():
 
 def test_complexity_table_and_json(tmp_path):
     rows = complexity_rows("xl", onnx=False, report=lambda line: None)
-    assert [(r["res"], r["frames"]) for r in rows] == [(256, None), (512, None), (1024, None), (2048, None),
-                                                       (256, 8), (256, 16), (512, 8), (512, 16)]
-    assert all(r["proxy"]["attention"] < r["full"]["attention"] for r in rows[4:])  # video: proxies always cheaper
+    assert [(r["res"], r["frames"]) for r in rows] == [
+        (256, None), (512, None), (1024, None), (2048, None), ("1408x768", None), ("768x1408", None),
+        ("1152x896", None), ("896x1152", None), (256, 8), (256, 16), (512, 8), (512, 16)]
+    assert all(r["proxy"]["attention"] < r["full"]["attention"] for r in rows[4:])  # 1024's sizes and video
+    # a size and its transpose cost the same; 16:9 has more tokens than 1024 x 1024 (1408 x 768 > 1024^2)
+    assert rows[4]["proxy"] == rows[5]["proxy"] and rows[4]["proxy"]["attention"] > rows[2]["proxy"]["attention"]
     assert rows[2]["paper_ratio"] == 0.047 and abs(rows[2]["analytic_ratio"] - 0.0471) < 1e-4
     table = complexity_table(rows)
     assert "| 1024 | 4.71 % (4.7 %) |" in table and "n/a |" in table
     result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--results", str(tmp_path / "b.json")])
     assert result.exit_code == 0, result.output
     data = json.loads((tmp_path / "b.json").read_text())
-    assert len(data["complexity"]) == 8 and data["machine"]["cores"] >= 1
+    assert len(data["complexity"]) == 12 and data["machine"]["cores"] >= 1
     assert "| 1024 | 4.71 % (4.7 %) |" in result.stdout
     # --json means what it means on every command: the results on stdout (the table then goes to stderr)
     result = CliRunner().invoke(main, ["complexity", "--no-onnx", "--json"])
@@ -194,3 +197,18 @@ def test_the_video_section_runs_the_pipeline_and_each_chunk_in_its_own_process(v
         assert refused.exit_code == 2 and message in refused.stderr
     refused = CliRunner().invoke(main, ["video", "--folder", str(video_pipeline), "--frames", "4"])
     assert refused.exit_code == 2 and "--res and --frames choose the exported pipeline" in refused.stderr
+
+
+@pytest.mark.slow
+def test_sizes_section_compares_one_size_with_several():
+    from bench.sizes_cost import sizes_rows, sizes_table
+
+    result = sizes_rows("tiny", ["512x256", "256x512"], "fp16", build=True, report=lambda line: None)
+    one, both = result["exports"]
+    assert (one["graphs"], both["graphs"]) == (1, 2)
+    # the weights are stored once: two sizes take far less than twice the disk of one
+    assert 1.0 < result["ratios"]["disk_bytes"] < 1.5
+    graphs = ["ptdit-tiny-512x256-b2-fp16.onnx", "ptdit-tiny-256x512-b2-fp16.onnx"]
+    assert [b["graph"] for b in result["builds"]] == graphs
+    assert all(b["plan_bytes"] > 0 for b in result["builds"])
+    assert "| ratio |" in sizes_table(result)

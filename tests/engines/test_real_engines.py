@@ -38,7 +38,11 @@ MATRIX = [("fp16", 256, None, None), ("fp16", 1024, None, None), ("fp16", 2048, 
           ("fp16", 256, 4, None), ("bf16", 256, None, None), ("fp16", 512, None, "mean"),
           ("fp16", 256, None, "qihoo"), ("fp16", 1024, None, "qihoo"), ("fp16", 256, None, "interleaved"),
           ("fp16", 256, None, "step"), ("fp16", 1024, None, "step"), ("fp16", 256, None, "step-b1"),
-          ("fp16", 256, 4, "step")]
+          ("fp16", 256, 4, "step"),
+          # sizes that are not square (--size WIDTHxHEIGHT): 2:1, and 1:2 as a step graph and as video; the qihoo-t2x
+          # settings at 16:9 of the 1024 class (the pipeline folder of two such sizes: test_sized_pipeline_...)
+          ("fp16", "512x256", None, None), ("fp16", "256x512", None, "step"), ("fp16", "256x512", 4, None),
+          ("fp16", "1408x768", None, "qihoo")]
 BASE = ("fp16", 256, None, None)
 QIHOO_TINY = {"name": "qihoo-tiny", "depth": 2, "num_heads": 2, "head_dim": 32, "window": [1, 8, 8],
               "proxy_window": [1, 8, 8], "proxy_mode": "mean", "train_proxy_mode": "mean"}
@@ -48,7 +52,7 @@ def run(module: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", module, *args], cwd=ROOT, capture_output=True, text=True)
 
 
-def export(out: Path, precision: str, res: int, frames: int | None, variant: str | None) -> Path:
+def export(out: Path, precision: str, res: int | str, frames: int | None, variant: str | None) -> Path:
     """A tiny export with the default (fast) checks, which include the real parse."""
     out.mkdir(parents=True)
     video = ["--frames", str(frames)] if frames else []
@@ -62,7 +66,8 @@ def export(out: Path, precision: str, res: int, frames: int | None, variant: str
         model = ["--config", str(out / "config.json")]
     elif variant in ("step", "step-b1"):
         model += ["--step", "--batch", "1" if variant == "step-b1" else "2"]
-    result = run("export", *model, "--res", str(res), "--precision", precision, *video, "--out", str(out))
+    size = ["--size", res] if isinstance(res, str) else ["--res", str(res)]
+    result = run("export", *model, *size, "--precision", precision, *video, "--out", str(out))
     assert result.returncode == 0, result.stderr
     name = {"qihoo": "qihoo-tiny", "interleaved": "interleaved-tiny"}.get(variant or "", "tiny")
     batch, step = ("b1", "-step") if variant == "step-b1" else ("b2", "-step" if variant == "step" else "")
@@ -254,6 +259,26 @@ def test_pipeline_components_are_parsed_and_built_by_tensorrt_rtx(pipelines, tmp
         assert plan_manifest["inputs"] == onnx_manifest["inputs"]
         assert plan_manifest["outputs"] == onnx_manifest["outputs"]
         assert plan_manifest["precision"] == onnx_manifest["export"]["precision"]
+
+
+def test_sized_pipeline_components_are_built_by_tensorrt_rtx(sized_pipeline, tmp_path):
+    """Every ONNX of a folder of two sizes that are not square (16:9 and 9:16): each size's transformer, both over
+    the one weights file they share, the text encoder and every VAE decoder tile the two decodes need."""
+    manifest = json.loads((sized_pipeline / "pipeline.json").read_text())
+    transformers = [entry["transformer"] for entry in manifest["sizes"]]
+    components = [*transformers, manifest["text_encoder"]["onnx"], *manifest["vae_decoder"]["tiles"].values()]
+    assert sorted(p.name for p in sized_pipeline.glob("*.onnx")) == sorted(components)
+    shared = {json.loads((sized_pipeline / t).with_suffix(".json").read_text())["artifact"]["external_data"]
+              for t in transformers}
+    assert shared == {transformers[0] + ".data"}
+    for name in components:
+        onnx_manifest = json.loads((sized_pipeline / name).with_suffix(".json").read_text())
+        assert onnx_manifest["checks"]["tensorrt_ops"]["max_rank"] <= 8
+        extra = ["--allow-fp32"] if onnx_manifest["export"]["precision"] == "fp32" else []
+        built = run("engines", str(sized_pipeline / name), "--target", "rtx", "--out", str(tmp_path), "--json", *extra)
+        assert built.returncode == 0, built.stderr
+        plan = json.loads(Path(json.loads(built.stdout)["manifest"]).read_text())
+        assert plan["inputs"] == onnx_manifest["inputs"] and plan["outputs"] == onnx_manifest["outputs"]
 
 
 def test_every_video_component_is_built_by_tensorrt_rtx(video_pipeline, tmp_path):

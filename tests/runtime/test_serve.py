@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ptdit.contract.errors import Failure
+from ptdit.contract.errors import Failure, InputError
 from runtime.pipeline.folder import load_pipeline
 from runtime.serve import protocol
 from runtime.serve.client import generate
@@ -105,7 +105,7 @@ def test_the_config_is_valid_for_triton(folder):
     for options in (ServeOptions(), ServeOptions("onnxruntime", "cuda", 2), ServeOptions(queue_timeout_s=1.5)):
         config = text_format.Parse(config_pbtxt(load_pipeline(folder), options), model_config_pb2.ModelConfig())
         assert [i.name for i in config.input] == [t.name for t in protocol.INPUTS]
-        assert list(config.output[0].dims) == [256, 256, 3]
+        assert list(config.output[0].dims) == [-1, -1, 3]  # the folder's size, or any other with binning
         assert config.instance_group[0].count == options.instances
         assert config.dynamic_batching.default_queue_policy.max_queue_size == options.max_queue_size
         assert config.dynamic_batching.default_queue_policy.default_timeout_microseconds == \
@@ -281,6 +281,30 @@ def test_no_server_anywhere_is_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(Exception, match="no Triton Inference Server: run ptdit-serve setup"):
         find_server(tmp_path / "no-env")
+
+
+def test_a_served_folder_of_two_sizes_draws_the_size_asked_for(triton, sized_pipeline, tmp_path):
+    """height and width go to the served pipeline as to ptdit-run: the PNG of ptdit-run --server --height 720
+    --width 1280 is the local one, byte for byte (drawn at the folder's 16:9 size, resized and cropped)."""
+    from runtime.serve.repository import component_models
+
+    transformers = {name for name in component_models(load_pipeline(sized_pipeline)).values() if "transformer" in name}
+    assert transformers == {"transformer", "transformer_768x1408"}  # the components layout: a model per size
+    repo = write_repository(sized_pipeline, tmp_path / "repo", ServeOptions())
+    local, served = tmp_path / "local.png", tmp_path / "served.png"
+    args = ["--prompt", "a fox", "--seed", "2", "--steps", "1", "--height", "720", "--width", "1280"]
+    done = subprocess.run([sys.executable, "-m", "runtime", str(sized_pipeline), *args, "--out", str(local)],
+                          cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with LocalServer(triton, repo, free_ports(), log=tmp_path / "server.log") as server:
+        tall = generate(server.grpc_url, "a fox", steps=1, height=1408, width=768, timeout_s=120)
+        assert tall.pixels.shape == (1408, 768, 3)
+        done = subprocess.run([sys.executable, "-m", "runtime", "--server", server.grpc_url, *args, "--out",
+                               str(served)], cwd=ROOT, capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+        with pytest.raises(InputError, match="1280x720 is not a size of this pipeline"):
+            generate(server.grpc_url, "a fox", steps=1, height=720, width=1280, use_resolution_binning=False)
+    assert served.read_bytes() == local.read_bytes()
 
 
 def test_the_components_layout_drives_component_models_and_draws_the_same_image(triton, folder, tmp_path):

@@ -55,18 +55,19 @@ def test_temporal_chunks_are_the_published_ones(frames, chunks):
 
 def shapes(side: int, frames: int | None = None) -> list[tuple[int, ...]]:
     """The decoder shapes of the published decode of a square latent."""
-    return decoder_shapes(tile_plan(side, frames, 8), temporal_chunks(frames) if frames else None, side, side)
+    return decoder_shapes(tile_plan(side, side, frames, 8), temporal_chunks(frames) if frames else None, side, side)
 
 
 def test_the_spatial_plan_of_a_video_decode():
     """The published decode tiles when the latent is wider than 64 or longer than 8 frames; a tiled 64-wide latent
     gets a second, 8-wide tile (as published), one of 56 or less stays whole."""
-    assert not tile_plan(32, 12, 8).tiled and shapes(32, 12) == [(8, 32, 32), (5, 32, 32)]
-    assert not tile_plan(64, 8, 8).tiled and not tile_plan(64, None, 8).tiled and shapes(64, 8) == [(8, 64, 64)]
-    plan = tile_plan(64, 16, 8)
+    assert not tile_plan(32, 32, 12, 8).tiled and shapes(32, 12) == [(8, 32, 32), (5, 32, 32)]
+    assert not tile_plan(64, 64, 8, 8).tiled and not tile_plan(64, 64, None, 8).tiled and shapes(64, 8) == [(8, 64, 64)]
+    plan = tile_plan(64, 64, 16, 8)
     assert plan.starts == (0, 56) and plan.tile == 64 and plan.blend == 64 and plan.keep == 448
     assert shapes(64, 16) == [(t, h, w) for t in (8, 2) for h in (64, 8) for w in (64, 8)]
-    assert tile_plan(128, 4, 8).starts == (0, 56, 112) and shapes(128) == [(h, w) for h in (64, 16) for w in (64, 16)]
+    assert tile_plan(128, 128, 4, 8).starts == (0, 56, 112)
+    assert shapes(128) == [(h, w) for h in (64, 16) for w in (64, 16)]
 
 
 @pytest.mark.parametrize("frames", [12, 16])
@@ -85,7 +86,7 @@ def test_the_runtime_decode_matches_the_pytorch_reference_chunk_by_chunk(frames)
         def decode(tile: np.ndarray) -> np.ndarray:
             return decoder(torch.from_numpy(tile)).numpy()
 
-        chunks = list(decode_chunks(latent.numpy(), temporal_chunks(frames), tile_plan(8, frames, 8), decode))
+        chunks = list(decode_chunks(latent.numpy(), temporal_chunks(frames), tile_plan(8, 8, frames, 8), decode))
     assert reference.shape == whole.shape == (1, 3, decoded_frames(frames), 64, 64)
     start = 0
     for chunk in chunks:
@@ -109,7 +110,7 @@ def test_chunks_tiled_in_space_blend_as_the_reference_does():
         return torch.tanh(pixels + z.shape[-1] / 32)
 
     latent = torch.randn(1, 4, 9, 64, 64, generator=torch.Generator().manual_seed(2))
-    plan = tile_plan(64, 9, 8)
+    plan = tile_plan(64, 64, 9, 8)
     calls = []
 
     def decode(tile: np.ndarray) -> np.ndarray:
@@ -301,7 +302,7 @@ def test_video_refusals(video_pipeline, pipelines, tmp_path):
     result = run("runtime", str(folder), "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "x.mp4"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert ('its VAE tile plan {"blend": 0, "factor": 4, "keep": 128, "starts": [0], "tile": 32} is not the published '
-            'decode\'s plan of a 32-wide latent at 256 px, {"blend": 0, "factor": 8, "keep": 256, "starts": [0], '
+            'decode\'s plan of a 32x32 latent at 256 px, {"blend": 0, "factor": 8, "keep": 256, "starts": [0], '
             '"tile": 32}') in result.stderr
     assert not (tmp_path / "x.mp4").exists()
 
