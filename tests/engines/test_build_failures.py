@@ -29,3 +29,16 @@ def test_ptdit_build_refuses_what_is_not_the_manifests_onnx_before_tensorrt(fold
         assert result.returncode == 2, result.stderr
         assert message in one_error_line(result, "ptdit-build") and "parse" not in result.stderr
         assert not (tmp_path / "plans").exists()
+
+
+def test_several_onnx_are_checked_before_the_first_build(folder, tmp_path):
+    onnx = str(folder / f"{STEM}.onnx")
+    missing = run_command("engines", onnx, str(tmp_path / "nothing.onnx"), "--target", "rtx", "--out", str(tmp_path))
+    assert f"{tmp_path / 'nothing.onnx'} does not exist" in one_error_line(missing, "ptdit-build")
+    twice = run_command("engines", onnx, onnx, "--target", "rtx", "--out", str(tmp_path))
+    assert "an ONNX is named twice" in one_error_line(twice, "ptdit-build")
+    repo = run_command("engines", onnx, str(folder / "pipeline.json"), "--target", "rtx", "--triton-repo",
+                       str(tmp_path / "repo"), "--out", str(tmp_path))
+    assert "--triton-repo writes the repository of one plan" in one_error_line(repo, "ptdit-build")
+    assert missing.returncode == twice.returncode == repo.returncode == 2
+    assert not list(tmp_path.iterdir())  # nothing built, nothing written

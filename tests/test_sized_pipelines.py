@@ -98,3 +98,15 @@ def test_the_pipeline_draws_each_size_and_refuses_one_it_lacks_without_binning(s
     assert "1280x720 is not a size of this pipeline: it holds 1408x768, 768x1408; ask for one of them, or draw the " \
            "nearest and crop it with resolution binning (the default, turned off by --no-resolution-binning)" \
            in one_error_line(refused, "ptdit-run")
+
+
+@pytest.mark.slow
+def test_ptdit_diff_judges_every_size(sized_pipeline, tmp_path):
+    from runtime.diff.api import diff_artifact
+
+    lines: list[str] = []
+    report = diff_artifact(sized_pipeline, prompt="a fox", steps=2, out_dir=tmp_path, progress=lines.append).report
+    assert {"transformer", "transformer 768x1408"} <= set(report["components"])
+    for key in ("image", "image 768x1408"):
+        assert report[key]["psnr_db"] >= report[key]["min_psnr_db"] and report[key]["steps"] == 2
+    assert report["passed"] and any("the whole pipeline at 768x1408" in line for line in lines)
