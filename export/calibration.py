@@ -163,7 +163,7 @@ def calibrate(model: PTDiT, opts: CalibrationOptions, latent_shape: tuple[int, .
     mask = torch.from_numpy(np.concatenate([cond_mask, uncond_mask]))
     latent = torch.from_numpy(rng.standard_normal((n, *latent_shape[1:]), dtype=np.float32))
     height, width = (side * VAE_FACTOR for side in latent_shape[-2:])
-    ts = timesteps(opts.steps, timestep_shift(height, frames))  # TODO size: the published shift of (height, width)
+    ts = timesteps(opts.steps, timestep_shift(height, width, frames))
     observer = Observer(opts.calibrator, opts.quantile or DEFAULT_PERCENTILE)
     guidance = torch.tensor([CALIBRATION_GUIDANCE])
     layers = quantized_linears(model, opts.layers) if layers is None else layers

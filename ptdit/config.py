@@ -13,6 +13,11 @@ from .contract.errors import InputError
 ProxyMode = Literal["random", "strided", "mean"]
 PROXY_MODES: tuple[str, ...] = ("random", "strided", "mean")
 INFERENCE_PROXY_MODES: tuple[str, ...] = ("strided", "mean")
+PosEmbedAxes = Literal["hw", "wh"]
+POS_EMBED_AXES: tuple[str, ...] = ("hw", "wh")
+# Fields added after configs were first written: left out of to_dict() at their default, so that the dicts (and the
+# hashes of the exports that record them) of configs that do not use them stay as they were.
+OMITTED_AT_DEFAULT: tuple[str, ...] = ("pos_embed_axes",)
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,10 @@ class PTDiTConfig:
     # Latent side the checkpoint was configured with; sets the stored position-embedding buffer and the
     # position interpolation scale max(sample_size // 64, 1), as in the published code.
     sample_size: int = 32
+    # Spatial axes of the 3D sin-cos position embedding. "hw": the token grid's (row, column), as in the paper.
+    # "wh": as the published code computes it, reading the size (H, W) as (W, H): the table of a W-row x H-column
+    # grid laid onto the H x W tokens in raster order. The two are equal when H == W.
+    pos_embed_axes: PosEmbedAxes = "hw"
 
     def __post_init__(self) -> None:
         self.validate()
@@ -95,6 +104,8 @@ class PTDiTConfig:
             raise bad(f"proxy_window sides must be >= 1, got {self.proxy_window}")
         if self.proxy_offset is not None and any(o < 0 for o in self.proxy_offset):
             raise bad(f"proxy_offset must be non-negative, got {self.proxy_offset}")
+        if self.pos_embed_axes not in POS_EMBED_AXES:
+            raise bad(f"pos_embed_axes must be one of {POS_EMBED_AXES}, got {self.pos_embed_axes!r}")
         if not self.mask_value < 0:
             raise bad(f"mask_value must be negative, got {self.mask_value}")
 
@@ -102,8 +113,9 @@ class PTDiTConfig:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)
+                  if not (f.name in OMITTED_AT_DEFAULT and getattr(self, f.name) == f.default)}
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in values.items()}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PTDiTConfig:
@@ -139,9 +151,11 @@ PRESETS: dict[str, PTDiTConfig] = {
     "xl": PTDiTConfig(name="xl"),
     # The published Qihoo-T2X image model exactly as its code runs it: the xl sizes with fixed (1, 8, 8) attention
     # and proxy windows at every resolution (not the paper's table), window-mean proxies in training and in
-    # inference, masks at -10000, sample_size 32, no size conditioning. Published weights need this preset.
+    # inference, masks at -10000, sample_size 32, no size conditioning, the position embedding's (W, H) reading of
+    # sizes that are not square. Published weights need this preset.
     "qihoo-t2x": PTDiTConfig(name="qihoo-t2x", window=(1, 8, 8), proxy_window=(1, 8, 8), proxy_mode="mean",
-                             train_proxy_mode="mean", mask_value=-10000.0, sample_size=32, size_conditioning=False),
+                             train_proxy_mode="mean", mask_value=-10000.0, sample_size=32, size_conditioning=False,
+                             pos_embed_axes="wh"),
 }
 
 

@@ -194,10 +194,12 @@ def sincos_pos_embed_3d(dim: int, grid: tuple[int, int, int], interpolation_scal
 class PatchEmbed(nn.Module):
     """Per-frame 2D patchify conv plus the 3D sin-cos position embedding (added in fp32)."""
 
-    def __init__(self, in_channels: int, dim: int, patch_size: int, sample_size: int, interpolation_scale: float):
+    def __init__(self, in_channels: int, dim: int, patch_size: int, sample_size: int, interpolation_scale: float,
+                 axes: str = "hw"):
         super().__init__()
         self.patch_size = patch_size
         self.interpolation_scale = interpolation_scale
+        self.axes = axes  # PTDiTConfig.pos_embed_axes
         self.proj = nn.Conv2d(in_channels, dim, kernel_size=patch_size, stride=patch_size)
         # Stored in published checkpoints (a persistent buffer there); always equal to the formula.
         base = (1, sample_size // patch_size, sample_size // patch_size)
@@ -212,5 +214,6 @@ class PatchEmbed(nn.Module):
         # opset (ONNX Conv accepts bf16 only from opset 22).
         patches = latent.reshape(b, c, f, h // p, p, w // p, p).permute(0, 2, 3, 5, 1, 4, 6)
         x = F.linear(patches.reshape(b, *grid, c * p * p), self.proj.weight.reshape(dim, -1), self.proj.bias)
-        pos = sincos_pos_embed_3d(dim, grid, self.interpolation_scale).to(x.device)
+        table = grid if self.axes == "hw" else (f, w // p, h // p)  # "wh": the W x H table, in H x W raster order
+        pos = sincos_pos_embed_3d(dim, table, self.interpolation_scale).to(x.device)
         return (x.float() + pos.reshape(*grid, dim)).to(latent.dtype)

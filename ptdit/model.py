@@ -111,7 +111,8 @@ class PTDiT(nn.Module):
         dim = cfg.hidden_size
         if cfg.proxy_window is not None and cfg.window is not None:
             proxy_split(cfg.window, cfg.proxy_window)  # fail at construction when both are fixed
-        self.pos_embed = PatchEmbed(cfg.in_channels, dim, cfg.patch_size, cfg.sample_size, cfg.pe_interpolation_scale)
+        self.pos_embed = PatchEmbed(cfg.in_channels, dim, cfg.patch_size, cfg.sample_size, cfg.pe_interpolation_scale,
+                                    cfg.pos_embed_axes)
         self.adaln_single = AdaLayerNormSingle(dim, cfg.size_conditioning)
         self.caption_projection = CaptionProjection(cfg.text_dim, dim)
         self.transformer_blocks = nn.ModuleList([PTDiTBlock(cfg) for _ in range(cfg.depth)])

@@ -3,15 +3,32 @@ the runtime's ONNX Runtime backend run the same fp32 twin, so that the two measu
 
 The twin rounds every bf16 tensor to bf16 as soon as it is produced (a Cast to bf16 and back): bf16 storage with
 fp32 arithmetic, which is what bf16 GPU kernels do. onnx and numpy are imported when a twin is made.
+`round_bf16` rounds one Python float the same way (the standard library alone), for arithmetic that the published
+code does on bf16 tensors.
 """
 
 from __future__ import annotations
 
+import math
+import struct
 from typing import Any
 
 from .dtypes import ONNX_ELEMENT_TYPES
 
 BF16, FLOAT = ONNX_ELEMENT_TYPES["bfloat16"], ONNX_ELEMENT_TYPES["float32"]
+
+
+def round_bf16(x: float) -> float:
+    """x rounded to float32, then to bf16 to nearest even: what torch does to a Python float stored as bf16, and to
+    the float32 result of each of its bf16 operations."""
+    if not math.isfinite(x):
+        return x
+    try:
+        (bits,) = struct.unpack("<I", struct.pack("<f", x))
+    except OverflowError:  # beyond float32's range
+        return math.copysign(math.inf, x)
+    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return float(struct.unpack("<f", struct.pack("<I", bits))[0])
 
 
 def has_bf16(model: Any) -> bool:

@@ -84,7 +84,8 @@ class Sampler:
             raise InputError(f"the sampler drives artifacts of batch 2 (a guidance pair) or 1; this one has batch "
                              f"{self.batch}")
         self.latent_spec = session.artifact.spec("latent")
-        self.shift = shift if shift is not None else timestep_shift(export.resolution, export.frames)
+        size = export.image_size
+        self.shift = shift if shift is not None else timestep_shift(size.height, size.width, export.frames)
         self.timesteps = schedule(steps, self.shift)
 
     def sample(self, text: TextConditioning, on_step: Callable[[int, float, StepTiming], None] | None = None,

@@ -108,22 +108,26 @@ def test_anything_else_is_refused_naming_the_first_keys_and_counts(tmp_path):
         load_checkpoint(PTDiT(preset("qihoo-t2x").replace(depth=2)), tmp_path / "mixed.pt")
 
 
-def test_the_export_equals_the_pytorch_model(tmp_path):
+@pytest.mark.parametrize("size,latent_hw", [("256", (32, 32)), ("384x256", (32, 48)), ("256x384", (48, 32))])
+def test_the_export_equals_the_pytorch_model(tmp_path, size, latent_hw):
     """The preset's settings through ptdit-export (fp32): ONNX Runtime equals PyTorch, and the manifest records
-    the windows actually used (8 x 8 at 256, where the paper's table says 2 x 2)."""
+    the windows actually used (8 x 8 at 256, where the paper's table says 2 x 2); at sizes that are not square with
+    the published (W, H) position embedding (tests/ptdit/test_published_sizes.py: PyTorch's is the published one)."""
     model = small()
+    assert model.cfg.pos_embed_axes == "wh"
     (tmp_path / "cfg.json").write_text(model.cfg.to_json())
     from export.cli import main
 
-    result = CliRunner().invoke(main, ["--config", str(tmp_path / "cfg.json"), "--res", "256", "--precision", "fp32",
+    asked = ["--res", size] if "x" not in size else ["--size", size]
+    result = CliRunner().invoke(main, ["--config", str(tmp_path / "cfg.json"), *asked, "--precision", "fp32",
                                        "--text-len", "12", "--seed", "3", "--out", str(tmp_path), "--checks", "full"])
     assert result.exit_code == 0, result.output
-    onnx_path = tmp_path / "ptdit-qihoo-t2x-256-b2-fp32.onnx"
+    onnx_path = tmp_path / f"ptdit-qihoo-t2x-{size}-b2-fp32.onnx"
     manifest = json.loads(onnx_path.with_suffix(".json").read_text())
     assert manifest["geometry"]["window"] == [1, 8, 8] and manifest["geometry"]["proxy_window"] == [1, 8, 8]
     assert manifest["geometry"]["proxy_mode"] == "mean"
     assert manifest["checks"]["onnxruntime_parity"]["vs_torch_fp32"]["rel_l2"] < 1e-5
-    latent, timestep, text, mask = model_inputs(2, (1, 32, 32), text_len=12, text_dim=64)
+    latent, timestep, text, mask = model_inputs(2, (1, *latent_hw), text_len=12, text_dim=64)
     feeds = {"latent": latent.numpy(), "timestep": timestep.numpy(), "text_embeds": text.numpy(),
              "text_mask": mask.numpy()}
     out = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).run(None, feeds)[0]

@@ -28,8 +28,10 @@ from runtime.session import open_session
 
 
 def test_published_shift_and_schedule():
-    assert timestep_shift(512, None) == 1.0 and timestep_shift(1024, None) == 2.0 and timestep_shift(256, None) == 0.5
-    assert timestep_shift(512, 8) == pytest.approx(np.sqrt(29 // 17 * 5))  # 8 latent frames = 29 pixel frames
+    assert timestep_shift(512, 512, None) == 1.0 and timestep_shift(1024, 1024, None) == 2.0
+    assert timestep_shift(256, 256, None) == 0.5
+    # 8 latent frames = 29 pixel frames: sqrt(29 // 17 * 5) = sqrt(5), rounded to bf16 as the published code has it
+    assert timestep_shift(512, 512, 8) == 2.234375 == pytest.approx(np.sqrt(29 // 17 * 5), rel=2 ** -8)
     np.testing.assert_allclose(schedule(4, 1.0), [1000, 750, 500, 250])
     t = schedule(4, 2.0)
     np.testing.assert_allclose(t, [1000, 2 * 0.75 / 1.75 * 1000, 2 * 0.5 / 1.5 * 1000, 2 * 0.25 / 1.25 * 1000])
