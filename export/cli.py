@@ -23,6 +23,8 @@ Examples:
   ptdit-export --preset qihoo-t2x --res 512 --res 1024 --checkpoint qihoo_t2i.pt
       published weights, with the published model's settings (8 x 8 windows, mean proxies), two resolutions
   ptdit-export --preset tiny --res 256 --precision fp32 --out /tmp/ptdit --json
+  ptdit-export --size 1408x768 --size 768x1408
+      16:9 and 9:16 of the 1024 class: a graph each, the weights stored once (--size 1024:common: five ratios)
   ptdit-export --res 512 --frames 16
       video: 16 latent frames, window (4, 4, 4)
   ptdit-export --res 1024 --checks full
@@ -42,9 +44,10 @@ Examples:
 @declared_options(EXPORT)
 @command_options()
 def main(pipeline: bool, skip_checks: bool, as_json: bool, debug: bool, console: Console, **values: Any) -> None:
-    """Export PT-DiT to ONNX with static shapes for each resolution.
+    """Export PT-DiT to ONNX with static shapes for each size.
 
-    Writes <out>/ptdit-<preset>-<res>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large) and a
+    Writes <out>/ptdit-<preset>-<res or WxH>[-f<frames>]-b<batch>-<precision>.onnx (+ .onnx.data when large or
+    shared by several sizes) and a
     .json manifest, after the onnx checker, a static-shape check, TensorRT operator, type and rank checks, a
     real parse by TensorRT's ONNX parser (TensorRT-RTX works on a CPU) and an ONNX Runtime vs PyTorch
     comparison. Nothing is written under the final name unless every check passes.

@@ -29,6 +29,8 @@ Examples:
 \b
   ptdit-run artifacts/ptdit-tiny-256-pipeline --prompt "a red fox" --out fox.png
       a pipeline folder (ptdit-export --pipeline): prompt in, PNG out, per-stage timings
+  ptdit-run artifacts/ptdit-tiny-1408x768+768x1408-pipeline --prompt "a fox" --height 720 --width 1280 --out fox.png
+      any size: drawn at the folder's size nearest in aspect ratio, resized and centre-cropped to 1280 x 720
   ptdit-run --server localhost:8001 --prompt "a red fox" --out fox.png
       the same on a server of ptdit-serve run (gRPC): the same PNG for the same seed
   ptdit-run artifacts/ptdit-tiny-256-f8-pipeline --prompt "a red fox running" --out fox.mp4

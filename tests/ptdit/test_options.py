@@ -84,7 +84,7 @@ def declared_commands() -> list[tuple[click.Command, Options]]:
     return [(export, EXPORT), (build, BUILD), (run, RUN), (diff, DIFF)]
 
 
-EVERY_COMMAND = {"as_json", "debug", "quiet", "verbose", "version", "artifact", "artifact_option", "onnx_path"}
+EVERY_COMMAND = {"as_json", "debug", "quiet", "verbose", "version", "artifact", "artifact_option", "onnx_paths"}
 
 
 @pytest.mark.parametrize("index", range(4), ids=["ptdit-export", "ptdit-build", "ptdit-run", "ptdit-diff"])
