@@ -164,11 +164,15 @@ def sizes_command(preset_name: str, sizes: tuple[str, ...], precision: str, buil
     """ptdit-export of one size against one export of several (the weights stored once): wall time, peak RSS and
     disk, and their ratios; with --build, each size's plan."""
     from export.options import sizes_of
+    from ptdit.resolution import window_for
 
-    asked = [str(size) for size in sizes_of(None, list(sizes))]
-    if len(asked) < 2:
-        raise click.UsageError("pass two sizes or more (--size), or a CLASS:common set")
-    result = sizes_cost.sizes_rows(preset_name, asked, precision, build, report)
+    with exit_codes("ptdit-bench", writes=False):  # a bad size: one line before any export
+        asked = sizes_of(None, list(sizes))
+        for size in asked:
+            window_for(size.height, size.width)
+        if len(asked) < 2:
+            raise InputError("pass two sizes or more (--size), or a CLASS:common set")
+    result = sizes_cost.sizes_rows(preset_name, [str(size) for size in asked], precision, build, report)
     publish("sizes", sizes_cost.sizes_table(result), result, as_json, json_path)
 
 

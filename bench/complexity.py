@@ -10,17 +10,18 @@ from ptdit.contract.sizes import Size
 
 PAPER_RATIOS = {256: 0.343, 512: 0.097, 1024: 0.047, 2048: 0.023}  # Qihoo-T2X, attention cost vs full attention
 RESOLUTIONS = (256, 512, 1024, 2048)
-# 16:9, 9:16, 4:3 and 3:4 of the 1024 class (ptdit-export --size 1024:common, with 1024 x 1024)
-SIZES = (Size(768, 1408), Size(1408, 768), Size(896, 1152), Size(1152, 896))
+SIZES = "1024:common"  # its sizes that are not square (16:9, 9:16, 4:3, 3:4) join the square rows
 VIDEO = ((256, 8), (256, 16), (512, 8), (512, 16))  # res, latent frames (29 and 61 frames out)
 Shape = tuple[int | Size, int | None]  # a square side or a size, and latent frames
 
 
 def complexity_rows(preset_name: str, onnx: bool, report: Reporter) -> list[dict[str, Any]]:
+    from export.options import sizes_of
     from ptdit import attention_cost_ratio, count_macs, preset
 
     cfg = preset(preset_name)
-    shapes: list[Shape] = [(r, None) for r in RESOLUTIONS] + [(s, None) for s in SIZES] + list(VIDEO)
+    sizes = [size for size in sizes_of(None, [SIZES]) if not size.square]
+    shapes: list[Shape] = [(r, None) for r in RESOLUTIONS] + [(s, None) for s in sizes] + list(VIDEO)
     rows = []
     counted = graph_counts(cfg, shapes, report) if onnx else {}
     for res, frames in shapes:

@@ -49,7 +49,7 @@ def main(onnx_paths: tuple[Path, ...], as_json: bool, debug: bool, console: Cons
     # TensorRT may still be winding down in its worker thread after Ctrl-C: leave at once, without waiting for it.
     summaries = []
     with exit_codes("ptdit-build", debug, leave_at_once=True, flags=BUILD.flags()):
-        check_several(onnx_paths, values["triton_repo"])
+        check_several(onnx_paths, values["triton_repo"], values["out_dir"])
         for onnx_path in onnx_paths:
             result = build(onnx_path, build_options(values), values["out_dir"], values["force"],
                            values["triton_repo"], console.line, values["target"], values["compute_capabilities"])
@@ -64,7 +64,7 @@ def main(onnx_paths: tuple[Path, ...], as_json: bool, debug: bool, console: Cons
         click.echo(json.dumps(summaries[0] if len(summaries) == 1 else summaries, indent=2))
 
 
-def check_several(onnx_paths: tuple[Path, ...], triton_repo: Path | None) -> None:
+def check_several(onnx_paths: tuple[Path, ...], triton_repo: Path | None, out_dir: Path | None) -> None:
     """Several ONNX: each one there and named once, and no Triton repository (one model each would share its name),
     before the first build."""
     if len(onnx_paths) < 2:
@@ -74,6 +74,9 @@ def check_several(onnx_paths: tuple[Path, ...], triton_repo: Path | None) -> Non
             raise InputError(f"{path} does not exist: pass the ONNX files of ptdit-export")
     if len({path.resolve() for path in onnx_paths}) < len(onnx_paths):
         raise InputError("an ONNX is named twice: pass each once")
+    if len({path.name for path in onnx_paths}) < len(onnx_paths) and out_dir is not None:
+        raise InputError(f"two ONNX of one name would make one plan in {option('out_dir')} {out_dir}: build them "
+                         f"into folders of their own")
     if triton_repo is not None:
         raise InputError(f"{option('triton_repo')} writes the repository of one plan: build the ONNX one at a time "
                          f"with it, or drop it")

@@ -30,7 +30,8 @@ LOG = logging.getLogger("export")
 @checked(options=EXPORT_MODEL)
 def export_model(resolution: Any = None, *, progress: Reporter | None = None, **options: Any) -> list[ExportResult]:
     """Export PT-DiT to ONNX with static shapes, as ptdit-export does: one ExportResult per graph (each
-    resolution, and with step=True its step graph after it), with .path (the ONNX), .manifest (the typed
+    size, and with step=True its step graph after it; size: "1408x768", a ptdit.Size, or a list, after the
+    resolutions), with .path (the ONNX), .manifest (the typed
     manifest), .files, .checks, .seconds and .up_to_date. preset: xl (default), tiny, qihoo-t2x; or config: a
     PTDiTConfig or a JSON file of its fields. checks: auto, fast, full or none. precision="fp8": FP8 Linear
     layers (fp8_layers "tcm-mlp" or "all") whose activation scales come from calibration (calibrator "max" or
@@ -46,7 +47,8 @@ def export_model(resolution: Any = None, *, progress: Reporter | None = None, **
 @checked(options=EXPORT)
 def export_pipeline(resolution: Any = None, *, progress: Reporter | None = None,
                     **options: Any) -> list[PipelineExport]:
-    """A pipeline folder per resolution, as ptdit-export --pipeline writes it (.path, .up_to_date, .manifest):
+    """The pipeline folder of every size asked for (one folder; a list of it), as ptdit-export --pipeline writes
+    it (.path, .up_to_date, .manifest):
     the transformer, the T5 text encoder (text_encoder: a Hugging Face T5 folder; default a seeded stand-in),
     the CausalVAE decoder tiles (vae: its checkpoint; default a seeded stand-in), the tokenizer and the
     negative prompt. Run it with runtime.PTDiTPipeline.from_folder(result.path). frames: latent frames of a

@@ -25,7 +25,15 @@ from ptdit.contract.fp8 import (
 from ptdit.contract.numbers import SEED
 from ptdit.contract.options import Option, Options, as_list
 from ptdit.contract.sizes import Size, parse_size
-from ptdit.resolution import SUPPORTED_RESOLUTIONS, Geometry, geometry, size_bins, window_for
+from ptdit.resolution import (
+    CLASS_WINDOWS,
+    SUPPORTED_RESOLUTIONS,
+    Geometry,
+    geometry,
+    grid_pixels,
+    size_bins,
+    window_for,
+)
 
 from .calibration import (
     CALIBRATION_STEPS,
@@ -55,10 +63,11 @@ EXPORT = Options(
     Option("resolution", int | Sequence[int] | None, None, "Square image resolution in pixels (N x N); repeat for "
            "several sizes [default: 1024 unless --size is given].", flag="--res", choices=SUPPORTED_RESOLUTIONS,
            multiple=True),
-    Option("size", str | Size | Sequence[str | Size] | None, None, "Image size WIDTHxHEIGHT, each side a multiple "
-           "of its class's grid (one attention window: 32, 64, 128, 256 px at the 256, 512, 1024, 2048 classes), "
-           "e.g. 1280x768; CLASS:common: that class's 1:1, 16:9, 9:16, 4:3 and 3:4 bins. Repeat for several; "
-           "several sizes share one weights file.", kind="size", multiple=True, metavar="WxH"),
+    Option("size", str | Size | Sequence[str | Size] | None, None, f"Image size WIDTHxHEIGHT, each side a multiple "
+           f"of its class's grid (one attention window: {', '.join(str(grid_pixels(c)) for c in CLASS_WINDOWS)} px "
+           f"at the {', '.join(map(str, CLASS_WINDOWS))} classes), e.g. 1280x768; CLASS:common: that class's 1:1, "
+           f"16:9, 9:16, 4:3 and 3:4 bins. Repeat for several (after the --res sizes); several sizes share one "
+           f"weights file.", kind="size", multiple=True, metavar="WxH"),
     Option("frames", int | None, None, "Video: latent frame count (a multiple of 4).", accepted=FRAMES),
     Option("preset", str | None, None, "Model preset [default: xl]; qihoo-t2x for the published weights.",
            choices=tuple(sorted(PRESETS))),

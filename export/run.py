@@ -24,7 +24,7 @@ from ptdit.contract.sizes import Size
 from .calibration import load_calibration_text
 from .options import ExportOptions, all_specs, artifact_files, check_export_options, check_level, geometry_for
 from .progress import Reporter, Stages
-from .shared_weights import SharedWeights
+from .shared_weights import SharedWeights, shared_name
 from .spec import ExportSpec
 
 if TYPE_CHECKING:
@@ -88,12 +88,24 @@ def export_all(opts: ExportOptions, report: Reporter, counter: Counter = no_coun
     results: dict[str, ExportResult] = {}
     if todo:
         with Outputs(opts.force) as outputs:
-            staged = {p: outputs.claim(p) for spec in todo for p in artifact_files(opts.out_dir, spec.stem)}
+            shared = shared_weights_path(opts, todo)  # published before every graph and manifest
+            staged = {shared: outputs.claim(shared)} if shared is not None else {}
+            staged.update({p: outputs.claim(p) for spec in todo for p in artifact_files(opts.out_dir, spec.stem)})
             with counter("exporting", len(todo), "graph") as advance:
                 exported = export_graphs(opts, report, staged.__getitem__, todo, advance)
             outputs.commit()
         results = {spec.stem: result for spec, result in zip(todo, exported)}
     return [reused.get(spec.stem) or results[spec.stem] for spec in specs]
+
+
+def shared_weights_path(opts: ExportOptions, specs: list[ExportSpec]) -> Path | None:
+    """The weights file the graphs of several sizes share (export.shared_weights); None for one size."""
+    if len({spec.size for spec in specs}) < 2:
+        return None
+    first = specs[0]
+    frames = f"-f{first.frames}" if first.frames else ""
+    return opts.out_dir / shared_name([s.stem for s in specs], f"ptdit-{first.preset}{frames}-b{first.batch}-"
+                                                                  f"{first.precision}")
 
 
 def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: list[ExportSpec] | None = None,
@@ -109,7 +121,8 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: li
         weights = dataclasses.replace(weights, state_dict_sha256=state_dict_sha256(model))
     reference = Fp32Reference(opts)
     specs = specs if specs is not None else all_specs(opts)
-    shared = SharedWeights() if len({spec.size for spec in specs}) > 1 else None
+    shared_path = shared_weights_path(opts, specs)
+    shared = SharedWeights(place(shared_path)) if shared_path is not None else None
     results, manifests = [], []
     for spec in specs:
         result, manifest = export_one(opts, spec, model, weights, report, place, reference, shared)
@@ -119,7 +132,6 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: li
         if advance:
             advance(spec.stem)
     if shared is not None:  # the weights file is complete only now: its sha256 goes into every manifest
-        assert shared.path is not None
         shared_sha = file_sha256(shared.path)
         manifests = [dataclasses.replace(m, artifact=ArtifactFiles(m.artifact.onnx, shared.path.name, {
             m.artifact.onnx: m.artifact.sha256[m.artifact.onnx], shared.path.name: shared_sha})) for m in manifests]
@@ -130,7 +142,7 @@ def export_graphs(opts: ExportOptions, report: Reporter, place: Place, specs: li
 
 class Fp32Reference:
     """The fp32 model with the exported weights: built when first needed. An FP8 export keeps it (it calibrates
-    each resolution and checks each graph against it) with each resolution's scales; other precisions build it
+    each size and checks each graph against it) with each size's scales; other precisions build it
     for each full check and let it go."""
 
     def __init__(self, opts: ExportOptions):
@@ -209,10 +221,13 @@ def export_one(opts: ExportOptions, spec: ExportSpec, model: PTDiT, weights: Wei
         checks = run_checks(exported, level, opts.torch_device, reference.model, stages)
     quantization = (quantization_record(scales, calibration, opts.calibration.layers)
                     if scales is not None and calibration else None)
-    if shared is not None:
+    if shared is not None:  # its sha256 is taken once it is complete (export_graphs): the manifest hashes the graph
         with stages.run("share", "store the weights once, in the weights file all sizes share"):
-            files = [onnx_path, shared.absorb(onnx_path)]
+            files = [onnx_path]
+            shared.absorb(onnx_path)
     manifest = transformer_manifest(cfg, spec, geo, model, weights, files, inputs, outputs, block_names, checks,
                                     quantization)
+    if shared is not None:
+        files = [onnx_path, shared.path]
     final = [opts.out_dir / f.name for f in [*files, Path(f"{spec.stem}.json")]]
     return ExportResult(final[0], final[-1], final, checks, dict(stages.seconds)), manifest

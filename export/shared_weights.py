@@ -1,19 +1,28 @@
 """One weights file for the graphs of several sizes (ptdit-export with more than one size): every graph keeps its own
-.onnx, and each tensor it stores externally is written once, into the first graph's .onnx.data, and referenced there
+.onnx, and each tensor it stores externally is written once, into the run's shared weights file, and referenced there
 by offset and length (ONNX's external data). The weights are the same at every size; what differs (a size's position
-embedding, its masks) is stored next to them. onnx, ONNX Runtime and TensorRT's parser read a tensor at an offset of a
-shared file as they read one of a file of its own."""
+embedding) is stored next to them. onnx, ONNX Runtime and TensorRT's parser read a tensor at an offset of a shared
+file as they read one of a file of its own.
+
+The file is named after the graphs that share it (`shared_name`): a later run of other graphs, even with --force,
+writes a file of another name, so it never changes the weights of a graph it does not export again."""
 
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Sequence
 
 if TYPE_CHECKING:
     import onnx
 
 ALIGNMENT = 4096  # each tensor starts on a page, so that a reader may map it
+
+
+def shared_name(stems: Sequence[str], prefix: str) -> str:
+    """The weights file of these graphs: `prefix` (the model, batch and precision) and a digest of their stems."""
+    digest = hashlib.sha256("\n".join(sorted(stems)).encode()).hexdigest()[:12]
+    return f"{prefix}-weights-{digest}.onnx.data"
 
 
 def external_tensors(model: onnx.ModelProto) -> list[onnx.TensorProto]:
@@ -36,12 +45,11 @@ def _point(tensor: onnx.TensorProto, location: str, offset: int, length: int) ->
 
 
 class SharedWeights:
-    """Absorbs graph after graph: the first graph's data file becomes the shared one (indexed, not rewritten); each
-    later graph's tensors are found there by their bytes or appended to it, the graph is rewritten to point at it, and
-    its own data file is removed."""
+    """Absorbs graph after graph into the file at `path`: each tensor found there by its bytes or appended to it
+    (page-aligned), the graph rewritten to point at it, its own data file removed."""
 
-    def __init__(self) -> None:
-        self.path: Path | None = None
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self._stored: dict[bytes, tuple[int, int]] = {}  # sha256 of a tensor's bytes -> (offset, length)
 
     def absorb(self, onnx_path: Path) -> Path:
@@ -54,21 +62,14 @@ class SharedWeights:
             raise ValueError(f"{onnx_path} stores no tensor in a file: save it with external data to share them")
         folder = onnx_path.parent
         own = {folder / _location(tensor)[0] for tensor in tensors}
-        if self.path is None:
-            self.path = folder / _location(tensors[0])[0]
-        if own == {self.path}:  # the first graph: its file is the shared one
-            with self.path.open("rb") as data:
-                for tensor in tensors:
-                    _, offset, length = _location(tensor)
-                    data.seek(offset)
-                    self._stored.setdefault(hashlib.sha256(data.read(length)).digest(), (offset, length))
-            return self.path
-        with self.path.open("r+b") as shared:
+        with self.path.open("ab+") as shared:
             for tensor in tensors:
                 name, offset, length = _location(tensor)
                 with (folder / name).open("rb") as data:
                     data.seek(offset)
                     blob = data.read(length)
+                if len(blob) != length:
+                    raise ValueError(f"{folder / name} ends before the {length} bytes of {tensor.name} at {offset}")
                 key = hashlib.sha256(blob).digest()
                 if key not in self._stored:
                     end = shared.seek(0, 2)
@@ -76,6 +77,9 @@ class SharedWeights:
                     shared.write(b"\0" * (start - end) + blob)
                     self._stored[key] = (start, length)
                 _point(tensor, self.path.name, *self._stored[key])
+            size = shared.seek(0, 2)
+        if any(_location(t)[1] + _location(t)[2] > size for t in tensors):  # every tensor inside the file
+            raise ValueError(f"{self.path} is shorter than the tensors {onnx_path.name} points at")
         onnx_path.write_bytes(model.SerializeToString())
         for path in own - {self.path}:
             path.unlink()

@@ -19,6 +19,7 @@ from .contract.sizes import Size
 VAE_FACTOR = 8
 TOKEN_PIXELS = VAE_FACTOR * 2  # image pixels per token side (the VAE's factor x the patch)
 TEMPORAL_WINDOW = 4
+MAX_RATIO = 4  # the widest aspect ratio a size takes, either way: the bins' (PixArt's 0.25 to 4.0)
 CLASS_WINDOWS: dict[int, int] = {256: 2, 512: 4, 1024: 8, 2048: 16}  # class (square side) -> window side, tokens
 IMAGE_WINDOWS: dict[int, tuple[int, int, int]] = {res: (1, side, side) for res, side in CLASS_WINDOWS.items()}
 SUPPORTED_RESOLUTIONS = tuple(IMAGE_WINDOWS)
@@ -78,6 +79,12 @@ def check_size(height: int, width: int) -> int:
         raise InputError(f"size {width!r}x{height!r} is not a size: pass positive integers WIDTHxHEIGHT")
     res_class = size_class(height, width)
     grid = grid_pixels(res_class)
+    area_bounds = (SUPPORTED_RESOLUTIONS[0] ** 2 / 2, 2 * SUPPORTED_RESOLUTIONS[-1] ** 2)
+    if not MAX_RATIO ** -1 <= height / width <= MAX_RATIO or not area_bounds[0] <= height * width <= area_bounds[1]:
+        nearest = min(size_bins(res_class), key=lambda b: abs(math.log(b.ratio * width / height)))
+        raise InputError(f"size {width}x{height} is outside the resolution table: a size takes an aspect ratio from "
+                         f"1:{MAX_RATIO} to {MAX_RATIO}:1 and an area within a factor 2 of a class's square (256 to "
+                         f"2048); nearest: {nearest}")
     if height % grid or width % grid:
         rounded = {Size(max(grid, step(height / grid) * grid), max(grid, step(width / grid) * grid))
                    for step in (round, math.floor)}

@@ -1,9 +1,9 @@
-"""ptdit-export --pipeline: the pipeline folder of a resolution (and with --frames, of a video length). The transformer
-artifact as a plain export writes it (with --step, the step graph too, which the runtime then samples with), the T5
-text encoder, the CausalVAE decoder (one ONNX per latent tile shape the published tiled decode needs; for video, per
-chunk length and tile shape), tokenizer.json, the negative prompt's embedding, and pipeline.json tying them together
-with the sha256 of every file. The folders are made under temporary names and published together when all are
-complete.
+"""ptdit-export --pipeline: one pipeline folder for every size asked for (and with --frames, of a video length). The
+transformer of each size as a plain export writes it, over one weights file when there are several (with --step, each
+size's step graph too, which the runtime then samples with), the T5 text encoder once, the CausalVAE decoder (one
+ONNX per latent tile shape the published tiled decodes of the sizes need; for video, per chunk length and tile shape),
+tokenizer.json, the negative prompt's embedding, and pipeline.json tying them together with the sha256 of every file.
+The folder is made under a temporary name and published when it is complete.
 
 Without --text-encoder / --vae the components are seeded stand-ins of the published architectures at test
 size (ptdit.t5 "tiny", ptdit.vae "tiny") and an offline tokenizer, so the pipeline runs with no download.
@@ -21,6 +21,8 @@ from ptdit.contract.onnx_manifest import OnnxManifest
 from ptdit.contract.outputs import Outputs
 from ptdit.contract.pipeline_manifest import (
     COMPONENT_MAX_REL_L2,
+    PIPELINE_SCHEMA,
+    SIZED_SCHEMA,
     PipelineManifest,
     PipelineSize,
     TilePlan,
@@ -225,5 +227,6 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, work: Path, repo
         resolution=graphs[0].manifest.export.resolution, transformer=first.transformer, text_encoder=text,
         tokenizer="tokenizer.json", negative_prompt=negative, vae_decoder=decoder_entry, frames=opts.frames,
         step_graph=first.step_graph, sizes=None if one_square else tuple(entries),
+        schema=PIPELINE_SCHEMA if one_square else SIZED_SCHEMA,
         sha256={f.name: file_sha256(f) for f in sorted(work.iterdir()) if f.is_file()})
     write_manifest(work / "pipeline.json", manifest)

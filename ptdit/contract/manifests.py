@@ -22,9 +22,10 @@ def read_manifest(cls: type[M], path: Path, of: str, missing: str) -> M:
     """The manifest at `path` (the manifest of `of`: "this .onnx", "this folder"...); `missing` is the error
     when there is no file. A foreign schema or a missing field is a one-line InputError with the fix."""
     data = read_json(path, missing)
-    if data.get("schema") != cls.SCHEMA:
+    schemas = getattr(cls, "SCHEMAS", (cls.SCHEMA,))  # every schema this version reads
+    if data.get("schema") not in schemas:
         raise InputError(f"{path} is not the manifest of {of}: it is not a {cls.WRITER} manifest (schema "
-                         f"{data.get('schema')!r}, expected {cls.SCHEMA!r}); {cls.FIX}")
+                         f"{data.get('schema')!r}, expected {' or '.join(map(repr, schemas))}); {cls.FIX}")
     try:
         return from_json(cls, data)
     except RecordError as e:

@@ -1,5 +1,6 @@
-"""The pipeline manifest (pipeline.json, schema ptdit-pipeline/1): written by ptdit-export --pipeline, read by
-the runtime. It ties the folder's components together with the sha256 of every file."""
+"""The pipeline manifest (pipeline.json, schema ptdit-pipeline/1, or /2 for a folder of sizes): written by
+ptdit-export --pipeline, read by the runtime. It ties the folder's components together with the sha256 of every
+file."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from .records import Record, optional
 from .sizes import Size
 
 PIPELINE_SCHEMA = "ptdit-pipeline/1"
+# A folder with `sizes` (several sizes, or one that is not square): a reader of /1 alone would draw its first size
+# with the plan of a square latent, so such a folder is /2, which that reader refuses in one line.
+SIZED_SCHEMA = "ptdit-pipeline/2"
 # Largest relative L2 error of a component's artifact against its PyTorch fp32 reference (its own weights), per
 # component kind and precision: the export's check and ptdit-diff's. fp32 VAE: convolutions summing 4,608 terms at
 # 512 x 512 pixels reorder enough to reach 2.6e-5 on the full-size decoder's 64 x 64 image tile (1e-4 leaves ~4x);
@@ -92,6 +96,7 @@ class PipelineSize(Record):
 @dataclass(frozen=True)
 class PipelineManifest(Record):
     SCHEMA: ClassVar[str] = PIPELINE_SCHEMA
+    SCHEMAS: ClassVar[tuple[str, ...]] = (PIPELINE_SCHEMA, SIZED_SCHEMA)
     WRITER: ClassVar[str] = "ptdit-export --pipeline"
     FIX: ClassVar[str] = "re-export the pipeline with ptdit-export --pipeline"
 

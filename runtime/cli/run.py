@@ -77,7 +77,6 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
     with exit_codes("ptdit-run", debug, flags=RUN.flags()):
         options = TensorRTOptions.of(tensorrt_run)
         text_path, negative_path, out_path = text, negative_text, out
-        size = {"height": height, "width": width, "use_resolution_binning": use_resolution_binning}
         if artifact is None:
             assert server is not None  # artifact_argument: --server in its place
             local = ["text", "negative_text", "random_text", "shift", *TENSORRT_RUN.names(), "verify",
@@ -87,12 +86,12 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
                 raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "
                                  f"the server runs its own pipeline: drop {'them' if len(given) > 1 else 'it'}")
             summary = run_on_server(server, prompt, negative_prompt, steps, guidance, seed, out_path, force, console,
-                                    **size)
+                                    height, width, use_resolution_binning)
         elif artifact.is_dir():
             if text_path or negative_path or random_text:
                 raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
-                                   out_path, force, verify, options, console, **size)
+                                   out_path, force, verify, options, console, height, width, use_resolution_binning)
         else:
             given = [flag for flag, value in (("--prompt", prompt), ("--negative-prompt", negative_prompt))
                      if value is not None] + given_flags(click.get_current_context(), IMAGE_SIZE.names())
@@ -131,7 +130,8 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
     with Outputs(force) as outputs:
         staged = outputs.claim(out_path)
         console.line(f"ptdit-run: {url}, {steps} steps, cfg {guidance}, seed {seed}")
-        result = generate(url, prompt, negative_prompt, seed, steps, guidance, height, width, use_resolution_binning)
+        result = generate(url, prompt, negative_prompt, seed, steps, guidance, height=height, width=width,
+                          use_resolution_binning=use_resolution_binning)
         for name, seconds in result.timings.items():
             console.line(f"  {name}: {seconds:.2f} s (on the server)")
         metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed, height, width)

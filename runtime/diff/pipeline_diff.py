@@ -77,10 +77,10 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
             inputs[f"vae {shape}"] = (name, kind, {"latent": rng.standard_normal(latent).astype(np.float32)})
         for label, (name, kind, feeds) in inputs.items():
             report(f"ptdit-diff: {folder_path.name}: {label}")
-            entry = component_diff(component_path(folder, name, backend), kind, feeds, options)
-            result["components"][label] = entry
-            if not within(entry["rel_l2"], entry["max_rel_l2"]):
-                failures.append(f"{label}: relative L2 {entry['rel_l2']:.3g} > {entry['max_rel_l2']:g}")
+            judged = component_diff(component_path(folder, name, backend), kind, feeds, options)
+            result["components"][label] = judged
+            if not within(judged["rel_l2"], judged["max_rel_l2"]):
+                failures.append(f"{label}: relative L2 {judged['rel_l2']:.3g} > {judged['max_rel_l2']:g}")
         steps = options.steps or 10
         pipe = PTDiTPipeline(components.transformer(entries[0].size), components)
         got = {}

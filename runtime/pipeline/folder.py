@@ -9,7 +9,7 @@ from pathlib import Path
 from ptdit.contract.errors import InputError
 from ptdit.contract.files import verify_files
 from ptdit.contract.manifests import read_manifest
-from ptdit.contract.pipeline_manifest import PipelineManifest
+from ptdit.contract.pipeline_manifest import SIZED_SCHEMA, PipelineManifest
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ def load_pipeline(path: str | Path, verify: bool = True) -> PipelineFolder:
     manifest = read_manifest(PipelineManifest, path / "pipeline.json", "this folder",
                              f"{path} is a folder without pipeline.json: pass a folder written by ptdit-export "
                              f"--pipeline, or an .onnx / .plan")
+    first = manifest.size_entries()[0]
+    if (manifest.schema == SIZED_SCHEMA) != (manifest.sizes is not None) or (
+            first.transformer, first.step_graph, first.plan) != (
+            manifest.transformer, manifest.step_graph, manifest.vae_decoder.plan):
+        raise InputError(f"{path / 'pipeline.json'} does not agree with itself: its first size ({first.transformer}) "
+                         f"is not the one its top names ({manifest.transformer}), or its schema is not that of its "
+                         f"sizes; {PipelineManifest.FIX}")
     if verify:
         verify_files(path, manifest.files, "pipeline.json", PipelineManifest.FIX)
     return PipelineFolder(path, manifest)

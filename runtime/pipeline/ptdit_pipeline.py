@@ -209,7 +209,9 @@ class PTDiTPipeline:
         count = len(texts) * per_prompt
         SEED.check(f"{option('seed')} + the number of images - 1", seed + count - 1)
         drawn, wanted = size
-        transformer = self.components.transformer(drawn) if self.components else self.transformer
+        transformer = self.transformer  # the session this pipeline was made with, at its size; another size's:
+        if self.components is not None and drawn != transformer.artifact.export.image_size:
+            transformer = self.components.transformer(drawn)
         latents, decoded = [], []
         for i in range(count):
             start = time.perf_counter()

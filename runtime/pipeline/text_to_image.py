@@ -55,7 +55,8 @@ class PipelineComponents:
             self.text_len = self.sessions["text_encoder"].artifact.spec("input_ids").shape[1]
             self.tokenizer = PromptTokenizer(folder.file(m.tokenizer), self.text_len)
             self.chunks = m.vae_decoder.chunks
-            self.plans: dict[tuple[int, int], TilePlan] = {}  # latent (height, width) -> its decode's plan
+            # latent (height, width) -> its decode's plan
+            self.plans = {(e.height // e.plan.factor, e.width // e.plan.factor): e.plan for e in self.entries.values()}
             self.stored_negative = read_arrays(folder.file(m.negative_prompt.file))
             self._check_stored_negative()
             self.transformer(self.sizes[0])  # the default size's, checked with the rest before any work
@@ -71,12 +72,14 @@ class PipelineComponents:
     def transformer(self, size: Size) -> Session:
         """The transformer session of one of the folder's sizes (opened on first use, checked to fit the rest)."""
         name = "transformer" if size == self.sizes[0] else f"transformer {size}"
-        if name not in self.sessions:
-            entry = self.entries[size]
-            self.sessions[name] = self._open(entry.sampler_graph)
-            latent = self.sessions[name].artifact.spec("latent").shape
-            self.plans[(latent[-2], latent[-1])] = entry.plan
-            self._check_fit(self.sessions[name], entry)
+        if name not in self.sessions:  # kept only once it is checked: a session that does not fit is closed
+            session = self._open(self.entries[size].sampler_graph)
+            try:
+                self._check_fit(session, self.entries[size])
+            except BaseException:
+                session.close()
+                raise
+            self.sessions[name] = session
         return self.sessions[name]
 
     def _check_fit(self, session: Session, entry: PipelineSize) -> None:

@@ -85,6 +85,7 @@ class Sampler:
                              f"{self.batch}")
         self.latent_spec = session.artifact.spec("latent")
         size = export.image_size
+        assert size is not None  # a transformer's (checked above)
         self.shift = shift if shift is not None else timestep_shift(size.height, size.width, export.frames)
         self.timesteps = schedule(steps, self.shift)
 

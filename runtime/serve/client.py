@@ -157,8 +157,8 @@ class PipelineClient:
 
 
 def generate(url: str, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
-             guidance_scale: float = DEFAULT_GUIDANCE, height: int | None = None, width: int | None = None,
-             use_resolution_binning: bool = True, timeout_s: float | None = None) -> Generated:
+             guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None, height: int | None = None,
+             width: int | None = None, use_resolution_binning: bool = True) -> Generated:
     """One image from the server at url (host:grpc-port), on a connection of its own."""
     with PipelineClient(url) as client:
         return client.generate(prompt, negative_prompt, seed, steps, guidance_scale, timeout_s, height, width,

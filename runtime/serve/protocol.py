@@ -44,6 +44,7 @@ INPUTS = (
     Tensor("width", "int32", optional=True),
     Tensor("use_resolution_binning", "bool", optional=True, default=True),
 )
+BINNING = next(t for t in INPUTS if t.name == "use_resolution_binning")
 TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output named <stage>_seconds
 IMAGE = Tensor("image", "uint8")
 OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS))
@@ -96,7 +97,7 @@ def parse_request(values: Mapping[str, np.ndarray]) -> Request:
         value = np.asarray(one(spec.name) if spec.name in values else spec.default)
         number = int(value) if spec.dtype.startswith("int") else float(value)
         numbers[spec.name] = RANGES[spec.name].check(option(spec.name), number)
-    binning = bool(one("use_resolution_binning")) if "use_resolution_binning" in values else True
+    binning = bool(one("use_resolution_binning") if "use_resolution_binning" in values else BINNING.default)
 
     def integer(name: str) -> int | None:
         value = numbers[name]

@@ -279,7 +279,7 @@ def test_sized_pipeline_components_are_built_by_tensorrt_rtx(sized_pipeline, tmp
     assert sorted(p.name for p in sized_pipeline.glob("*.onnx")) == sorted(components)
     shared = {json.loads((sized_pipeline / t).with_suffix(".json").read_text())["artifact"]["external_data"]
               for t in transformers}
-    assert shared == {transformers[0] + ".data"}
+    assert len(shared) == 1 and next(iter(shared)).startswith("ptdit-tiny-b2-fp16-weights-")
     for name in components:
         onnx_manifest = json.loads((sized_pipeline / name).with_suffix(".json").read_text())
         assert onnx_manifest["checks"]["tensorrt_ops"]["max_rank"] <= 8

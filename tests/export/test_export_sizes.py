@@ -81,7 +81,8 @@ def test_several_sizes_store_the_weights_once(two_sizes):
     names = sorted(p.name for p in two_sizes.iterdir())
     graphs = ["ptdit-tiny-512x256-b2-fp32", "ptdit-tiny-512x256-b2-fp32-step", "ptdit-tiny-256x512-b2-fp32",
               "ptdit-tiny-256x512-b2-fp32-step"]
-    shared = "ptdit-tiny-512x256-b2-fp32.onnx.data"
+    [shared] = [name for name in names if name.endswith(".onnx.data")]
+    assert shared.startswith("ptdit-tiny-b2-fp32-weights-")  # named after the graphs that share it
     assert names == sorted([*(f"{g}.onnx" for g in graphs), *(f"{g}.json" for g in graphs), shared])
     model = PTDiT(preset("tiny"))
     parameter_bytes = 4 * sum(p.numel() for p in model.parameters())
@@ -107,3 +108,24 @@ def test_each_size_equals_pytorch_through_onnx_runtime(two_sizes, graph):
         ref = PTDiT(preset("tiny")).eval()(*(torch.from_numpy(feeds[k]) for k in feeds)).numpy()
     assert out[0].shape == ref.shape == (2, 8, *latent.shape[2:])
     assert rel_l2(out[0], ref) <= 1e-5
+
+
+def test_a_later_run_of_other_sizes_never_changes_the_weights_of_these(two_sizes, tmp_path):
+    """--force of one size with another: a weights file of its own; the graphs it does not export keep theirs."""
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(two_sizes, out)
+    [before] = [p for p in out.iterdir() if p.name.endswith(".onnx.data")]
+    kept = before.read_bytes()
+    result = run_command("export", "--preset", "tiny", "--size", "512x256", "--size", "768x256", "--precision", "fp32",
+                         "--checks", "none", "--force", "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert before.read_bytes() == kept  # 256x512's graphs still point into it, unchanged
+    manifest = json.loads((out / "ptdit-tiny-256x512-b2-fp32.json").read_text())
+    assert manifest["artifact"]["external_data"] == before.name
+    new = json.loads((out / "ptdit-tiny-512x256-b2-fp32.json").read_text())["artifact"]["external_data"]
+    assert new != before.name and (out / new).is_file()
+    from ptdit.contract.manifests import read_artifact_manifest
+
+    read_artifact_manifest(out / "ptdit-tiny-256x512-b2-fp32.onnx")  # its files still match their sha256

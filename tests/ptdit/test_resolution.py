@@ -89,3 +89,11 @@ def test_a_size_on_its_grid_is_accepted_and_another_is_refused_naming_sizes_that
     for bad in [(0, 256), (256, -32), (256.0, 256), (True, 256)]:
         with pytest.raises(InputError, match="is not a size: pass positive integers WIDTHxHEIGHT"):
             check_size(*bad)
+
+
+@pytest.mark.parametrize("height,width,nearest", [(256, 65536, "4096x1024"), (16384, 16384, "2048x2048"),
+                                                  (96, 96, "256x256"), (64, 4096, "1024x256")])
+def test_a_size_outside_the_table_names_the_nearest_in_it(height, width, nearest):
+    with pytest.raises(InputError, match=rf"size {width}x{height} is outside the resolution table: a size takes an "
+                                         rf"aspect ratio from 1:4 to 4:1 .*; nearest: {nearest}"):
+        window_for(height, width)

@@ -95,7 +95,8 @@ def test_a_transformer_of_another_resolution_is_refused_before_anything_runs(pip
                  str(tmp_path / "x.png"))
     assert result.returncode == 2 and "encode:" not in result.stderr
     line = one_error_line(result, "ptdit-run")
-    assert "do not fit each other" in line and "the transformer is for 1024 px" in line and "VAE decoder" in line
+    assert "do not fit each other" in line and "is for 1024x1024 px, pipeline.json says 256x256" in line
+    assert "VAE decoder" in line
 
 
 def test_a_truncated_negative_embedding_is_one_line(folder, tmp_path):

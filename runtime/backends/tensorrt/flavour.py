@@ -68,8 +68,8 @@ def onnx_of(artifact: Artifact) -> Path:
     path = artifact.path.with_name(artifact.plan.onnx.file)
     if not path.is_file():
         raise InputError(f"{artifact.path.name} is weightless (built with --strip-plan) and is refit from the ONNX it "
-                         f"was built from at load, but {path} is missing: keep {path.name} (and its .data) next to "
-                         f"the plan")
+                         f"was built from at load, but {path} is missing: keep {path.name} (and its weights file) "
+                         f"next to the plan")
     return path
 
 
