@@ -21,7 +21,7 @@ from ptdit.contract.onnx_manifest import (
     TensorSpec,
     Weights,
 )
-from ptdit.resolution import size_class
+from ptdit.resolution import resolution_of
 
 from .spec import STEP_CARRY, STEP_SCHEDULE_LEN, ExportSpec
 
@@ -86,7 +86,7 @@ def transformer_manifest(cfg: PTDiTConfig, spec: ExportSpec, geo: Geometry, mode
         export=ExportInfo(
             graph=spec.graph, precision=spec.precision, batch=spec.batch,
             opset=spec.opset, frames=spec.frames, step=step_graph(spec), exporter=EXPORTER, tools=tool_versions(),
-            resolution=spec.size.height if spec.size.square else size_class(spec.size.height, spec.size.width),
+            resolution=resolution_of(spec.size),
             size=None if spec.size.square else [spec.size.height, spec.size.width], text_len=spec.text_len,
             quantization=quantization),
         geometry=ExportGeometry(

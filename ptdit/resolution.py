@@ -40,6 +40,11 @@ def size_class(height: int, width: int) -> int:
     return min(SUPPORTED_RESOLUTIONS, key=lambda res: (abs(math.log(height * width / res ** 2)), res))
 
 
+def resolution_of(size: Size) -> int:
+    """What a manifest calls a size's resolution: its side if it is square, else its class."""
+    return size.height if size.square else size_class(size.height, size.width)
+
+
 def grid_pixels(res_class: int) -> int:
     """The pixels a side of a size of this class is a multiple of: one attention window."""
     return TOKEN_PIXELS * CLASS_WINDOWS[res_class]

@@ -100,7 +100,8 @@ def test_the_library_refuses_what_the_command_line_refuses(folder):
         Thresholds(rtol=1e-3, atol=1e-3, max_rel_l2=float("nan"), max_trajectory_rel_l2=1.0)
     from export.options import ExportOptions, check_export_options
     from ptdit import preset
+    from ptdit.contract.sizes import Size
 
     for kwargs, message in [({"batch": 1000}, "^batch must be an integer in"), ({"seed": -1}, "^seed must be")]:
         with pytest.raises(InputError, match=message):
-            check_export_options(ExportOptions(preset("tiny"), [256], **kwargs))
+            check_export_options(ExportOptions(preset("tiny"), [Size(256, 256)], **kwargs))

@@ -32,7 +32,7 @@ from ptdit.contract.progress import Counter, no_counter
 from ptdit.contract.reuse import Existing
 from ptdit.contract.sizes import Size
 from ptdit.contract.vae_decode import decoder_shapes, temporal_chunks, tile_plan
-from ptdit.resolution import VAE_FACTOR, latent_size
+from ptdit.resolution import VAE_FACTOR, latent_size, resolution_of
 from ptdit.vae import LATENT_SCALE
 
 from ..existing import CHECK_ORDER, Wanted, checked_level, existing_state
@@ -224,7 +224,7 @@ def export_pipeline(opts: ExportOptions, pipe: PipelineOptions, work: Path, repo
                                     output="[-1, 1], clamped, (x + 1) / 2 * 255 rounded to uint8", chunks=chunks)
     one_square = len(entries) == 1 and first.height == first.width  # written as before sizes
     manifest = PipelineManifest(
-        resolution=graphs[0].manifest.export.resolution, transformer=first.transformer, text_encoder=text,
+        resolution=resolution_of(opts.sizes[0]), transformer=first.transformer, text_encoder=text,
         tokenizer="tokenizer.json", negative_prompt=negative, vae_decoder=decoder_entry, frames=opts.frames,
         step_graph=first.step_graph, sizes=None if one_square else tuple(entries),
         schema=PIPELINE_SCHEMA if one_square else SIZED_SCHEMA,

@@ -108,7 +108,7 @@ class PipelineComponents:
             published = tile_plan(latent[-2], latent[-1], m.frames, size.width // latent[-1])
             if entry.plan != published:
                 problems.append(f"its VAE tile plan {plan_text(entry.plan)} is not the published decode's plan of a "
-                                f"{latent[-2]} x {latent[-1]} latent at {size} px, {plan_text(published)}")
+                                f"{latent[-2]}x{latent[-1]} latent at {size} px, {plan_text(published)}")
                 frames_fit = False
         encoded = list(self.sessions["text_encoder"].artifact.spec("text_embeds").shape[1:])
         if encoded != text_in:

@@ -5,7 +5,8 @@
     REPO/ptdit/config.pbtxt          the served model: protocol.INPUTS in, protocol.OUTPUTS out, its instances
                                      and its queue policy; parameters: backend, device, layout, pipeline
     REPO/ptdit/1/model.py            runtime/serve/triton_model.py: the project's runtime inside Triton
-    REPO/ptdit/1/pipeline/           the pipeline folder (hard links where the file system allows, else copies)
+    REPO/ptdit/1/pipeline/           the pipeline folder (hard links where the file system allows, else copies;
+                                     ONNX weights files are copied: ONNX Runtime refuses them hard-linked)
 
 `components` (the default on TensorRT): every component is a Triton model of its own, which Triton schedules
 and places (instance groups: copies on every GPU), and `ptdit` drives them (business-logic scripting):
@@ -137,7 +138,15 @@ def component_config(name: str, artifact: str, inputs: list[TensorSpec], outputs
             + _instances(options) + _parameters({"artifact": artifact, "device": options.device}))
 
 
+# ONNX Runtime refuses an ONNX's external data file that has a second hard link, or that a symlink leads out of the
+# model's folder (its guard against a planted file): those are copied.
+EXTERNAL_DATA = ".onnx.data"
+
+
 def _link_or_copy(source: str, target: str) -> None:
+    if source.endswith(EXTERNAL_DATA):
+        shutil.copy2(source, target)
+        return
     try:
         os.link(source, target)
     except OSError:
@@ -145,7 +154,10 @@ def _link_or_copy(source: str, target: str) -> None:
 
 
 def _symlink(source: str, target: str) -> None:
-    os.symlink(os.path.abspath(source), target)
+    if source.endswith(EXTERNAL_DATA):
+        shutil.copy2(source, target)
+    else:
+        os.symlink(os.path.abspath(source), target)
 
 
 def write_repository(folder_path: Path, out: Path, options: ServeOptions, force: bool = False,

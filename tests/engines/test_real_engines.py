@@ -316,12 +316,13 @@ def test_pipeline_component_precisions_are_built_by_tensorrt_rtx(tmp_path, compo
     from export.progress import Stages
     from ptdit import preset
     from ptdit.contract.onnx_manifest import Weights
+    from ptdit.contract.sizes import Size
     from ptdit.t5 import T5_PRESETS, T5Encoder
     from ptdit.vae import VAE_PRESETS, CausalVAEDecoder
 
     stages, seeded = Stages(lambda line: None), Weights("seeded", seed=0)
     if component == "t5":
-        opts = ExportOptions(preset("tiny"), [256], out_dir=tmp_path)
+        opts = ExportOptions(preset("tiny"), [Size(256, 256)], out_dir=tmp_path)
         name = export_text_encoder(T5Encoder(T5_PRESETS["tiny"]).eval(), seeded, opts,
                                    PipelineOptions(text_encoder_precision=precision), tmp_path, stages)[0].onnx
     else:

@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from export.options import ExportOptions
 from export.run import export_all
 from ptdit import preset
+from ptdit.contract.sizes import Size
 from ptdit.step import DenoisingStep
 from runtime.backends.feeds import nbytes
 from runtime.diff.metrics import DEFAULT_THRESHOLDS
@@ -43,8 +44,8 @@ def exports(tmp_path_factory) -> dict[tuple[int, int, str], tuple[Path, Path]]:
     for res, batch, precision in [(256, 2, "fp32"), (256, 1, "fp32"), (1024, 2, "fp32"), (1024, 1, "fp32"),
                                   (256, 2, "fp16")]:
         checks = "fast" if (res, batch, precision) == (256, 2, "fp32") else "none"
-        opts = ExportOptions(preset("tiny"), [res], precision=precision, batch=batch, out_dir=out, checks=checks,
-                             step=True)
+        opts = ExportOptions(preset("tiny"), [Size(res, res)], precision=precision, batch=batch, out_dir=out,
+                             checks=checks, step=True)
         noise, step = export_all(opts, lambda line: None)
         paths[(res, batch, precision)] = (noise.onnx_path, step.onnx_path)
     return paths

@@ -164,8 +164,9 @@ def test_the_text_encoder_onnx_matches_pytorch(tmp_path, precision, level, limit
     from export.progress import Stages
     from ptdit import preset
     from ptdit.contract.onnx_manifest import Weights
+    from ptdit.contract.sizes import Size
 
-    opts = ExportOptions(preset("tiny"), [256], checks=level, out_dir=tmp_path)
+    opts = ExportOptions(preset("tiny"), [Size(256, 256)], checks=level, out_dir=tmp_path)
     entry, exported = export_text_encoder(T5Encoder(TINY).eval(), Weights("seeded", seed=0), opts,
                                           PipelineOptions(text_encoder_precision=precision), tmp_path,
                                           Stages(lambda line: None))

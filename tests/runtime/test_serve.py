@@ -563,3 +563,18 @@ def test_a_log_an_error_names_is_kept_whatever_the_server_exits_with(tmp_path, m
         local.start(timeout_s=1)
     named = Path(re.search(r"its log: (.*)\)", str(error.value))[1])
     assert local.process is None and named.parent == logs and "loading models" in named.read_text()
+
+
+def test_a_repository_copies_onnx_weights_files_which_onnx_runtime_refuses_hard_linked(sized_pipeline, tmp_path):
+    """After a repository of the folder is written, the folder's graphs still load in ONNX Runtime (a weights file
+    with a second hard link is refused by it as a possible attack)."""
+    from runtime.session import open_session
+
+    write_repository(sized_pipeline, tmp_path / "repo", ServeOptions())
+    write_repository(sized_pipeline, tmp_path / "linked", ServeOptions(), symlinks=True)
+    for weights in sized_pipeline.glob("*.onnx.data"):
+        assert weights.stat().st_nlink == 1
+    for onnx_path in (sized_pipeline, tmp_path / "repo" / protocol.MODEL / "1" / "pipeline"):
+        [transformer] = [p for p in onnx_path.glob("ptdit-tiny-768x1408-*.onnx")]
+        with open_session(str(transformer), "onnxruntime", "cpu") as session:
+            assert session.artifact.spec("latent").shape[-2:] == (176, 96)

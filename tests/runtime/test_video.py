@@ -303,7 +303,7 @@ def test_video_refusals(video_pipeline, pipelines, tmp_path):
     result = run("runtime", str(folder), "--prompt", "x", "--steps", "1", "--out", str(tmp_path / "x.mp4"))
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert ('its VAE tile plan {"blend": 0, "factor": 4, "keep": 128, "starts": [0], "tile": 32} is not the published '
-            'decode\'s plan of a 32x32 latent at 256 px, {"blend": 0, "factor": 8, "keep": 256, "starts": [0], '
+            'decode\'s plan of a 32x32 latent at 256x256 px, {"blend": 0, "factor": 8, "keep": 256, "starts": [0], '
             '"tile": 32}') in result.stderr
     assert not (tmp_path / "x.mp4").exists()
 
