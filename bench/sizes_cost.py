@@ -1,6 +1,7 @@
 """What several sizes cost (`ptdit-bench sizes`): ptdit-export of the first size alone against one export of every
 size (their weights stored once), each in a fresh process (wall time, peak RSS, bytes on disk); and with --build,
-ptdit-build --target rtx of each size's graph (plan bytes, build time, peak RSS). (A weightless plan, --strip-plan,
+ptdit-build --target rtx of each size's graph (plan bytes, build time, peak RSS, and the device memory of its
+engine as the builder logs it). (A weightless plan, --strip-plan,
 is compiled with CUDA by TensorRT-RTX: it needs a GPU, so it is not measured here.) The stages run as commands
 (bench.child)."""
 
@@ -38,9 +39,11 @@ def sizes_rows(preset: str, sizes: list[str], precision: str, build: bool, repor
                 report(f"  ptdit-build {onnx_path.name} --target rtx")
                 child = run_module(["engines", str(onnx_path), "--target", "rtx", "--json", "--force", "--out",
                                     str(Path(tmp) / "plans")])
-                plan = Path(json.loads(child.stdout)["plan"])
+                summary = json.loads(child.stdout)
+                plan = Path(summary["plan"])
                 result["builds"].append({"graph": onnx_path.name, "plan_bytes": plan.stat().st_size,
-                                         "seconds": round(child.seconds, 1), "peak_rss_bytes": child.peak_rss_bytes})
+                                         "seconds": round(child.seconds, 1), "peak_rss_bytes": child.peak_rss_bytes,
+                                         "device_memory": summary["build"].get("device_memory") or {}})
                 plan.unlink()
     one, every = result["exports"]
     result["ratios"] = {key: round(every[key] / one[key], 2) for key in ("seconds", "peak_rss_bytes", "disk_bytes")}
@@ -56,9 +59,11 @@ def sizes_table(result: dict[str, Any]) -> str:
     ratios = result["ratios"]
     lines.append(f"| ratio | | {ratios['seconds']:.2f} | {ratios['peak_rss_bytes']:.2f} | {ratios['disk_bytes']:.2f} |")
     if result["builds"]:
-        lines += ["", "| graph (TensorRT-RTX plan) | plan GB | build wall s | peak RSS GB |",
-                  "| --- | --- | --- | --- |"]
+        lines += ["", "| graph (TensorRT-RTX plan) | plan GB | build wall s | peak RSS GB | device: weights GB | "
+                  "activations GB |", "| --- | --- | --- | --- | --- | --- |"]
         for b in result["builds"]:
+            memory = [f"{b['device_memory'][k] / 1e9:.3f}" if k in b["device_memory"] else "n/a"
+                      for k in ("weights", "activation")]
             lines.append(f"| {b['graph']} | {b['plan_bytes'] / 1e9:.3f} | {b['seconds']:.1f} | "
-                         f"{b['peak_rss_bytes'] / 1e9:.2f} |")
+                         f"{b['peak_rss_bytes'] / 1e9:.2f} | {' | '.join(memory)} |")
     return "\n".join(lines)

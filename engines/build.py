@@ -171,7 +171,7 @@ def plan_manifest(onnx: OnnxArtifact, built: BuiltPlan, io: PlanIO, io_source: s
         targets=targets,
         build_gpu=BuildGpu(gpu.name, gpu.compute_capability) if gpu else None,
         build=BuildRecord(built.flags, options, built.parse_seconds, built.seconds, built.peak_rss_bytes, built.layers,
-                          io_source, dict(identity)),
+                          io_source, dict(identity), device_memory=built.device_memory or None),
         precision=onnx.precision,
         inputs=io.inputs,
         outputs=io.outputs,

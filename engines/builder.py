@@ -49,6 +49,7 @@ class BuiltPlan:
     network_io: PlanIO  # the parsed network's I/O: what the plan must have
     layers: int
     peak_rss_bytes: int  # of this process, so far
+    device_memory: dict[str, int]  # the builder's figures: weights, activation, device_persistent (bytes)
 
 
 def tensor_spec(tensor: trt.ITensor) -> TensorSpec:
@@ -156,6 +157,7 @@ def build_plan(flavour: Flavour, onnx_path: Path, options: BuildOptions, targets
         network_io=network_io(network),
         layers=int(network.num_layers),
         peak_rss_bytes=peak_rss_bytes(),
+        device_memory=dict(getattr(logger, "device_memory", {})),
     )
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from .onnx_manifest import BlockOutputs, ExportGeometry, ExportInfo, ModelInfo, TensorSpec
-from .records import Record
+from .records import Record, optional
 
 PLAN_SCHEMA = "ptdit-plan/2"
 # Where a plan's target compute capabilities came from (Targets.source).
@@ -98,6 +98,8 @@ class BuildRecord(Record):
     layers: int
     io_checked_from: str
     identity: dict[str, Any]  # what makes a rebuild unnecessary: ONNX, builder, targets, options
+    # the engine's device memory in bytes as the builder logged it: weights, activation, device_persistent
+    device_memory: dict[str, int] | None = optional()
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ plan); the modules are imported here, lazily, by name.
 from __future__ import annotations
 
 import importlib
+import re
 from dataclasses import dataclass
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, cast
@@ -48,6 +49,9 @@ def import_flavour(name: str) -> ModuleType | None:
 
 
 _LOGGERS: dict[str, Any] = {}
+# The engine's device memory as the builder logs it (INFO, TensorRT 10.x / 11.x and TensorRT-RTX alike; no GPU needed):
+# weights, activations (the largest scratch of one execution context) and persistent memory.
+DEVICE_MEMORY = re.compile(r"Total (Weights|Activation|Device Persistent) Memory: (\d+) bytes")
 
 
 def logger_for(module: ModuleType, report: Reporter | None = None, verbose: bool = False) -> trt.ILogger:
@@ -59,6 +63,7 @@ def logger_for(module: ModuleType, report: Reporter | None = None, verbose: bool
         _LOGGERS[module.__name__] = _logger_class(module)()
     logger = _LOGGERS[module.__name__]
     logger.errors.clear()
+    logger.device_memory.clear()
     logger.report, logger.verbose = report, verbose
     return cast("trt.ILogger", logger)
 
@@ -79,6 +84,7 @@ def _logger_class(module: ModuleType) -> type:
         def __init__(self) -> None:
             t.ILogger.__init__(self)
             self.errors: list[str] = []
+            self.device_memory: dict[str, int] = {}  # what a build says the engine takes (DEVICE_MEMORY)
             self.report: Reporter | None = None
             self.verbose = False
 
@@ -86,6 +92,8 @@ def _logger_class(module: ModuleType) -> type:
             if severity in (t.ILogger.Severity.INTERNAL_ERROR, t.ILogger.Severity.ERROR):
                 self.errors.append(msg)
                 del self.errors[:-ERRORS_KEPT]
+            elif (figure := DEVICE_MEMORY.match(msg)) is not None:
+                self.device_memory[figure[1].lower().replace(" ", "_")] = int(figure[2])
             elif self.report is not None and (severity == t.ILogger.Severity.WARNING or self.verbose):
                 self.report(f"    [TensorRT] {msg}")
 

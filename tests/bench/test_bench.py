@@ -211,4 +211,6 @@ def test_sizes_section_compares_one_size_with_several():
     graphs = ["ptdit-tiny-512x256-b2-fp16.onnx", "ptdit-tiny-256x512-b2-fp16.onnx"]
     assert [b["graph"] for b in result["builds"]] == graphs
     assert all(b["plan_bytes"] > 0 for b in result["builds"])
+    # TensorRT-RTX's own figures of each engine's device memory, logged at build time (no GPU here)
+    assert all(b["device_memory"]["weights"] > 0 and b["device_memory"]["activation"] > 0 for b in result["builds"])
     assert "| ratio |" in sizes_table(result)

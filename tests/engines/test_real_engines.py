@@ -133,6 +133,8 @@ def test_export_is_parsed_and_built_by_tensorrt_rtx(exports, key):
     assert manifest["build"]["io_checked_from"].startswith("network")
     assert manifest["build"]["layers"] == parse["layers"]
     assert manifest["build"]["seconds"] > 0 and manifest["build"]["peak_rss_bytes"] > plan.stat().st_size
+    memory = manifest["build"]["device_memory"]  # the builder's own figures of the engine (no GPU needed)
+    assert memory["weights"] > 0 and memory["activation"] > 0 and memory["device_persistent"] >= 0
     assert manifest["onnx"]["sha256"] == onnx_manifest["artifact"]["sha256"][onnx_path.name]
     assert manifest["export"] == onnx_manifest["export"] and manifest["geometry"] == onnx_manifest["geometry"]
 
