@@ -4,12 +4,8 @@ Every number is measured in the run that prints it; ratios are taken within one 
 
 from __future__ import annotations
 
-import json
-import os
-import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +16,12 @@ from ptdit.config import PRESETS
 from ptdit.contract.cli_types import Console, JsonFlagCommand, Number, SizeText, console_options, version_option
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError
-from ptdit.contract.files import write_atomically
 from ptdit.contract.numbers import CLIENTS, INSTANCES, REQUESTS, ROUNDS, STEPS, Range
 from ptdit.contract.tensorrt import BUILD_TARGETS as TARGETS
 
 from . import (
     build_cost,
+    cache_cost,
     complexity,
     export_cost,
     fp8_accuracy,
@@ -36,50 +32,9 @@ from . import (
     traffic,
     video,
 )
+from .results import publish, report, set_console
 
 RESOLUTION = Range(64, 8192, integer=True)  # pixels; ptdit-export itself takes its supported resolutions only
-
-
-def machine() -> dict[str, Any]:
-    info: dict[str, Any] = {"date": time.strftime("%Y-%m-%d"), "python": platform.python_version(),
-                            "cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()}
-    try:
-        import torch
-
-        info["torch"] = torch.__version__
-        if torch.cuda.is_available():
-            info["gpu"] = torch.cuda.get_device_name(0)
-    except ImportError:
-        pass
-    return info
-
-
-def publish(section: str, table: str, rows: Any, as_json: bool, path: Path | None) -> None:
-    """The table on stdout, or with --json the results as JSON on stdout (and the table on stderr); with
-    --results, the section also goes into that file."""
-    if as_json:
-        _console.line(table)
-        click.echo(json.dumps({section: rows, "machine": machine()}, indent=2))
-    else:
-        click.echo(table)
-    add_to_json(path, section, rows)
-
-
-def add_to_json(path: Path | None, section: str, rows: Any) -> None:
-    """Put one section's results (and the machine) into the JSON file at `path`, keeping its other sections."""
-    if path is None:
-        return
-    data = json.loads(path.read_text()) if path.exists() else {}
-    data[section] = rows
-    data["machine"] = machine()
-    write_atomically(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2) + "\n"))  # never left half written
-
-
-_console = Console()  # set by the group's -q / -v
-
-
-def report(line: str) -> None:
-    _console.line(line)
 
 
 @click.group(epilog="""\b
@@ -99,8 +54,7 @@ Examples:
 def main(console: Console) -> None:
     """Benchmarks of PT-DiT and of this toolkit; tables on stdout (--json: JSON on stdout), --results FILE to
     keep the numbers."""
-    global _console
-    _console = console
+    set_console(console)
 
 
 def results_options(command: Any) -> Any:
@@ -149,6 +103,37 @@ def export_command(preset_name: str, resolutions: tuple[int, ...], precision: st
             measured = export_cost.run_export(args + ["--checks", checks])
         rows.append({"preset": preset_name, "res": res, "precision": precision, "checks": checks, "measured": measured})
     publish("export", f"{export_cost.export_table(rows)}\n{export_cost.TARGETS_LINE}", rows, as_json, json_path)
+
+
+@main.command("cache", cls=JsonFlagCommand)
+@click.option("--model", "models", type=click.Choice(sorted(cache_cost.MODELS)), multiple=True,
+              default=["tiny-trained", "tiny"], show_default=True,
+              help="tiny-trained: the checkpoint of bench/train_tiny.py; tiny, xl: seeded weights (repeat).")
+@click.option("--res", "resolution", type=click.Choice(["256", "512", "1024"]), default="256", show_default=True,
+              help="The image size drawn.")
+@click.option("--steps", type=Number(STEPS), default=30, show_default=True, help="Sampling steps per image.")
+@click.option("--prompts", "prompt_count", type=Number(Range(1, len(cache_cost.PROMPTS), integer=True)),
+              default=len(cache_cost.PROMPTS), show_default=True,
+              help="How many of the six prompts tiny-trained was trained on are drawn.")
+@click.option("--seeds", type=Number(Range(1, 16, integer=True)), default=1, show_default=True,
+              help="Seeds per prompt.")
+@click.option("--method", "methods", multiple=True, default=list(cache_cost.DEFAULT_METHODS), show_default=True,
+              help="A cache measured, as ptdit-run --cache takes it (repeat).")
+@PRECISION_OPTION
+@results_options
+def cache_command(models: tuple[str, ...], resolution: str, steps: int, prompt_count: int, seeds: int,
+                  methods: tuple[str, ...], precision: str, as_json: bool, json_path: Path | None) -> None:
+    """Step caching per model: calibrated (ptdit-cache calibrate), then each method against the uncached run
+    (transformer calls, sampling time and their ratios, the latent's relative L2, the image's PSNR and SSIM); the
+    prediction's step-to-step change; ptdit-run --cache every:2 on the host loop and on the device step loop."""
+    from ptdit.contract.cache import parse_cache
+
+    with exit_codes("ptdit-bench", writes=False):  # a bad method: one line before any export
+        for method in methods:
+            parse_cache(method, "method")
+    result = cache_cost.cache_rows(list(models), int(resolution), steps, prompt_count, seeds, list(methods), precision,
+                                   report)
+    publish("cache", cache_cost.cache_table(result), result, as_json, json_path)
 
 
 @main.command("sizes", cls=JsonFlagCommand)
@@ -269,12 +254,15 @@ def traffic_command(preset_name: str, resolutions: tuple[int, ...], precision: s
               help="Resolution of the calibration and the held-out inputs.")
 @click.option("--modelopt", "with_modelopt", is_flag=True,
               help="Also calibrate with NVIDIA ModelOpt (pip install nvidia-modelopt) on the same layers and passes.")
+@click.option("--checkpoint", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Weights of the preset [default: seeded], e.g. bench/data/tiny-trained.safetensors.")
 @results_options
-def fp8_command(preset_name: str, res: str, with_modelopt: bool, as_json: bool, json_path: Path | None) -> None:
+def fp8_command(preset_name: str, res: str, with_modelopt: bool, checkpoint: Path | None, as_json: bool,
+                json_path: Path | None) -> None:
     """FP8 error per Linear kind and per --fp8-layers set: the fake-quantized model (the export's E4M3 rounding)
     against fp32, max and percentile calibration, and ModelOpt's with --modelopt. On the CPU; writes nothing."""
     with exit_codes("ptdit-bench", writes=False):
-        rows = fp8_accuracy.fp8_accuracy_rows(preset_name, int(res), with_modelopt, report)
+        rows = fp8_accuracy.fp8_accuracy_rows(preset_name, int(res), with_modelopt, report, checkpoint=checkpoint)
     publish("fp8", fp8_accuracy.fp8_accuracy_table(rows), rows, as_json, json_path)
 
 

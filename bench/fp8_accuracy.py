@@ -8,6 +8,7 @@ from __future__ import annotations
 import copy
 import importlib
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from ptdit.contract.errors import InputError
@@ -34,7 +35,7 @@ def modelopt_quantization() -> Any:
 
 
 def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: Reporter,
-                      timesteps: tuple[float, ...] = TIMESTEPS) -> list[dict[str, Any]]:
+                      timesteps: tuple[float, ...] = TIMESTEPS, checkpoint: Path | None = None) -> list[dict[str, Any]]:
     """Rows of rel L2 of noise_pred against fp32 at each held-out timestep: one per layer kind alone (max
     calibration), per layer set and calibrator, and per layer set with ModelOpt's calibration."""
     import torch
@@ -46,6 +47,10 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: R
     mtq = modelopt_quantization() if with_modelopt else None
     cfg = preset(preset_name)
     model = PTDiT(cfg).eval()
+    if checkpoint is not None:
+        from ptdit import load_checkpoint
+
+        load_checkpoint(model, checkpoint)
     latent_shape = (2, cfg.in_channels, res // 8, res // 8)
     every = {name: m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and layer_kind(name)}
     inputs = held_out_inputs(model, latent_shape, timesteps)
@@ -84,7 +89,8 @@ def fp8_accuracy_rows(preset_name: str, res: int, with_modelopt: bool, report: R
             rows.append({"what": f"set {layer_set}", "calibration": "ModelOpt (FP8, max)", "layers": len(wanted),
                          "rel_l2": errors(quantized), "calibration_seconds": round(seconds, 1),
                          "input_amax_vs_ptdit": amax_ratio(quantized, wanted, scales["max"])})
-    return [{"preset": preset_name, "res": res, "timesteps": list(timesteps), **r} for r in rows]
+    weights = checkpoint.name if checkpoint is not None else "seeded"
+    return [{"preset": preset_name, "weights": weights, "res": res, "timesteps": list(timesteps), **r} for r in rows]
 
 
 def held_out_inputs(model: PTDiT, latent_shape: tuple[int, ...],
@@ -129,6 +135,7 @@ def fp8_accuracy_table(rows: list[dict[str, Any]]) -> str:
         lines.append(f"| {r['preset']} | {r['res']} | {r['what']} | {r['calibration']} | {r['layers']} | {errs} | "
                      f"{max(r['rel_l2']):.2%} | {r['calibration_seconds']} | "
                      f"{'-'.join(map(str, r['input_amax_vs_ptdit'])) if 'input_amax_vs_ptdit' in r else ''} |")
-    lines.append("Relative L2 of noise_pred against fp32 (seeded weights, held-out latents and text); PyTorch "
+    weights = rows[0].get("weights", "seeded") if rows else "seeded"
+    lines.append(f"Relative L2 of noise_pred against fp32 ({weights} weights, held-out latents and text); PyTorch "
                  "fake-quantized with the E4M3 rounding of the exported graph.")
     return "\n".join(lines)

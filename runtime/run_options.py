@@ -35,6 +35,10 @@ SAMPLING = Options(
            show_default=True),
     Option("seed", int, 0, "Seed of the initial noise.", accepted=SEED, show_default=True),
     Option("shift", float | None, None, "Timestep shift [default: sqrt(H*W)/512, as published].", accepted=SHIFT),
+    Option("cache", str | None, None, "Step caching [default: off]: every:N (compute every N-th step), "
+           "calibrated:THRESHOLD (the artifact's calibrated change curve, ptdit-cache), default (calibrated at the "
+           "calibration's threshold); METHOD+taylor extrapolates the prediction instead of reusing it. "
+           "docs/caching.md.", metavar="METHOD[:VALUE]"),
 )
 # The size a pipeline folder's picture is given back at (ptdit-run's flags, PTDiTPipeline.__call__'s keywords).
 SIDE = Range(8, 16384, integer=True)  # pixels; a multiple of 8 (runtime.pipeline.sizes)

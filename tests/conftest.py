@@ -87,6 +87,23 @@ def video_pipeline(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def trained_pipeline(tmp_path_factory) -> Path:
+    """A tiny pipeline folder at 256 px of the trained tiny checkpoint (bench/train_tiny.py), with its step graph
+    (--step); no checks (seconds)."""
+    out = tmp_path_factory.mktemp("trained")
+    result = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--step",
+                             "--pipeline", "--checkpoint", str(TRAINED_CHECKPOINT), "--checks", "none", "--out",
+                             str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    return out / "ptdit-tiny-256-pipeline"
+
+
+ROOT = Path(__file__).resolve().parent.parent
+TRAINED_CHECKPOINT = ROOT / "bench" / "data" / "tiny-trained.safetensors"
+TRAINED_PROMPTS = ("a bright disk on a dark ground", "horizontal stripes", "a checkerboard", "concentric rings")
+
+
+@pytest.fixture(scope="session")
 def video_clip(video_pipeline, tmp_path_factory) -> tuple[Path, dict]:
     """ptdit-run of the video pipeline to .mp4 (2 steps, seed 3) and its --json summary, made once per run."""
     clip = tmp_path_factory.mktemp("clip") / "clip.mp4"

@@ -256,6 +256,7 @@ def test_every_option_of_every_command_has_help():
     from engines.cli import main as build
     from export.cli import main as export
     from runtime.bench import main as runtime_bench
+    from runtime.cli.cache import main as cache
     from runtime.cli.diff import main as diff
     from runtime.cli.run import main as run
     from runtime.cli.serve import main as serve
@@ -266,12 +267,15 @@ def test_every_option_of_every_command_has_help():
                                           "ptdit-serve": serve, "runtime.serve.load": serve_load}
     commands.update({f"ptdit-bench {name}": c for name, c in bench.commands.items()})
     commands.update({f"ptdit-serve {name}": c for name, c in serve.commands.items()})
+    commands.update({f"ptdit-cache {name}": c for name, c in cache.commands.items()})
     missing = [f"{name} {p.opts[0]}" for name, c in commands.items() for p in c.params
                if isinstance(p, click.Option) and not p.hidden and not p.help]
     assert missing == []
     for name in ("ptdit-export", "ptdit-build", "ptdit-run", "ptdit-diff", "ptdit-bench"):
         options = {o for p in commands[name].params for o in p.opts}
         assert {"-q", "-v", "--version"} <= options, name
+    for name in ("ptdit-cache calibrate", "ptdit-cache measure"):
+        assert {"-q", "-v", "--version", "--json", "--debug"} <= {o for p in commands[name].params for o in p.opts}
     for name in ("ptdit-export", "ptdit-build", "ptdit-run", "ptdit-diff"):
         assert {"--json", "--force", "--debug"} <= {o for p in commands[name].params for o in p.opts}, name
     for name in ("ptdit-build", "ptdit-run", "ptdit-diff"):  # ptdit-export makes its input (--res, --preset)

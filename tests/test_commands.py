@@ -19,12 +19,14 @@ def commands() -> list[tuple[str, click.Command]]:
     from engines.cli import main as build
     from export.cli import main as export
     from runtime.bench import main as runtime_bench
+    from runtime.cli.cache import main as cache
     from runtime.cli.diff import main as diff
     from runtime.cli.run import main as run_main
 
     found = [("ptdit-export", export), ("ptdit-build", build), ("ptdit-run", run_main), ("ptdit-diff", diff),
              ("python -m runtime.bench", runtime_bench)]
-    assert isinstance(bench, click.Group)
+    assert isinstance(bench, click.Group) and isinstance(cache, click.Group)
+    found += [(f"ptdit-cache {name}", command) for name, command in cache.commands.items()]
     return found + [(f"ptdit-bench {name}", command) for name, command in bench.commands.items()]
 
 
@@ -35,7 +37,7 @@ def test_every_command_says_its_version_and_the_versions_it_drives():
 
     from ptdit.contract.cli_types import DRIVEN
 
-    tops = [(prog, command) for prog, command in commands() if not prog.startswith("ptdit-bench ")]
+    tops = [(prog, command) for prog, command in commands() if not prog.startswith(("ptdit-bench ", "ptdit-cache "))]
     from bench.cli import main as bench
 
     for prog, command in [*tops, ("ptdit-bench", bench)]:

@@ -27,8 +27,8 @@ README = ROOT / "README.md"
 # The order the examples run in: the README's set-up and tour first, then each topic in the order of today's
 # README sections, so that an example finds what earlier ones made (a pipeline folder, an export, a plan).
 PAGES = ["README.md", "docs/python.md", "docs/model.md", "docs/export.md", "docs/fp8.md", "docs/engines.md",
-         "docs/runtime.md", "docs/pipelines.md", "docs/serving.md", "docs/diff.md", "docs/differences.md",
-         "docs/failures.md", "docs/benchmarks.md", "docs/ARCHITECTURE.md"]
+         "docs/runtime.md", "docs/pipelines.md", "docs/caching.md", "docs/serving.md", "docs/diff.md",
+         "docs/differences.md", "docs/failures.md", "docs/benchmarks.md", "docs/ARCHITECTURE.md"]
 README_MAX_LINES = 300
 NEEDS = re.compile(r"#\s*(needs\b.*)$")
 INSTALL = re.compile(r"^python3 -m pip install [^&]*&&\s*")
@@ -139,12 +139,18 @@ EXAMPLES = [e for page in PAGES for e in examples((ROOT / page).read_text(), pag
 
 @pytest.fixture(scope="module")
 def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("readme")
+    """The newcomer's folder; the examples that use a committed file of the checkout (the trained tiny checkpoint,
+    bench/data/) run from a checkout's root, so its bench/data is there too."""
+    folder = tmp_path_factory.mktemp("readme")
+    (folder / "bench").mkdir()
+    (folder / "bench" / "data").symlink_to(ROOT / "bench" / "data")
+    return folder
 
 
 def test_the_readme_has_examples_of_every_command():
     commands = {e.code.split()[0] for e in EXAMPLES if e.kind == "bash"}
-    assert {"ptdit-export", "ptdit-build", "ptdit-run", "ptdit-diff", "ptdit-serve", "ptdit-bench"} <= commands
+    assert {"ptdit-export", "ptdit-build", "ptdit-run", "ptdit-diff", "ptdit-serve", "ptdit-bench",
+            "ptdit-cache"} <= commands
     assert sum(e.kind == "python" for e in EXAMPLES) >= 3
     assert tiny("ptdit-export --res 1024 --step") == "ptdit-export --preset tiny --res 1024 --step"
     assert why_skipped(Example(1, "bash", "ptdit-build x.onnx   # needs full TensorRT")) == "needs full TensorRT"

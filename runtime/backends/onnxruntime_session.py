@@ -17,11 +17,12 @@ from ptdit.contract.errors import InputError, option
 from ptdit.contract.fp8 import FP8, ONNXRUNTIME_DISABLED_OPTIMIZERS
 from ptdit.contract.graph_check import check_io, check_onnx
 from ptdit.contract.onnx_manifest import OnnxManifest, TensorSpec
+from ptdit.contract.reuse_graphs import reuse_graph, velocity_graph
 
 from ..artifact import Artifact
 from ..errors import RuntimeFailure
 from .feeds import HostFeeds
-from .interface import Session, StepLoop
+from .interface import ReuseTables, Session, StepLoop
 from .transfers import Transfers
 
 # ONNX Runtime's idle worker threads spin by default, which suits one process running one session after another.
@@ -47,6 +48,8 @@ class OnnxRuntimeSession(Session):
         self.feeds = HostFeeds(artifact.inputs)
         self.transfers = Transfers()
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
+        self._reuse: dict[str, Any] = {}
+        self._reuse_steps = 0
         # The project's own check first, on the proto without its weights: a graph its manifest does not describe
         # (an FP8 graph whose manifest says fp16) is refused in the project's words, not in ONNX Runtime's.
         assert isinstance(artifact.manifest, OnnxManifest)
@@ -174,6 +177,21 @@ class OnnxRuntimeSession(Session):
     def step_loop(self, carry: Mapping[str, str]) -> OnnxRuntimeStepLoop:
         return OnnxRuntimeStepLoop(self, carry)
 
+    def reuse_sessions(self, shape: tuple[int, ...], steps: int) -> dict[str, Any]:
+        """The step loop's velocity and reuse graphs (ptdit.contract.reuse_graphs) for `steps`, made once."""
+        import onnxruntime as ort
+
+        if self._reuse_steps != steps:
+            options = ort.SessionOptions()
+            options.log_severity_level = 3
+            options.intra_op_num_threads = 1  # elementwise work: no thread pool to spin beside the step graph's
+            options.inter_op_num_threads = 1
+            self._reuse = {name: ort.InferenceSession(graph, options, providers=[self.provider])
+                           for name, graph in (("velocity", velocity_graph(shape, steps)),
+                                               ("reuse", reuse_graph(shape, steps)))}
+            self._reuse_steps = steps
+        return self._reuse
+
     def bare_call(self) -> None:
         """The backend call alone: run on what is bound, outputs left in ONNX Runtime's buffers (the baseline
         of the overhead benchmark)."""
@@ -194,8 +212,10 @@ class OnnxRuntimeStepLoop(StepLoop):
         self.values: dict[str, Any] = {}
         self.bindings: list[Any] = []
         self.last = -1
+        self.reuse: dict[str, Any] = {}  # with step caching: the two small graphs' sessions
+        self.computed = 0  # steps computed so far: the velocity of the k-th went to slot k % 2
 
-    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def start(self, feeds: Mapping[str, np.ndarray], reuse: ReuseTables | None = None) -> None:
         import onnxruntime as ort
 
         s = self.session
@@ -220,10 +240,62 @@ class OnnxRuntimeStepLoop(StepLoop):
                 binding.bind_ortvalue_output(output, self.values[write])
             self.bindings.append(binding)
         self.last = -1
+        if reuse is not None:
+            self._start_reuse(reuse)
+
+    def _start_reuse(self, tables: ReuseTables) -> None:
+        import onnxruntime as ort
+
+        s, shape = self.session, self.values["latent"].shape()
+        steps = tables.inverse_dt.shape[0]
+        self.reuse = s.reuse_sessions(tuple(shape), steps)
+        zeros = np.zeros(shape, dtype=np.float32)  # a slot not yet written is weighted 0, and must not be NaN
+        uploads = {**tables.arrays(), "velocity:0": zeros, "velocity:1": zeros}
+        for name, value in uploads.items():  # ONNX Runtime's own memory: a CPU OrtValue would wrap the array
+            self.values[name] = ort.OrtValue.ortvalue_from_shape_and_type(value.shape, value.dtype, s.device, 0)
+            self.values[name].update_inplace(value)
+        s.transfers.to_device_bytes += sum(v.nbytes for v in uploads.values())
+        self.computed = 0
+
+    def _buffers(self, index: int) -> tuple[str, str]:
+        """(read, write) suffixes of step `index`'s carried pairs."""
+        return ("", ":b") if index % 2 == 0 else (":b", "")
 
     def step(self, index: int) -> None:
         self.session.run_binding(self.bindings[index % 2])
         self.last = index
+        if self.reuse:  # keep the velocity this step applied
+            read, write = self._buffers(index)
+            binding = self.reuse["velocity"].io_binding()
+            for name, value in (("latent_next", f"latent{write}"), ("latent", f"latent{read}"),
+                                ("step", f"step{read}"), ("inverse_dt", "inverse_dt")):
+                binding.bind_ortvalue_input(name, self.values[value])
+            binding.bind_ortvalue_output("velocity", self.values[f"velocity:{self.computed % 2}"])
+            self._run(self.reuse["velocity"], binding)
+            self.computed += 1
+
+    def skip(self, index: int) -> None:
+        if not self.reuse or not self.computed:
+            raise RuntimeFailure("a skipped step needs the loop started with reuse tables and a computed step first")
+        read, write = self._buffers(index)
+        binding = self.reuse["reuse"].io_binding()
+        for name, value in (("latent", f"latent{read}"), ("step", f"step{read}"),
+                            ("velocity_a", f"velocity:{(self.computed - 1) % 2}"),
+                            ("velocity_b", f"velocity:{self.computed % 2}"),
+                            ("weight_a", "weight_a"), ("weight_b", "weight_b")):
+            binding.bind_ortvalue_input(name, self.values[value])
+        binding.bind_ortvalue_output("latent_next", self.values[f"latent{write}"])
+        binding.bind_ortvalue_output("step_next", self.values[f"step{write}"])
+        self._run(self.reuse["reuse"], binding)
+        self.last = index
+
+    def _run(self, session: Any, binding: Any) -> None:
+        try:
+            session.run_with_iobinding(binding)
+        except Exception as e:
+            raise RuntimeFailure(f"ONNX Runtime failed in a cached step: {str(e).splitlines()[0]}") from None
+        if self.session.device == "cuda":
+            self.session.transfers.syncs += 1
 
     def finish(self) -> np.ndarray:
         name = "latent" if self.last % 2 else "latent:b"  # where the last step wrote (A when none ran: -1 % 2 == 1)
@@ -234,6 +306,7 @@ class OnnxRuntimeStepLoop(StepLoop):
     def close(self) -> None:
         self.bindings.clear()
         self.values.clear()
+        self.reuse = {}  # the session's own: kept for its later loops
 
 
 def quiet_onnxruntime(ort: Any) -> None:

@@ -13,8 +13,9 @@ from ptdit.contract.errors import InputError, option
 from ptdit.contract.fp8 import FP8
 
 from ..artifact import Artifact
+from ..errors import RuntimeFailure
 from .feeds import HostFeeds
-from .interface import Session, StepLoop
+from .interface import ReuseTables, Session, StepLoop
 from .transfers import Transfers
 
 
@@ -149,22 +150,52 @@ class TorchSession(Session):
 
 
 class TorchStepLoop(StepLoop):
-    """The step module's outputs become its next inputs as device tensors; nothing goes to the host per step."""
+    """The step module's outputs become its next inputs as device tensors; nothing goes to the host per step. A
+    skipped step is the reuse graph's arithmetic (ptdit.contract.reuse_graphs) in torch, on the same tensors."""
 
     def __init__(self, session: TorchSession, carry: Mapping[str, str]):
         self.session, self.carry = session, dict(carry)
+        self.tables: dict[str, Any] = {}
+        self.velocities: list[Any] = []  # [slot 0, slot 1]: computed step k's velocity went to slot k % 2
+        self.computed = 0
 
-    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
-        self.session.set_inputs(feeds)
+    def start(self, feeds: Mapping[str, np.ndarray], reuse: ReuseTables | None = None) -> None:
+        import torch
+
+        s = self.session
+        s.set_inputs(feeds)
+        self.tables, self.computed = {}, 0
+        if reuse is not None:
+            self.tables = {name: torch.from_numpy(v).to(s.device) for name, v in reuse.arrays().items()}
+            zeros = torch.zeros(s.staged["latent"].shape, dtype=torch.float32, device=s.device)
+            self.velocities = [zeros, zeros]
+            s.transfers.to_device_bytes += sum(v.nbytes for v in reuse.arrays().values()) + 2 * zeros.nbytes
 
     def step(self, index: int) -> None:
+        staged = self.session.staged
+        latent, step = staged["latent"], staged["step"]
         outputs, _ = self.session.forward()
         produced = dict(zip(self.session.output_names, outputs))
         for name, output in self.carry.items():
-            self.session.staged[name] = produced[output]
+            staged[name] = produced[output]
+        if self.tables:
+            moved = staged["latent"].float() - latent.float()
+            self.velocities[self.computed % 2] = moved * self.tables["inverse_dt"].index_select(0, step)
+            self.computed += 1
+
+    def skip(self, index: int) -> None:
+        if not self.tables or not self.computed:
+            raise RuntimeFailure("a skipped step needs the loop started with reuse tables and a computed step first")
+        staged, t = self.session.staged, self.tables
+        step = staged["step"]
+        along_a = self.velocities[(self.computed - 1) % 2] * t["weight_a"].index_select(0, step)
+        along_b = self.velocities[self.computed % 2] * t["weight_b"].index_select(0, step)
+        staged["latent"] = staged["latent"] + (along_a + along_b)
+        staged["step"] = step + 1
 
     def finish(self) -> np.ndarray:
         return self.session.to_host([self.session.staged["latent"]])[0]
 
     def close(self) -> None:
-        pass
+        self.tables.clear()
+        self.velocities.clear()

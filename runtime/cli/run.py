@@ -8,6 +8,7 @@ from typing import Any
 
 import click
 
+from ptdit.contract.cache import check_steps, parse_cache
 from ptdit.contract.cli_types import Console, artifact_argument, command_options, declared_options
 from ptdit.contract.cli_types import given as given_flags
 from ptdit.contract.commands import exit_codes
@@ -65,8 +66,8 @@ RUN = SESSION.only("backend", "device") + SAMPLING + Options(
 def main(artifact: Path | None, backend: str, device: str, steps: int, guidance: float, seed: int,
          shift: float | None, text: Path | None, negative_text: Path | None, random_text: bool,
          server: str | None, prompt: str | None, negative_prompt: str | None, out: Path, force: bool,
-         height: int | None, width: int | None, use_resolution_binning: bool, verify: bool, as_json: bool,
-         debug: bool, console: Console, **tensorrt_run: Any) -> None:
+         height: int | None, width: int | None, use_resolution_binning: bool, cache: str | None, verify: bool,
+         as_json: bool, debug: bool, console: Console, **tensorrt_run: Any) -> None:
     """Sample a latent from ARTIFACT, an ONNX or TensorRT artifact (rectified-flow Euler with classifier-free
     guidance), or an image from ARTIFACT, a pipeline folder (prompt, T5, the transformer, the CausalVAE decoder,
     a PNG); a video pipeline folder gives a clip (.mp4, .webp, .gif or a folder of PNG frames).
@@ -75,6 +76,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
     written to --out. The sampler is the same whichever backend runs the model.
     """
     with exit_codes("ptdit-run", debug, flags=RUN.flags()):
+        check_steps(parse_cache(cache), steps)  # before any work
         options = TensorRTOptions.of(tensorrt_run)
         text_path, negative_path, out_path = text, negative_text, out
         if artifact is None:
@@ -86,12 +88,13 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
                 raise InputError(f"{', '.join(given)} {'apply' if len(given) > 1 else 'applies'} to a local run; "
                                  f"the server runs its own pipeline: drop {'them' if len(given) > 1 else 'it'}")
             summary = run_on_server(server, prompt, negative_prompt, steps, guidance, seed, out_path, force, console,
-                                    height, width, use_resolution_binning)
+                                    height, width, use_resolution_binning, cache)
         elif artifact.is_dir():
             if text_path or negative_path or random_text:
                 raise InputError("a pipeline folder takes --prompt (and --negative-prompt), not text features")
             summary = run_pipeline(artifact, prompt, negative_prompt, backend, device, steps, guidance, seed, shift,
-                                   out_path, force, verify, options, console, height, width, use_resolution_binning)
+                                   out_path, force, verify, options, console, height, width, use_resolution_binning,
+                                   cache)
         else:
             given = [flag for flag, value in (("--prompt", prompt), ("--negative-prompt", negative_prompt))
                      if value is not None] + given_flags(click.get_current_context(), IMAGE_SIZE.names())
@@ -100,7 +103,7 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
                                  f"(ptdit-export --pipeline); {artifact.name} takes text features: --text FILE (and "
                                  f"--negative-text FILE) or --random-text")
             summary = run(artifact, backend, device, steps, guidance, seed, shift, text_path, negative_path,
-                          random_text, out_path, force, verify, options, console)
+                          random_text, out_path, force, verify, options, console, cache)
     if as_json:
         click.echo(json.dumps(summary, indent=2))
     elif "video" in summary:
@@ -117,7 +120,8 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
 
 def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, steps: int, guidance: float, seed: int,
                   out_path: Path, force: bool, console: Console | None = None, height: int | None = None,
-                  width: int | None = None, use_resolution_binning: bool = True) -> dict[str, Any]:
+                  width: int | None = None, use_resolution_binning: bool = True,
+                  cache: str | None = None) -> dict[str, Any]:
     """The image of the pipeline a server of ptdit-serve runs, written as run_pipeline writes it."""
     from ..pipeline.text_to_image import write_png
     from ..serve.client import check_address, generate
@@ -131,14 +135,15 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
         staged = outputs.claim(out_path)
         console.line(f"ptdit-run: {url}, {steps} steps, cfg {guidance}, seed {seed}")
         result = generate(url, prompt, negative_prompt, seed, steps, guidance, height=height, width=width,
-                          use_resolution_binning=use_resolution_binning)
+                          use_resolution_binning=use_resolution_binning, cache=cache)
         for name, seconds in result.timings.items():
             console.line(f"  {name}: {seconds:.2f} s (on the server)")
         metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed, height, width)
         write_png(staged, result.pixels, metadata)
         outputs.commit()
     return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.timings,
-            "server": url}
+            "server": url, "cache": cache or "off", "transformer_calls": result.transformer_calls,
+            "sample_seconds": result.timings["sample"]}
 
 
 def pipeline_metadata(prompt: str, negative_prompt: str | None, pipeline: str, steps: int, guidance: float,
@@ -151,7 +156,9 @@ def pipeline_metadata(prompt: str, negative_prompt: str | None, pipeline: str, s
 
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,
         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
-        verify: bool, tensorrt: TensorRTOptions | None = None, console: Console | None = None) -> dict[str, Any]:
+        verify: bool, tensorrt: TensorRTOptions | None = None, console: Console | None = None,
+        cache: str | None = None) -> dict[str, Any]:
+    from ..sampling.caching import CacheSettings
     from ..sampling.latents import save_latents
     from ..sampling.step_sampler import make_sampler
     from ..sampling.text import load_text, make_conditioning
@@ -170,18 +177,21 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
             text_spec = session.artifact.spec("text_embeds")
             text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
                                      random_seed=seed if random_text else None, source=str(text_path or ""))
-            sampler = make_sampler(session, steps, guidance, seed, shift)
+            caching = CacheSettings(artifact_path).sampler_args(cache, session)
+            sampler = make_sampler(session, steps, guidance, seed, shift, **caching)
             step_graph = session.artifact.is_step
             loop = "the step graph, state on the device" if step_graph else "host loop"
+            cached = f", cache {caching['cache']} ({sum(sampler.plan)} of {steps} steps computed)" if cache else ""
             console.line(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg "
-                         f"{guidance}, seed {seed}, shift {sampler.shift:.3f}")
+                         f"{guidance}, seed {seed}, shift {sampler.shift:.3f}{cached}")
             with console.counter("sampling", steps, "step") as advance:
                 def progress(i: int, t: float, timing: Any) -> None:  # host time: a queued GPU step may still run
                     advance(f"t={t:7.2f}  host {timing.total_s * 1000:8.1f} ms")
 
                 result = sampler.sample(text, on_step=progress)
             metadata = {"artifact": artifact_path.name, "backend": session.backend, "steps": steps, "cfg": guidance,
-                        "seed": seed, "shift": sampler.shift, "text": text.source or "none"}
+                        "seed": seed, "shift": sampler.shift, "text": text.source or "none",
+                        "cache": str(caching["cache"] or "off")}
             save_latents(staged, result.latent, metadata)
         outputs.commit()
     seconds = result.seconds
@@ -189,14 +199,15 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
             "loop": "step graph" if step_graph else "host",
             "ms_per_step": round(seconds / steps * 1000, 2),
             "backend_ms_per_step": round(sum(s.backend_s for s in result.steps) / steps * 1000, 2),
+            "transformer_calls": result.transformer_calls, "sample_seconds": round(seconds, 3),
             "transfers": result.transfers()}
 
 
 def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | None, backend: str, device: str,
                  steps: int, guidance: float, seed: int, shift: float | None, out_path: Path, force: bool,
                  verify: bool, tensorrt: TensorRTOptions | None = None, console: Console | None = None,
-                 height: int | None = None, width: int | None = None,
-                 use_resolution_binning: bool = True) -> dict[str, Any]:
+                 height: int | None = None, width: int | None = None, use_resolution_binning: bool = True,
+                 cache: str | None = None) -> dict[str, Any]:
     """The image (a PNG) or for a video folder the clip (video_file's kinds) of `prompt`, at height x width."""
     import numpy as np
 
@@ -232,7 +243,7 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
                     result = pipe(prompt, negative_prompt, steps, guidance, seed, shift=shift,
                                   callback_on_step_end=lambda i, t, latent: step_done(f"t={t:7.2f}"),
                                   on_tile=lambda: tile_done(""), height=height, width=width,
-                                  use_resolution_binning=use_resolution_binning)
+                                  use_resolution_binning=use_resolution_binning, cache=cache)
             except InputError as e:  # named as this command names them
                 raise e.renamed(COMMAND_NAMES) from None
             for name, seconds in result.timings.items():
@@ -251,4 +262,6 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
                 write_png(staged, pixels, metadata)
                 shape = {"image": list(pixels.shape)}
         outputs.commit()
-    return {**metadata, "out": str(out_path), **shape, "seconds": result.timings, "backends": result.backends}
+    return {**metadata, "out": str(out_path), **shape, "seconds": result.timings, "backends": result.backends,
+            "cache": cache or "off", "transformer_calls": result.transformer_calls,
+            "sample_seconds": result.timings["sample"]}

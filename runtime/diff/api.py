@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ptdit.contract.arguments import checked
+from ptdit.contract.cache import check_steps, parse_cache
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.options import Option, Options
@@ -25,7 +26,7 @@ from ptdit.contract.progress import Counter, Reporter, no_counter
 from ptdit.contract.reuse import Existing
 
 from ..backends.tensorrt.flavour import TensorRTOptions
-from ..run_options import DEVICES, SESSION
+from ..run_options import DEVICES, SAMPLING, SESSION
 from .metrics import GATE, TOLERANCE
 
 COMPARED_STEPS = Range(0, STEPS.high, integer=True)  # 0: no sampling run
@@ -74,7 +75,7 @@ DIFF = Options(
     Option("out_dir", str | Path | None, None, "Where the report and plot go [default: next to the artifact].",
            flag="--out", kind="folder"),
     Option("force", bool, False, "Overwrite an existing report and plot."),
-) + SESSION.without("backend", "device")  # the TensorRT run options and --no-verify, as ptdit-run's
+) + SAMPLING.only("cache") + SESSION.without("backend", "device")  # as ptdit-run's: --cache, TensorRT, --no-verify
 
 
 @checked(options=DIFF)
@@ -93,12 +94,17 @@ def diff_artifact(artifact: str | Path, *, progress: Reporter | None = None, cou
 def _diff(path: Path, report_line: Reporter, count: Counter, reference: str, backend: str, device: str, seed: int,
           steps: int, guidance: float, blocks: bool, blocks_plan: str | Path | None, prompt: str, rtol: float | None,
           atol: float | None, max_rel_l2: float | None, max_trajectory_rel_l2: float | None,
-          out_dir: str | Path | None, force: bool, verify: bool, **tensorrt_run: Any) -> DiffResult:
+          out_dir: str | Path | None, force: bool, cache: str | None, verify: bool, **tensorrt_run: Any) -> DiffResult:
     from .artifact_diff import DiffOptions, run_diff
     from .identity import diff_identity, report_state, verify_identity
     from .metrics import DEFAULT_THRESHOLDS, Thresholds
     from .report import has_blocks, plot, report_json
 
+    spec = parse_cache(cache)
+    if spec is not None and steps == 0 and not path.is_dir():
+        raise InputError(f"{option('cache', cache)} caches the sampling run, and {option('steps', 0)} skips it: pass "
+                         f"{option('steps')} 2 or more")
+    check_steps(spec, steps or 10)
     directory = Path(out_dir) if out_dir is not None else path.parent
     report_path, plot_path = directory / f"{path.stem}.diff.json", directory / f"{path.stem}.diff.png"
     tensorrt = TensorRTOptions.of(tensorrt_run)
@@ -112,7 +118,8 @@ def _diff(path: Path, report_line: Reporter, count: Counter, reference: str, bac
         if given:
             raise InputError(f"{', '.join(given)} apply to an .onnx or .plan; a pipeline folder is judged against the "
                              f"PyTorch fp32 pipeline by its own limits (docs/diff.md, \"Thresholds\"): drop them")
-        options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, blocks, None, None, verify, tensorrt)
+        options = DiffOptions(("fp32",), backend, device, seed, steps, guidance, blocks, None, None, verify, tensorrt,
+                              cache)
     else:
         from ..artifact import load_artifact
 
@@ -126,7 +133,7 @@ def _diff(path: Path, report_line: Reporter, count: Counter, reference: str, bac
         )
         references = ("fp32", "same") if reference == "both" else (reference,)
         options = DiffOptions(references, backend, device, seed, steps, guidance, blocks, plan, thresholds, verify,
-                              tensorrt)
+                              tensorrt, cache)
     identity = diff_identity(path, options, prompt if path.is_dir() else None)
     existing = Existing[dict[str, Any]].absent() if force else report_state(report_path, plot_path, identity)
     existing.refuse_if_stale("measure again")

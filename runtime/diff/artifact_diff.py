@@ -16,6 +16,7 @@ from ptdit.contract.progress import Counter, Reporter, no_counter
 from ..artifact import Artifact, load_artifact
 from ..backends.interface import Session, StepLoop
 from ..backends.tensorrt.flavour import TensorRTOptions
+from ..sampling.caching import CacheSettings
 from ..sampling.schedule import initial_noise
 from ..sampling.step_sampler import make_sampler
 from ..sampling.text import make_conditioning
@@ -73,6 +74,7 @@ class DiffOptions:
     thresholds: Thresholds | None = None
     verify: bool = True
     tensorrt: TensorRTOptions | None = None  # what a plan needs from the run (runtime cache, lean runtime, budget)
+    cache: str | None = None  # step caching of the artifact's sampling run (the references run uncached)
 
 
 def open_artifact_session(path: Path, options: DiffOptions, extra_outputs: list[str]) -> Session:
@@ -127,11 +129,13 @@ def run_diff(path: Path, options: DiffOptions, report: Reporter, counter: Counte
             got.update(session.run())
         got_outputs = compared_outputs(artifact, got, feeds)
         recorder = PassRecorder(session)
-        trajectory_latent = _trajectory(recorder, options, counter, "artifact") if options.steps else None
+        trajectory_latent = (_trajectory(recorder, options, counter, "artifact", options.cache) if options.steps
+                             else None)
 
     result: dict[str, Any] = {
         "schema": REPORT_SCHEMA, "artifact": path.name, "backend": backend, "precision": artifact.precision,
         "seed": options.seed, "thresholds": asdict(thresholds), "references": {}, "blocks_note": blocks_note,
+        "cache": options.cache or "off",
     }
     failures: list[str] = []
     for reference in dict.fromkeys(options.references):
@@ -194,11 +198,13 @@ def _blocks_source(artifact: Artifact, options: DiffOptions, names: list[str]) -
     return None, f"no diagnostic plan {candidate.name}: build one with ptdit-build {onnx_name} --mark-blocks"
 
 
-def _trajectory(session: Session, options: DiffOptions, counter: Counter, label: str) -> np.ndarray:
+def _trajectory(session: Session, options: DiffOptions, counter: Counter, label: str,
+                cache: str | None = None) -> np.ndarray:
     text_spec = session.artifact.spec("text_embeds")
     text = make_conditioning(text_spec.shape[1], text_spec.shape[2], random_seed=options.seed)
     with counter(f"trajectory ({label})", options.steps, "step") as advance:
-        sampler = make_sampler(session, options.steps, options.guidance, options.seed)
+        caching = CacheSettings(session.artifact.path).sampler_args(cache, session)
+        sampler = make_sampler(session, options.steps, options.guidance, options.seed, **caching)
         return sampler.sample(text, on_step=lambda i, t, timing: advance(f"t={t:7.2f}")).latent
 
 

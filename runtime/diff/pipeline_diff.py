@@ -53,7 +53,7 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
     m = folder.manifest
     backend = "tensorrt" if options.backend == "tensorrt" else "onnxruntime"
     result: dict[str, Any] = {"schema": PIPELINE_REPORT_SCHEMA, "pipeline": folder_path.name, "prompt": prompt,
-                              "seed": options.seed, "components": {}}
+                              "seed": options.seed, "cache": options.cache or "off", "components": {}}
     failures: list[str] = []
     entries = m.size_entries()
     for i, entry in enumerate(entries):  # each size's transformer (and step graph): the first is "transformer"
@@ -87,7 +87,7 @@ def run_pipeline_diff(folder_path: Path, prompt: str, options: DiffOptions, repo
         for entry in entries:
             report(f"ptdit-diff: {folder_path.name}: the whole pipeline at {entry.size}, prompt to pixels")
             got[entry.size] = _draw(pipe, prompt, steps, options, counter, f"pipeline (artifacts) {entry.size}",
-                                    entry.size)
+                                    entry.size, options.cache)
         backends = {name: session.backend for name, session in components.sessions.items()}
     with PTDiTPipeline.from_folder(folder_path, "torch", options.device, options.verify,
                                    torch_precision="fp32") as reference:
@@ -123,14 +123,14 @@ def _judged(got_pixels: np.ndarray, expected_pixels: np.ndarray, video: bool, le
 
 
 def _draw(pipe: PTDiTPipeline, prompt: str, steps: int, options: DiffOptions, counter: Counter,
-          label: str, size: Size) -> np.ndarray:
+          label: str, size: Size, cache: str | None = None) -> np.ndarray:
     """The pipeline's uint8 image [H, W, 3] (a video's frames [F, H, W, 3]) of `prompt` at `size` (its errors in
     ptdit-diff's terms)."""
     with counter(label, steps, "step") as advance:
         try:
             out = pipe(prompt, num_inference_steps=steps, guidance_scale=options.guidance, seed=options.seed,
                        callback_on_step_end=lambda i, t, latent: advance(f"t={t:7.2f}"), height=size.height,
-                       width=size.width)
+                       width=size.width, cache=cache)
         except InputError as e:
             raise e.renamed(COMMAND_NAMES) from None
     if out.frames is not None:

@@ -17,14 +17,14 @@ alone (an .onnx or .plan, noise-prediction or step graph: PTDiTPipeline.from_art
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Callable, Literal, Sequence, Union
+from typing import Any, Callable, Literal, Sequence, Union
 
 import numpy as np
 
 from ptdit.contract.arguments import checked
+from ptdit.contract.cache import CacheSpec, parse_cache
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.sizes import Size
@@ -32,16 +32,15 @@ from ptdit.contract.sizes import Size
 from ..backends.interface import Session
 from ..backends.tensorrt.flavour import TensorRTOptions
 from ..run_options import SESSION
+from ..sampling.caching import CacheSettings
 from ..sampling.step_sampler import make_sampler
 from ..sampling.text import TextConditioning, make_conditioning
 from ..session import open_session
 from .folder import load_pipeline
+from .output import PTDiTPipelineOutput
 from .sizes import choose_size, fit_array, fit_image
 from .text_to_image import PipelineComponents
 from .tiling import to_uint8, to_unit
-
-if TYPE_CHECKING:
-    from PIL.Image import Image
 
 OutputType = Literal["pil", "np", "latent"]
 OUTPUT_TYPES = ("pil", "np", "latent")
@@ -55,21 +54,6 @@ StepCallback = Callable[[int, float, np.ndarray], None]
 Prompts = Union[str, Sequence[str]]
 
 
-@dataclass
-class PTDiTPipelineOutput:
-    """images: a list of PIL images ("pil"), float32 [n, H, W, 3] in [0, 1] ("np"), or None ("latent", or a video
-    folder); frames (a video folder): per video, a list of its 1 + 4 (F - 1) PIL frames ("pil"), or float32
-    [n, frames, H, W, 3] in [0, 1] ("np"), else None; latents: float32 [n, C, H, W] (video [n, C, F, H, W]),
-    always; timings: seconds per stage, summed over the images or videos (encode, sample, decode); backends:
-    what ran each component."""
-
-    images: list[Image] | np.ndarray | None
-    latents: np.ndarray
-    timings: dict[str, float] = field(default_factory=dict)
-    backends: dict[str, str] = field(default_factory=dict)
-    frames: list[list[Image]] | np.ndarray | None = None
-
-
 class PTDiTPipeline:
     """Prompt (or text features) to images (or latents), on any backend; a context manager that closes its
     sessions. Build one with from_folder (a pipeline folder) or from_artifact (a transformer .onnx / .plan)."""
@@ -77,6 +61,7 @@ class PTDiTPipeline:
     def __init__(self, transformer: Session, components: PipelineComponents | None = None):
         self.transformer, self.components = transformer, components
         self.closed = False
+        self.caching = CacheSettings(components.folder.path if components else transformer.artifact.path)
         try:
             if transformer.artifact.export.resolution is None:
                 raise InputError(f"{transformer.artifact.path.name} is a {transformer.artifact.export.graph} "
@@ -141,7 +126,7 @@ class PTDiTPipeline:
                  negative_prompt_attention_mask: np.ndarray | None = None, output_type: OutputType | None = None,
                  shift: float | None = None, callback_on_step_end: StepCallback | None = None,
                  on_tile: Callable[[], None] | None = None, height: int | None = None, width: int | None = None,
-                 use_resolution_binning: bool = True) -> PTDiTPipelineOutput:
+                 use_resolution_binning: bool = True, cache: str | None = None) -> PTDiTPipelineOutput:
         """Sample one image per prompt and per `num_images_per_prompt`; image i of the call (prompt-major)
         starts from the noise of `seed + i`, so the first is the image ptdit-run --seed gives.
 
@@ -157,12 +142,15 @@ class PTDiTPipeline:
         time). height, width (multiples of 8; default: the folder's first size): a size the folder holds is drawn
         as it is; with use_resolution_binning (the default) any other is drawn at the folder's size nearest in
         aspect ratio, then resized and centre-cropped to exactly height x width (latents stay at the size drawn);
-        without it, a size the folder does not hold is refused."""
+        without it, a size the folder does not hold is refused. cache: step caching, as ptdit-run --cache takes it
+        (every:N, calibrated:THRESHOLD, default; docs/caching.md), default off; .transformer_calls counts the calls
+        made."""
         try:
             size = self.size_for(height, width, use_resolution_binning)
             return self._call(prompt, negative_prompt, num_inference_steps, guidance_scale, seed,
                               num_images_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
-                              negative_prompt_attention_mask, output_type, shift, callback_on_step_end, on_tile, size)
+                              negative_prompt_attention_mask, output_type, shift, callback_on_step_end, on_tile, size,
+                              parse_cache(cache))
         except InputError as e:
             raise e.renamed(API_NAMES) from None
 
@@ -189,7 +177,7 @@ class PTDiTPipeline:
               per_prompt: int, prompt_embeds: np.ndarray | None, prompt_mask: np.ndarray | None,
               negative_embeds: np.ndarray | None, negative_mask: np.ndarray | None, output_type: OutputType | None,
               shift: float | None, callback: StepCallback | None, on_tile: Callable[[], None] | None,
-              size: tuple[Size, Size]) -> PTDiTPipelineOutput:
+              size: tuple[Size, Size], cache: CacheSpec | None) -> PTDiTPipelineOutput:
         output_type = output_type or ("pil" if self.components else "latent")
         if output_type not in OUTPUT_TYPES:
             raise InputError(f"{option('output_type')} must be one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
@@ -212,17 +200,19 @@ class PTDiTPipeline:
         transformer = self.transformer  # the session this pipeline was made with, at its size; another size's:
         if self.components is not None and drawn != transformer.artifact.export.image_size:
             transformer = self.components.transformer(drawn)
-        latents, decoded = [], []
+        caching = self.caching.sampler_args(cache, transformer)
+        latents, decoded, calls = [], [], 0
         for i in range(count):
             start = time.perf_counter()
-            sampler = make_sampler(transformer, steps, guidance, seed + i, shift)
-            latent = sampler.sample(texts[i // per_prompt], on_latent=callback).latent
+            sampled = make_sampler(transformer, steps, guidance, seed + i, shift, **caching).sample(
+                texts[i // per_prompt], on_latent=callback)
             timings["sample"] += time.perf_counter() - start
-            latents.append(latent)
+            latents.append(sampled.latent)
+            calls += sampled.transformer_calls
             if output_type != "latent":
                 assert self.components is not None
                 start = time.perf_counter()
-                decoded.append(self._decode(latent, output_type, on_tile, wanted))
+                decoded.append(self._decode(sampled.latent, output_type, on_tile, wanted))
                 timings["decode"] += time.perf_counter() - start
         backends = ({name: s.backend for name, s in self.components.sessions.items()} if self.components
                     else {"transformer": self.transformer.backend})
@@ -234,7 +224,7 @@ class PTDiTPipeline:
         video = self.components is not None and self.components.is_video
         return PTDiTPipelineOutput(None if video else pictures, np.concatenate(latents),
                                    {k: round(v, 3) for k, v in timings.items()}, backends,
-                                   frames=pictures if video else None)
+                                   frames=pictures if video else None, transformer_calls=calls)
 
     def _decode(self, latent: np.ndarray, output_type: OutputType, on_tile: Callable[[], None] | None,
                 size: Size) -> Any:

@@ -12,6 +12,7 @@ from typing import Callable
 
 import numpy as np
 
+from ptdit.contract.cache import CacheSpec, Calibration, compute_plan
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import GUIDANCE, SEED, SHIFT, STEPS
 
@@ -39,6 +40,7 @@ class SampleResult:
     wall_s: float = 0.0  # first step to the final latent on the host, every wait included
     setup: Transfers = field(default_factory=Transfers)  # before the first step (the text, the schedule...)
     finish: Transfers = field(default_factory=Transfers)  # after the last step (the final latent)
+    transformer_calls: int = 0  # calls of the transformer (or the step graph) made; a cached step makes none
 
     @property
     def seconds(self) -> float:
@@ -68,7 +70,7 @@ def finite(result: SampleResult) -> SampleResult:
 
 class Sampler:
     def __init__(self, session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
-                 shift: float | None = None):
+                 shift: float | None = None, cache: CacheSpec | None = None, calibration: Calibration | None = None):
         STEPS.check(option("steps"), steps)
         GUIDANCE.check(option("guidance"), guidance)
         SEED.check(option("seed"), seed)
@@ -88,6 +90,9 @@ class Sampler:
         assert size is not None  # a transformer's (checked above)
         self.shift = shift if shift is not None else timestep_shift(size.height, size.width, export.frames)
         self.timesteps = schedule(steps, self.shift)
+        self.cache = cache
+        curve, threshold = (calibration.curve, calibration.threshold) if calibration else (None, None)
+        self.plan = compute_plan(cache, [float(t) for t in self.timesteps], curve, threshold)
 
     def sample(self, text: TextConditioning, on_step: Callable[[int, float, StepTiming], None] | None = None,
                on_latent: OnLatent | None = None) -> SampleResult:
@@ -103,19 +108,26 @@ class Sampler:
             self.session.set_inputs({"text_embeds": text.embeds, "text_mask": text.mask})
             pair = np.empty((2, *shape[1:]), dtype=np.float32)
         result.setup = transfers.since(counted)
+        reuse = Reuse(self.cache.reuse if self.cache else "last")
         for i, t in enumerate(self.timesteps):
             start, counted = time.perf_counter(), transfers.snapshot()
-            if self.batch == 2:
+            backend = 0.0
+            if not self.plan[i]:
+                velocity = reuse.velocity(float(t))
+            elif self.batch == 2:
                 pair[0], pair[1] = x[0], x[0]
                 backend_start = time.perf_counter()
                 self.session.set_inputs({"latent": pair, "timestep": np.full(2, t, dtype=np.float32)})
                 pred = self.session.run()["noise_pred"][:, :channels]
                 backend = time.perf_counter() - backend_start
-                cond, uncond = pred[0:1], pred[1:2]
+                result.transformer_calls += 1
+                velocity = reuse.computed(float(t), guided_velocity(pred[0:1], pred[1:2], self.guidance))
             else:
                 cond, uncond, backend = self._single_batch(x, t, text, channels)
+                result.transformer_calls += 2
+                velocity = reuse.computed(float(t), guided_velocity(cond, uncond, self.guidance))
             t_next = self.timesteps[i + 1] if i + 1 < len(self.timesteps) else 0.0
-            x = euler_update(x, guided_velocity(cond, uncond, self.guidance), t, t_next)
+            x = euler_update(x, velocity, t, t_next)
             timing = StepTiming(time.perf_counter() - start, backend, transfers.since(counted))
             result.steps.append(timing)
             if on_step:
@@ -136,3 +148,23 @@ class Sampler:
             preds.append(self.session.run()["noise_pred"][:, :channels])
             backend += time.perf_counter() - backend_start
         return preds[0], preds[1], backend
+
+
+class Reuse:
+    """What a skipped step uses for the guided velocity (ptdit.contract.cache): the last computed one, or its
+    first-order extrapolation in the timestep from the last two."""
+
+    def __init__(self, rule: str):
+        self.rule = rule
+        self.history: list[tuple[float, np.ndarray]] = []  # (timestep, velocity) of the last two computed steps
+
+    def computed(self, t: float, velocity: np.ndarray) -> np.ndarray:
+        self.history = [*self.history[-1:], (t, velocity)]
+        return velocity
+
+    def velocity(self, t: float) -> np.ndarray:
+        (t_a, v_a) = self.history[-1]
+        if self.rule == "last" or len(self.history) < 2:
+            return v_a
+        (t_b, v_b) = self.history[0]
+        return v_a + (v_a - v_b) * np.float32((t - t_a) / (t_a - t_b))

@@ -17,25 +17,27 @@ from typing import Callable
 
 import numpy as np
 
+from ptdit.contract.cache import CacheSpec, Calibration
 from ptdit.contract.errors import InputError, option
 
-from ..backends.interface import Session
+from ..backends.interface import ReuseTables, Session
 from .host_loop import OnLatent, Sampler, SampleResult, StepTiming, finite
 from .schedule import initial_noise
 from .text import TextConditioning
 
 
 def make_sampler(session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
-                 shift: float | None = None) -> Sampler:
+                 shift: float | None = None, cache: CacheSpec | None = None,
+                 calibration: Calibration | None = None) -> Sampler:
     """The step loop for a step artifact, the host loop for a noise-prediction artifact."""
     cls = StepSampler if session.artifact.is_step else Sampler
-    return cls(session, steps, guidance, seed, shift)
+    return cls(session, steps, guidance, seed, shift, cache, calibration)
 
 
 class StepSampler(Sampler):
     def __init__(self, session: Session, steps: int = 30, guidance: float = 4.0, seed: int = 0,
-                 shift: float | None = None):
-        super().__init__(session, steps, guidance, seed, shift)
+                 shift: float | None = None, cache: CacheSpec | None = None, calibration: Calibration | None = None):
+        super().__init__(session, steps, guidance, seed, shift, cache, calibration)
         info = session.artifact.export.step
         if info is None:
             raise InputError(f"{session.artifact.path.name} is not a step artifact (ptdit-export --step)")
@@ -67,11 +69,15 @@ class StepSampler(Sampler):
         transfers = self.session.transfers
         with self.session.step_loop(self.carry) as loop:
             begin, counted = time.perf_counter(), transfers.snapshot()
-            loop.start(self.feeds(text))
+            loop.start(self.feeds(text), None if all(self.plan) else self.reuse_tables())
             result.setup = transfers.since(counted)
             for i, t in enumerate(self.timesteps):
                 start, counted = time.perf_counter(), transfers.snapshot()
-                loop.step(i)
+                if self.plan[i]:
+                    loop.step(i)
+                    result.transformer_calls += 1
+                else:
+                    loop.skip(i)
                 elapsed = time.perf_counter() - start
                 timing = StepTiming(elapsed, elapsed, transfers.since(counted))
                 result.steps.append(timing)
@@ -84,3 +90,25 @@ class StepSampler(Sampler):
             result.finish = transfers.since(counted)
             result.wall_s = time.perf_counter() - begin
         return finite(result)
+
+    def reuse_tables(self) -> ReuseTables:
+        """The reuse graphs' tables for this schedule and plan: a skipped step j moves the latent by dt_j times the
+        rule's velocity (host_loop.Reuse): weight_a dt_j (1 + r) on the last computed one (a), weight_b -dt_j r
+        on the one before (b), r = (t_j - t_a) / (t_a - t_b) for taylor and 0 for last."""
+        ts = [np.float32(t) for t in self.timesteps] + [np.float32(0.0)]
+        dt = [(ts[j] - ts[j + 1]) / np.float32(1000.0) for j in range(len(self.plan))]
+        weight_a = np.zeros(len(self.plan), dtype=np.float32)
+        weight_b = np.zeros(len(self.plan), dtype=np.float32)
+        computed: list[int] = []
+        for j, compute in enumerate(self.plan):
+            if compute:
+                computed.append(j)
+                continue
+            r = 0.0
+            if self.cache is not None and self.cache.reuse == "taylor" and len(computed) >= 2:
+                a, b = computed[-1], computed[-2]
+                r = (float(self.timesteps[j]) - float(self.timesteps[a])) / (float(self.timesteps[a]) -
+                                                                             float(self.timesteps[b]))
+            weight_a[j], weight_b[j] = dt[j] * np.float32(1 + r), dt[j] * np.float32(-r)
+        inverse_dt = np.array([1 / d for d in dt], dtype=np.float32)
+        return ReuseTables(inverse_dt, weight_a, weight_b)

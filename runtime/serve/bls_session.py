@@ -19,6 +19,7 @@ from ptdit.contract.plan_manifest import PlanManifest
 
 from ..artifact import Artifact
 from ..backends.feeds import HostFeeds
+from ..backends.interface import ReuseTables
 from ..backends.transfers import Transfers
 
 
@@ -72,20 +73,42 @@ class TritonModelSession:
 
 
 class HostStepLoop:
-    """A step graph's loop with the state on the host: each step's carried outputs are the next step's inputs."""
+    """A step graph's loop with the state on the host: each step's carried outputs are the next step's inputs. A
+    skipped step (step caching) is the reuse graph's arithmetic (ptdit.contract.reuse_graphs) in numpy."""
 
     def __init__(self, session: TritonModelSession, carry: Mapping[str, str]) -> None:
         self.session, self.carry = session, dict(carry)
         self.latent: np.ndarray | None = None
+        self.index = np.zeros(1, dtype=np.int64)  # the step index the next step reads
+        self.tables: ReuseTables | None = None
+        self.velocities: list[np.ndarray] = []
+        self.computed = 0
 
-    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
+    def start(self, feeds: Mapping[str, np.ndarray], reuse: ReuseTables | None = None) -> None:
         self.session.set_inputs(feeds)
         self.latent = np.asarray(feeds["latent"])
+        self.index = np.asarray(feeds["step"], dtype=np.int64)
+        self.tables, self.computed = reuse, 0
+        self.velocities = [np.zeros_like(self.latent, dtype=np.float32) for _ in range(2)]
 
     def step(self, index: int) -> None:
+        before, at = self.latent, int(self.index[0])
         outputs = self.session.run()
         self.session.set_inputs({name: outputs[out] for name, out in self.carry.items()})
-        self.latent = outputs[self.carry["latent"]]
+        self.latent, self.index = outputs[self.carry["latent"]], outputs[self.carry["step"]]
+        if self.tables is not None and before is not None:
+            self.velocities[self.computed % 2] = (self.latent - before) * self.tables.inverse_dt[at]
+            self.computed += 1
+
+    def skip(self, index: int) -> None:
+        if self.tables is None or not self.computed or self.latent is None:
+            raise Failure("a skipped step needs the loop started with reuse tables and a computed step first")
+        at = int(self.index[0])
+        along_a = self.velocities[(self.computed - 1) % 2] * self.tables.weight_a[at]
+        along_b = self.velocities[self.computed % 2] * self.tables.weight_b[at]
+        self.latent = self.latent + (along_a + along_b)
+        self.index = self.index + 1
+        self.session.set_inputs({"latent": self.latent, "step": self.index})
 
     def finish(self) -> np.ndarray:
         assert self.latent is not None, "start() first"

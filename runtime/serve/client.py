@@ -17,6 +17,7 @@ from typing import Any, Callable
 import numpy as np
 
 from ptdit.contract.arguments import checked
+from ptdit.contract.cache import check_steps, parse_cache
 from ptdit.contract.errors import Failure, InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 
@@ -30,6 +31,7 @@ class Generated:
     pixels: np.ndarray  # uint8 [H, W, 3]
     timings: dict[str, float]  # seconds per stage, as the server measured them
     pipeline: str  # the name of the pipeline folder the server runs
+    transformer_calls: int = 0  # the transformer calls the request made (caching skips some)
 
 
 TIMEOUT_S = Range(0, 24 * 3600, low_open=True)  # seconds a request may take
@@ -76,7 +78,7 @@ def _client(url: str) -> tuple[Any, Any]:
 
 def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int, steps: int,
             guidance_scale: float, height: int | None = None, width: int | None = None,
-            use_resolution_binning: bool = True) -> list[Any]:
+            use_resolution_binning: bool = True, cache: str | None = None) -> list[Any]:
     values: dict[str, object] = {"prompt": prompt.encode(), "seed": seed, "steps": steps,
                                  "guidance_scale": guidance_scale}
     if negative_prompt is not None:
@@ -85,6 +87,8 @@ def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int
         values.update({name: value for name, value in (("height", height), ("width", width)) if value is not None})
     if not use_resolution_binning:
         values["use_resolution_binning"] = False
+    if cache is not None:
+        values["cache"] = cache.encode()
     inputs = []
     for spec in protocol.INPUTS:
         if spec.name in values:
@@ -127,8 +131,10 @@ class PipelineClient:
     @checked
     def generate(self, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
                  guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None, height: int | None = None,
-                 width: int | None = None, use_resolution_binning: bool = True) -> Generated:
-        """One image; height x width (default: the served folder's first size) as PTDiTPipeline draws it."""
+                 width: int | None = None, use_resolution_binning: bool = True,
+                 cache: str | None = None) -> Generated:
+        """One image; height x width (default: the served folder's first size) as PTDiTPipeline draws it; cache:
+        step caching as ptdit-run --cache takes it (default off)."""
         SEED.check(option("seed"), seed)
         STEPS.check(option("steps"), steps)
         GUIDANCE.check(option("guidance_scale"), guidance_scale)
@@ -137,11 +143,13 @@ class PipelineClient:
                 SIDE.check(option(name), side)
         if timeout_s is not None:
             TIMEOUT_S.check(option("timeout_s"), timeout_s)
+        check_steps(parse_cache(cache), steps)
         inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale, height, width,
-                         use_resolution_binning)
+                         use_resolution_binning, cache)
         answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
         timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
-        return Generated(answer.as_numpy("image"), timings, self.pipeline)
+        calls = int(answer.as_numpy(protocol.CALLS.name)[0])
+        return Generated(answer.as_numpy("image"), timings, self.pipeline, calls)
 
     def close(self) -> None:
         """Close the connection; a second close() does nothing, and every other call is refused after it."""
@@ -158,8 +166,8 @@ class PipelineClient:
 
 def generate(url: str, prompt: str, negative_prompt: str | None = None, seed: int = 0, steps: int = DEFAULT_STEPS,
              guidance_scale: float = DEFAULT_GUIDANCE, timeout_s: float | None = None, height: int | None = None,
-             width: int | None = None, use_resolution_binning: bool = True) -> Generated:
+             width: int | None = None, use_resolution_binning: bool = True, cache: str | None = None) -> Generated:
     """One image from the server at url (host:grpc-port), on a connection of its own."""
     with PipelineClient(url) as client:
         return client.generate(prompt, negative_prompt, seed, steps, guidance_scale, timeout_s, height, width,
-                               use_resolution_binning)
+                               use_resolution_binning, cache)

@@ -8,6 +8,7 @@ from typing import Mapping
 
 import numpy as np
 
+from ptdit.contract.cache import check_steps, parse_cache
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.triton_config import TRITON_TYPES, wire_type
@@ -43,11 +44,13 @@ INPUTS = (
     Tensor("height", "int32", optional=True),  # absent: the folder's first size
     Tensor("width", "int32", optional=True),
     Tensor("use_resolution_binning", "bool", optional=True, default=True),
+    Tensor("cache", "object", optional=True),  # step caching as ptdit-run --cache takes it; absent: off
 )
 BINNING = next(t for t in INPUTS if t.name == "use_resolution_binning")
 TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output named <stage>_seconds
 IMAGE = Tensor("image", "uint8")
-OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS))
+CALLS = Tensor("transformer_calls", "int32")  # [1]: the transformer calls the request made (caching skips some)
+OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS), CALLS)
 RANGES: dict[str, Range] = {"seed": SEED, "steps": STEPS, "guidance_scale": GUIDANCE, "height": SIDE, "width": SIDE}
 
 
@@ -61,6 +64,7 @@ class Request:
     height: int | None = None
     width: int | None = None
     use_resolution_binning: bool = True
+    cache: str | None = None
 
 
 def parse_request(values: Mapping[str, np.ndarray]) -> Request:
@@ -103,5 +107,7 @@ def parse_request(values: Mapping[str, np.ndarray]) -> Request:
         value = numbers[name]
         return None if value is None else int(value)
 
+    cache = text("cache")
+    check_steps(parse_cache(cache), int(numbers["steps"] or 0))
     return Request(prompt, text("negative_prompt"), int(numbers["seed"] or 0), int(numbers["steps"] or 0),
-                   float(numbers["guidance_scale"] or 0.0), integer("height"), integer("width"), binning)
+                   float(numbers["guidance_scale"] or 0.0), integer("height"), integer("width"), binning, cache)

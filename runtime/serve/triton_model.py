@@ -18,7 +18,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # Triton's Python backend provides it
 
 from ptdit.contract.errors import InputError
-from runtime.serve.protocol import INPUTS, TIMINGS, parse_request
+from runtime.serve.protocol import CALLS, INPUTS, TIMINGS, parse_request
 
 
 class TritonPythonModel:
@@ -60,12 +60,13 @@ class TritonPythonModel:
             assert self.pipe is not None  # initialize made it
             out = self.pipe(asked.prompt, asked.negative_prompt, asked.steps, asked.guidance_scale, asked.seed,
                             output_type="pil", height=asked.height, width=asked.width,
-                            use_resolution_binning=asked.use_resolution_binning)
+                            use_resolution_binning=asked.use_resolution_binning, cache=asked.cache)
             assert isinstance(out.images, list)  # output_type "pil"
             pixels = np.asarray(out.images[0], dtype=np.uint8)
             tensors = [pb_utils.Tensor("image", pixels)]
             tensors += [pb_utils.Tensor(f"{stage}_seconds", np.array([out.timings[stage]], np.float32))
                         for stage in TIMINGS]
+            tensors.append(pb_utils.Tensor(CALLS.name, np.array([out.transformer_calls], np.int32)))
             return pb_utils.InferenceResponse(output_tensors=tensors)
         except InputError as e:
             return pb_utils.InferenceResponse(error=pb_utils.TritonError(str(e), pb_utils.TritonError.INVALID_ARG))

@@ -169,6 +169,27 @@ def test_a_bad_request_gets_an_error_and_the_server_serves_the_next(server, valu
     assert generate(server.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)
 
 
+def test_a_request_may_ask_for_step_caching_and_gets_the_pipelines_image(server, folder):
+    from runtime import PTDiTPipeline
+
+    with PTDiTPipeline.from_folder(folder, backend="onnxruntime", device="cpu") as pipe:
+        local = pipe("a red fox in the snow", num_inference_steps=STEPS, seed=2, cache="every:2")
+    served = generate(server.grpc_url, "a red fox in the snow", seed=2, steps=STEPS, cache="every:2", timeout_s=120)
+    assert np.array_equal(served.pixels, np.asarray(local.images[0]))
+    assert served.transformer_calls == local.transformer_calls == (STEPS + 1) // 2
+    assert generate(server.grpc_url, "a fox", seed=2, steps=STEPS, timeout_s=120).transformer_calls == STEPS
+
+
+@pytest.mark.parametrize("cache, message", [
+    (b"every:0", "cache='every:0': N of every:N is a whole number"), (b"sometimes", "is not a cache method"),
+    (b"default", "needs this artifact's change curve: run ptdit-cache calibrate"),
+])
+def test_a_bad_cache_request_is_refused_and_the_server_serves_the_next(server, cache, message):
+    with pytest.raises(InferenceServerException, match=re.escape(message)):
+        infer(server, prompt=("BYTES", np.array([b"a fox"], dtype=object)), cache=("BYTES", np.array([cache], object)))
+    assert generate(server.grpc_url, "a fox", steps=2, cache="every:2", timeout_s=60).transformer_calls == 1
+
+
 def one_of(server: LocalServer, seed: int) -> str:
     """One 30-step request: "answered", or the error it got."""
     try:
@@ -321,6 +342,9 @@ def test_the_components_layout_drives_component_models_and_draws_the_same_image(
         assert counted(local, STEPS, model="transformer") == STEPS
         assert metric(local, "nv_inference_request_success", "text_encoder") == 1
         assert metric(local, "nv_inference_request_success", "vae_32x32") == 1
+        cached = generate(local.grpc_url, "a red fox in the snow", seed=3, steps=STEPS, cache="every:2")
+        assert cached.transformer_calls == (STEPS + 1) // 2
+        assert counted(local, STEPS + cached.transformer_calls, model="transformer") == STEPS + cached.transformer_calls
         with pytest.raises(InferenceServerException, match="steps must be an integer"):
             infer(local, prompt=("BYTES", np.array([b"a fox"], dtype=object)), steps=("INT32", np.array([0], np.int32)))
         assert generate(local.grpc_url, "a fox", steps=1, timeout_s=60).pixels.shape == (256, 256, 3)

@@ -18,11 +18,12 @@ from ptdit.contract.errors import InputError
 from ...artifact import Artifact
 from ...errors import RuntimeFailure
 from ..feeds import HostFeeds, nbytes, numpy_dtype
-from ..interface import Session, StepLoop
+from ..interface import ReuseTables, Session, StepLoop
 from ..transfers import Transfers
 from . import cuda
 from .engine import TensorRTEngine
 from .flavour import TensorRTOptions
+from .reuse import ReuseEngines
 
 
 class TensorRTSession(Session):
@@ -42,6 +43,7 @@ class TensorRTSession(Session):
         self.loop_mode: str | None = None  # how step loops run (graphs, or why not); None before the first
         self.runs = 0
         self.graph_captured = False
+        self._reuse: ReuseEngines | None = None  # the step loop's cached-step engines, once a loop asked for them
         self._resources: list[Any] = []  # closed in reverse order: buffers, then the event and the stream
         self.graph: cuda.GraphCapture | None = None
         try:
@@ -86,6 +88,16 @@ class TensorRTSession(Session):
     def check_open(self) -> None:
         if self.graph is None:
             raise RuntimeFailure("the TensorRT session is closed")
+
+    def reuse_engines(self, steps: int) -> ReuseEngines:
+        """The engines of cached steps for `steps` (built at the first loop that caches, kept for later ones)."""
+        if self._reuse is None or self._reuse.steps != steps:
+            if self._reuse is not None:
+                self._reuse.close()
+                self._reuse = None
+            self._reuse = ReuseEngines(self.engine.module, self.engine.logger, self.stream,
+                                       tuple(self.artifact.spec("latent").shape), steps)
+        return self._reuse
 
     def close_step_graphs(self) -> None:
         graphs, self.step_graphs = self.step_graphs, []
@@ -157,6 +169,9 @@ class TensorRTSession(Session):
             with contextlib.suppress(cuda.CudaError):
                 graph.close()
         self.close_step_graphs()
+        reuse, self._reuse = self._reuse, None
+        if reuse is not None:  # before the stream it runs on
+            reuse.close()
         self.engine.close()
         for resource in reversed(self._resources):
             with contextlib.suppress(cuda.CudaError):
@@ -170,11 +185,15 @@ class TensorRTStepLoop(StepLoop):
     one, odd steps swap the two addresses. The first step of the session's first loop is a plain enqueue
     (TensorRT's first enqueue initialises, which must stay out of a graph) followed by the only synchronisation
     before finish(); then each parity is captured once as a CUDA graph, kept by the session for later loops, and
-    every step is one graph launch: no copies and no waits until finish()."""
+    every step is one graph launch: no copies and no waits until finish(). With step caching (ReuseEngines) a
+    computed step also launches the small velocity engine, and a skipped step the reuse engine in place of the step
+    graph, on the same buffers and stream."""
 
     def __init__(self, session: TensorRTSession, carry: Mapping[str, str]):
         self.session, self.carry = session, dict(carry)
         self.last = -1
+        self.reuse: ReuseEngines | None = None  # with step caching (start's reuse tables)
+        self.computed = 0  # steps computed so far: the velocity of the k-th went to slot k % 2
 
     def _bind(self, parity: int) -> None:
         s = self.session
@@ -184,11 +203,25 @@ class TensorRTStepLoop(StepLoop):
             s.bind(name, read)
             s.bind(output, write)
 
-    def start(self, feeds: Mapping[str, np.ndarray]) -> None:
-        self.session.check_open()
-        self.session.set_inputs(feeds)
-        self.session.feeds.complete()
+    def start(self, feeds: Mapping[str, np.ndarray], reuse: ReuseTables | None = None) -> None:
+        s = self.session
+        s.check_open()
+        self.reuse, self.computed = None, 0
+        if reuse is not None:  # before any upload: a runtime without a builder is refused first
+            self.reuse = s.reuse_engines(reuse.inverse_dt.shape[0])
+        s.set_inputs(feeds)
+        s.feeds.complete()
+        if self.reuse is not None and reuse is not None:
+            s.transfers.to_device_bytes += self.reuse.start(reuse)
         self.last = -1
+
+    def _pairs(self, index: int) -> dict[str, tuple[int, int]]:
+        """Each carried input's (read, write) addresses at step `index`."""
+        s, pairs = self.session, {}
+        for name, output in self.carry.items():
+            a, b = s.device_buffers[name].ptr, s.device_buffers[output].ptr
+            pairs[name] = (a, b) if index % 2 == 0 else (b, a)
+        return pairs
 
     def step(self, index: int) -> None:
         s, parity = self.session, index % 2
@@ -201,6 +234,10 @@ class TensorRTStepLoop(StepLoop):
                 s.stream.synchronize()
                 self._capture()
         self.last = index
+        if self.reuse is not None:  # keep the velocity this step applied
+            pairs = self._pairs(index)
+            self.reuse.keep_velocity(pairs["latent"][0], pairs["latent"][1], pairs["step"][0], self.computed % 2)
+            self.computed += 1
 
     def _capture(self) -> None:
         s = self.session
@@ -213,6 +250,14 @@ class TensorRTStepLoop(StepLoop):
                 return
             s.step_graphs.append(graph)
         s.loop_mode = "step loop, one CUDA graph per step parity"
+
+    def skip(self, index: int) -> None:
+        if self.reuse is None or not self.computed:
+            raise RuntimeFailure("a skipped step needs the loop started with reuse tables and a computed step first")
+        pairs = self._pairs(index)
+        self.reuse.skip(pairs["latent"][0], pairs["latent"][1], pairs["step"][0], pairs["step"][1],
+                        (self.computed - 1) % 2)
+        self.last = index
 
     def finish(self) -> np.ndarray:
         holder = "latent" if self.last % 2 else self.carry["latent"]  # odd steps write the input buffer (none: -1)
