@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -39,8 +39,11 @@ class CacheSpec:
     method: str  # every | calibrated
     value: float | None  # N of every; the threshold of calibrated (None: the calibrated one)
     reuse: str = "last"
+    given: str = field(default="", compare=False)  # as the user wrote it ("default"), for messages and summaries
 
     def __str__(self) -> str:
+        if self.given:
+            return self.given
         reuse = "" if self.reuse == "last" else f"+{self.reuse}"
         value = "" if self.value is None else f":{self.value:g}"
         return f"{self.method}{reuse}{value}"
@@ -52,7 +55,7 @@ def parse_cache(text: str | None, name: str = "cache") -> CacheSpec | None:
         return None
     raw = text.strip().lower()
     if raw == DEFAULT:
-        return CacheSpec(DEFAULT_METHOD, None)
+        return CacheSpec(DEFAULT_METHOD, None, given=raw)
     head, _, value_text = raw.partition(":")
     method, _, reuse = head.partition("+")
     reuse = reuse or "last"
@@ -63,7 +66,7 @@ def parse_cache(text: str | None, name: str = "cache") -> CacheSpec | None:
         if method == "every":
             raise InputError(f"{option(name, text)} needs N: every:N computes every N-th step (every:2 halves the "
                              f"transformer calls)")
-        return CacheSpec(method, None, reuse)
+        return CacheSpec(method, None, reuse, raw)
     try:
         value = float(value_text)
     except ValueError:
@@ -72,7 +75,7 @@ def parse_cache(text: str | None, name: str = "cache") -> CacheSpec | None:
         raise InputError(f"{option(name, text)}: N of every:N is a whole number of steps, 1 or more")
     if not math.isfinite(value) or value < 0:
         raise InputError(f"{option(name, text)}: the threshold is a finite number >= 0 (0 skips nothing)")
-    return CacheSpec(method, value, reuse)
+    return CacheSpec(method, value, reuse, raw)
 
 
 @dataclass(frozen=True)
@@ -145,7 +148,7 @@ class Calibration:
     curve: ChangeCurve
     threshold: float
     target_psnr: float
-    measured_psnr: float
+    measured_psnr: float | None  # at the threshold (None: no threshold met the target, and it is 0)
     steps: int
     guidance: float
     prompts: int
@@ -161,9 +164,9 @@ class Calibration:
         curve = ChangeCurve(tuple(float(t) for t in d["timesteps"]), tuple(float(r) for r in d["rates"]))
         if len(curve.timesteps) != len(curve.rates) or not curve.rates:
             raise ValueError("timesteps and rates differ in length")
-        return cls(str(d["size"]), curve, float(d["threshold"]), float(d["target_psnr"]),
-                   float(d["measured_psnr"]), int(d["steps"]), float(d["guidance"]), int(d["prompts"]),
-                   int(d["seeds"]))
+        measured = None if d["measured_psnr"] is None else float(d["measured_psnr"])
+        return cls(str(d["size"]), curve, float(d["threshold"]), float(d["target_psnr"]), measured, int(d["steps"]),
+                   float(d["guidance"]), int(d["prompts"]), int(d["seeds"]))
 
 
 def calibration_file(artifact: Path) -> Path:

@@ -3,21 +3,21 @@ target, written next to it) and its measurement (speed and quality against the u
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any
 
 import click
 
-from ptdit.contract.cache import DEFAULT_TARGET_PSNR, check_steps, parse_cache
+from ptdit.contract.cache import DEFAULT_TARGET_PSNR, parse_cache
 from ptdit.contract.cli_types import Console, artifact_argument, command_options, declared_options
 from ptdit.contract.commands import exit_codes
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import Range
 from ptdit.contract.options import Option, Options
 
-from ..run_options import SAMPLING, SESSION
+from ..diff.report import report_json
+from ..run_options import IMAGE_SIZE, SAMPLING, SESSION
 
 EXAMPLES = """\b
 Examples:
@@ -31,7 +31,8 @@ DEFAULT_PROMPTS = ("a red fox in the snow", "a lighthouse at dusk", "a bowl of f
 TARGET = Range(0, 200, low_open=True)
 SEEDS = Range(1, 64, integer=True)
 
-QUALITY = SESSION.only("backend", "device") + SAMPLING.only("steps", "guidance") + Options(
+QUALITY = SESSION.only("backend", "device") + SAMPLING.only("steps", "guidance") + IMAGE_SIZE.only("height",
+                                                                                                   "width") + Options(
     Option("prompts", Path | None, None, "A pipeline folder: a text file of prompts, one per line [default: four "
            "generic prompts]; a transformer artifact draws from seeded Gaussian features.", kind="file"),
     Option("seeds", int, 2, "Seeds per prompt (0, 1, ...).", accepted=SEEDS, show_default=True),
@@ -63,10 +64,20 @@ def _open(artifact: Path, values: dict[str, Any]) -> Any:
             raise InputError(f"{option('prompts')} {values['prompts']} is not a readable text file ({e})") from None
         if not prompts:
             raise InputError(f"{option('prompts')} {values['prompts']} holds no prompt: one per line")
-    check_steps(parse_cache("every:2"), values["steps"])  # caching needs 2 steps or more
+    if values["steps"] < 2:
+        raise InputError(f"{option('steps', values['steps'])}: caching skips steps between computed ones, so it "
+                         f"is measured on 2 steps or more")
+    height, width = values["height"], values["width"]
+    if (height is None) != (width is None):
+        raise InputError(f"pass {option('height')} and {option('width')} together (a size of the folder), or neither")
     opened = PTDiTPipeline.from_folder if artifact.is_dir() else PTDiTPipeline.from_artifact
     pipe = opened(artifact, values["backend"], values["device"])
-    return QualityRun(pipe, prompts, values["seeds"], values["steps"], values["guidance"])
+    try:
+        size, _ = pipe.size_for(height, width, False)  # a size the folder holds, or refused
+        return QualityRun(pipe, prompts, values["seeds"], values["steps"], values["guidance"], size)
+    except BaseException:
+        pipe.close()
+        raise
 
 
 @main.command(epilog=EXAMPLES)
@@ -77,8 +88,8 @@ def calibrate(artifact: Path, as_json: bool, debug: bool, console: Console, **va
     """Measure ARTIFACT's change curve on uncached runs of the prompts x seeds, then the largest threshold whose
     mean PSNR against them meets --target-psnr; write both next to ARTIFACT (cache.json inside a pipeline folder,
     <stem>.cache.json beside a file), where --cache calibrated and --cache default find them."""
+    from ..diff.cache_quality import CANDIDATE_THRESHOLDS, write_calibration
     from ..diff.cache_quality import calibrate as run_calibration
-    from ..diff.cache_quality import write_calibration
 
     with exit_codes("ptdit-cache", debug, flags=CALIBRATE.flags()):
         target = values.pop("target_psnr")
@@ -88,13 +99,18 @@ def calibrate(artifact: Path, as_json: bool, debug: bool, console: Console, **va
             path = write_calibration(artifact, run, calibration)
     summary = {**calibration.to_dict(), "out": str(path), "measured": rows}
     if as_json:
-        click.echo(json.dumps(summary, indent=2))
+        click.echo(report_json(summary).rstrip("\n"))
         return
     if rows:
         click.echo(table(rows))
-    met = (f"threshold {calibration.threshold:g} (mean PSNR {calibration.measured_psnr:.1f} dB >= "
-           f"{target:g} dB)" if calibration.threshold else f"threshold 0: no threshold tried kept {target:g} dB, "
-           f"so calibrated skips nothing")
+    if calibration.threshold:
+        met = (f"threshold {calibration.threshold:g} (mean PSNR {calibration.measured_psnr or 0:.1f} dB >= "
+               f"{target:g} dB)")
+    elif rows:
+        met = f"threshold 0: no threshold tried kept {target:g} dB, so calibrated skips nothing"
+    else:
+        met = (f"threshold 0: at {values['steps']} steps no candidate threshold (up to {CANDIDATE_THRESHOLDS[-1]:g}) "
+               f"skips a step, so calibrated skips nothing")
     click.echo(f"wrote {path}: {met}")
 
 
@@ -112,9 +128,14 @@ def measure(artifact: Path, as_json: bool, debug: bool, console: Console, **valu
             parse_cache(method, "methods")
         run = _open(artifact, values)
         with run.pipe:
+            for method in methods:  # a calibration the artifact lacks: refused before the first draw
+                try:
+                    run.pipe.caching.check(method, run.session.artifact, values["steps"])
+                except InputError as e:
+                    raise e.renamed({"cache": "methods"}) from None
             run.uncached(progress=console.line)
             rows = [run.row(None)] + [run.row(m, console.line) for m in methods]
-    click.echo(json.dumps(rows, indent=2) if as_json else table(rows))
+    click.echo(report_json(rows).rstrip("\n") if as_json else table(rows))
 
 
 def table(rows: list[dict[str, Any]]) -> str:

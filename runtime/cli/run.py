@@ -112,10 +112,14 @@ def main(artifact: Path | None, backend: str, device: str, steps: int, guidance:
         click.echo(f"wrote {summary['out']} ({frames} frames, {width} x {height}, {summary['fps']} fps): {stages}")
     elif "image" in summary:
         stages = ", ".join(f"{k} {v:.2f} s" for k, v in summary["seconds"].items())
-        click.echo(f"wrote {summary['out']} ({summary['image'][1]} x {summary['image'][0]}): {stages}")
+        calls = (f", {summary['transformer_calls']} transformer calls"
+                 if summary["cache"] != "off" and summary["transformer_calls"] is not None else "")
+        click.echo(f"wrote {summary['out']} ({summary['image'][1]} x {summary['image'][0]}): {stages}{calls}")
     else:
+        calls = (f", {summary['transformer_calls']} transformer calls"
+                 if summary["cache"] != "off" and summary["transformer_calls"] is not None else "")
         click.echo(f"wrote {summary['out']}: {summary['steps']} steps in {summary['seconds']:.2f} s "
-                   f"({summary['ms_per_step']:.1f} ms/step) on {summary['backend']}")
+                   f"({summary['ms_per_step']:.1f} ms/step{calls}) on {summary['backend']}")
 
 
 def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, steps: int, guidance: float, seed: int,
@@ -158,6 +162,7 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
         text_path: Path | None, negative_path: Path | None, random_text: bool, out_path: Path, force: bool,
         verify: bool, tensorrt: TensorRTOptions | None = None, console: Console | None = None,
         cache: str | None = None) -> dict[str, Any]:
+    from ..artifact import load_artifact
     from ..sampling.caching import CacheSettings
     from ..sampling.latents import save_latents
     from ..sampling.step_sampler import make_sampler
@@ -170,6 +175,9 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
         raise InputError("pass either --random-text or --text/--negative-text, not both")
     cond = load_text(text_path) if text_path else None
     uncond = load_text(negative_path) if negative_path else None
+    settings = CacheSettings(artifact_path)
+    if cache is not None:  # a calibration the artifact lacks: refused before it is opened
+        settings.check(cache, load_artifact(artifact_path, verify=False), steps)
 
     with Outputs(force) as outputs:
         staged = outputs.claim(out_path)  # before any work: locked, writable, not there yet
@@ -177,11 +185,12 @@ def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: fl
             text_spec = session.artifact.spec("text_embeds")
             text = make_conditioning(text_spec.shape[1], text_spec.shape[2], cond, uncond,
                                      random_seed=seed if random_text else None, source=str(text_path or ""))
-            caching = CacheSettings(artifact_path).sampler_args(cache, session)
+            caching = settings.sampler_args(cache, session.artifact)
             sampler = make_sampler(session, steps, guidance, seed, shift, **caching)
             step_graph = session.artifact.is_step
             loop = "the step graph, state on the device" if step_graph else "host loop"
-            cached = f", cache {caching['cache']} ({sum(sampler.plan)} of {steps} steps computed)" if cache else ""
+            cached = (f", cache {caching['cache']} ({sum(sampler.plan)} of {steps} steps computed)"
+                      if caching["cache"] else "")
             console.line(f"ptdit-run: {artifact_path.name} on {session.backend} ({loop}), {steps} steps, cfg "
                          f"{guidance}, seed {seed}, shift {sampler.shift:.3f}{cached}")
             with console.counter("sampling", steps, "step") as advance:
@@ -235,6 +244,8 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
             assert pipe.components is not None  # from_folder: the folder's components
             try:
                 drawn, wanted = pipe.size_for(height, width, use_resolution_binning)
+                if cache is not None:  # refused before the first line of progress
+                    pipe.caching.check(cache, pipe.components.transformer(drawn).artifact, steps)
                 drawn_at = f" (drawn at {drawn}, resized and cropped)" if drawn != wanted else ""
                 console.line(f"ptdit-run: {folder_path.name}, {wanted}{drawn_at}, {steps} steps, cfg {guidance}, "
                              f"seed {seed}")

@@ -26,8 +26,10 @@ from ptdit.contract.cache import (
     compute_plan,
     parse_cache,
 )
+from ptdit.contract.errors import InputError
 from ptdit.contract.files import json_text
 from ptdit.contract.outputs import Outputs
+from ptdit.contract.sizes import Size
 
 from ..pipeline.ptdit_pipeline import PTDiTPipeline
 from ..sampling.caching import weights_identity
@@ -86,9 +88,12 @@ def compare(got: Draw, base: Draw) -> dict[str, float | None]:
 class QualityRun:
     """One opened pipeline (or transformer artifact) and the prompts x seeds every method is measured on."""
 
-    def __init__(self, pipe: PTDiTPipeline, prompts: list[str], seeds: int, steps: int, guidance: float):
+    def __init__(self, pipe: PTDiTPipeline, prompts: list[str], seeds: int, steps: int, guidance: float,
+                 size: Size | None = None):
         self.pipe, self.prompts, self.seeds, self.steps, self.guidance = pipe, prompts, seeds, steps, guidance
         self.decoded = pipe.components is not None
+        self.size = size or pipe.sizes[0]  # a folder's size drawn (default: its first)
+        self.session = pipe.components.transformer(self.size) if pipe.components else pipe.transformer
         self.baseline: list[Draw] = []
 
     def cases(self) -> list[tuple[int, int]]:
@@ -99,7 +104,8 @@ class QualityRun:
         kwargs: dict[str, Any] = {"num_inference_steps": self.steps, "guidance_scale": self.guidance, "seed": seed,
                                   "cache": cache, "callback_on_step_end": on_latent}
         if self.decoded:
-            kwargs.update(prompt=self.prompts[prompt], output_type="np")
+            kwargs.update(prompt=self.prompts[prompt], output_type="np", height=self.size.height,
+                          width=self.size.width)
         else:  # seeded Gaussian features stand for prompt k
             rng = np.random.default_rng(1000 + prompt)
             kwargs["prompt_embeds"] = rng.standard_normal((self.pipe.text_len, self.pipe.text_dim), dtype=np.float32)
@@ -113,7 +119,8 @@ class QualityRun:
 
     def uncached(self, on_latent: Callable[[int, int], Callable[[int, float, np.ndarray], None]] | None = None,
                  progress: Progress = lambda line: None) -> None:
-        self.draw(0, 0, None)  # a warm-up: the first call of a session pays for its start
+        for warm_up in (None, "every:2"):  # the first call of a session pays for its start, the first cached one
+            self.draw(0, 0, warm_up)      # for the reuse graphs of a step loop
         self.baseline = []
         for p, s in self.cases():
             self.baseline.append(self.draw(p, s, None, on_latent(p, s) if on_latent else None))
@@ -151,7 +158,7 @@ def change_curve(run: QualityRun, progress: Progress = lambda line: None) -> Cha
         return lambda i, t, latent: latents[(p, s)].append(latent.astype(np.float64))
 
     run.uncached(keeper, progress)
-    export = run.pipe.transformer.artifact.export
+    export = run.session.artifact.export
     size = export.image_size
     assert size is not None  # a transformer's
     ts = [float(t) for t in schedule(run.steps, timestep_shift(size.height, size.width, export.frames))] + [0.0]
@@ -168,7 +175,7 @@ def change_curve(run: QualityRun, progress: Progress = lambda line: None) -> Cha
 def noise_of(run: QualityRun, seed: int) -> np.ndarray:
     from ..sampling.schedule import initial_noise
 
-    shape = run.pipe.transformer.artifact.spec("latent").shape
+    shape = run.session.artifact.spec("latent").shape
     return initial_noise((1, *shape[1:]), seed).astype(np.float64)
 
 
@@ -177,12 +184,13 @@ def calibrate(run: QualityRun, target_psnr: float = DEFAULT_TARGET_PSNR,
     """The change curve, then the largest candidate threshold of calibrated whose mean PSNR against the uncached run
     meets `target_psnr` (0 when none does: calibrated then skips nothing); and the rows measured on the way."""
     curve = change_curve(run, progress)
-    export = run.pipe.transformer.artifact.export
+    export = run.session.artifact.export
     size = export.image_size
     assert size is not None
     ts = [float(t) for t in schedule(run.steps, timestep_shift(size.height, size.width, export.frames))]
-    chosen, measured, rows, seen = 0.0, math.inf, [], set()
-    run.pipe.caching.use(Calibration(str(size), curve, 0.0, target_psnr, math.inf, run.steps, run.guidance,
+    chosen, rows, seen = 0.0, [], set()
+    measured: float | None = None
+    run.pipe.caching.use(Calibration(str(size), curve, 0.0, target_psnr, None, run.steps, run.guidance,
                                      len(run.prompts), run.seeds))
     for threshold in CANDIDATE_THRESHOLDS:
         plan = compute_plan(parse_cache(f"calibrated:{threshold}"), ts, curve)
@@ -199,12 +207,16 @@ def calibrate(run: QualityRun, target_psnr: float = DEFAULT_TARGET_PSNR,
     return calibration, rows
 
 
-def write_calibration(artifact: Path, run: QualityRun, calibration: Calibration, force: bool = True) -> Path:
-    """Into the artifact's calibration file, beside the calibrations of its other sizes; written whole or not at all."""
+def write_calibration(artifact: Path, run: QualityRun, calibration: Calibration) -> Path:
+    """Into the artifact's calibration file, beside the calibrations of its other sizes (a file of other weights, or
+    one that is not readable, is replaced); written whole or not at all."""
     from ptdit.contract.cache import read_calibrations
 
-    identity = weights_identity(run.pipe.transformer)
-    kept = read_calibrations(artifact, identity)
+    identity = weights_identity(run.session.artifact)
+    try:
+        kept = read_calibrations(artifact, identity)
+    except InputError:
+        kept = {}
     kept[calibration.size] = calibration
     path = calibration_file(artifact)
     data = {"schema": SCHEMA, "weights": identity,

@@ -24,7 +24,7 @@ from typing import Any, Callable, Literal, Sequence, Union
 import numpy as np
 
 from ptdit.contract.arguments import checked
-from ptdit.contract.cache import CacheSpec, parse_cache
+from ptdit.contract.cache import CacheSpec, check_steps, parse_cache
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
 from ptdit.contract.sizes import Size
@@ -58,11 +58,13 @@ class PTDiTPipeline:
     """Prompt (or text features) to images (or latents), on any backend; a context manager that closes its
     sessions. Build one with from_folder (a pipeline folder) or from_artifact (a transformer .onnx / .plan)."""
 
-    def __init__(self, transformer: Session, components: PipelineComponents | None = None):
-        self.transformer, self.components = transformer, components
+    def __init__(self, transformer: Session, components: PipelineComponents | None = None, cache: str | None = None):
+        """`cache`: the step caching of every call that does not name its own (default off; docs/caching.md)."""
+        self.transformer, self.components, self.cache = transformer, components, cache
         self.closed = False
         self.caching = CacheSettings(components.folder.path if components else transformer.artifact.path)
         try:
+            parse_cache(cache)
             if transformer.artifact.export.resolution is None:
                 raise InputError(f"{transformer.artifact.path.name} is a {transformer.artifact.export.graph} "
                                  f"artifact; PTDiTPipeline runs the transformer of ptdit-export")
@@ -76,11 +78,13 @@ class PTDiTPipeline:
     @checked(options=SESSION)
     def from_folder(cls, folder: str | Path, backend: Any = None, device: Any = None, verify: Any = None,
                     runtime_cache_dir: Any = None, lean_runtime: Any = None, weight_budget: Any = None,
-                    torch_precision: str | None = None) -> PTDiTPipeline:
+                    torch_precision: str | None = None, cache: str | None = None) -> PTDiTPipeline:
         """A pipeline folder written by ptdit-export --pipeline. backend: auto / onnxruntime / torch, or tensorrt
         with a plan of each component built into the folder by ptdit-build; device: auto / cpu / cuda (ONNX
         Runtime and torch); verify: check every file's sha256 against pipeline.json first; the TensorRT options
-        are those of ptdit-run (runtime cache folder, lean runtime, weight-streaming budget in bytes)."""
+        are those of ptdit-run (runtime cache folder, lean runtime, weight-streaming budget in bytes); cache: the
+        calls' step caching unless a call names its own (ptdit-run --cache's; default off)."""
+        parse_cache(cache)  # before any file is opened
         path = Path(folder)
         if path.is_file():
             raise InputError(f"{path} is a file: a pipeline folder is a directory written by ptdit-export "
@@ -88,7 +92,7 @@ class PTDiTPipeline:
         tensorrt = TensorRTOptions.of({"runtime_cache_dir": runtime_cache_dir, "lean_runtime": lean_runtime,
                                        "weight_budget": weight_budget})
         components = PipelineComponents(load_pipeline(path, verify), backend, device, verify, tensorrt, torch_precision)
-        return cls(components.transformer(components.sizes[0]), components)
+        return cls(components.transformer(components.sizes[0]), components, cache)
 
     @classmethod
     def from_components(cls, components: PipelineComponents) -> PTDiTPipeline:
@@ -99,15 +103,16 @@ class PTDiTPipeline:
     @checked(options=SESSION)
     def from_artifact(cls, artifact: str | Path, backend: Any = None, device: Any = None, verify: Any = None,
                       runtime_cache_dir: Any = None, lean_runtime: Any = None, weight_budget: Any = None,
-                      torch_precision: str | None = None) -> PTDiTPipeline:
+                      torch_precision: str | None = None, cache: str | None = None) -> PTDiTPipeline:
         """A transformer artifact alone (.onnx or .plan with its manifest; a step graph too): text features in,
         latents out. The options are from_folder's."""
+        parse_cache(cache)
         path = Path(artifact)
         if path.is_dir():
             raise InputError(f"{path} is a folder: use PTDiTPipeline.from_folder for a pipeline folder")
         tensorrt = TensorRTOptions.of({"runtime_cache_dir": runtime_cache_dir, "lean_runtime": lean_runtime,
                                        "weight_budget": weight_budget})
-        return cls(open_session(str(path), backend, device, verify, torch_precision, tensorrt))
+        return cls(open_session(str(path), backend, device, verify, torch_precision, tensorrt), cache=cache)
 
     @checked
     def encode_prompt(self, prompt: str, name: str = "prompt") -> tuple[np.ndarray, np.ndarray]:
@@ -143,14 +148,14 @@ class PTDiTPipeline:
         as it is; with use_resolution_binning (the default) any other is drawn at the folder's size nearest in
         aspect ratio, then resized and centre-cropped to exactly height x width (latents stay at the size drawn);
         without it, a size the folder does not hold is refused. cache: step caching, as ptdit-run --cache takes it
-        (every:N, calibrated:THRESHOLD, default; docs/caching.md), default off; .transformer_calls counts the calls
-        made."""
+        (every:N, calibrated:THRESHOLD, default, off; docs/caching.md), default: the pipeline's (off unless it was
+        made with one); .transformer_calls counts the calls made."""
         try:
             size = self.size_for(height, width, use_resolution_binning)
             return self._call(prompt, negative_prompt, num_inference_steps, guidance_scale, seed,
                               num_images_per_prompt, prompt_embeds, prompt_attention_mask, negative_prompt_embeds,
                               negative_prompt_attention_mask, output_type, shift, callback_on_step_end, on_tile, size,
-                              parse_cache(cache))
+                              parse_cache(self.cache if cache is None else cache))
         except InputError as e:
             raise e.renamed(API_NAMES) from None
 
@@ -189,6 +194,12 @@ class PTDiTPipeline:
         GUIDANCE.check(option("guidance"), guidance)
         IMAGES_PER_PROMPT.check(option("num_images_per_prompt"), per_prompt)
         SEED.check(option("seed"), seed)
+        drawn, wanted = size
+        transformer = self.transformer  # the session this pipeline was made with, at its size; another size's:
+        if self.components is not None and drawn != transformer.artifact.export.image_size:
+            transformer = self.components.transformer(drawn)
+        check_steps(cache, steps)  # before any work, as what follows
+        caching = self.caching.sampler_args(cache, transformer.artifact)
         timings = {"encode": 0.0, "sample": 0.0, "decode": 0.0}
         start = time.perf_counter()
         texts = self._conditioning(prompt, negative_prompt, prompt_embeds, prompt_mask, negative_embeds,
@@ -196,11 +207,6 @@ class PTDiTPipeline:
         timings["encode"] = time.perf_counter() - start
         count = len(texts) * per_prompt
         SEED.check(f"{option('seed')} + the number of images - 1", seed + count - 1)
-        drawn, wanted = size
-        transformer = self.transformer  # the session this pipeline was made with, at its size; another size's:
-        if self.components is not None and drawn != transformer.artifact.export.image_size:
-            transformer = self.components.transformer(drawn)
-        caching = self.caching.sampler_args(cache, transformer)
         latents, decoded, calls = [], [], 0
         for i in range(count):
             start = time.perf_counter()

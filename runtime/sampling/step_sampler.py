@@ -97,8 +97,11 @@ class StepSampler(Sampler):
         on the one before (b), r = (t_j - t_a) / (t_a - t_b) for taylor and 0 for last."""
         ts = [np.float32(t) for t in self.timesteps] + [np.float32(0.0)]
         dt = [(ts[j] - ts[j + 1]) / np.float32(1000.0) for j in range(len(self.plan))]
-        weight_a = np.zeros(len(self.plan), dtype=np.float32)
-        weight_b = np.zeros(len(self.plan), dtype=np.float32)
+        rows = len(self.schedule)  # the step graph's schedule length, whatever the steps: one reuse build per session
+        weight_a = np.zeros(rows, dtype=np.float32)
+        weight_b = np.zeros(rows, dtype=np.float32)
+        inverse_dt = np.zeros(rows, dtype=np.float32)
+        inverse_dt[:len(dt)] = [1 / d for d in dt]
         computed: list[int] = []
         for j, compute in enumerate(self.plan):
             if compute:
@@ -110,5 +113,4 @@ class StepSampler(Sampler):
                 r = (float(self.timesteps[j]) - float(self.timesteps[a])) / (float(self.timesteps[a]) -
                                                                              float(self.timesteps[b]))
             weight_a[j], weight_b[j] = dt[j] * np.float32(1 + r), dt[j] * np.float32(-r)
-        inverse_dt = np.array([1 / d for d in dt], dtype=np.float32)
         return ReuseTables(inverse_dt, weight_a, weight_b)

@@ -31,7 +31,7 @@ class Generated:
     pixels: np.ndarray  # uint8 [H, W, 3]
     timings: dict[str, float]  # seconds per stage, as the server measured them
     pipeline: str  # the name of the pipeline folder the server runs
-    transformer_calls: int = 0  # the transformer calls the request made (caching skips some)
+    transformer_calls: int | None = None  # the transformer calls the request made (None: the server does not say)
 
 
 TIMEOUT_S = Range(0, 24 * 3600, low_open=True)  # seconds a request may take
@@ -148,8 +148,8 @@ class PipelineClient:
                          use_resolution_binning, cache)
         answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
         timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
-        calls = int(answer.as_numpy(protocol.CALLS.name)[0])
-        return Generated(answer.as_numpy("image"), timings, self.pipeline, calls)
+        calls = answer.as_numpy(protocol.CALLS.name)  # None from a server of an earlier version
+        return Generated(answer.as_numpy("image"), timings, self.pipeline, None if calls is None else int(calls[0]))
 
     def close(self) -> None:
         """Close the connection; a second close() does nothing, and every other call is refused after it."""

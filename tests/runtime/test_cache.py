@@ -15,6 +15,7 @@ import pytest
 
 from conftest import ROOT, TRAINED_PROMPTS, one_error_line, run_command
 from ptdit.contract.cache import Calibration, ChangeCurve, parse_cache
+from ptdit.contract.errors import InputError
 from runtime import PTDiTPipeline
 from runtime.sampling.step_sampler import make_sampler
 from runtime.sampling.text import make_conditioning
@@ -103,7 +104,8 @@ def test_ptdit_run_cache_every_2_makes_half_the_calls(trained_pipeline, tmp_path
     (["--cache", "calibrated:-1"], "the threshold is a finite number >= 0"),
     (["--cache", "fast"], "--cache fast is not a cache method"),
     (["--cache", "every:2", "--steps", "1"], "needs 2 steps or more; pass --cache off"),
-    (["--cache", "default"], "needs this artifact's change curve: run ptdit-cache calibrate ARTIFACT once"),
+    (["--cache", "default"], "--cache default needs this artifact's change curve, and ptdit-tiny-256-b2-fp16.onnx has "
+                             "no calibration: run ptdit-cache calibrate ptdit-tiny-256-b2-fp16.onnx once"),
 ])
 def test_ptdit_run_refuses_a_bad_cache_in_one_line_and_writes_nothing(trained_pipeline, tmp_path, args, message):
     out = tmp_path / "l.npy"
@@ -175,7 +177,7 @@ def test_measure_prints_speed_and_quality_against_uncached(calibrated):
                           text=True)
     assert done.returncode == 0, done.stderr
     off, every, default = json.loads(done.stdout)
-    assert off["cache"] == "off" and off["psnr_db"] == float("inf") and off["calls_ratio"] == 1
+    assert off["cache"] == "off" and off["psnr_db"] == "inf" and off["calls_ratio"] == 1  # strict JSON: "inf"
     assert every["calls_ratio"] == 0.5 and 0 < every["latent_rel_l2"] < 1 and 0 < every["ssim"] < 1
     assert default["transformer_calls"] < 10 and default["psnr_db"] > every["psnr_db"]
 
@@ -202,3 +204,85 @@ def test_a_session_caches_the_same_way_loop_after_loop(trained_pipeline, backend
                 for c in ("every+taylor:2", None, "every+taylor:2")]
     assert np.array_equal(runs[0].latent, runs[2].latent) and runs[0].transformer_calls == STEPS // 2
     assert runs[1].transformer_calls == STEPS
+
+
+def test_a_skipped_step_of_the_host_loop_moves_nothing_either(trained_pipeline):
+    result = sample(graphs(trained_pipeline)["noise"], "onnxruntime", "every:3")
+    moved = [step.transfers.to_device_bytes + step.transfers.from_device_bytes for step in result.steps]
+    assert [m == 0 for m in moved] == [i % 3 != 0 for i in range(STEPS)]
+
+
+def test_a_pipeline_made_with_a_cache_caches_every_call_that_names_none(trained_pipeline):
+    with pytest.raises(InputError, match="cache='every:x'"):
+        PTDiTPipeline.from_folder(trained_pipeline, backend="onnxruntime", cache="every:x")
+    with PTDiTPipeline.from_folder(trained_pipeline, backend="onnxruntime", cache="every:2") as pipe:
+        cached = pipe(TRAINED_PROMPTS[1], num_inference_steps=6, output_type="latent")
+        uncached = pipe(TRAINED_PROMPTS[1], num_inference_steps=6, output_type="latent", cache="off")
+        thirds = pipe(TRAINED_PROMPTS[1], num_inference_steps=6, output_type="latent", cache="every:3")
+    assert (cached.transformer_calls, uncached.transformer_calls, thirds.transformer_calls) == (3, 6, 2)
+
+
+def test_ptdit_diff_compares_the_cached_run_with_the_uncached_reference(trained_pipeline, tmp_path):
+    from runtime import diff_artifact
+
+    path = graphs(trained_pipeline)["noise"]
+    cached = diff_artifact(path, steps=4, cache="every:2", blocks=False, out_dir=tmp_path / "cached").report
+    uncached = diff_artifact(path, steps=4, blocks=False, out_dir=tmp_path / "off").report
+    assert (cached["cache"], uncached["cache"]) == ("every:2", "off")
+    trajectory = cached["references"]["fp32"]["trajectory"]
+    assert "noise_pred_rel_l2_per_step" not in trajectory  # a skipped step has no pass of its own
+    assert trajectory["rel_l2"] > 10 * uncached["references"]["fp32"]["trajectory"]["rel_l2"]
+
+
+def test_ptdit_diff_of_a_calibrated_folder_caches_the_pipeline_and_not_its_graphs(calibrated, tmp_path):
+    from runtime import diff_artifact
+
+    folder, _ = calibrated
+    report = diff_artifact(folder, steps=10, cache="default", prompt=TRAINED_PROMPTS[2], out_dir=tmp_path).report
+    assert report["cache"] == "default"
+    assert "noise_pred_rel_l2_per_step" in report["components"]["transformer"]["references"]["fp32"]["trajectory"]
+    assert 20 < report["image"]["psnr_db"] < 60
+
+
+def test_calibrate_replaces_a_calibration_of_other_weights_and_measure_refuses_first(calibrated, tmp_path):
+    import shutil
+
+    folder = tmp_path / "copy"
+    shutil.copytree(calibrated[0], folder)
+    data = json.loads((folder / "cache.json").read_text())
+    data["weights"]["sha256"] = "0" * 64
+    (folder / "cache.json").write_text(json.dumps(data))
+    measure = subprocess.run([sys.executable, "-m", "runtime.cli.cache", "measure", str(folder), "--method",
+                              "default", "--steps", "4", "--seeds", "1"], cwd=ROOT, capture_output=True, text=True)
+    assert measure.returncode == 2 and "uncached" not in measure.stderr
+    assert "was calibrated for other weights" in measure.stderr.strip().splitlines()[-1]
+    done = subprocess.run([sys.executable, "-m", "runtime.cli.cache", "calibrate", str(folder), "--steps", "4",
+                           "--seeds", "1", "--prompts", str(calibrated[0].parent / "prompts.txt"), "-q"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert json.loads((folder / "cache.json").read_text())["weights"]["sha256"] != "0" * 64
+
+
+def test_a_folder_of_two_sizes_is_calibrated_per_size(sized_pipeline, tmp_path):
+    import shutil
+
+    folder = tmp_path / sized_pipeline.name
+    shutil.copytree(sized_pipeline, folder)
+    done = subprocess.run([sys.executable, "-m", "runtime.cli.cache", "calibrate", str(folder), "--height", "1408",
+                           "--width", "768", "--steps", "4", "--seeds", "1", "--target-psnr", "10", "-q"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert [c["size"] for c in json.loads((folder / "cache.json").read_text())["calibrations"]] == ["768x1408"]
+    result = run_command("runtime", str(folder), "--prompt", "a fox", "--steps", "4", "--cache", "default", "--out",
+                         str(tmp_path / "wide.png"))  # the folder's first size, 1408x768, is not calibrated
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "is calibrated for 768x1408, not 1408x768" in one_error_line(result, "ptdit-run")
+
+
+def test_a_tensorrt_runtime_without_a_builder_is_refused_before_any_upload():
+    import types
+
+    from runtime.backends.tensorrt.reuse import ReuseEngines
+
+    with pytest.raises(InputError, match="tensorrt_lean has no builder: install the full tensorrt package"):
+        ReuseEngines(types.SimpleNamespace(__name__="tensorrt_lean"), None, None, (1, 4, 32, 32), 1001)

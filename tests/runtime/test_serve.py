@@ -182,7 +182,7 @@ def test_a_request_may_ask_for_step_caching_and_gets_the_pipelines_image(server,
 
 @pytest.mark.parametrize("cache, message", [
     (b"every:0", "cache='every:0': N of every:N is a whole number"), (b"sometimes", "is not a cache method"),
-    (b"default", "needs this artifact's change curve: run ptdit-cache calibrate"),
+    (b"default", "needs this artifact's change curve, and pipeline has no calibration: run ptdit-cache calibrate"),
 ])
 def test_a_bad_cache_request_is_refused_and_the_server_serves_the_next(server, cache, message):
     with pytest.raises(InferenceServerException, match=re.escape(message)):

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.reuse_graphs import reuse_graph, velocity_graph
 from ptdit.contract.tensorrt import errors_of
 
@@ -27,7 +27,7 @@ class ReuseEngines:
         if not hasattr(module, "Builder"):
             raise InputError(f"step caching on a step plan builds two small engines, and {module.__name__} has no "
                              f"builder: install the full tensorrt package, or cache with a noise-prediction plan (the "
-                             f"host loop), or pass --cache off")
+                             f"host loop), or pass {option('cache', 'off')}")
         self.module, self.logger, self.stream, self.steps = module, logger, stream, steps
         self.latent_bytes = int(np.prod(shape)) * 4
         self._resources: list[Any] = []
@@ -72,15 +72,13 @@ class ReuseEngines:
         self._resources.append(_Held(obj))
         return obj
 
-    def start(self, tables: ReuseTables) -> int:
-        """Upload the tables and zero both velocity slots (a slot not yet written is weighted 0 and must not be NaN);
-        the bytes sent to the device."""
+    def start(self, tables: ReuseTables) -> None:
+        """Upload the tables and zero both velocity slots (a slot not yet written is weighted 0 and must not be NaN)."""
         for name, value in tables.arrays().items():
             self.staging[name].array[:] = value
             self.stream.copy_to_device(self.tables[name].ptr, self.staging[name])
         for slot in self.slots:
             cuda.call("cudaMemsetAsync", slot.ptr, 0, self.latent_bytes, self.stream.handle)
-        return sum(self.staging[name].nbytes for name in TABLES)
 
     def _run(self, name: str, addresses: dict[str, int]) -> None:
         context = self.contexts[name]
@@ -101,12 +99,13 @@ class ReuseEngines:
                             "step_next": step_next})
 
     def close(self) -> None:
-        """The contexts, engines and runtimes, then the memory (what was made last goes first)."""
+        """What was made last goes first: the memory, then each context before its engine and the engine before its
+        runtime (the contexts are dropped here first: nothing else holds them)."""
+        self.contexts.clear()
         for resource in reversed(self._resources):
             with contextlib.suppress(cuda.CudaError):
                 resource.close()
         self._resources.clear()
-        self.contexts.clear()
 
 
 class _Held:

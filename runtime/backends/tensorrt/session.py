@@ -212,7 +212,7 @@ class TensorRTStepLoop(StepLoop):
         s.set_inputs(feeds)
         s.feeds.complete()
         if self.reuse is not None and reuse is not None:
-            s.transfers.to_device_bytes += self.reuse.start(reuse)
+            self.reuse.start(reuse)  # its uploads go through the session's stream, which counts them
         self.last = -1
 
     def _pairs(self, index: int) -> dict[str, tuple[int, int]]:
