@@ -9,7 +9,6 @@ made and the wall time per image, both also as a ratio to the uncached run measu
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,7 @@ from ptdit.contract.sizes import Size
 from ..pipeline.ptdit_pipeline import PTDiTPipeline
 from ..sampling.caching import weights_identity
 from ..sampling.schedule import schedule, timestep_shift
+from .metrics import psnr
 
 CANDIDATE_THRESHOLDS = (0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.6, 0.8, 1.0, 1.5, 2.0, 3.0)
 Progress = Callable[[str], None]
@@ -69,11 +69,6 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.mean(values))
 
 
-def psnr(a: np.ndarray, b: np.ndarray, peak: float = 1.0) -> float:
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)
-
-
 def compare(got: Draw, base: Draw) -> dict[str, float | None]:
     """The papers' figures of one cached draw against its uncached draw."""
     rel = float(np.linalg.norm(got.latent - base.latent)) / max(float(np.linalg.norm(base.latent)), 1e-30)
@@ -81,7 +76,7 @@ def compare(got: Draw, base: Draw) -> dict[str, float | None]:
         peak = float(base.latent.max() - base.latent.min()) or 1.0
         return {"latent_rel_l2": rel, "psnr": psnr(got.latent, base.latent, peak), "ssim": None}
     frames = list(zip(got.pixels.reshape(-1, *got.pixels.shape[-3:]), base.pixels.reshape(-1, *base.pixels.shape[-3:])))
-    return {"latent_rel_l2": rel, "psnr": float(np.mean([psnr(g, b) for g, b in frames])),
+    return {"latent_rel_l2": rel, "psnr": float(np.mean([psnr(g, b, peak=1.0) for g, b in frames])),
             "ssim": float(np.mean([ssim(g, b) for g, b in frames]))}
 
 

@@ -72,7 +72,8 @@ def diff_metrics(actual: np.ndarray, expected: np.ndarray, rtol: float, atol: fl
     }
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """Peak signal-to-noise ratio of two uint8 images, in dB (inf when equal)."""
+def psnr(a: np.ndarray, b: np.ndarray, peak: float = 255.0) -> float:
+    """Peak signal-to-noise ratio of two images (uint8 by default; `peak`: the range of other values), in dB (inf
+    when equal)."""
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
+    return math.inf if mse == 0 else 10 * math.log10(peak**2 / mse)

@@ -146,4 +146,4 @@ def test_a_required_option_is_required_and_paths_may_be_any_path_like(tmp_path):
     positional = [p.name for p in inspect.signature(PTDiTPipeline.from_folder).parameters.values()
                   if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
     assert positional == ["folder", "backend", "device", "verify", "runtime_cache_dir", "lean_runtime",
-                          "weight_budget", "torch_precision"]  # as before the declarations: positional calls work
+                          "weight_budget", "torch_precision", "cache"]  # cache added last: positional calls work
