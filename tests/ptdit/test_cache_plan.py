@@ -145,7 +145,8 @@ def test_tensorrt_rtx_builds_the_reuse_graphs():
     from ptdit.contract.tensorrt import logger_for
 
     logger = logger_for(trt)
-    for graph in (velocity_graph((1, 4, 32, 32), 30), reuse_graph((1, 4, 32, 32), 30)):
+    shapes = [(1, 4, 32, 32), (1, 4, 12, 32, 32)]  # an image latent and a video one (rank 5, within TensorRT's 8)
+    for graph in [make(shape, 1001) for shape in shapes for make in (velocity_graph, reuse_graph)]:
         builder = trt.Builder(logger)
         network = builder.create_network(0)
         parser = trt.OnnxParser(network, logger)
