@@ -68,4 +68,4 @@ class Failure(RuntimeError):
 
 # Import names whose pip package is called otherwise (ModuleNotFoundError names the import).
 PIP_NAMES = {"onnxruntime": "onnxruntime-gpu", "onnx_ir": "onnx-ir", "tensorrt_rtx": "tensorrt-rtx-cu13",
-             "cuda": "cuda-python", "PIL": "pillow"}
+             "cuda": "cuda-python", "PIL": "pillow", "yaml": "pyyaml", "tritonclient": "'tritonclient[grpc]'"}

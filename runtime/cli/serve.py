@@ -17,6 +17,8 @@ from ptdit.contract.numbers import INSTANCES, Range
 from ..pipeline.folder import check_pipeline_path
 from ..serve import protocol
 from ..serve.environment import default_env_dir, find_server, setup
+from ..serve.kubernetes import DEFAULT_IMAGE, QUEUE_TARGET_MS, REPLICAS, ClusterOptions, write_kubernetes
+from ..serve.openai_front import REQUEST_TIMEOUT_S, Front
 from ..serve.repository import QUEUE, QUEUE_TIMEOUT_S, ServeOptions, write_repository
 from ..serve.server import LocalServer, Ports
 
@@ -27,6 +29,9 @@ Examples:
   ptdit-run --server localhost:8001 --prompt "a red fox" --out fox.png
   ptdit-serve repository artifacts/ptdit-xl-1024-pipeline --backend tensorrt --device cuda --out models/
   ptdit-serve run models/ --http-port 9000 --grpc-port 9001 --metrics-port 9002
+  ptdit-serve run artifacts/ptdit-tiny-256-pipeline --openai-port 8080     (and the OpenAI API on :8080/v1)
+  ptdit-serve front --server localhost:8001 --port 8080        (the OpenAI API for a server already running)
+  ptdit-serve kubernetes artifacts/ptdit-xl-1024-pipeline --replicas 2 --out k8s/     (manifests to kubectl apply)
 """
 
 ENV_OPTION = click.option("--env", "env_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -36,6 +41,12 @@ ENV_OPTION = click.option("--env", "env_dir", type=click.Path(file_okay=False, p
 
 SERVE_OPTION_NAMES = ("backend", "device", "layout", "instances", "max_queue_size", "queue_timeout_s")
 EXIT_TIMEOUT_S = Range(0, 3600, integer=True)  # seconds; tritonserver takes whole seconds
+EXIT_TIMEOUT_OPTION = click.option(
+    "--exit-timeout", "exit_timeout_s", type=Number(EXIT_TIMEOUT_S), default=60, show_default=True,
+    help="On Ctrl-C / SIGTERM, seconds the in-flight requests get to finish.")
+REQUEST_TIMEOUT_OPTION = click.option(
+    "--request-timeout", "request_timeout_s", type=Number(REQUEST_TIMEOUT_S), default=600, show_default=True,
+    help="OpenAI front: seconds Triton has for one image before the front answers 504.")
 
 
 def serve_options(command: click.Command) -> click.Command:
@@ -119,19 +130,24 @@ def repository_command(folder: Path, out_dir: Path, backend: str, device: str, l
 @ENV_OPTION
 @click.option("--tritonserver", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="This tritonserver binary [default: the one of ptdit-serve setup, else one on PATH].")
-@click.option("--exit-timeout", "exit_timeout_s", type=Number(EXIT_TIMEOUT_S), default=60, show_default=True,
-              help="On Ctrl-C / SIGTERM, seconds the in-flight requests get to finish.")
+@click.option("--openai-port", type=Number(Ports.RANGE), default=None,
+              help="Also serve the OpenAI images API (/v1/images/generations, /v1/models) on this port, in front of "
+                   "the server.")
+@REQUEST_TIMEOUT_OPTION
+@EXIT_TIMEOUT_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
 @console_options
 def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics_port: int, backend: str,
                 device: str, layout: str | None, instances: int, max_queue_size: int, queue_timeout_s: float,
-                env_dir: Path | None, tritonserver: Path | None, exit_timeout_s: int, debug: bool,
-                console: Console) -> None:
+                env_dir: Path | None, tritonserver: Path | None, openai_port: int | None, request_timeout_s: float,
+                exit_timeout_s: int, debug: bool, console: Console) -> None:
     """Start tritonserver on FOLDER: a pipeline folder (its repository is written to a temporary folder, with
     the serving options below) or a repository of ptdit-serve repository. Prints the addresses and serves until
     Ctrl-C or SIGTERM, which let the requests in flight finish."""
     with exit_codes("ptdit-serve run", debug, writes=False):
         ports = Ports(http_port, grpc_port, metrics_port)  # three different ports, before any work
+        if openai_port is not None and openai_port in (http_port, grpc_port, metrics_port):
+            raise InputError(f"--openai-port {openai_port} is one of the server's ports: pass another")
         check_pipeline_path(source)  # a file (an ONNX) is refused in the project's words, not click's
         server = find_server(env_dir, tritonserver)
         scratch = None
@@ -151,21 +167,105 @@ def run_command(source: Path, host: str, http_port: int, grpc_port: int, metrics
                                                            queue_timeout_s, layout), symlinks=True)
             local = LocalServer(server, repository, ports, host, exit_timeout_s)
             console.line(f"ptdit-serve: starting {server.binary} ({server.source}) on {repository}")
+            front = None
             with local:
+                if openai_port is not None:
+                    front = Front(local.grpc_url, request_timeout_s).start(host, openai_port, exit_timeout_s)
                 click.echo(f"serving {protocol.MODEL}: http {local.http_url}  grpc {local.grpc_url}  metrics "
-                           f"{local.metrics_url}  (Ctrl-C stops)")
+                           f"{local.metrics_url}" + (f"  openai {front.url}/v1" if front else "") + "  (Ctrl-C stops)")
                 try:
                     code: int | None = local.wait()
                 except KeyboardInterrupt:
                     console.line("ptdit-serve: stopping (in-flight requests finish first)")
+                    if front is not None:  # first: its requests in flight still need the server
+                        front.stop(exit_timeout_s)
                     code = local.stop()
                     console.line(f"ptdit-serve: stopped (tritonserver exit code {code})")
                     return
+                finally:
+                    if front is not None:
+                        front.stop(exit_timeout_s)
                 local.log_reported = True  # the error names it: stop() keeps it
                 raise Failure(f"tritonserver exited on its own with code {code} (its log: {local.log})")
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+@main.command("kubernetes")
+@click.argument("folder", type=click.Path(path_type=Path))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False, path_type=Path), required=True,
+              help="The folder to write: the manifests, the Dockerfile and the model repository.")
+@click.option("--replicas", type=Number(REPLICAS), default=1, show_default=True,
+              help="Pods to start with, one GPU each (with --device cuda); the autoscaler's floor.")
+@click.option("--max-replicas", type=Number(REPLICAS), default=4, show_default=True,
+              help="The autoscaler's ceiling.")
+@click.option("--image", default=DEFAULT_IMAGE, show_default=True,
+              help="The pods' image, as the cluster pulls it (build it with the Dockerfile written to --out).")
+@click.option("--store", default="pvc:ptdit-models", show_default=True,
+              help="Where the pods read the repository: pvc:CLAIM (a volume claim holding it at its root), or an "
+                   "s3://, gs:// or as:// address tritonserver reads.")
+@click.option("--credentials-secret", default=None,
+              help="A Secret whose keys are the object store's environment variables (AWS_ACCESS_KEY_ID, ...).")
+@click.option("--queue-target-ms", "queue_target_ms", type=Number(QUEUE_TARGET_MS), default=500, show_default=True,
+              help="Average milliseconds a request waits in a pod's queue above which the autoscaler adds pods.")
+@serve_options
+@REQUEST_TIMEOUT_OPTION
+@EXIT_TIMEOUT_OPTION
+@click.option("--force", is_flag=True, help="Overwrite --out.")
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
+def kubernetes_command(folder: Path, out_dir: Path, replicas: int, max_replicas: int, image: str, store: str,
+                       credentials_secret: str | None, queue_target_ms: float, backend: str, device: str,
+                       layout: str | None, instances: int, max_queue_size: int, queue_timeout_s: float,
+                       request_timeout_s: float, exit_timeout_s: int, force: bool, debug: bool,
+                       console: Console) -> None:
+    """Write plain Kubernetes manifests that serve FOLDER, a pipeline folder: a Deployment of REPLICAS pods (each
+    tritonserver on one GPU with the OpenAI front beside it, probed on their health endpoints, drained on
+    termination), a Service, a HorizontalPodAutoscaler on Triton's queue time (through the Prometheus adapter
+    rule it writes), a PodDisruptionBudget, the Dockerfile of the image and the model repository to put on the
+    store. Nothing is applied: kubectl apply -f OUT does (docs/serving.md)."""
+    options = ClusterOptions(replicas, max_replicas, image, store, credentials_secret, queue_target_ms,
+                             exit_timeout_s, request_timeout_s)
+    with exit_codes("ptdit-serve kubernetes", debug):
+        made = write_kubernetes(folder, out_dir, options,
+                                ServeOptions(backend, device, instances, max_queue_size, queue_timeout_s, layout),
+                                force)
+    click.echo(f"wrote {out_dir}: {', '.join(made)}, Dockerfile, repository/")
+    where = f"the volume of claim {store[4:]}" if store.startswith("pvc:") else store
+    console.line(f"next: copy {out_dir / 'repository'} to the root of {where}; build and push {image} with "
+                 f"{out_dir / 'Dockerfile'}; add adapter-rules.yaml's rule to your Prometheus adapter; "
+                 f"kubectl apply -f {out_dir}")
+
+
+@main.command("front")
+@click.option("--server", "server_url", default="localhost:8001", show_default=True,
+              help="The gRPC address of the Triton server to forward to (HOST:PORT).")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@click.option("--port", "openai_port", type=Number(Ports.RANGE), default=8080, show_default=True,
+              help="Port of the OpenAI API.")
+@REQUEST_TIMEOUT_OPTION
+@EXIT_TIMEOUT_OPTION
+@click.option("--debug", is_flag=True, help="Show tracebacks.")
+@console_options
+def front_command(server_url: str, host: str, openai_port: int, request_timeout_s: float, exit_timeout_s: int,
+                  debug: bool, console: Console) -> None:
+    """The OpenAI images API (/v1/images/generations, /v1/models, /health/ready) in front of a Triton server
+    that serves a pipeline (ptdit-serve run, or a pod of ptdit-serve kubernetes): each image is forwarded to
+    it over gRPC. Serves until Ctrl-C or SIGTERM, which let the requests in flight finish."""
+    with exit_codes("ptdit-serve front", debug, writes=False):
+        front = Front(server_url, request_timeout_s).start(host, openai_port, exit_timeout_s)
+        click.echo(f"serving the OpenAI API of {server_url}: {front.url}/v1  (Ctrl-C stops)")
+        try:
+            front.wait()
+        except KeyboardInterrupt:
+            console.line("ptdit-serve: stopping (in-flight requests finish first)")
+            front.stop(exit_timeout_s)
+            console.line("ptdit-serve: stopped")
+            return
+        finally:
+            front.stop(exit_timeout_s)
+        raise Failure("the OpenAI front stopped on its own (its error is above)")
 
 
 if __name__ == "__main__":

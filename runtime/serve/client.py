@@ -76,9 +76,10 @@ def _client(url: str) -> tuple[Any, Any]:
     return grpcclient, grpcclient.InferenceServerClient(url)
 
 
-def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int, steps: int,
-            guidance_scale: float, height: int | None = None, width: int | None = None,
-            use_resolution_binning: bool = True, cache: str | None = None) -> list[Any]:
+def request_inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int, steps: int,
+                   guidance_scale: float, height: int | None = None, width: int | None = None,
+                   use_resolution_binning: bool = True, cache: str | None = None) -> list[Any]:
+    """The request's input tensors, of grpcclient's kind (tritonclient.grpc or tritonclient.grpc.aio)."""
     values: dict[str, object] = {"prompt": prompt.encode(), "seed": seed, "steps": steps,
                                  "guidance_scale": guidance_scale}
     if negative_prompt is not None:
@@ -98,6 +99,35 @@ def _inputs(grpcclient: Any, prompt: str, negative_prompt: str | None, seed: int
     return inputs
 
 
+def read_answer(answer: Any, pipeline: str) -> Generated:
+    """The served model's answer (an InferResult) as a Generated."""
+    timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
+    calls = answer.as_numpy(protocol.CALLS.name)  # None from a server of an earlier version
+    return Generated(answer.as_numpy("image"), timings, pipeline, None if calls is None else int(calls[0]))
+
+
+def served_pipeline(config: dict[str, Any]) -> str:
+    """The name of the pipeline folder a served model's config (as JSON) says it runs."""
+    return str(config.get("parameters", {}).get("pipeline", {}).get("string_value", ""))
+
+
+def refusal_kind(error: Exception) -> str:
+    """What a tritonclient InferenceServerException says happened: "no server" (nothing answers at the address),
+    "invalid" (a bad request), "busy" (the queue is full, or the server is not ready or is stopping), "timeout"
+    (client_timeout passed), or "failed" (the pipeline failed)."""
+    status = str(getattr(error, "status", lambda: "")() or "")
+    message = (getattr(error, "message", lambda: "")() or str(error)).lower()
+    if "UNAVAILABLE" in status and "failed to connect" in message:
+        return "no server"
+    if "INVALID_ARG" in status:
+        return "invalid"
+    if "UNAVAILABLE" in status:
+        return "busy"
+    if "DEADLINE_EXCEEDED" in status or "deadline exceeded" in message:
+        return "timeout"
+    return "failed"
+
+
 class PipelineClient:
     """A connection to the served pipeline, kept for many requests (a context manager). A refused request (a bad
     input, a full queue) is an InputError with the server's message; no server at url is one too. The arguments
@@ -113,7 +143,7 @@ class PipelineClient:
         except BaseException:
             self._client.close()
             raise
-        self.pipeline = config.get("parameters", {}).get("pipeline", {}).get("string_value", "")
+        self.pipeline = served_pipeline(config)
 
     def _call(self, request: Callable[[], Any]) -> Any:
         from tritonclient.utils import InferenceServerException
@@ -121,10 +151,10 @@ class PipelineClient:
         try:
             return request()
         except InferenceServerException as e:
-            status, message = str(e.status() or ""), e.message() or str(e)
-            if "UNAVAILABLE" in status and "failed to connect" in message.lower():
+            kind, message = refusal_kind(e), e.message() or str(e)
+            if kind == "no server":
                 raise InputError(f"no server answers at {self.url}: start one with ptdit-serve run FOLDER") from None
-            if "INVALID_ARG" in status or "UNAVAILABLE" in status:
+            if kind in ("invalid", "busy"):
                 raise InputError(f"the server refused the request: {message}") from None
             raise Failure(f"the server failed the request: {message}") from None
 
@@ -144,12 +174,10 @@ class PipelineClient:
         if timeout_s is not None:
             TIMEOUT_S.check(option("timeout_s"), timeout_s)
         check_steps(parse_cache(cache), steps)
-        inputs = _inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale, height, width,
+        inputs = request_inputs(self._grpc, prompt, negative_prompt, seed, steps, guidance_scale, height, width,
                          use_resolution_binning, cache)
         answer = self._call(lambda: self._client.infer(protocol.MODEL, inputs, client_timeout=timeout_s))
-        timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
-        calls = answer.as_numpy(protocol.CALLS.name)  # None from a server of an earlier version
-        return Generated(answer.as_numpy("image"), timings, self.pipeline, None if calls is None else int(calls[0]))
+        return read_answer(answer, self.pipeline)
 
     def close(self) -> None:
         """Close the connection; a second close() does nothing, and every other call is refused after it."""

@@ -4,13 +4,14 @@ the client all read. Numpy only (it runs inside the server's Python, numpy 1.26 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 
 from ptdit.contract.cache import check_steps, parse_cache
 from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import DEFAULT_GUIDANCE, DEFAULT_STEPS, GUIDANCE, SEED, STEPS, Range
+from ptdit.contract.sizes import Size, parse_size
 from ptdit.contract.triton_config import TRITON_TYPES, wire_type
 
 from ..run_options import SIDE
@@ -51,6 +52,17 @@ TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output nam
 IMAGE = Tensor("image", "uint8")
 CALLS = Tensor("transformer_calls", "int32")  # [1]: the transformer calls the request made (caching skips some)
 OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS), CALLS)
+SIZES = "sizes"  # the config's parameter naming the folder's sizes, WxH, comma-separated, the default first
+
+
+def sizes_text(sizes: Sequence[Size]) -> str:
+    return ",".join(map(str, sizes))
+
+
+def parse_sizes(text: str) -> tuple[Size, ...]:
+    return tuple(parse_size(part, SIZES) for part in text.split(",") if part)
+
+
 RANGES: dict[str, Range] = {"seed": SEED, "steps": STEPS, "guidance_scale": GUIDANCE, "height": SIDE, "width": SIDE}
 
 

@@ -3,7 +3,7 @@
 `pipeline` (the default on ONNX Runtime): one model runs the whole pipeline in its process.
 
     REPO/ptdit/config.pbtxt          the served model: protocol.INPUTS in, protocol.OUTPUTS out, its instances
-                                     and its queue policy; parameters: backend, device, layout, pipeline
+                                     and its queue policy; parameters: backend, device, layout, pipeline, sizes
     REPO/ptdit/1/model.py            runtime/serve/triton_model.py: the project's runtime inside Triton
     REPO/ptdit/1/pipeline/           the pipeline folder (hard links where the file system allows, else copies;
                                      ONNX weights files are copied: ONNX Runtime refuses them hard-linked)
@@ -111,7 +111,8 @@ def config_pbtxt(folder: PipelineFolder, options: ServeOptions, components: dict
     outputs = [_tensor(protocol.IMAGE, [-1, -1, 3])]  # height x width: the folder's sizes, or any with binning
     outputs += [_tensor(spec, [1]) for spec in protocol.OUTPUTS[1:]]
     parameters = {"backend": options.backend, "device": options.device, "layout": options.chosen_layout,
-                  "pipeline": folder.path.name}
+                  "pipeline": folder.path.name, protocol.SIZES: protocol.sizes_text(
+                      [entry.size for entry in folder.manifest.size_entries()])}
     if components is not None:  # file name in pipeline.json -> [Triton model, artifact whose manifest is kept]
         parameters["components"] = json.dumps(components, sort_keys=True)
     timeout_us = int(options.queue_timeout_s * 1e6)

@@ -1,0 +1,167 @@
+"""The OpenAI images API as the front (runtime/serve/openai_front.py) takes it: a request body checked field by field
+into the served model's requests, and OpenAI's error body. No server here: what the front forwards is decided,
+and refused, before anything reaches Triton.
+
+    POST /v1/images/generations {"prompt": "a red fox", "size": "256x256", "n": 2, "seed": 7}
+    -> two requests of the served model, seeds 7 and 8 (the pixels ptdit-run --seed 7 and --seed 8 write)
+
+OpenAI's fields: model, prompt, n, size, response_format (b64_json: the front keeps no files, so it has no honest
+`url` to give), output_format (png); user, quality and style are accepted and have no effect. Ours, where OpenAI
+has no field: seed, num_inference_steps, guidance_scale, negative_prompt, cache (docs/serving.md).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ptdit.contract.errors import InputError
+from ptdit.contract.numbers import Range
+from ptdit.contract.sizes import Size
+
+from . import protocol
+
+MAX_BODY_BYTES = 1 << 20  # a request is a prompt and a few numbers; the served prompt itself stops at 4 kB
+N = Range(1, 10, integer=True)  # images per request, as OpenAI bounds it
+FORMAT = "b64_json"
+ACCEPTED_UNUSED = ("user", "quality", "style")  # OpenAI fields that choose nothing this model has
+# Our names of the served model's inputs where OpenAI's convention (diffusers') names them otherwise.
+RENAMED = {"steps": "num_inference_steps"}
+PROTOCOL_NAME = {ours: served for served, ours in RENAMED.items()}
+EXTENSIONS = ("seed", "num_inference_steps", "guidance_scale", "negative_prompt", "cache")
+FIELDS = ("model", "prompt", "n", "size", "response_format", "output_format", *ACCEPTED_UNUSED, *EXTENSIONS)
+
+
+class ApiError(Exception):
+    """An answer other than 200, as OpenAI's error JSON: {"error": {"message", "type", "param", "code"}}."""
+
+    TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
+             415: "invalid_request_error", 503: "server_error", 504: "server_error"}
+
+    def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.param, self.code = status, message, param, code
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"message": self.message, "type": self.TYPES.get(self.status, "server_error"),
+                          "param": self.param, "code": self.code}}
+
+
+def invalid(param: str | None, message: str) -> ApiError:
+    return ApiError(400, message, param, "invalid_value")
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """What the front serves, read from the served model's config: the model id (the pipeline folder's name) and
+    the sizes its folder holds, the default first."""
+
+    name: str
+    sizes: tuple[Size, ...]
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> ServedModel:
+        parameters = config.get("parameters", {})
+        if protocol.SIZES not in parameters:
+            raise InputError("the served model's config names no sizes (a repository of an earlier version): "
+                             "rewrite it with ptdit-serve repository")
+        return cls(parameters["pipeline"]["string_value"],
+                   protocol.parse_sizes(parameters[protocol.SIZES]["string_value"]))
+
+
+@dataclass(frozen=True)
+class ImagesRequest:
+    size: Size
+    requests: tuple[protocol.Request, ...]  # one per image: seeds seed .. seed + n - 1
+
+
+def read_json(body: bytes) -> dict[str, Any]:
+    """A request body as a JSON object; NaN and Infinity, which JSON has not, are read as numbers so that the
+    field holding them is the one named."""
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, f"the body is not JSON: {e}", code="invalid_json") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, f"the body must be a JSON object, got {type(value).__name__}", code="invalid_json")
+    return value
+
+
+def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what: str) -> Any:
+    value = body.get(name)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, kind):  # bool is an int to Python, not to JSON
+        raise invalid(name, f"'{name}' must be {what}, got {json.dumps(value)[:40]}")
+    return value
+
+
+def parse_images_request(body: dict[str, Any], model: ServedModel) -> ImagesRequest:
+    """The body's images as requests of the served model; an ApiError (400) names the first bad field."""
+    unknown = sorted(set(body) - set(FIELDS))
+    if unknown:
+        raise invalid(unknown[0], f"unknown field '{unknown[0]}': this server takes {', '.join(FIELDS)}")
+    name = _typed(body, "model", str, "a string")
+    if name is not None and name != model.name:
+        raise ApiError(404, f"the model '{name}' is not served here; this server serves '{model.name}' "
+                            f"(GET /v1/models)", "model", "model_not_found")
+    prompt = _typed(body, "prompt", str, "a string")
+    if not prompt or not prompt.strip():
+        raise invalid("prompt", "'prompt' is missing or empty: send the text to draw")
+    n = _typed(body, "n", int, "an integer") or 1
+    if not N.accepts(n):
+        raise invalid("n", f"'n' must be {N.describe()}, got {n}")
+    size = _size(body, model)
+    response_format = _typed(body, "response_format", str, "a string") or FORMAT
+    if response_format != FORMAT:
+        raise invalid("response_format", f"'response_format' {response_format!r} is not served: the front keeps no "
+                                         f"files to give a url of; ask for {FORMAT!r}")
+    output_format = _typed(body, "output_format", str, "a string") or "png"
+    if output_format != "png":
+        raise invalid("output_format", f"'output_format' {output_format!r} is not served: the images are png")
+    for field in ACCEPTED_UNUSED:
+        _typed(body, field, str, "a string")
+    values: dict[str, np.ndarray] = {"prompt": np.array([prompt.encode()], dtype=object)}
+    for field, kind, what in (("seed", int, "an integer"), ("num_inference_steps", int, "an integer"),
+                              ("guidance_scale", (int, float), "a number"),
+                              ("negative_prompt", str, "a string"), ("cache", str, "a string")):
+        value = _typed(body, field, kind, what)
+        if value is not None:
+            spec = next(t for t in protocol.INPUTS if t.name == PROTOCOL_NAME.get(field, field))
+            data = value.encode() if isinstance(value, str) else value
+            if isinstance(value, float) and not math.isfinite(value):
+                raise invalid(field, f"'{field}' must be a finite number, got {value}")
+            values[spec.name] = np.array([data], dtype=spec.dtype)
+    values["height"] = np.array([size.height], dtype=np.int32)
+    values["width"] = np.array([size.width], dtype=np.int32)
+    try:
+        first = protocol.parse_request(values)  # the served model's own checks: one source of their limits
+    except InputError as e:
+        renamed = e.renamed(RENAMED)
+        raise invalid(_named(renamed), str(renamed)) from None
+    last = first.seed + n - 1
+    if not protocol.RANGES["seed"].accepts(last):
+        raise invalid("seed", f"'seed' + 'n' - 1 is {last}, past the last seed, {protocol.RANGES['seed'].high}")
+    requests = tuple(protocol.Request(**{**first.__dict__, "seed": first.seed + i}) for i in range(n))
+    return ImagesRequest(size, requests)
+
+
+def _size(body: dict[str, Any], model: ServedModel) -> Size:
+    text = _typed(body, "size", str, 'a string "WIDTHxHEIGHT"')
+    if text is None or text == "auto":
+        return model.sizes[0]
+    served = {str(size): size for size in model.sizes}
+    if text not in served:
+        raise invalid("size", f"'size' {text!r} is not served: this model draws {', '.join(served)} "
+                              f"(WIDTHxHEIGHT)")
+    return served[text]
+
+
+def _named(error: InputError) -> str | None:
+    """The first parameter an InputError names (its template marks each one)."""
+    marker = error.template.split("\x1f")
+    return marker[1].split("\x1e")[0] if len(marker) > 2 else None
