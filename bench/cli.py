@@ -47,6 +47,7 @@ Examples:
   ptdit-bench gpu --res 1024 --res 2048          (on a machine with a CUDA device)
   ptdit-bench fp8 --preset xl --res 256 --modelopt      (FP8 error per layer kind, no GPU needed)
   ptdit-bench serve --concurrency 1 --concurrency 4     (the pipeline on a local Triton server, under load)
+  ptdit-bench serve --openai --concurrency 1 --concurrency 4 --concurrency 16          (its OpenAI front)
   ptdit-bench all --results bench.json
 """, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @console_options
@@ -284,16 +285,20 @@ def fp8_command(preset_name: str, res: str, with_modelopt: bool, checkpoint: Pat
               help="Where it runs.")
 @click.option("--layout", type=click.Choice(["pipeline", "components"]), default=None,
               help="The repository's layout (ptdit-serve repository --layout) [default: its default].")
+@click.option("--openai", is_flag=True, help="Measure the OpenAI front instead: its overhead at 1 client against "
+                                             "the gRPC client, and its throughput at each --concurrency.")
 @results_options
 def serve_command(folder: Path | None, res: str, concurrency: tuple[int, ...], requests: int, steps: int,
-                  instances: int, backend: str, device: str, layout: str | None, as_json: bool,
+                  instances: int, backend: str, device: str, layout: str | None, openai: bool, as_json: bool,
                   json_path: Path | None) -> None:
     """Requests per second and p50 / p95 latency at each concurrency against a local tritonserver (ptdit-serve
-    setup's), and the server's overhead against the same pipeline in-process, in one run."""
+    setup's), and the server's overhead against the same pipeline in-process, in one run (--openai: the front's
+    against the gRPC client)."""
     with exit_codes("ptdit-bench", writes=False):
         data = serve_load.serve_rows(folder, "tiny", int(res), sorted(set(concurrency)), requests, steps, instances,
-                                     backend, device, report, layout)
-    publish("serve", serve_load.serve_table(data), data, as_json, json_path)
+                                     backend, device, report, layout, openai)
+    publish("serve-openai" if openai else "serve",
+            (serve_load.front_table if openai else serve_load.serve_table)(data), data, as_json, json_path)
 
 
 @main.command("video", cls=JsonFlagCommand)

@@ -9,6 +9,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.progress import Reporter
 
 from .child import export_json, run_module
@@ -16,7 +17,7 @@ from .child import export_json, run_module
 
 def serve_rows(folder: Path | None, preset_name: str, res: int, concurrency: list[int], requests: int, steps: int,
                instances: int, backend: str, device: str, report: Reporter,
-               layout: str | None = None) -> dict[str, Any]:
+               layout: str | None = None, openai: bool = False) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ptdit-bench-serve-") as tmp:
         if folder is None:
             report(f"  exporting the {preset_name} pipeline at {res}")
@@ -25,10 +26,15 @@ def serve_rows(folder: Path | None, preset_name: str, res: int, concurrency: lis
             folder = Path(folders[0]["folder"])
         report(f"  serving {folder.name} on a local tritonserver: {requests} requests per concurrency "
                f"{', '.join(map(str, concurrency))} ({steps} steps each)")
-        args = ["runtime.serve.load", str(folder), "--requests", str(requests), "--steps", str(steps), "--instances",
-                str(instances), "--backend", backend, "--device", device]
+        args = [str(folder), "--requests", str(requests), "--steps", str(steps), "--instances", str(instances)]
         for clients in concurrency:
             args += ["--concurrency", str(clients)]
+        if openai:
+            if (backend, device, layout) != ("onnxruntime", "cpu", None):
+                raise InputError(f"{option('openai')} measures the front of the CPU pipeline: drop "
+                                 f"{option('backend')}, {option('device')} and {option('layout')}")
+            return dict(json.loads(run_module(["runtime.serve.front_load", *args]).stdout))
+        args = ["runtime.serve.load", *args, "--backend", backend, "--device", device]
         if layout:
             args += ["--layout", layout]
         return dict(json.loads(run_module(args).stdout))
@@ -55,4 +61,24 @@ def serve_table(data: dict[str, Any]) -> str:
         "in the components layout its calls to the component models. In-process and 1 client measured alternately, "
         "request by request; pipeline p50: the server's own encode + sample + decode; outside: the client's latency "
         "less that, per request.")
+    return "\n".join(lines)
+
+
+def front_table(data: dict[str, Any]) -> str:
+    grpc, front = data["grpc_at_1"], data["front_at_1"]
+    lines = [f"{data['pipeline']}, {data['steps']} steps, onnxruntime on cpu, {data['instances']} instance(s); the "
+             "front as ptdit-serve front runs it, a process of its own", "",
+             "| path | clients | requests | req/s | p50 ms | p95 ms | p50 vs gRPC |",
+             "| --- | --- | --- | --- | --- | --- | --- |",
+             f"| gRPC client (ptdit-run --server, PNG encoded) | 1 | {grpc['requests']} | {grpc['rps']:.2f} | "
+             f"{grpc['p50_ms']:.1f} | {grpc['p95_ms']:.1f} | 1.00 |",
+             f"| OpenAI front (JSON, base64 PNG decoded) | 1 | {front['requests']} | {front['rps']:.2f} | "
+             f"{front['p50_ms']:.1f} | {front['p95_ms']:.1f} | {front['p50_ms'] / grpc['p50_ms']:.3f} |"]
+    for r in data["front"]:
+        lines.append(f"| OpenAI front | {r['clients']} | {r['requests']} | {r['rps']:.2f} | {r['p50_ms']:.1f} | "
+                     f"{r['p95_ms']:.1f} | |")
+    verdict = "within" if data["overhead_at_1"] < 0.05 else "over"
+    lines.append(f"\nFront overhead at 1 client: {data['overhead_at_1'] * 100:+.1f} % of the gRPC client's p50 "
+                 f"({data['front_minus_grpc_p50_ms']:+.1f} ms; {verdict} the 5 % goal). The two measured alternately, "
+                 "request by request, against the same server.")
     return "\n".join(lines)

@@ -17,6 +17,7 @@ from ptdit.contract.options import Option, Options
 from ptdit.contract.outputs import Outputs
 
 from ..backends.tensorrt.flavour import TensorRTOptions
+from ..pipeline.output import pipeline_metadata
 from ..run_options import IMAGE_SIZE, SAMPLING, SESSION, TENSORRT_RUN
 from .options import check_out
 
@@ -126,36 +127,41 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
                   out_path: Path, force: bool, console: Console | None = None, height: int | None = None,
                   width: int | None = None, use_resolution_binning: bool = True,
                   cache: str | None = None) -> dict[str, Any]:
-    """The image of the pipeline a server of ptdit-serve runs, written as run_pipeline writes it."""
+    """The image (or a video pipeline's clip) of the pipeline a server of ptdit-serve runs, written as run_pipeline
+    writes it: the same bytes for the same seed."""
     from ..pipeline.text_to_image import write_png
-    from ..serve.client import check_address, generate
+    from ..pipeline.video_file import FPS, check_writer, video_kind, write_video
+    from ..serve.client import PipelineClient, check_address
 
     if prompt is None:
         raise InputError("--server needs --prompt \"...\"")
     check_address(url)  # before the first line of progress: a bad address is the one line
     console = console or Console()
-    check_out(out_path, (".png",))
-    with Outputs(force) as outputs:
-        staged = outputs.claim(out_path)
+    with PipelineClient(url) as client, Outputs(force) as outputs:
+        kind = video_kind(out_path) if client.frames else "png"
+        if client.frames:
+            check_writer(kind)
+        else:
+            check_out(out_path, (".png",))
+        staged = outputs.claim(out_path, folder=kind == "png" and client.frames is not None)
         console.line(f"ptdit-run: {url}, {steps} steps, cfg {guidance}, seed {seed}")
-        result = generate(url, prompt, negative_prompt, seed, steps, guidance, height=height, width=width,
-                          use_resolution_binning=use_resolution_binning, cache=cache)
+        result = client.generate(prompt, negative_prompt, seed, steps, guidance, height=height, width=width,
+                                 use_resolution_binning=use_resolution_binning, cache=cache)
         for name, seconds in result.timings.items():
             console.line(f"  {name}: {seconds:.2f} s (on the server)")
         metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed, height, width)
-        write_png(staged, result.pixels, metadata)
+        if client.frames:
+            frames = list(result.pixels)
+            metadata = {**metadata, "latent_frames": client.frames, "video_frames": len(frames), "fps": FPS}
+            write_video(staged, kind, frames, metadata)
+            shape: dict[str, Any] = {"video": list(result.pixels.shape), "fps": FPS, "format": kind}
+        else:
+            write_png(staged, result.pixels, metadata)
+            shape = {"image": list(result.pixels.shape)}
         outputs.commit()
-    return {**metadata, "out": str(out_path), "image": list(result.pixels.shape), "seconds": result.timings,
+    return {**metadata, "out": str(out_path), **shape, "seconds": result.timings,
             "server": url, "cache": cache or "off", "transformer_calls": result.transformer_calls,
             "sample_seconds": result.timings["sample"]}
-
-
-def pipeline_metadata(prompt: str, negative_prompt: str | None, pipeline: str, steps: int, guidance: float,
-                      seed: int, height: int | None = None, width: int | None = None) -> dict[str, Any]:
-    """The PNG's text chunks: the same from a folder and from a server, so the same seed gives the same bytes."""
-    size = {"size": f"{width}x{height}"} if height is not None and width is not None else {}
-    return {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
-            "pipeline": pipeline, "steps": steps, "cfg": guidance, "seed": seed, **size}
 
 
 def run(artifact_path: Path, backend: str, device: str, steps: int, guidance: float, seed: int, shift: float | None,

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -25,3 +25,12 @@ class PTDiTPipelineOutput:
     backends: dict[str, str] = field(default_factory=dict)
     frames: list[list[Image]] | np.ndarray | None = None
     transformer_calls: int = 0  # calls of the transformer (or its step graph) made, over all images; caching skips some
+
+
+def pipeline_metadata(prompt: str, negative_prompt: str | None, pipeline: str, steps: int, guidance: float,
+                      seed: int, height: int | None = None, width: int | None = None) -> dict[str, Any]:
+    """What a run writes into its PNG's text chunks (a clip's tags): the same from a folder, a server and the
+    OpenAI front, so the same seed gives the same bytes."""
+    size = {"size": f"{width}x{height}"} if height is not None and width is not None else {}
+    return {"prompt": prompt, "negative_prompt": negative_prompt if negative_prompt is not None else "",
+            "pipeline": pipeline, "steps": steps, "cfg": guidance, "seed": seed, **size}

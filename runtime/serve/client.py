@@ -28,7 +28,7 @@ from .server import Ports
 
 @dataclass(frozen=True)
 class Generated:
-    pixels: np.ndarray  # uint8 [H, W, 3]
+    pixels: np.ndarray  # uint8 [H, W, 3]; a video pipeline's: its frames, [frames, H, W, 3]
     timings: dict[str, float]  # seconds per stage, as the server measured them
     pipeline: str  # the name of the pipeline folder the server runs
     transformer_calls: int | None = None  # the transformer calls the request made (None: the server does not say)
@@ -103,7 +103,9 @@ def read_answer(answer: Any, pipeline: str) -> Generated:
     """The served model's answer (an InferResult) as a Generated."""
     timings = {stage: round(float(answer.as_numpy(f"{stage}_seconds")[0]), 3) for stage in protocol.TIMINGS}
     calls = answer.as_numpy(protocol.CALLS.name)  # None from a server of an earlier version
-    return Generated(answer.as_numpy("image"), timings, pipeline, None if calls is None else int(calls[0]))
+    video = answer.as_numpy(protocol.VIDEO.name)
+    pixels = answer.as_numpy(protocol.IMAGE.name) if video is None else video
+    return Generated(pixels, timings, pipeline, None if calls is None else int(calls[0]))
 
 
 def served_pipeline(config: dict[str, Any]) -> str:
@@ -144,6 +146,8 @@ class PipelineClient:
             self._client.close()
             raise
         self.pipeline = served_pipeline(config)
+        frames = config.get("parameters", {}).get(protocol.FRAMES, {}).get("string_value")
+        self.frames = int(frames) if frames else None  # a video pipeline's latent frames; None: an image one
 
     def _call(self, request: Callable[[], Any]) -> Any:
         from tritonclient.utils import InferenceServerException

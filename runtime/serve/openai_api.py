@@ -23,6 +23,7 @@ from ptdit.contract.errors import InputError
 from ptdit.contract.numbers import Range
 from ptdit.contract.sizes import Size
 
+from ..pipeline.video_file import FPS
 from . import protocol
 
 MAX_BODY_BYTES = 1 << 20  # a request is a prompt and a few numbers; the served prompt itself stops at 4 kB
@@ -34,13 +35,14 @@ RENAMED = {"steps": "num_inference_steps"}
 PROTOCOL_NAME = {ours: served for served, ours in RENAMED.items()}
 EXTENSIONS = ("seed", "num_inference_steps", "guidance_scale", "negative_prompt", "cache")
 FIELDS = ("model", "prompt", "n", "size", "response_format", "output_format", *ACCEPTED_UNUSED, *EXTENSIONS)
+VIDEO_FIELDS = ("model", "prompt", "size", "seconds", *EXTENSIONS)  # OpenAI's Videos API, less input_reference
 
 
 class ApiError(Exception):
     """An answer other than 200, as OpenAI's error JSON: {"error": {"message", "type", "param", "code"}}."""
 
-    TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 413: "invalid_request_error",
-             415: "invalid_request_error", 503: "server_error", 504: "server_error"}
+    TYPES = {400: "invalid_request_error", 404: "invalid_request_error", 409: "invalid_request_error",
+             413: "invalid_request_error", 415: "invalid_request_error", 503: "server_error", 504: "server_error"}
 
     def __init__(self, status: int, message: str, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
@@ -62,6 +64,16 @@ class ServedModel:
 
     name: str
     sizes: tuple[Size, ...]
+    frames: int | None = None  # a video pipeline's latent frames; None: an image pipeline
+
+    @property
+    def clip_frames(self) -> int:
+        assert self.frames is not None
+        return 1 + 4 * (self.frames - 1)
+
+    @property
+    def seconds(self) -> float:
+        return self.clip_frames / FPS
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> ServedModel:
@@ -69,8 +81,9 @@ class ServedModel:
         if protocol.SIZES not in parameters:
             raise InputError("the served model's config names no sizes (a repository of an earlier version): "
                              "rewrite it with ptdit-serve repository")
+        frames = parameters.get(protocol.FRAMES, {}).get("string_value")
         return cls(parameters["pipeline"]["string_value"],
-                   protocol.parse_sizes(parameters[protocol.SIZES]["string_value"]))
+                   protocol.parse_sizes(parameters[protocol.SIZES]["string_value"]), int(frames) if frames else None)
 
 
 @dataclass(frozen=True)
@@ -100,18 +113,55 @@ def _typed(body: dict[str, Any], name: str, kind: type | tuple[type, ...], what:
     return value
 
 
-def parse_images_request(body: dict[str, Any], model: ServedModel) -> ImagesRequest:
-    """The body's images as requests of the served model; an ApiError (400) names the first bad field."""
-    unknown = sorted(set(body) - set(FIELDS))
+def _request(body: dict[str, Any], model: ServedModel, size: Size, form: bool = False) -> protocol.Request:
+    """The prompt and our extensions as the served model's request at `size`, checked by the served model's own
+    checks (one source of their limits). form: the values are a form's text (the SDK's multipart of /v1/videos)."""
+    prompt = _typed(body, "prompt", str, "a string")
+    if not prompt or not prompt.strip():
+        raise invalid("prompt", "'prompt' is missing or empty: send the text to draw")
+    values: dict[str, np.ndarray] = {"prompt": np.array([prompt.encode()], dtype=object),
+                                     "height": np.array([size.height], dtype=np.int32),
+                                     "width": np.array([size.width], dtype=np.int32)}
+    for field, kind, what in (("seed", int, "an integer"), ("num_inference_steps", int, "an integer"),
+                              ("guidance_scale", (int, float), "a number"),
+                              ("negative_prompt", str, "a string"), ("cache", str, "a string")):
+        if form and kind is not str and isinstance(body.get(field), str):
+            body = {**body, field: _number(field, body[field], float if kind is not int else int)}
+        value = _typed(body, field, kind, what)
+        if value is not None:
+            spec = next(t for t in protocol.INPUTS if t.name == PROTOCOL_NAME.get(field, field))
+            if isinstance(value, float) and not math.isfinite(value):
+                raise invalid(field, f"'{field}' must be a finite number, got {value}")
+            values[spec.name] = np.array([value.encode() if isinstance(value, str) else value], dtype=spec.dtype)
+    try:
+        return protocol.parse_request(values)
+    except InputError as e:
+        renamed = e.renamed(RENAMED)
+        raise invalid(_named(renamed), str(renamed)) from None
+
+
+def _number(field: str, text: str, kind: type) -> int | float:
+    try:
+        return int(text) if kind is int else float(text)
+    except ValueError:
+        raise invalid(field, f"'{field}' must be {'an integer' if kind is int else 'a number'}, got {text!r}") from None
+
+
+def _check_fields(body: dict[str, Any], fields: tuple[str, ...], model: ServedModel) -> None:
+    unknown = sorted(set(body) - set(fields))
     if unknown:
-        raise invalid(unknown[0], f"unknown field '{unknown[0]}': this server takes {', '.join(FIELDS)}")
+        raise invalid(unknown[0], f"unknown field '{unknown[0]}': this endpoint takes {', '.join(fields)}")
     name = _typed(body, "model", str, "a string")
     if name is not None and name != model.name:
         raise ApiError(404, f"the model '{name}' is not served here; this server serves '{model.name}' "
                             f"(GET /v1/models)", "model", "model_not_found")
-    prompt = _typed(body, "prompt", str, "a string")
-    if not prompt or not prompt.strip():
-        raise invalid("prompt", "'prompt' is missing or empty: send the text to draw")
+
+
+def parse_images_request(body: dict[str, Any], model: ServedModel) -> ImagesRequest:
+    """The body's images as requests of the served model; an ApiError (400) names the first bad field."""
+    if model.frames is not None:
+        raise ApiError(400, f"'{model.name}' is a video pipeline: POST /v1/videos", code="wrong_endpoint")
+    _check_fields(body, FIELDS, model)
     n = _typed(body, "n", int, "an integer") or 1
     if not N.accepts(n):
         raise invalid("n", f"'n' must be {N.describe()}, got {n}")
@@ -125,29 +175,37 @@ def parse_images_request(body: dict[str, Any], model: ServedModel) -> ImagesRequ
         raise invalid("output_format", f"'output_format' {output_format!r} is not served: the images are png")
     for field in ACCEPTED_UNUSED:
         _typed(body, field, str, "a string")
-    values: dict[str, np.ndarray] = {"prompt": np.array([prompt.encode()], dtype=object)}
-    for field, kind, what in (("seed", int, "an integer"), ("num_inference_steps", int, "an integer"),
-                              ("guidance_scale", (int, float), "a number"),
-                              ("negative_prompt", str, "a string"), ("cache", str, "a string")):
-        value = _typed(body, field, kind, what)
-        if value is not None:
-            spec = next(t for t in protocol.INPUTS if t.name == PROTOCOL_NAME.get(field, field))
-            data = value.encode() if isinstance(value, str) else value
-            if isinstance(value, float) and not math.isfinite(value):
-                raise invalid(field, f"'{field}' must be a finite number, got {value}")
-            values[spec.name] = np.array([data], dtype=spec.dtype)
-    values["height"] = np.array([size.height], dtype=np.int32)
-    values["width"] = np.array([size.width], dtype=np.int32)
-    try:
-        first = protocol.parse_request(values)  # the served model's own checks: one source of their limits
-    except InputError as e:
-        renamed = e.renamed(RENAMED)
-        raise invalid(_named(renamed), str(renamed)) from None
+    first = _request(body, model, size)
     last = first.seed + n - 1
     if not protocol.RANGES["seed"].accepts(last):
         raise invalid("seed", f"'seed' + 'n' - 1 is {last}, past the last seed, {protocol.RANGES['seed'].high}")
     requests = tuple(protocol.Request(**{**first.__dict__, "seed": first.seed + i}) for i in range(n))
     return ImagesRequest(size, requests)
+
+
+@dataclass(frozen=True)
+class VideoRequest:
+    request: protocol.Request
+    size: Size
+    size_given: bool  # ptdit-run's clip names its size only where the user gave one: so does the front's
+
+
+def parse_video_request(body: dict[str, Any], model: ServedModel, form: bool) -> VideoRequest:
+    """A POST /v1/videos body (JSON, or the form the SDK sends) as the served model's request."""
+    if model.frames is None:
+        raise ApiError(400, f"'{model.name}' is an image pipeline: POST /v1/images/generations",
+                       code="wrong_endpoint")
+    if "input_reference" in body:
+        raise invalid("input_reference", "'input_reference' is not served: the model draws from text alone")
+    _check_fields(body, VIDEO_FIELDS, model)
+    seconds = body.get("seconds")
+    if seconds is not None:
+        value = _number("seconds", seconds, float) if isinstance(seconds, str) else seconds
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value - model.seconds) > 0.005:
+            raise invalid("seconds", f"'seconds' {seconds!r} is not served: this model's clips are "
+                                     f"{model.clip_frames} frames at {FPS} fps, {model.seconds:.2f} s; leave it out")
+    size = _size(body, model)
+    return VideoRequest(_request(body, model, size, form), size, body.get("size") not in (None, "auto"))
 
 
 def _size(body: dict[str, Any], model: ServedModel) -> Size:

@@ -4,6 +4,8 @@ one that draws, and its queue the one that says "busy".
 
     GET  /v1/models                  the served model (its id: the pipeline folder's name)
     POST /v1/images/generations      OpenAI's images API (runtime/serve/openai_api.py says which fields)
+    POST /v1/videos, GET /v1/videos[/{id}[/content]], DELETE /v1/videos/{id}
+                                     OpenAI's Videos API, for a video pipeline (runtime/serve/video_jobs.py)
     GET  /health/live, /health/ready the front is up; Triton and its model are ready (Kubernetes' probes)
 
 Errors are OpenAI's error JSON: 400 for a bad field (named in `param`), 404 for another model or path, 413 for a
@@ -33,7 +35,8 @@ from ptdit.contract.numbers import Range
 
 from . import protocol
 from .client import Generated, check_address, quiet_grpc, read_answer, refusal_kind, request_inputs
-from .openai_api import MAX_BODY_BYTES, ApiError, ServedModel, parse_images_request, read_json
+from .openai_api import MAX_BODY_BYTES, ApiError, ServedModel, parse_images_request, parse_video_request, read_json
+from .video_jobs import VideoJobs
 
 REQUEST_TIMEOUT_S = Range(0, 24 * 3600, low_open=True)  # seconds Triton has for one image
 RETRY_AFTER_S = "1"
@@ -113,12 +116,13 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
-    from starlette.responses import JSONResponse
+    from starlette.responses import JSONResponse, Response
     from starlette.routing import Route
 
     check_address(server_url)
     REQUEST_TIMEOUT_S.check(option("request_timeout_s"), request_timeout_s)
     triton = TritonForward(server_url, request_timeout_s)
+    jobs = VideoJobs()
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
@@ -126,16 +130,24 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
         try:
             yield
         finally:
+            await jobs.close()
             await triton.close()
 
     def error(e: ApiError) -> JSONResponse:
         headers = {"Retry-After": RETRY_AFTER_S} if e.status == 503 else None
         return JSONResponse(e.body(), e.status, headers=headers)
 
-    async def body_of(request: Request) -> dict[str, Any]:
+    async def body_of(request: Request, form: bool = False) -> dict[str, Any]:
+        """The JSON body; form: a multipart/form-data one too (the SDK's POST /v1/videos), as text values."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if form and kind == "multipart/form-data":
+            if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
+                raise ApiError(413, f"the body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
+            async with request.form(max_files=1, max_fields=64) as fields:
+                return {name: value if isinstance(value, str) else "(a file)" for name, value in fields.items()}
         if kind != "application/json":
-            raise ApiError(415, f"the body must be application/json, got {kind or 'no content type'}",
+            accepted = "application/json or multipart/form-data" if form else "application/json"
+            raise ApiError(415, f"the body must be {accepted}, got {kind or 'no content type'}",
                            code="unsupported_media_type")
         data = bytearray()
         async for chunk in request.stream():
@@ -166,6 +178,36 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
                              "data": [{"b64_json": data, "seed": one.seed}
                                       for data, one in zip(encoded, asked.requests)]})
 
+    async def create_video(request: Request) -> JSONResponse:
+        try:
+            form = request.headers.get("content-type", "").lower().startswith("multipart/form-data")
+            body = await body_of(request, form=True)
+            model = await triton.model()
+            asked = parse_video_request(body, model, form)
+            job = jobs.start(model, asked, lambda a: triton.generate(a.request, model.name))
+        except ApiError as e:
+            return error(e)
+        return JSONResponse(job.body())
+
+    async def list_videos(request: Request) -> JSONResponse:
+        return JSONResponse({"object": "list", "data": [job.body() for job in jobs.jobs.values()]})
+
+    async def video(request: Request) -> Response:
+        video_id = request.path_params["video_id"]
+        try:
+            if request.method == "DELETE":
+                return JSONResponse(jobs.delete(video_id))
+            return JSONResponse(jobs.get(video_id).body())
+        except ApiError as e:
+            return error(e)
+
+    async def video_content(request: Request) -> Response:
+        try:
+            mp4 = jobs.content(request.path_params["video_id"], request.query_params.get("variant"))
+        except ApiError as e:
+            return error(e)
+        return Response(mp4, media_type="video/mp4")
+
     async def live(request: Request) -> JSONResponse:
         return JSONResponse({"status": "live"})
 
@@ -183,6 +225,9 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
         return JSONResponse(ApiError(500, f"{type(e).__name__}: {e}", code="internal_error").body(), 500)
 
     return Starlette(routes=[Route("/v1/models", models), Route("/v1/images/generations", images, methods=["POST"]),
+                             Route("/v1/videos", create_video, methods=["POST"]), Route("/v1/videos", list_videos),
+                             Route("/v1/videos/{video_id}", video, methods=["GET", "DELETE"]),
+                             Route("/v1/videos/{video_id}/content", video_content),
                              Route("/health/live", live), Route("/health/ready", ready)],
                      exception_handlers={HTTPException: http_error, Exception: unexpected}, lifespan=lifespan)
 

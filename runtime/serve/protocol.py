@@ -49,9 +49,11 @@ INPUTS = (
 )
 BINNING = next(t for t in INPUTS if t.name == "use_resolution_binning")
 TIMINGS = ("encode", "sample", "decode")  # seconds, each an FP32 [1] output named <stage>_seconds
-IMAGE = Tensor("image", "uint8")
+IMAGE = Tensor("image", "uint8")  # [H, W, 3]: an image folder's
+VIDEO = Tensor("video", "uint8")  # [frames, H, W, 3]: a video folder's, its 1 + 4 (F - 1) frames
 CALLS = Tensor("transformer_calls", "int32")  # [1]: the transformer calls the request made (caching skips some)
-OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS), CALLS)
+OUTPUTS = (IMAGE, *(Tensor(f"{stage}_seconds", "float32") for stage in TIMINGS), CALLS)  # a video folder: VIDEO first
+FRAMES = "frames"  # the config's parameter of a video folder: its latent frames
 SIZES = "sizes"  # the config's parameter naming the folder's sizes, WxH, comma-separated, the default first
 
 

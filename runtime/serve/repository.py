@@ -4,6 +4,7 @@
 
     REPO/ptdit/config.pbtxt          the served model: protocol.INPUTS in, protocol.OUTPUTS out, its instances
                                      and its queue policy; parameters: backend, device, layout, pipeline, sizes
+                                     (and frames, a video folder's)
     REPO/ptdit/1/model.py            runtime/serve/triton_model.py: the project's runtime inside Triton
     REPO/ptdit/1/pipeline/           the pipeline folder (hard links where the file system allows, else copies;
                                      ONNX weights files are copied: ONNX Runtime refuses them hard-linked)
@@ -108,11 +109,15 @@ def component_models(folder: PipelineFolder) -> dict[str, str]:
 def config_pbtxt(folder: PipelineFolder, options: ServeOptions, components: dict[str, list[str]] | None = None) -> str:
     """The served model's config: static shapes (max_batch_size 0), one request per pipeline run; the queue
     policy needs Triton's dynamic batcher, which with max_batch_size 0 only queues (it never batches)."""
-    outputs = [_tensor(protocol.IMAGE, [-1, -1, 3])]  # height x width: the folder's sizes, or any with binning
+    frames = folder.manifest.frames
+    # height x width: the folder's sizes, or any with binning; a clip's frames first
+    outputs = [_tensor(protocol.VIDEO, [-1, -1, -1, 3]) if frames else _tensor(protocol.IMAGE, [-1, -1, 3])]
     outputs += [_tensor(spec, [1]) for spec in protocol.OUTPUTS[1:]]
     parameters = {"backend": options.backend, "device": options.device, "layout": options.chosen_layout,
                   "pipeline": folder.path.name, protocol.SIZES: protocol.sizes_text(
                       [entry.size for entry in folder.manifest.size_entries()])}
+    if frames:
+        parameters[protocol.FRAMES] = str(frames)
     if components is not None:  # file name in pipeline.json -> [Triton model, artifact whose manifest is kept]
         parameters["components"] = json.dumps(components, sort_keys=True)
     timeout_us = int(options.queue_timeout_s * 1e6)
@@ -170,10 +175,9 @@ def write_repository(folder_path: Path, out: Path, options: ServeOptions, force:
     options.check()
     place = _symlink if symlinks else _link_or_copy
     folder = load_pipeline(folder_path, verify=True)
-    if folder.manifest.is_video:
-        raise InputError(f"{folder_path} is a video pipeline ({folder.manifest.frames} latent frames): ptdit-serve "
-                         f"serves image pipelines; make its clips with ptdit-run {folder_path} --prompt ... --out "
-                         f"clip.mp4")
+    if folder.manifest.is_video and options.chosen_layout == "components":
+        raise InputError(f"{folder_path} is a video pipeline: ptdit-serve serves video pipelines in one model; pass "
+                         f"--layout pipeline")
     if folder.manifest.step_graph is not None:
         raise InputError(f"{folder_path} samples with a step graph (exported with --step): ptdit-serve serves the "
                          f"noise-prediction pipeline; export the folder without --step to serve it")

@@ -18,7 +18,7 @@ import numpy as np
 import triton_python_backend_utils as pb_utils  # Triton's Python backend provides it
 
 from ptdit.contract.errors import InputError
-from runtime.serve.protocol import CALLS, INPUTS, TIMINGS, parse_request
+from runtime.serve.protocol import CALLS, IMAGE, INPUTS, TIMINGS, VIDEO, parse_request
 
 
 class TritonPythonModel:
@@ -61,9 +61,13 @@ class TritonPythonModel:
             out = self.pipe(asked.prompt, asked.negative_prompt, asked.steps, asked.guidance_scale, asked.seed,
                             output_type="pil", height=asked.height, width=asked.width,
                             use_resolution_binning=asked.use_resolution_binning, cache=asked.cache)
-            assert isinstance(out.images, list)  # output_type "pil"
-            pixels = np.asarray(out.images[0], dtype=np.uint8)
-            tensors = [pb_utils.Tensor("image", pixels)]
+            if out.frames is not None:  # a video folder: its clip
+                assert isinstance(out.frames, list)  # output_type "pil"
+                frames = np.stack([np.asarray(frame, dtype=np.uint8) for frame in out.frames[0]])
+                tensors = [pb_utils.Tensor(VIDEO.name, frames)]
+            else:
+                assert isinstance(out.images, list)
+                tensors = [pb_utils.Tensor(IMAGE.name, np.asarray(out.images[0], dtype=np.uint8))]
             tensors += [pb_utils.Tensor(f"{stage}_seconds", np.array([out.timings[stage]], np.float32))
                         for stage in TIMINGS]
             tensors.append(pb_utils.Tensor(CALLS.name, np.array([out.transformer_calls], np.int32)))
