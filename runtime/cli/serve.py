@@ -253,7 +253,8 @@ def front_command(server_url: str, host: str, openai_port: int, request_timeout_
     """The OpenAI images API (/v1/images/generations, /v1/models, /health/ready) in front of a Triton server
     that serves a pipeline (ptdit-serve run, or a pod of ptdit-serve kubernetes): each image is forwarded to
     it over gRPC. Serves until Ctrl-C or SIGTERM, which let the requests in flight finish."""
-    with exit_codes("ptdit-serve front", debug, writes=False):
+    with exit_codes("ptdit-serve front", debug, writes=False, flags={"openai_port": "--port",
+                                                                      "server_url": "--server"}):
         front = Front(server_url, request_timeout_s).start(host, openai_port, exit_timeout_s)
         click.echo(f"serving the OpenAI API of {server_url}: {front.url}/v1  (Ctrl-C stops)")
         try:

@@ -3,7 +3,8 @@ next to the model repository they serve. Nothing here talks to a cluster.
 
     OUT/repository/            the model repository (ptdit-serve repository's): put it on the volume or bucket
     OUT/deployment.yaml        N pods, each one GPU: tritonserver on the repository, the OpenAI front beside it
-    OUT/service.yaml           one Service: OpenAI (8080), Triton HTTP (8000), gRPC (8001), metrics (8002)
+    OUT/service.yaml           one Service: OpenAI (8080), Triton HTTP (8000), gRPC (8001), metrics (8002);
+                               a client kept on one pod (its video jobs live there)
     OUT/autoscaler.yaml        a HorizontalPodAutoscaler on the pods' average queue time per request
     OUT/adapter-rules.yaml     the Prometheus adapter rule that makes that metric of Triton's counters
     OUT/disruption-budget.yaml at least one pod stays up through a node drain
@@ -75,6 +76,12 @@ class ClusterOptions:
             raise InputError(f"{option('image')} takes an image reference (registry/name:tag), got {self.image!r}")
 
 
+def label_value(name: str) -> str:
+    """A folder's name as a label's value may be: at most 63 of [A-Za-z0-9-_.], alphanumeric at both ends (a folder
+    of several sizes is named with a +)."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", name)[:63].strip("-_.") or NAME
+
+
 def _probe(path: str, port: str, period_s: int, failures: int) -> dict[str, Any]:
     return {"httpGet": {"path": path, "port": port}, "periodSeconds": period_s, "failureThreshold": failures,
             "timeoutSeconds": 5}
@@ -85,7 +92,7 @@ def _sleep(seconds: int) -> dict[str, Any]:
 
 
 def deployment(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> dict[str, Any]:
-    labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": pipeline[:63].rstrip("-.")}
+    labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": label_value(pipeline)}
     on_volume = options.store.startswith("pvc:")
     repository = "/models" if on_volume else options.store
     triton: dict[str, Any] = {
@@ -144,7 +151,8 @@ def deployment(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> d
 
 def service(labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "labels": labels},
-            "spec": {"type": "ClusterIP", "selector": labels,
+            # A client stays on one pod: its video jobs live in that pod's front (runtime/serve/video_jobs.py).
+            "spec": {"type": "ClusterIP", "selector": labels, "sessionAffinity": "ClientIP",
                      "ports": [{"name": name, "port": port, "targetPort": name} for name, port in PORTS.items()]}}
 
 

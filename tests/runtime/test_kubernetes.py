@@ -94,6 +94,7 @@ def test_the_autoscaler_scales_on_the_metric_the_adapter_rule_makes(written):
     assert "nv_inference_queue_duration_us" in rules[0]["metricsQuery"]
     service = load(written, "service.yaml")
     assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == k8s.PORTS
+    assert service["spec"]["sessionAffinity"] == "ClientIP"  # a client polls its video job on the pod that has it
 
 
 def test_an_object_store_is_read_by_triton_with_the_secrets_credentials(pipelines, tmp_path):
@@ -122,7 +123,12 @@ def test_refusals_are_one_line_and_leave_nothing(pipelines, tmp_path, args, mess
     assert not (tmp_path / "out").exists()
 
 
-def test_a_video_folder_is_refused_before_anything_is_written(video_pipeline, tmp_path):
+def test_a_video_folder_with_a_step_graph_is_refused_before_anything_is_written(video_pipeline, tmp_path):
     done = cli(str(video_pipeline), "--out", str(tmp_path / "out"))
-    assert done.returncode == 2 and "is a video pipeline" in done.stderr
+    assert done.returncode == 2 and "samples with a step graph" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_folder_name_becomes_a_valid_label_value():
+    assert k8s.label_value("ptdit-tiny-1408x768+768x1408-pipeline") == "ptdit-tiny-1408x768-768x1408-pipeline"
+    assert k8s.label_value("x" * 70 + "-") == "x" * 63 and k8s.label_value("+++") == "ptdit"

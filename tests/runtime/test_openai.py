@@ -263,3 +263,77 @@ def test_run_refuses_an_openai_port_that_is_one_of_the_servers(folder):
     assert done.returncode == 2
     assert done.stderr.strip() == "ptdit-serve run: error: --openai-port 18001 is one of the server's ports: pass " \
                                   "another"
+
+
+@pytest.fixture(scope="module")
+def video_folder(tmp_path_factory) -> Path:
+    """A tiny video pipeline that ptdit-serve serves: 4 latent frames (13 frames out), no step graph."""
+    out = tmp_path_factory.mktemp("served-video")
+    done = subprocess.run([sys.executable, "-m", "export", "--preset", "tiny", "--res", "256", "--frames", "4",
+                           "--pipeline", "--skip-checks", "--out", str(out)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return out / "ptdit-tiny-256-f4-pipeline"
+
+
+@pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")  # the SDK marks its video calls so
+def test_a_video_folder_serves_openais_videos_api_with_the_clip_ptdit_run_writes(video_folder, tmp_path):
+    triton = setup(default_env_dir(), progress=lambda line: None)
+    repo = write_repository(video_folder, tmp_path / "repo", ServeOptions())
+    local = tmp_path / "local.mp4"
+    done = subprocess.run([sys.executable, "-m", "runtime", str(video_folder), "--prompt", PROMPT, "--seed", "3",
+                           "--steps", str(STEPS), "--out", str(local)], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    with LocalServer(triton, repo, free_ports()) as server, \
+            Front(server.grpc_url, request_timeout_s=120).start("127.0.0.1", free_port()) as front, \
+            openai.OpenAI(base_url=f"{front.url}/v1", api_key="unused", max_retries=0, timeout=120) as client:
+        job = client.videos.create(prompt=PROMPT, extra_body={"seed": 3, "num_inference_steps": STEPS})
+        assert (job.object, job.model, job.size, job.seconds) == ("video", video_folder.name, "256x256", "0.54")
+        deadline = time.monotonic() + 120
+        while job.status in ("queued", "in_progress") and time.monotonic() < deadline:
+            time.sleep(0.2)
+            job = client.videos.retrieve(job.id)
+        assert job.status == "completed" and job.progress == 100 and job.completed_at >= job.created_at
+        assert client.videos.download_content(job.id).read() == local.read_bytes()
+        assert [v.id for v in client.videos.list().data] == [job.id]
+        # the same server's gRPC client writes the same clip (ptdit-run --server)
+        served = tmp_path / "served.mp4"
+        done = subprocess.run([sys.executable, "-m", "runtime", "--server", server.grpc_url, "--prompt", PROMPT,
+                               "--seed", "3", "--steps", str(STEPS), "--out", str(served)], cwd=ROOT,
+                              capture_output=True, text=True)
+        assert done.returncode == 0 and served.read_bytes() == local.read_bytes(), done.stderr
+        # refusals: the images endpoint, a clip length it does not draw, an image to start from, a job it lacks
+        with pytest.raises(openai.BadRequestError, match="is a video pipeline: POST /v1/videos"):
+            client.images.generate(prompt=PROMPT)
+        with pytest.raises(openai.BadRequestError, match="'seconds' '4' is not served: this model's clips are 13 "
+                                                         "frames at 24 fps, 0.54 s"):
+            client.videos.create(prompt=PROMPT, seconds="4")
+        with pytest.raises(openai.BadRequestError, match="'num_inference_steps' must be an integer, got 'many'"):
+            client.videos.create(prompt=PROMPT, extra_body={"num_inference_steps": "many"})
+        with pytest.raises(openai.BadRequestError, match="'input_reference' is not served"):
+            client.videos.create(prompt=PROMPT, input_reference=("first.png", b"\x89PNG", "image/png"))
+        with pytest.raises(openai.NotFoundError, match="no video 'video_0'"):
+            client.videos.retrieve("video_0")
+        assert client.videos.delete(job.id).deleted
+        with pytest.raises(openai.NotFoundError):
+            client.videos.download_content(job.id)
+
+
+def test_the_front_command_refuses_a_bad_address_or_a_taken_port_in_one_line(tmp_path):
+    def front(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "runtime.cli.serve", "front", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60)
+
+    done = front("--server", "localhost")
+    assert done.returncode == 2 and done.stderr.strip() == (
+        "ptdit-serve front: error: the server address 'localhost' has no port: pass the gRPC address of ptdit-serve "
+        "run as HOST:PORT, e.g. localhost:8001")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = front("--port", str(port))
+    assert done.returncode == 2
+    assert done.stderr.strip() == f"ptdit-serve front: error: port {port} on 127.0.0.1 is taken: pass --port with a " \
+                                  f"free one, or stop what listens there"
+    done = front("--request-timeout", "0")
+    assert done.returncode == 2 and "--request-timeout" in done.stderr

@@ -273,8 +273,8 @@ def test_ptdit_diff_on_a_video_folder(video_pipeline, tmp_path):
 
 
 def test_video_refusals(video_pipeline, pipelines, tmp_path):
-    """A video folder's --out must be a clip or a folder; an image folder's a PNG; a video folder is not served;
-    a pipeline.json whose chunks do not cover the clip is refused before anything runs."""
+    """A video folder's --out must be a clip or a folder; an image folder's a PNG; a video folder is served in one
+    model, without a step graph; a pipeline.json whose chunks do not cover the clip is refused before anything runs."""
     from ptdit.contract.errors import InputError
     from runtime import PTDiTPipeline
 
@@ -284,7 +284,11 @@ def test_video_refusals(video_pipeline, pipelines, tmp_path):
     result = run("runtime", str(pipelines[256]), "--prompt", "x", "--out", str(tmp_path / "x.mp4"))
     assert result.returncode == 2 and "--out must end in .png" in result.stderr
     result = run("runtime.cli.serve", "repository", str(video_pipeline), "--out", str(tmp_path / "repo"))
-    assert result.returncode == 2 and "a video pipeline (12 latent frames): ptdit-serve serves image" in result.stderr
+    assert result.returncode == 2 and "samples with a step graph (exported with --step)" in result.stderr
+    result = run("runtime.cli.serve", "repository", str(video_pipeline), "--out", str(tmp_path / "repo"), "--layout",
+                 "components")
+    assert result.returncode == 2 and "ptdit-serve serves video pipelines in one model; pass --layout pipeline" in \
+        result.stderr
     assert not (tmp_path / "repo").exists()
 
     folder = tmp_path / "copy"
