@@ -143,6 +143,9 @@ def _measure(folder: Path, grpc_url: str, port: int, concurrency: list[int], req
     return {"pipeline": folder.name, "steps": steps, "instances": instances, "grpc_at_1": grpc_row,
             "front_at_1": front_row, "overhead_at_1": round(front_row["p50_ms"] / grpc_row["p50_ms"] - 1, 4),
             "front_minus_grpc_p50_ms": round((_percentile(fronted, 0.5) - _percentile(direct, 0.5)) * 1000, 1),
+            # the same seed both ways, one after the other: the median of the pairs' differences is the front's own
+            # cost with the pipeline's run-to-run spread mostly cancelled
+            "paired_median_ms": round(_percentile([f - d for f, d in zip(fronted, direct)], 0.5) * 1000, 1),
             "front": rows}
 
 
