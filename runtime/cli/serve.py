@@ -31,7 +31,7 @@ Examples:
   ptdit-serve run models/ --http-port 9000 --grpc-port 9001 --metrics-port 9002
   ptdit-serve run artifacts/ptdit-tiny-256-pipeline --openai-port 8080     (and the OpenAI API on :8080/v1)
   ptdit-serve front --server localhost:8001 --port 8080        (the OpenAI API for a server already running)
-  ptdit-serve kubernetes artifacts/ptdit-xl-1024-pipeline --replicas 2 --out k8s/     (manifests to kubectl apply)
+  ptdit-serve kubernetes artifacts/ptdit-xl-1024-pipeline --backend tensorrt --device cuda --replicas 2 --out k8s/
 """
 
 ENV_OPTION = click.option("--env", "env_dir", type=click.Path(file_okay=False, path_type=Path), default=None,
@@ -76,8 +76,9 @@ def serve_options(command: click.Command) -> click.Command:
 @version_option
 def main() -> None:
     """Serve a pipeline folder (ptdit-export --pipeline) on NVIDIA Triton Inference Server: a model `ptdit` that
-    takes prompt, negative_prompt, seed, steps and guidance_scale and answers the image (uint8 [H, W, 3]) and
-    the encode, sample and decode seconds."""
+    takes prompt, negative_prompt, seed, steps and guidance_scale and answers the image (uint8 [H, W, 3]; a video
+    folder's: its frames) and the encode, sample and decode seconds. In front of it, the OpenAI images and videos
+    API (run --openai-port, front); on a cluster, Kubernetes manifests of both (kubernetes)."""
 
 
 @main.command("setup")

@@ -3,11 +3,11 @@ next to the model repository they serve. Nothing here talks to a cluster.
 
     OUT/repository/            the model repository (ptdit-serve repository's): put it on the volume or bucket
     OUT/deployment.yaml        N pods, each one GPU: tritonserver on the repository, the OpenAI front beside it
-    OUT/service.yaml           one Service: OpenAI (8080), Triton HTTP (8000), gRPC (8001), metrics (8002);
-                               a client kept on one pod (its video jobs live there)
+    OUT/service.yaml           a Service: OpenAI (8080), Triton HTTP (8000), gRPC (8001), metrics (8002); and
+                               ptdit-videos, the OpenAI port keeping a client on one pod (its video jobs live there)
     OUT/autoscaler.yaml        a HorizontalPodAutoscaler on the pods' average queue time per request
     OUT/adapter-rules.yaml     the Prometheus adapter rule that makes that metric of Triton's counters
-    OUT/disruption-budget.yaml at least one pod stays up through a node drain
+    OUT/disruption-budget.yaml a node drain takes one pod at a time
     OUT/Dockerfile             the image: NVIDIA's tritonserver container with this package installed
 
 Termination: Kubernetes sends SIGTERM to both containers after their preStop hooks. The front's hook waits for
@@ -39,6 +39,8 @@ METRIC = "ptdit_queue_ms_per_request"  # what the adapter rule serves to the aut
 STORES = re.compile(r"^(s3|gs|as)://\S+$")
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:25.10-py3"
 DEFAULT_IMAGE = "ptdit-serve:0.1.0"
+PACKAGES = ("ptdit", "export", "engines", "runtime", "bench")  # setup.cfg's packages
+NAMES = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")  # a Secret's name, as Kubernetes takes it
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,9 @@ class ClusterOptions:
                 or STORES.match(self.store)):
             raise InputError(f"{option('store')} takes pvc:CLAIM (a PersistentVolumeClaim's name) or an s3://, "
                              f"gs:// or as:// address of the repository, got {self.store!r}")
+        if self.credentials_secret is not None and not NAMES.fullmatch(self.credentials_secret):
+            raise InputError(f"{option('credentials_secret')} takes a Secret's name (lower-case letters, digits and "
+                             f"-), got {self.credentials_secret!r}")
         if self.credentials_secret is not None and self.store.startswith("pvc:"):
             raise InputError(f"{option('credentials_secret')} is for an object store: drop it, or pass "
                              f"{option('store')} s3://...")
@@ -93,6 +98,7 @@ def _sleep(seconds: int) -> dict[str, Any]:
 
 def deployment(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> dict[str, Any]:
     labels = {"app.kubernetes.io/name": NAME, "app.kubernetes.io/instance": label_value(pipeline)}
+    selector = {"app.kubernetes.io/name": NAME}  # immutable once applied: a folder applied after another replaces it
     on_volume = options.store.startswith("pvc:")
     repository = "/models" if on_volume else options.store
     triton: dict[str, Any] = {
@@ -136,7 +142,7 @@ def deployment(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> d
         "metadata": {"name": NAME, "labels": labels},
         "spec": {
             "replicas": options.replicas,
-            "selector": {"matchLabels": labels},
+            "selector": {"matchLabels": selector},
             # A new pod is ready before an old one goes: a rollout never drops below the replicas serving.
             "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
             "template": {
@@ -149,11 +155,17 @@ def deployment(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> d
     }
 
 
-def service(labels: dict[str, str]) -> dict[str, Any]:
-    return {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "labels": labels},
-            # A client stays on one pod: its video jobs live in that pod's front (runtime/serve/video_jobs.py).
-            "spec": {"type": "ClusterIP", "selector": labels, "sessionAffinity": "ClientIP",
-                     "ports": [{"name": name, "port": port, "targetPort": name} for name, port in PORTS.items()]}}
+def services(labels: dict[str, str]) -> list[dict[str, Any]]:
+    """The Service of every port, and one of the OpenAI port alone that keeps a client on one pod: a video job lives
+    in the memory of the pod's front that made it, so its polls must reach that pod (images need no such thing)."""
+    selector = {"app.kubernetes.io/name": NAME}
+    every = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": NAME, "labels": labels},
+             "spec": {"type": "ClusterIP", "selector": selector,
+                      "ports": [{"name": name, "port": port, "targetPort": name} for name, port in PORTS.items()]}}
+    videos = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": f"{NAME}-videos", "labels": labels},
+              "spec": {"type": "ClusterIP", "selector": selector, "sessionAffinity": "ClientIP",
+                       "ports": [{"name": "openai", "port": PORTS["openai"], "targetPort": "openai"}]}}
+    return [every, videos]
 
 
 def autoscaler(options: ClusterOptions, labels: dict[str, str]) -> dict[str, Any]:
@@ -175,40 +187,44 @@ def autoscaler(options: ClusterOptions, labels: dict[str, str]) -> dict[str, Any
 def adapter_rules(labels: dict[str, str]) -> dict[str, Any]:
     """The rule for the Prometheus adapter's config (its `rules:`): Triton's cumulative queue time and request
     count, as the average milliseconds a request of the last minute waited in each pod's queue."""
+    model = f'model="{protocol.MODEL}"'  # the pipeline's own queue: not the component models' of its layout
     rule = (
-        f"- seriesQuery: 'nv_inference_queue_duration_us{{namespace!=\"\",pod!=\"\",model=\"{protocol.MODEL}\"}}'\n"
+        f"- seriesQuery: 'nv_inference_queue_duration_us{{namespace!=\"\",pod!=\"\",{model}}}'\n"
         "  resources:\n    overrides:\n      namespace: {resource: namespace}\n      pod: {resource: pod}\n"
         f"  name:\n    matches: nv_inference_queue_duration_us\n    as: {METRIC}\n"
-        "  metricsQuery: 'sum(rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)"
-        " / 1000 / clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>),"
-        " 0.001)'\n")
+        f"  metricsQuery: 'sum(rate(nv_inference_queue_duration_us{{<<.LabelMatchers>>,{model}}}[1m])) by "
+        f"(<<.GroupBy>>) / 1000 / clamp_min(sum(rate(nv_inference_request_success{{<<.LabelMatchers>>,{model}}}[1m]))"
+        " by (<<.GroupBy>>), 0.001)'\n")
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"{NAME}-adapter-rules", "labels": labels},
             "data": {"rules.yaml": rule}}
 
 
 def disruption_budget(labels: dict[str, str]) -> dict[str, Any]:
     return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": NAME, "labels": labels},
-            "spec": {"minAvailable": 1, "selector": {"matchLabels": labels}}}
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app.kubernetes.io/name": NAME}}}}
 
 
-def dockerfile() -> str:
+def dockerfile(serve: ServeOptions) -> str:
+    extras = "serve,trt" if serve.backend == "tensorrt" else "serve"  # the pipeline layout runs plans in Python
     return (f"# The image of ptdit-serve kubernetes' pods: tritonserver, and this package for its Python backend\n"
-            f"# and the OpenAI front. Build it from a checkout of this project:\n"
+            f"# and the OpenAI front. Build it from a checkout of this project (only the package is copied):\n"
             f"#   docker build -f OUT/Dockerfile -t REGISTRY/ptdit-serve:TAG .\n"
             f"FROM {TRITON_IMAGE}\n"
-            "COPY . /opt/ptdit\n"
-            'RUN python3 -m pip install --no-cache-dir "/opt/ptdit[serve]"\n')
+            "COPY setup.cfg pyproject.toml README.md /opt/ptdit/\n"
+            + "".join(f"COPY {package} /opt/ptdit/{package}\n" for package in PACKAGES) +
+            f'RUN python3 -m pip install --no-cache-dir "/opt/ptdit[{extras}]"\n')
 
 
-def manifests(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> dict[str, dict[str, Any]]:
-    """The objects to apply, by file name."""
+def manifests(options: ClusterOptions, serve: ServeOptions, pipeline: str) -> dict[str, list[dict[str, Any]]]:
+    """The objects to apply, by file name (a file of several: YAML documents one after the other)."""
     made = deployment(options, serve, pipeline)
     labels = made["metadata"]["labels"]
-    return {"deployment.yaml": made, "service.yaml": service(labels), "autoscaler.yaml": autoscaler(options, labels),
-            "adapter-rules.yaml": adapter_rules(labels), "disruption-budget.yaml": disruption_budget(labels)}
+    return {"deployment.yaml": [made], "service.yaml": services(labels),
+            "autoscaler.yaml": [autoscaler(options, labels)], "adapter-rules.yaml": [adapter_rules(labels)],
+            "disruption-budget.yaml": [disruption_budget(labels)]}
 
 
-def to_yaml(document: dict[str, Any]) -> str:
+def to_yaml(documents: list[dict[str, Any]]) -> str:
     import yaml
 
     class Dumper(yaml.SafeDumper):
@@ -222,11 +238,11 @@ def to_yaml(document: dict[str, Any]) -> str:
         return dumper.represent_scalar("tag:yaml.org,2002:str", data, style="|" if "\n" in data else None)
 
     Dumper.add_representer(str, text)
-    return str(yaml.dump(document, Dumper=Dumper, sort_keys=False, width=120))
+    return str(yaml.dump_all(documents, Dumper=Dumper, sort_keys=False, width=120))
 
 
 def write_kubernetes(folder: Path, out: Path, options: ClusterOptions, serve: ServeOptions,
-                     force: bool = False) -> dict[str, dict[str, Any]]:
+                     force: bool = False) -> dict[str, list[dict[str, Any]]]:
     """OUT for the pipeline folder at `folder`; nothing is left at out if it fails."""
     options.check()
     serve.check()
@@ -235,8 +251,8 @@ def write_kubernetes(folder: Path, out: Path, options: ClusterOptions, serve: Se
         staged.mkdir(parents=True)
         write_repository(folder, staged / "repository", serve)
         made = manifests(options, serve, folder.resolve().name)
-        for name, document in made.items():
-            (staged / name).write_text(to_yaml(document))
-        (staged / "Dockerfile").write_text(dockerfile())
+        for name, documents in made.items():
+            (staged / name).write_text(to_yaml(documents))
+        (staged / "Dockerfile").write_text(dockerfile(serve))
         outputs.commit()
     return made

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from ptdit.contract.errors import InputError
+from ptdit.contract.errors import InputError, option
 from ptdit.contract.numbers import Range
 from ptdit.contract.sizes import Size
 
@@ -54,7 +54,8 @@ class ApiError(Exception):
 
 
 def invalid(param: str | None, message: str) -> ApiError:
-    return ApiError(400, message, param, "invalid_value")
+    shown = message if len(message) <= 300 else f"{message[:300]}..."  # a 4000-digit number is not repeated whole
+    return ApiError(400, shown, param, "invalid_value")
 
 
 @dataclass(frozen=True)
@@ -97,8 +98,8 @@ def read_json(body: bytes) -> dict[str, Any]:
     field holding them is the one named."""
     try:
         value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ApiError(400, f"the body is not JSON: {e}", code="invalid_json") from None
+    except (ValueError, RecursionError) as e:  # not UTF-8, not JSON, a number of 4300 digits, nesting too deep
+        raise ApiError(400, f"the body is not JSON: {str(e)[:200]}", code="invalid_json") from None
     if not isinstance(value, dict):
         raise ApiError(400, f"the body must be a JSON object, got {type(value).__name__}", code="invalid_json")
     return value
@@ -119,7 +120,7 @@ def _request(body: dict[str, Any], model: ServedModel, size: Size, form: bool = 
     prompt = _typed(body, "prompt", str, "a string")
     if not prompt or not prompt.strip():
         raise invalid("prompt", "'prompt' is missing or empty: send the text to draw")
-    values: dict[str, np.ndarray] = {"prompt": np.array([prompt.encode()], dtype=object),
+    values: dict[str, np.ndarray] = {"prompt": np.array([_utf8("prompt", prompt)], dtype=object),
                                      "height": np.array([size.height], dtype=np.int32),
                                      "width": np.array([size.width], dtype=np.int32)}
     for field, kind, what in (("seed", int, "an integer"), ("num_inference_steps", int, "an integer"),
@@ -128,16 +129,31 @@ def _request(body: dict[str, Any], model: ServedModel, size: Size, form: bool = 
         if form and kind is not str and isinstance(body.get(field), str):
             body = {**body, field: _number(field, body[field], float if kind is not int else int)}
         value = _typed(body, field, kind, what)
-        if value is not None:
-            spec = next(t for t in protocol.INPUTS if t.name == PROTOCOL_NAME.get(field, field))
-            if isinstance(value, float) and not math.isfinite(value):
-                raise invalid(field, f"'{field}' must be a finite number, got {value}")
-            values[spec.name] = np.array([value.encode() if isinstance(value, str) else value], dtype=spec.dtype)
+        if value is None:
+            continue
+        spec = next(t for t in protocol.INPUTS if t.name == PROTOCOL_NAME.get(field, field))
+        if isinstance(value, str):
+            values[spec.name] = np.array([_utf8(field, value)], dtype=spec.dtype)
+            continue
+        if isinstance(value, float) and not math.isfinite(value):
+            raise invalid(field, f"'{field}' must be a finite number, got {value}")
+        try:  # before numpy holds it: a number past the input's type is a range error, not an overflow
+            protocol.RANGES[spec.name].check(option(field), value)
+        except InputError as e:
+            raise invalid(field, str(e)) from None
+        values[spec.name] = np.array([value], dtype=spec.dtype)
     try:
         return protocol.parse_request(values)
     except InputError as e:
         renamed = e.renamed(RENAMED)
         raise invalid(_named(renamed), str(renamed)) from None
+
+
+def _utf8(field: str, text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:  # JSON's "\ud800": a lone surrogate, which no UTF-8 holds
+        raise invalid(field, f"'{field}' is not valid Unicode text (it holds a lone surrogate)") from None
 
 
 def _number(field: str, text: str, kind: type) -> int | float:
@@ -162,16 +178,17 @@ def parse_images_request(body: dict[str, Any], model: ServedModel) -> ImagesRequ
     if model.frames is not None:
         raise ApiError(400, f"'{model.name}' is a video pipeline: POST /v1/videos", code="wrong_endpoint")
     _check_fields(body, FIELDS, model)
-    n = _typed(body, "n", int, "an integer") or 1
+    n = _typed(body, "n", int, "an integer")
+    n = 1 if n is None else n
     if not N.accepts(n):
         raise invalid("n", f"'n' must be {N.describe()}, got {n}")
     size = _size(body, model)
-    response_format = _typed(body, "response_format", str, "a string") or FORMAT
-    if response_format != FORMAT:
+    response_format = _typed(body, "response_format", str, "a string")
+    if response_format not in (None, FORMAT):
         raise invalid("response_format", f"'response_format' {response_format!r} is not served: the front keeps no "
                                          f"files to give a url of; ask for {FORMAT!r}")
-    output_format = _typed(body, "output_format", str, "a string") or "png"
-    if output_format != "png":
+    output_format = _typed(body, "output_format", str, "a string")
+    if output_format not in (None, "png"):
         raise invalid("output_format", f"'output_format' {output_format!r} is not served: the images are png")
     for field in ACCEPTED_UNUSED:
         _typed(body, field, str, "a string")
@@ -201,7 +218,8 @@ def parse_video_request(body: dict[str, Any], model: ServedModel, form: bool) ->
     seconds = body.get("seconds")
     if seconds is not None:
         value = _number("seconds", seconds, float) if isinstance(seconds, str) else seconds
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value - model.seconds) > 0.005:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not -1e9 < value < 1e9 or \
+                abs(value - model.seconds) > 0.005:  # -1e9 < nan is False
             raise invalid("seconds", f"'seconds' {seconds!r} is not served: this model's clips are "
                                      f"{model.clip_frames} frames at {FPS} fps, {model.seconds:.2f} s; leave it out")
     size = _size(body, model)

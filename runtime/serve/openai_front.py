@@ -40,7 +40,16 @@ from .video_jobs import VideoJobs
 
 REQUEST_TIMEOUT_S = Range(0, 24 * 3600, low_open=True)  # seconds Triton has for one image
 RETRY_AFTER_S = "1"
+CONFIG_TIMEOUT_S = 10.0
 REQUEST_ID = re.compile(r"^\[request id: [^\]]*\]\s*")  # Triton's prefix of its refusals
+
+
+def requests_held(config: dict[str, Any]) -> int:
+    """How many requests the served model takes before Triton refuses more: its instances and its queue."""
+    instances = sum(int(group.get("count", 1)) * max(1, len(group.get("gpus", []))) for group in
+                    config.get("instance_group", []))
+    queue = config.get("dynamic_batching", {}).get("default_queue_policy", {}).get("max_queue_size", 0)
+    return max(1, instances) + int(queue)
 
 
 class TritonForward:
@@ -52,6 +61,7 @@ class TritonForward:
         self._client: Any = None
         self._grpc: Any = None
         self._model: ServedModel | None = None
+        self.capacity = 0  # the requests the served model holds at once, running and queued (its config's)
 
     async def open(self) -> None:
         quiet_grpc()
@@ -64,7 +74,7 @@ class TritonForward:
         if self._client is not None:
             await self._client.close()
 
-    async def _call(self, coroutine: Any) -> Any:
+    async def _call(self, coroutine: Any, timeout_s: float | None = None) -> Any:
         from tritonclient.utils import InferenceServerException
 
         try:
@@ -76,18 +86,21 @@ class TritonForward:
             if kind == "busy":
                 raise ApiError(503, f"the server is busy or not ready: {message}", code="server_busy") from None
             if kind == "timeout":
-                raise ApiError(504, f"Triton gave no answer in {self.request_timeout_s:g} s", code="timeout") from None
+                raise ApiError(504, f"Triton gave no answer in {timeout_s or self.request_timeout_s:g} s",
+                               code="timeout") from None
             if kind == "invalid":
                 raise ApiError(400, f"the server refused the request: {message}", code="invalid_value") from None
             raise ApiError(500, f"the pipeline failed: {message}", code="pipeline_failed") from None
 
     async def model(self) -> ServedModel:
         if self._model is None:
-            config = await self._call(self._client.get_model_config(protocol.MODEL, as_json=True, client_timeout=10))
+            config = await self._call(self._client.get_model_config(protocol.MODEL, as_json=True,
+                                                                    client_timeout=CONFIG_TIMEOUT_S), CONFIG_TIMEOUT_S)
             try:
                 self._model = ServedModel.from_config(config["config"])
             except InputError as e:
                 raise ApiError(500, str(e), code="foreign_model") from None
+            self.capacity = requests_held(config["config"])
         return self._model
 
     async def ready(self) -> bool:
@@ -101,6 +114,18 @@ class TritonForward:
                                 request.guidance_scale, request.height, request.width, cache=request.cache)
         answer = await self._call(self._client.infer(protocol.MODEL, inputs, client_timeout=self.request_timeout_s))
         return read_answer(answer, pipeline)
+
+
+async def all_or_none(calls: list[Any]) -> list[Any]:
+    """Every call's result; the first failure cancels the others (their images would be thrown away)."""
+    tasks = [asyncio.ensure_future(call) for call in calls]
+    try:
+        return list(await asyncio.gather(*tasks))
+    except BaseException:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
 
 
 def png_base64(pixels: Any) -> str:
@@ -138,14 +163,11 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
         return JSONResponse(e.body(), e.status, headers=headers)
 
     async def body_of(request: Request, form: bool = False) -> dict[str, Any]:
-        """The JSON body; form: a multipart/form-data one too (the SDK's POST /v1/videos), as text values."""
+        """The JSON body; form: a multipart/form-data one too (the SDK's POST /v1/videos), as text values. Read
+        whole, up to MAX_BODY_BYTES, before it is parsed, however it is sent (a length, or chunks)."""
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
-        if form and kind == "multipart/form-data":
-            if int(request.headers.get("content-length") or 0) > MAX_BODY_BYTES:
-                raise ApiError(413, f"the body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
-            async with request.form(max_files=1, max_fields=64) as fields:
-                return {name: value if isinstance(value, str) else "(a file)" for name, value in fields.items()}
-        if kind != "application/json":
+        multipart = form and kind == "multipart/form-data"
+        if kind != "application/json" and not multipart:
             accepted = "application/json or multipart/form-data" if form else "application/json"
             raise ApiError(415, f"the body must be {accepted}, got {kind or 'no content type'}",
                            code="unsupported_media_type")
@@ -154,7 +176,21 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
             data += chunk
             if len(data) > MAX_BODY_BYTES:
                 raise ApiError(413, f"the body is over {MAX_BODY_BYTES} bytes", code="body_too_large")
-        return read_json(bytes(data))
+        if not multipart:
+            return read_json(bytes(data))
+
+        async def replay() -> dict[str, Any]:
+            return {"type": "http.request", "body": bytes(data), "more_body": False}
+
+        try:
+            async with Request(request.scope, replay).form(max_files=1, max_fields=64) as fields:
+                values = dict(fields.items())
+        except Exception as e:  # noqa: BLE001 (the parser's errors: a malformed form is the client's)
+            raise ApiError(400, f"the form is not readable: {e}", code="invalid_form") from None
+        for name, value in values.items():
+            if not isinstance(value, str) and name != "input_reference":  # refused by name after
+                raise ApiError(400, f"'{name}' is a file; it takes text", name, "invalid_value")
+        return {name: value if isinstance(value, str) else "(a file)" for name, value in values.items()}
 
     async def models(request: Request) -> JSONResponse:
         try:
@@ -170,7 +206,7 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
             body = await body_of(request)
             model = await triton.model()
             asked = parse_images_request(body, model)
-            made = await asyncio.gather(*(triton.generate(one, model.name) for one in asked.requests))
+            made = await all_or_none([triton.generate(one, model.name) for one in asked.requests])
             encoded = await asyncio.gather(*(asyncio.to_thread(png_base64, image.pixels) for image in made))
         except ApiError as e:
             return error(e)
@@ -184,7 +220,7 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
             body = await body_of(request, form=True)
             model = await triton.model()
             asked = parse_video_request(body, model, form)
-            job = jobs.start(model, asked, lambda a: triton.generate(a.request, model.name))
+            job = jobs.start(model, asked, lambda a: triton.generate(a.request, model.name), triton.capacity)
         except ApiError as e:
             return error(e)
         return JSONResponse(job.body())

@@ -2,9 +2,11 @@
 /v1/videos answers at once with a job, which runs on Triton in the background; GET /v1/videos/{id} says how it
 stands, GET /v1/videos/{id}/content gives its .mp4 once completed (the bytes ptdit-run writes for the same seed).
 
-Jobs live in the front's memory: at most MAX_JOBS, the oldest finished one forgotten first, all of them lost when
-the front stops (its in-flight jobs are cancelled then). Behind a Service of several pods, a client's polls must
-reach the pod that holds its job: ptdit-serve kubernetes' Service keeps a client on one pod (ClientIP affinity).
+A job is refused (503) while the jobs in flight fill what the served model holds (its instances and queue); image
+requests share that queue, so a job may still fail with server_busy. Jobs live in the front's memory: at most
+MAX_JOBS, the oldest finished one forgotten first, all of them lost when the front stops (its in-flight jobs are
+cancelled then). Behind a Service of several pods, a client's polls must reach the pod that holds its job:
+ptdit-serve kubernetes writes a Service for the videos API that keeps a client on one pod (ClientIP affinity).
 """
 
 from __future__ import annotations
@@ -64,8 +66,14 @@ class VideoJobs:
     def __init__(self) -> None:
         self.jobs: dict[str, VideoJob] = {}
 
-    def start(self, model: ServedModel, asked: VideoRequest,
-              generate: Callable[[VideoRequest], Awaitable[Generated]]) -> VideoJob:
+    def start(self, model: ServedModel, asked: VideoRequest, generate: Callable[[VideoRequest], Awaitable[Generated]],
+              capacity: int) -> VideoJob:
+        """A job, running; refused (503) while the jobs in flight fill what the served model holds (`capacity`, its
+        instances and queue), so that a job is not accepted only to fail on a full queue."""
+        in_flight = sum(job.status in ("queued", "in_progress") for job in self.jobs.values())
+        if capacity and in_flight >= capacity:
+            raise ApiError(503, f"{in_flight} video jobs are in flight, all the server holds: retry later",
+                           code="server_busy")
         if len(self.jobs) >= MAX_JOBS:
             finished = [job for job in self.jobs.values() if job.status in ("completed", "failed")]
             if not finished:
@@ -99,8 +107,7 @@ class VideoJobs:
         if variant not in (None, "video"):
             raise ApiError(400, f"'variant' {variant!r} is not served: only the video", "variant", "invalid_value")
         if job.mp4 is None:
-            raise ApiError(409 if job.status != "failed" else 400, f"video {video_id} is {job.status}, not completed",
-                           "video_id", "video_not_ready")
+            raise ApiError(409, f"video {video_id} is {job.status}, not completed", "video_id", "video_not_ready")
         return job.mp4
 
     def delete(self, video_id: str) -> dict[str, Any]:

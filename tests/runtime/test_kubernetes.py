@@ -36,15 +36,23 @@ def written(pipelines, tmp_path_factory) -> Path:
     return out
 
 
+def load_all(out: Path, name: str) -> list[dict]:
+    return list(yaml.safe_load_all((out / name).read_text()))
+
+
 def load(out: Path, name: str) -> dict:
-    return yaml.safe_load((out / name).read_text())
+    return load_all(out, name)[0]
 
 
 def test_every_manifest_is_valid_against_the_kubernetes_schemas(written):
     assert sorted(p.name for p in written.iterdir()) == sorted([*FILES, "Dockerfile", "repository"])
+    kinds = []
     for name in FILES:
-        document = load(written, name)
-        kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+        for document in load_all(written, name):
+            kubernetes_validate.validate(document, kubernetes_validate.latest_version(), strict=True)
+            kinds.append(document["kind"])
+    assert sorted(kinds) == ["ConfigMap", "Deployment", "HorizontalPodAutoscaler", "PodDisruptionBudget", "Service",
+                             "Service"]
 
 
 def test_an_invalid_object_is_refused_by_the_same_validation(written):
@@ -91,20 +99,30 @@ def test_the_autoscaler_scales_on_the_metric_the_adapter_rule_makes(written):
     metric = hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
     rules = yaml.safe_load(load(written, "adapter-rules.yaml")["data"]["rules.yaml"])
     assert rules[0]["name"]["as"] == metric
-    assert "nv_inference_queue_duration_us" in rules[0]["metricsQuery"]
-    service = load(written, "service.yaml")
-    assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == k8s.PORTS
-    assert service["spec"]["sessionAffinity"] == "ClientIP"  # a client polls its video job on the pod that has it
+    # the served pipeline's own queue and requests, not its component models' (the components layout's calls)
+    assert rules[0]["metricsQuery"].count('<<.LabelMatchers>>,model="ptdit"}') == 2
+    every, videos = load_all(written, "service.yaml")
+    assert {p["name"]: p["port"] for p in every["spec"]["ports"]} == k8s.PORTS
+    assert "sessionAffinity" not in every["spec"]  # any pod takes any image
+    assert videos["spec"]["sessionAffinity"] == "ClientIP"  # a client polls its video job on the pod that has it
+    assert [p["port"] for p in videos["spec"]["ports"]] == [k8s.PORTS["openai"]]
+    deployment = load(written, "deployment.yaml")
+    budget = load(written, "disruption-budget.yaml")
+    for selector in (every["spec"]["selector"], videos["spec"]["selector"],
+                     deployment["spec"]["selector"]["matchLabels"], budget["spec"]["selector"]["matchLabels"]):
+        assert selector.items() <= deployment["spec"]["template"]["metadata"]["labels"].items()
+    assert deployment["spec"]["selector"]["matchLabels"] == {"app.kubernetes.io/name": "ptdit"}  # immutable: stable
+    assert budget["spec"]["maxUnavailable"] == 1  # a drain of a single replica proceeds
 
 
 def test_an_object_store_is_read_by_triton_with_the_secrets_credentials(pipelines, tmp_path):
     documents = k8s.manifests(k8s.ClusterOptions(store="s3://bucket/models", credentials_secret="s3-keys"),
                               k8s.ServeOptions(), pipelines[256].name)
-    pod = documents["deployment.yaml"]["spec"]["template"]["spec"]
+    pod = documents["deployment.yaml"][0]["spec"]["template"]["spec"]
     assert "volumes" not in pod and "resources" not in pod["containers"][0]  # the CPU: no GPU asked for
     assert "--model-repository=s3://bucket/models" in pod["containers"][0]["command"]
     assert pod["containers"][0]["envFrom"] == [{"secretRef": {"name": "s3-keys"}}]
-    kubernetes_validate.validate(documents["deployment.yaml"], kubernetes_validate.latest_version(), strict=True)
+    kubernetes_validate.validate(documents["deployment.yaml"][0], kubernetes_validate.latest_version(), strict=True)
 
 
 @pytest.mark.parametrize("args, message", [
@@ -112,6 +130,7 @@ def test_an_object_store_is_read_by_triton_with_the_secrets_credentials(pipeline
     (["--store", "/mnt/models"], "--store takes pvc:CLAIM"),
     (["--store", "pvc:Models_1"], "--store takes pvc:CLAIM"),
     (["--credentials-secret", "keys"], "--credentials-secret is for an object store"),
+    (["--store", "s3://b/m", "--credentials-secret", "My_Keys"], "--credentials-secret takes a Secret's name"),
     (["--image", "my image"], "--image takes an image reference"),
     (["--replicas", "0"], "Invalid value for '--replicas'"),
 ])
@@ -132,3 +151,15 @@ def test_a_video_folder_with_a_step_graph_is_refused_before_anything_is_written(
 def test_a_folder_name_becomes_a_valid_label_value():
     assert k8s.label_value("ptdit-tiny-1408x768+768x1408-pipeline") == "ptdit-tiny-1408x768-768x1408-pipeline"
     assert k8s.label_value("x" * 70 + "-") == "x" * 63 and k8s.label_value("+++") == "ptdit"
+
+
+def test_the_dockerfile_copies_the_package_and_installs_what_the_backend_runs():
+    import configparser
+
+    setup = configparser.ConfigParser()
+    setup.read(ROOT / "setup.cfg")
+    include = [name.strip().rstrip("*") for name in setup["options.packages.find"]["include"].split(",")]
+    assert sorted(k8s.PACKAGES) == sorted(include)
+    text = k8s.dockerfile(k8s.ServeOptions("tensorrt", "cuda"))
+    assert [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")][1:] == list(k8s.PACKAGES)
+    assert '"/opt/ptdit[serve,trt]"' in text and '"/opt/ptdit[serve]"' in k8s.dockerfile(k8s.ServeOptions())

@@ -84,9 +84,10 @@ def ptdit_run(folder: Path, seed: int, out: Path) -> np.ndarray:
     return np.asarray(Image.open(out))
 
 
-def post(url: str, body: bytes, content_type: str = "application/json") -> tuple[int, dict, Any]:
-    """A raw POST /v1/images/generations to the front at url: status, JSON body, headers."""
-    request = urllib.request.Request(f"{url}/v1/images/generations", data=body, method="POST",
+def post(url: str, body: bytes, content_type: str = "application/json",
+         path: str = "/v1/images/generations") -> tuple[int, dict, Any]:
+    """A raw POST to the front at url: status, JSON body, headers."""
+    request = urllib.request.Request(f"{url}{path}", data=body, method="POST",
                                      headers={"Content-Type": content_type})
     try:
         with urllib.request.urlopen(request, timeout=120) as answer:
@@ -125,11 +126,15 @@ def test_n_images_come_from_seeds_seed_to_seed_plus_n_minus_one(client, folder, 
     (b"{not json", "application/json", 400, None, "the body is not JSON"),
     ({"prompt": "a fox", "response_format": "url"}, "application/json", 400, "response_format", "keeps no files"),
     ({"prompt": "a fox", "n": 11}, "application/json", 400, "n", "'n' must be an integer in [1, 10]"),
+    ({"prompt": "a fox", "n": 0}, "application/json", 400, "n", "'n' must be an integer in [1, 10], got 0"),
+    ({"prompt": "a fox", "seed": 10**30}, "application/json", 400, "seed", "seed must be an integer in [0, 2^32 - 1]"),
+    (b'{"prompt": "\\ud800"}', "application/json", 400, "prompt", "'prompt' is not valid Unicode text"),
+    ({"prompt": "a" * 2_000_000}, "application/json", 413, None, "the body is over 1048576 bytes"),
     ({"prompt": "a fox", "seed": 1.5}, "application/json", 400, "seed", "'seed' must be an integer"),
     ({"prompt": "a fox", "model": "dall-e-3"}, "application/json", 404, "model", "'dall-e-3' is not served here"),
     ({"prompt": "a fox", "strength": 0.5}, "application/json", 400, "strength", "unknown field 'strength'"),
 ], ids=["empty-prompt", "unknown-size", "nan-guidance", "steps-0", "100kB-prompt", "content-type", "not-json",
-        "url", "n-11", "float-seed", "other-model", "unknown-field"])
+        "url", "n-11", "n-0", "huge-seed", "lone-surrogate", "2MB-body", "float-seed", "other-model", "unknown-field"])
 def test_a_bad_request_gets_openais_error_and_the_front_serves_the_next(front, client, body, content_type, status,
                                                                        param, message):
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
@@ -234,11 +239,22 @@ def test_ptdit_serve_run_with_the_front_drains_both_on_sigterm_and_exits_0(folde
         metrics = LocalServer(setup(default_env_dir(), progress=lambda line: None), tmp_path, ports).metrics_url
         with concurrent.futures.ThreadPoolExecutor(3) as pool:
             running = [pool.submit(slow, seed) for seed in range(3)]
-            deadline = time.monotonic() + 60  # one running in Triton, the others queued: all in flight
-            while pending(metrics) < 1 and time.monotonic() < deadline:
+            deadline = time.monotonic() + 60  # one running in Triton, two queued (pending counts those): all three
+            while pending(metrics) < 2 and time.monotonic() < deadline:
                 time.sleep(0.05)
-            assert pending(metrics) >= 1
+            assert pending(metrics) == 2
             process.send_signal(signal.SIGTERM)
+            # the front stops listening at once (Triton, still serving the three, would otherwise queue a fourth)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline:
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/health/live", timeout=1).close()
+                    time.sleep(0.05)
+                except urllib.error.URLError:
+                    break
+            with pytest.raises(openai.APIConnectionError):
+                client.images.generate(prompt="a fox", extra_body={"num_inference_steps": 1})
+            assert pending(metrics) >= 1  # the front went first: Triton still holds what it was sent
             assert [r.result() for r in running] == [(256, 256, 3)] * 3
         assert process.wait(90) == 0
         with pytest.raises(openai.APIConnectionError):  # the front is gone with the server
@@ -278,7 +294,7 @@ def video_folder(tmp_path_factory) -> Path:
 @pytest.mark.filterwarnings("ignore:The Sora API:DeprecationWarning")  # the SDK marks its video calls so
 def test_a_video_folder_serves_openais_videos_api_with_the_clip_ptdit_run_writes(video_folder, tmp_path):
     triton = setup(default_env_dir(), progress=lambda line: None)
-    repo = write_repository(video_folder, tmp_path / "repo", ServeOptions())
+    repo = write_repository(video_folder, tmp_path / "repo", ServeOptions(max_queue_size=1))  # it holds 2 requests
     local = tmp_path / "local.mp4"
     done = subprocess.run([sys.executable, "-m", "runtime", str(video_folder), "--prompt", PROMPT, "--seed", "3",
                            "--steps", str(STEPS), "--out", str(local)], cwd=ROOT, capture_output=True, text=True)
@@ -316,6 +332,18 @@ def test_a_video_folder_serves_openais_videos_api_with_the_clip_ptdit_run_writes
         assert client.videos.delete(job.id).deleted
         with pytest.raises(openai.NotFoundError):
             client.videos.download_content(job.id)
+        # a form field sent as a file is refused by name; the front holds no more jobs than the server does
+        boundary = "ptdit-test"
+        form = (f'--{boundary}\r\nContent-Disposition: form-data; name="prompt"; filename="p.txt"\r\n\r\na fox\r\n'
+                f"--{boundary}--\r\n").encode()
+        code, answer, _ = post(front.url, form, f"multipart/form-data; boundary={boundary}", "/v1/videos")
+        assert code == 400 and answer["error"]["message"] == "'prompt' is a file; it takes text"
+        jobs = [client.videos.create(prompt=PROMPT, extra_body={"seed": s, "num_inference_steps": 30}) for s in (1, 2)]
+        with pytest.raises(openai.APIStatusError, match="2 video jobs are in flight, all the server holds") as busy:
+            client.videos.create(prompt=PROMPT)
+        assert busy.value.status_code == 503
+        with pytest.raises(openai.ConflictError, match="is (queued|in_progress), not completed"):
+            client.videos.download_content(jobs[1].id)
 
 
 def test_the_front_command_refuses_a_bad_address_or_a_taken_port_in_one_line(tmp_path):
