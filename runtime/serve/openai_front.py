@@ -304,16 +304,23 @@ class Front:
 
     def wait(self) -> None:
         """Block until the front stops by itself (an error of uvicorn's; stop() from another thread)."""
-        while self._thread is not None and self._thread.is_alive():
-            self._thread.join(1.0)
+        thread = self._thread
+        while thread is not None and thread.is_alive():
+            thread.join(1.0)
 
     def stop(self, exit_timeout_s: float = 60.0) -> None:
-        """Stop listening; the requests in flight are answered first (up to exit_timeout_s)."""
-        if self._thread is None:
+        """Stop listening; the requests in flight are answered first (up to exit_timeout_s). A second interrupt
+        while they are (a second Ctrl-C) stops it at once."""
+        thread, self._thread = self._thread, None
+        if thread is None:
             return
         self._server.should_exit = True
-        self._thread.join(exit_timeout_s + 10)
-        self._thread = None
+        try:
+            thread.join(exit_timeout_s + 10)
+        except BaseException:
+            self._server.force_exit = True
+            thread.join(5)
+            raise
 
     def __enter__(self) -> Front:
         return self
