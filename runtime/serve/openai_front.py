@@ -138,6 +138,8 @@ def png_base64(pixels: Any) -> str:
 
 def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
     """The ASGI application forwarding to the Triton server at server_url (HOST:GRPC-PORT)."""
+    quiet_grpc()  # before gRPC's first import, which reads it
+    import tritonclient.grpc.aio  # noqa: F401 (here: a missing package is named before the front starts)
     from starlette.applications import Starlette
     from starlette.exceptions import HTTPException
     from starlette.requests import Request
