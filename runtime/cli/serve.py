@@ -132,8 +132,8 @@ def repository_command(folder: Path, out_dir: Path, backend: str, device: str, l
 @click.option("--tritonserver", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="This tritonserver binary [default: the one of ptdit-serve setup, else one on PATH].")
 @click.option("--openai-port", type=Number(Ports.RANGE), default=None,
-              help="Also serve the OpenAI images API (/v1/images/generations, /v1/models) on this port, in front of "
-                   "the server.")
+              help="Also serve the OpenAI API (/v1/images/generations, or /v1/videos for a video folder; "
+                   "/v1/models) on this port, in front of the server.")
 @REQUEST_TIMEOUT_OPTION
 @EXIT_TIMEOUT_OPTION
 @click.option("--debug", is_flag=True, help="Show tracebacks.")
@@ -251,7 +251,7 @@ def kubernetes_command(folder: Path, out_dir: Path, replicas: int, max_replicas:
 @console_options
 def front_command(server_url: str, host: str, openai_port: int, request_timeout_s: float, exit_timeout_s: int,
                   debug: bool, console: Console) -> None:
-    """The OpenAI images API (/v1/images/generations, /v1/models, /health/ready) in front of a Triton server
+    """The OpenAI API (/v1/images/generations or /v1/videos, /v1/models, /health/ready) in front of a Triton server
     that serves a pipeline (ptdit-serve run, or a pod of ptdit-serve kubernetes): each image is forwarded to
     it over gRPC. Serves until Ctrl-C or SIGTERM, which let the requests in flight finish."""
     with exit_codes("ptdit-serve front", debug, writes=False, flags={"openai_port": "--port",
