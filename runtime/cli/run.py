@@ -130,7 +130,7 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
     """The image (or a video pipeline's clip) of the pipeline a server of ptdit-serve runs, written as run_pipeline
     writes it: the same bytes for the same seed."""
     from ..pipeline.text_to_image import write_png
-    from ..pipeline.video_file import FPS, check_writer, video_kind, write_video
+    from ..pipeline.video_file import FPS, check_writer, clip_metadata, video_kind, write_video
     from ..serve.client import PipelineClient, check_address
 
     if prompt is None:
@@ -152,7 +152,7 @@ def run_on_server(url: str, prompt: str | None, negative_prompt: str | None, ste
         metadata = pipeline_metadata(prompt, negative_prompt, result.pipeline, steps, guidance, seed, height, width)
         if client.frames:
             frames = list(result.pixels)
-            metadata = {**metadata, "latent_frames": client.frames, "video_frames": len(frames), "fps": FPS}
+            metadata = clip_metadata(metadata, client.frames, len(frames))
             write_video(staged, kind, frames, metadata)
             shape: dict[str, Any] = {"video": list(result.pixels.shape), "fps": FPS, "format": kind}
         else:
@@ -229,7 +229,7 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
     from ..pipeline.folder import load_pipeline
     from ..pipeline.ptdit_pipeline import COMMAND_NAMES, PTDiTPipeline
     from ..pipeline.text_to_image import write_png
-    from ..pipeline.video_file import FPS, check_writer, video_kind, write_video
+    from ..pipeline.video_file import FPS, check_writer, clip_metadata, video_kind, write_video
 
     if prompt is None:
         raise InputError("a pipeline folder needs --prompt \"...\"")
@@ -268,9 +268,9 @@ def run_pipeline(folder_path: Path, prompt: str | None, negative_prompt: str | N
             metadata = pipeline_metadata(prompt, negative_prompt, folder_path.name, steps, guidance, seed, height,
                                          width)
             if video:
-                assert isinstance(result.frames, list)
+                assert isinstance(result.frames, list) and latent_frames is not None
                 frames = [np.asarray(frame) for frame in result.frames[0]]
-                metadata = {**metadata, "latent_frames": latent_frames, "video_frames": len(frames), "fps": FPS}
+                metadata = clip_metadata(metadata, latent_frames, len(frames))
                 write_video(staged, kind, frames, metadata)
                 shape = {"video": [len(frames), *frames[0].shape], "fps": FPS, "format": kind}
             else:

@@ -16,9 +16,10 @@ from ptdit.contract.numbers import INSTANCES, Range
 
 from ..pipeline.folder import check_pipeline_path
 from ..serve import protocol
+from ..serve.client import TIMEOUT_S
 from ..serve.environment import default_env_dir, find_server, setup
 from ..serve.kubernetes import DEFAULT_IMAGE, QUEUE_TARGET_MS, REPLICAS, ClusterOptions, write_kubernetes
-from ..serve.openai_front import REQUEST_TIMEOUT_S, Front
+from ..serve.openai_front import Front
 from ..serve.repository import QUEUE, QUEUE_TIMEOUT_S, ServeOptions, write_repository
 from ..serve.server import LocalServer, Ports
 
@@ -41,11 +42,13 @@ ENV_OPTION = click.option("--env", "env_dir", type=click.Path(file_okay=False, p
 
 SERVE_OPTION_NAMES = ("backend", "device", "layout", "instances", "max_queue_size", "queue_timeout_s")
 EXIT_TIMEOUT_S = Range(0, 3600, integer=True)  # seconds; tritonserver takes whole seconds
+HOST_OPTION = click.option("--host", default="127.0.0.1", show_default=True,
+                           help="Address to listen on (0.0.0.0: every one).")
 EXIT_TIMEOUT_OPTION = click.option(
     "--exit-timeout", "exit_timeout_s", type=Number(EXIT_TIMEOUT_S), default=60, show_default=True,
     help="On Ctrl-C / SIGTERM, seconds the in-flight requests get to finish.")
 REQUEST_TIMEOUT_OPTION = click.option(
-    "--request-timeout", "request_timeout_s", type=Number(REQUEST_TIMEOUT_S), default=600, show_default=True,
+    "--request-timeout", "request_timeout_s", type=Number(TIMEOUT_S), default=600, show_default=True,
     help="OpenAI front: seconds Triton has for one image before the front answers 504.")
 
 
@@ -121,7 +124,7 @@ def repository_command(folder: Path, out_dir: Path, backend: str, device: str, l
 
 @main.command("run")
 @click.argument("source", metavar="FOLDER", type=click.Path(exists=True, path_type=Path))
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@HOST_OPTION
 @click.option("--http-port", type=Number(Ports.RANGE), default=8000, show_default=True, help="HTTP/REST port.")
 @click.option("--grpc-port", type=Number(Ports.RANGE), default=8001, show_default=True,
               help="gRPC port (ptdit-run --server HOST:PORT).")
@@ -242,7 +245,7 @@ def kubernetes_command(folder: Path, out_dir: Path, replicas: int, max_replicas:
 @main.command("front")
 @click.option("--server", "server_url", default="localhost:8001", show_default=True,
               help="The gRPC address of the Triton server to forward to (HOST:PORT).")
-@click.option("--host", default="127.0.0.1", show_default=True, help="Address to listen on (0.0.0.0: every one).")
+@HOST_OPTION
 @click.option("--port", "openai_port", type=Number(Ports.RANGE), default=8080, show_default=True,
               help="Port of the OpenAI API.")
 @REQUEST_TIMEOUT_OPTION

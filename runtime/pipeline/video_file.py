@@ -43,6 +43,12 @@ def video_kind(path: Path) -> str:
                      f"for a video pipeline, got {path.name}")
 
 
+def clip_metadata(metadata: dict[str, Any], latent_frames: int, video_frames: int) -> dict[str, Any]:
+    """A run's metadata (output.pipeline_metadata) with what a clip adds: the same from a folder, a server and the
+    OpenAI front, so the same seed gives the same file."""
+    return {**metadata, "latent_frames": latent_frames, "video_frames": video_frames, "fps": FPS}
+
+
 def check_writer(kind: str) -> None:
     """The writer of `kind` works, tried on two tiny frames before any work: for .mp4 imageio-ffmpeg and an ffmpeg
     that encodes H.264 and reads it back, for the others Pillow (with WebP for .webp)."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 import base64
 import concurrent.futures
 import http.client
-import io
 import json
 import subprocess
 import sys
@@ -33,16 +32,9 @@ from ptdit.contract.progress import Reporter
 from .client import PipelineClient
 from .environment import find_server
 from .load import PROMPT, _percentile, _summary
+from .openai_front import png_bytes
 from .repository import ServeOptions, write_repository
 from .server import LocalServer, free_ports
-
-
-def _png(pixels: Any) -> bytes:
-    from PIL import Image
-
-    buffer = io.BytesIO()
-    Image.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
 
 
 class FrontConnection:
@@ -102,13 +94,13 @@ def _measure(folder: Path, grpc_url: str, port: int, concurrency: list[int], req
     grpc, front = PipelineClient(grpc_url), FrontConnection(port)
     try:
         for seed in range(instances):  # warm-up: one request per instance, each way
-            _png(grpc.generate(PROMPT, seed=seed, steps=steps).pixels)
+            png_bytes(grpc.generate(PROMPT, seed=seed, steps=steps).pixels)
             front.generate(seed, steps)
         report(f"  gRPC client and OpenAI front, alternately: {requests} images each")
         direct, fronted = [], []
         for seed in range(requests):
             begin = time.perf_counter()
-            _png(grpc.generate(PROMPT, seed=seed, steps=steps, timeout_s=600).pixels)
+            png_bytes(grpc.generate(PROMPT, seed=seed, steps=steps, timeout_s=600).pixels)
             direct.append(time.perf_counter() - begin)
             time.sleep(0.1)  # the idle ONNX Runtime threads stop spinning before the other side runs
             begin = time.perf_counter()

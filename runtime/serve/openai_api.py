@@ -25,6 +25,7 @@ from ptdit.contract.sizes import Size
 
 from ..pipeline.video_file import FPS
 from . import protocol
+from .client import served_pipeline
 
 MAX_BODY_BYTES = 1 << 20  # a request is a prompt and a few numbers; the served prompt itself stops at 4 kB
 N = Range(1, 10, integer=True)  # images per request, as OpenAI bounds it
@@ -83,7 +84,7 @@ class ServedModel:
             raise InputError("the served model's config names no sizes (a repository of an earlier version): "
                              "rewrite it with ptdit-serve repository")
         frames = parameters.get(protocol.FRAMES, {}).get("string_value")
-        return cls(parameters["pipeline"]["string_value"],
+        return cls(served_pipeline(config),
                    protocol.parse_sizes(parameters[protocol.SIZES]["string_value"]), int(frames) if frames else None)
 
 

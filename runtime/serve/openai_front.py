@@ -24,21 +24,19 @@ import asyncio
 import base64
 import io
 import re
-import socket
 import threading
 import time
 from contextlib import asynccontextmanager
 from typing import Any, AsyncIterator
 
 from ptdit.contract.errors import Failure, InputError, option
-from ptdit.contract.numbers import Range
 
 from . import protocol
-from .client import Generated, check_address, quiet_grpc, read_answer, refusal_kind, request_inputs
+from .client import TIMEOUT_S, Generated, check_address, quiet_grpc, read_answer, refusal_kind, request_inputs
 from .openai_api import MAX_BODY_BYTES, ApiError, ServedModel, parse_images_request, parse_video_request, read_json
+from .server import check_port_free
 from .video_jobs import VideoJobs
 
-REQUEST_TIMEOUT_S = Range(0, 24 * 3600, low_open=True)  # seconds Triton has for one image
 RETRY_AFTER_S = "1"
 CONFIG_TIMEOUT_S = 10.0
 REQUEST_ID = re.compile(r"^\[request id: [^\]]*\]\s*")  # Triton's prefix of its refusals
@@ -128,12 +126,17 @@ async def all_or_none(calls: list[Any]) -> list[Any]:
         raise
 
 
-def png_base64(pixels: Any) -> str:
+def png_bytes(pixels: Any) -> bytes:
+    """uint8 [H, W, 3] as a PNG file's bytes."""
     from PIL import Image
 
     buffer = io.BytesIO()
     Image.fromarray(pixels).save(buffer, format="PNG")
-    return base64.b64encode(buffer.getvalue()).decode("ascii")
+    return buffer.getvalue()
+
+
+def png_base64(pixels: Any) -> str:
+    return base64.b64encode(png_bytes(pixels)).decode("ascii")
 
 
 def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
@@ -147,7 +150,7 @@ def create_app(server_url: str, request_timeout_s: float = 600.0) -> Any:
     from starlette.routing import Route
 
     check_address(server_url)
-    REQUEST_TIMEOUT_S.check(option("request_timeout_s"), request_timeout_s)
+    TIMEOUT_S.check(option("request_timeout_s"), request_timeout_s)
     triton = TritonForward(server_url, request_timeout_s)
     jobs = VideoJobs()
 
@@ -283,13 +286,7 @@ class Front:
     def start(self, host: str, port: int, exit_timeout_s: int = 60, timeout_s: float = 30.0) -> Front:
         import uvicorn
 
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                s.bind((host, port))
-            except OSError:
-                raise InputError(f"port {port} on {host} is taken: pass {option('openai_port')} with a free one, "
-                                 f"or stop what listens there") from None
+        check_port_free(host, port, option("openai_port"))
         config = uvicorn.Config(self.app, host=host, port=port, log_level="warning", access_log=False,
                                 timeout_graceful_shutdown=exit_timeout_s, lifespan="on")
         self._server = uvicorn.Server(config)

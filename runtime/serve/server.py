@@ -55,13 +55,20 @@ class Ports:
     def check_free(self, host: str) -> None:
         """Refuse a port another program listens on before starting (Triton would log it and exit)."""
         for name, port in (("http", self.http), ("grpc", self.grpc), ("metrics", self.metrics)):
-            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds: TIME_WAIT is no listener
-                try:
-                    s.bind((host, port))
-                except OSError:
-                    raise InputError(f"port {port} ({name}) on {host} is taken: pass --{name}-port with a free "
-                                     f"one, or stop what listens there") from None
+            check_port_free(host, port, f"--{name}-port", f" ({name})")
+
+
+def check_port_free(host: str, port: int, flag: str, what: str = "") -> None:
+    """Refuse a port another program listens on, naming the option that chooses it (`flag`: a flag, or an
+    errors.option marker)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as a server binds: TIME_WAIT is no listener
+        try:
+            s.bind((host, port))
+        except OSError:
+            raise InputError(f"port {port}{what} on {host} is taken: pass {flag} with a free one, or stop "
+                             f"what listens there") from None
 
 
 def free_ports(host: str = "127.0.0.1") -> Ports:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Awaitable, Callable
 
 from ..pipeline.output import pipeline_metadata
-from ..pipeline.video_file import FPS, write_video
+from ..pipeline.video_file import clip_metadata, write_video
 from .client import Generated
 from .openai_api import ApiError, ServedModel, VideoRequest
 
@@ -55,7 +55,8 @@ def encode_clip(generated: Generated, job: VideoJob) -> bytes:
                                  request.guidance_scale, request.seed, size.height if job.asked.size_given else None,
                                  size.width if job.asked.size_given else None)
     frames = list(generated.pixels)
-    metadata = {**metadata, "latent_frames": job.model.frames, "video_frames": len(frames), "fps": FPS}
+    assert job.model.frames is not None  # a video pipeline's job
+    metadata = clip_metadata(metadata, job.model.frames, len(frames))
     with tempfile.TemporaryDirectory(prefix="ptdit-front-") as folder:
         path = Path(folder) / "clip.mp4"
         write_video(path, "mp4", frames, metadata)

@@ -365,3 +365,20 @@ def test_the_front_command_refuses_a_bad_address_or_a_taken_port_in_one_line(tmp
                                   f"free one, or stop what listens there"
     done = front("--request-timeout", "0")
     assert done.returncode == 2 and "--request-timeout" in done.stderr
+
+
+def test_ptdit_bench_serve_openai_reports_the_fronts_overhead_and_each_concurrency(folder):
+    bench = [sys.executable, "-c", "from bench.cli import main; main()", "serve", "--openai", "--folder", str(folder)]
+    done = subprocess.run([*bench, "--concurrency", "1", "--concurrency", "2", "--requests", "2", "--steps", "1",
+                           "--json"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    data = json.loads(done.stdout)["serve-openai"]
+    assert [r["clients"] for r in data["front"]] == [1, 2]
+    for row in (data["grpc_at_1"], data["front_at_1"], *data["front"]):
+        assert row["requests"] == 2 and row["rps"] > 0 and row["p95_ms"] >= row["p50_ms"] > 0
+    assert data["overhead_at_1"] == round(data["front_at_1"]["p50_ms"] / data["grpc_at_1"]["p50_ms"] - 1, 4)
+    assert "| OpenAI front (JSON, base64 PNG decoded) | 1 | 2 |" in done.stderr
+    assert "Front overhead at 1 client" in done.stderr
+    done = subprocess.run([*bench, "--backend", "tensorrt"], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 2
+    assert done.stderr.strip().endswith("--openai measures the front of the CPU pipeline: drop --backend tensorrt")
